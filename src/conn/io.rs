@@ -1,0 +1,82 @@
+//! The socket edge: the only code that knows errno values. Reads and writes come back as a small
+//! outcome enum; `EINTR` is retried here, `EAGAIN` becomes `WouldBlock`, and a reset or broken pipe
+//! is `Closed` (never a SIGPIPE: writes use `sendmsg` with `MSG_NOSIGNAL`, which matters when the
+//! loop is embedded in a host that has not ignored the signal).
+
+use std::io::{self, IoSlice, Read};
+use std::os::fd::AsRawFd;
+
+use mio::net::TcpStream;
+
+/// Outcome of one read or write attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Io {
+    /// Transferred this many bytes (non-zero).
+    Done(usize),
+    /// The socket has nothing more (read) or no room (write) now.
+    WouldBlock,
+    /// Read side: the peer sent FIN.
+    Eof,
+    /// The connection is dead (reset, broken pipe, other error).
+    Closed(io::ErrorKind),
+}
+
+/// Reads once into `buf`.
+pub fn read(sock: &mut TcpStream, buf: &mut [u8]) -> Io {
+    loop {
+        match sock.read(buf) {
+            Ok(0) => return Io::Eof,
+            Ok(n) => return Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Io::WouldBlock,
+            Err(e) => return Io::Closed(e.kind()),
+        }
+    }
+}
+
+/// Writes the slices with one `sendmsg(MSG_NOSIGNAL)` call (retried on `EINTR`).
+pub fn write_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> Io {
+    if bufs.is_empty() {
+        return Io::Done(0);
+    }
+    // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads through it.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: the fd is an open socket owned by `sock`; msg points at `bufs`, which outlives
+        // the call, and the kernel does not retain the pointers.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Io::Done(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Io::WouldBlock,
+            kind => return Io::Closed(kind),
+        }
+    }
+}
+
+/// The connection's MSS (`TCP_MAXSEG`), if the kernel tells.
+pub fn mss(sock: &TcpStream) -> Option<u32> {
+    socket2::SockRef::from(sock).tcp_mss().ok()
+}
+
+/// Disables Nagle: events are small and latency matters more than packet count, and output is
+/// already coalesced per loop iteration.
+pub fn set_nodelay(sock: &TcpStream) -> io::Result<()> {
+    sock.set_nodelay(true)
+}
+
+/// Makes the next close send RST instead of FIN (for peers that misbehave).
+pub fn set_linger_zero(sock: &TcpStream) {
+    let _ = socket2::SockRef::from(sock).set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// Shuts the write side (FIN after queued bytes).
+pub fn shutdown_write(sock: &TcpStream) {
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+}

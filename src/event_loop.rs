@@ -1,0 +1,698 @@
+//! The loop: one `mio::Poll`, the listener, the waker, signals, and the slab of connections.
+//!
+//! It dispatches and never parses or encodes. One iteration:
+//! 1. poll, with the timeout of the earliest timer (zero when work is left over);
+//! 2. dispatch readiness: accept, wake-ups (cross-thread publishes, stop), signals, connections;
+//!    after each connection handler, fan out what it published;
+//! 3. accept (bounded batch), fire due timers, record events other threads queued;
+//! 4. flush every dirty connection once (one `sendmsg` each, within a budget);
+//! 5. check shutdown progress.
+//!
+//! Removal is the loop's: every path that ends a connection goes through [`Server::close`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::buf::{chunk_size_for_mss, BufPool};
+use crate::config::{Config, ConfigError};
+use crate::conn::{io as sockio, Closing, Connection, Flow};
+use crate::handle::{PublishHandle, Sequencer};
+use crate::http::response::http_date;
+use crate::hub::{Hub, Outgoing};
+use crate::metrics::{ConnKind, Gauges, Metrics};
+use crate::timer::Timers;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Connections accepted per iteration at most, so a connect storm cannot stall delivery.
+const ACCEPT_BATCH: usize = 256;
+/// Pause before accepting again after EMFILE/ENFILE (the listener's backlog keeps the clients).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Descriptors kept back from `RLIMIT_NOFILE` for the listener, epoll, waker, signals, logs, and
+/// the connections being refused with 503.
+const FD_RESERVE: usize = 64;
+/// Readiness events handled per poll.
+const EVENTS_CAPACITY: usize = 1024;
+/// How long a `Connection: close` response lingers for the peer's FIN before a forced close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is refused.
+    Config(ConfigError),
+    /// Binding or setting up the loop failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::Io(e) => write!(f, "cannot start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
+/// Everything connection handlers may touch besides their own connection.
+pub struct LoopState {
+    /// The configuration.
+    pub config: Config,
+    /// Topics, subscriptions, history.
+    pub hub: Hub,
+    /// Every deadline.
+    pub timers: Timers,
+    /// Write chunks.
+    pub pool: BufPool,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The time of this iteration.
+    pub now: Instant,
+    /// `Date` header value, refreshed once a second.
+    pub date: String,
+    date_secs: u64,
+    /// Read scratch buffer.
+    pub scratch: Box<[u8]>,
+    /// Connections with output (or input) to handle before sleeping.
+    pub dirty: Vec<usize>,
+    /// Shutdown has begun: no new streams, responses close their connection.
+    pub shutting_down: bool,
+    /// Occupied slab slots (for the metrics page, which handlers render).
+    pub slab_len: usize,
+    /// Connection limit in force.
+    pub max_connections: usize,
+    rng: u64,
+}
+
+impl LoopState {
+    /// Heartbeat period.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_ms)
+    }
+    /// Header (and body-stall) timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.header_timeout_ms)
+    }
+    /// Keep-alive idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.idle_timeout_ms)
+    }
+    /// Write-stall timeout.
+    pub fn write_stall(&self) -> Duration {
+        Duration::from_millis(self.config.write_stall_ms)
+    }
+    /// Shutdown grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.config.grace_ms)
+    }
+    /// Linger after a `Connection: close` response.
+    pub fn linger(&self) -> Duration {
+        LINGER.min(self.grace().max(Duration::from_millis(100)))
+    }
+
+    /// A `retry:` value spread over [retry, 2 × retry] (at least one second wide) so that clients
+    /// of a stopping server reconnect at different moments.
+    pub fn jittered_retry(&mut self) -> u64 {
+        // xorshift64: statistical quality is irrelevant here, speed and no dependency are not.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let spread = self.config.retry_ms.max(1000);
+        self.config.retry_ms + self.rng % (spread + 1)
+    }
+
+    /// The gauges of the metrics page.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            slab_connections: self.slab_len,
+            timers: self.timers.len(),
+            subscriptions: self.hub.subscription_count(),
+            topics: self.hub.topic_count(),
+            history_events: self.hub.history_events(),
+            history_bytes: self.hub.history_bytes(),
+            chunks_lent: self.pool.lent(),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// The Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.gauges())
+    }
+
+    fn refresh_clock(&mut self) {
+        self.now = Instant::now();
+        let wall = SystemTime::now();
+        let secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.date_secs {
+            self.date_secs = secs;
+            self.date = http_date(wall);
+        }
+    }
+}
+
+/// Whether the loop goes on after an iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Still serving.
+    Running,
+    /// Shut down: every connection is closed and the listener is gone.
+    Stopped,
+}
+
+struct Shutdown {
+    deadline: Instant,
+    interrupts: u32,
+}
+
+/// The server: a bound listener and the loop state. Build with [`Server::bind`], then call
+/// [`Server::run`] (or [`Server::poll_once`] repeatedly).
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Connection>,
+    sh: LoopState,
+    seq: Arc<Sequencer>,
+    waker: Arc<Waker>,
+    signals: Option<Signals>,
+    accept_pending: bool,
+    accept_paused_until: Option<Instant>,
+    last_fd_warning: Option<Instant>,
+    shutdown: Option<Shutdown>,
+    stopped: bool,
+    outbox: Vec<Outgoing>,
+    fanout_keys: Vec<usize>,
+}
+
+impl Server {
+    /// Validates the configuration, binds the listener and prepares the loop.
+    pub fn bind(config: Config) -> Result<Server, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let poll = Poll::new()?;
+        let mut listener = bind_listener(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let run = run_id();
+        let seq = Arc::new(Sequencer::new(&run, config.max_body));
+        let hub = Hub::with_sequencer(Arc::clone(&seq), config.history);
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(default_max_connections);
+        let now = Instant::now();
+        let rng = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        log::info!(
+            "listening on {local_addr}, run id {run}, max connections {max_connections}, \
+             history {} per topic, heartbeat {} ms",
+            config.history,
+            config.heartbeat_ms
+        );
+        log::debug!("{config:?}");
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            listener: Some(listener),
+            local_addr,
+            conns: Slab::new(),
+            sh: LoopState {
+                config,
+                hub,
+                timers: Timers::default(),
+                pool: BufPool::default(),
+                metrics: Metrics::default(),
+                now,
+                date: http_date(SystemTime::now()),
+                date_secs: 0,
+                scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+                dirty: Vec::new(),
+                shutting_down: false,
+                slab_len: 0,
+                max_connections,
+                rng,
+            },
+            seq,
+            waker,
+            signals: None,
+            accept_pending: false,
+            accept_paused_until: None,
+            last_fd_warning: None,
+            shutdown: None,
+            stopped: false,
+            outbox: Vec::new(),
+            fanout_keys: Vec::new(),
+        })
+    }
+
+    /// Handles SIGTERM and SIGINT inside the loop: the first starts a graceful shutdown, a second
+    /// SIGINT forces an immediate stop. (The binary calls this; an embedding host may not want it.)
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to publish and stop from other threads.
+    pub fn handle(&self) -> PublishHandle {
+        PublishHandle::new(Arc::clone(&self.seq), Arc::clone(&self.waker))
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.sh.metrics
+    }
+
+    /// The gauges (slab, timers, subscriptions, history...).
+    pub fn gauges(&self) -> Gauges {
+        self.sh.gauges()
+    }
+
+    /// The epoll descriptor, for hosts that nest the loop in their own poller: when it is
+    /// readable, call [`Server::poll_once`] with a zero timeout.
+    pub fn raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// How long the loop may sleep before it has work (timers, left-over writes, accepts).
+    pub fn next_timeout(&self) -> Option<Duration> {
+        if !self.sh.dirty.is_empty() || self.stopped {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut wait = self.sh.timers.next_timeout(now);
+        let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+        if self.accept_pending {
+            consider(match self.accept_paused_until {
+                Some(until) => until.saturating_duration_since(now),
+                None => Duration::ZERO,
+            });
+        }
+        if let Some(shutdown) = &self.shutdown {
+            consider(shutdown.deadline.saturating_duration_since(now));
+        }
+        wait
+    }
+
+    /// Runs until shut down (signal, [`PublishHandle::stop`]).
+    pub fn run(&mut self) -> io::Result<()> {
+        while self.poll_once(None)? == Status::Running {}
+        Ok(())
+    }
+
+    /// One iteration, sleeping at most `max_wait` (or until the next timer when `None`).
+    pub fn poll_once(&mut self, max_wait: Option<Duration>) -> io::Result<Status> {
+        if self.stopped {
+            return Ok(Status::Stopped);
+        }
+        let timeout = match (self.next_timeout(), max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, timeout);
+        self.sh.refresh_clock();
+        self.sh.metrics.loop_iterations += 1;
+        let result = match polled {
+            Ok(()) => {
+                self.dispatch(&events);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.events = events;
+        result?;
+        self.after_dispatch();
+        Ok(if self.stopped {
+            Status::Stopped
+        } else {
+            Status::Running
+        })
+    }
+
+    fn dispatch(&mut self, events: &Events) {
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept_pending = true,
+                WAKER => {
+                    if self.seq.stop_requested() {
+                        self.begin_shutdown("stop requested");
+                    }
+                }
+                SIGNALS => self.on_signals(),
+                Token(key) => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    let readable =
+                        event.is_readable() || event.is_read_closed() || event.is_error();
+                    let writable = event.is_writable() || event.is_write_closed();
+                    let flow = conn.on_ready(key, readable, writable, &mut self.sh);
+                    self.settle(key, flow);
+                }
+            }
+        }
+    }
+
+    fn after_dispatch(&mut self) {
+        self.accept_batch();
+        self.fire_timers();
+        self.sh.hub.drain_queued();
+        self.fan_out();
+        self.flush_dirty();
+        self.check_shutdown();
+    }
+
+    /// Applies a handler's verdict, then fans out what it published.
+    fn settle(&mut self, key: usize, flow: Flow) {
+        if let Flow::Close(closing) = flow {
+            self.close(key, closing);
+        }
+        self.fan_out();
+    }
+
+    /// Queues every event recorded since the last fan-out to its topics' subscribers.
+    fn fan_out(&mut self) {
+        self.sh.hub.take_outbox(&mut self.outbox);
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut keys = std::mem::take(&mut self.fanout_keys);
+        for (event, topics) in outbox.drain(..) {
+            for &topic in &topics {
+                // Copied out because delivering needs the loop state the hub lives in.
+                keys.extend(self.sh.hub.subscribers(topic));
+                for &key in &keys {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    if let Flow::Close(closing) = conn.deliver(key, &event, &mut self.sh) {
+                        self.close(key, closing);
+                    }
+                }
+                keys.clear();
+            }
+        }
+        self.outbox = outbox;
+        self.fanout_keys = keys;
+    }
+
+    fn accept_batch(&mut self) {
+        if !self.accept_pending {
+            return;
+        }
+        if let Some(until) = self.accept_paused_until {
+            if self.sh.now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listener.as_ref() else {
+                self.accept_pending = false;
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, _peer)) => self.admit(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    let fd_exhausted =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if fd_exhausted {
+                        self.sh.metrics.accept_fd_exhausted += 1;
+                    } else {
+                        self.sh.metrics.accept_errors += 1;
+                    }
+                    if self
+                        .last_fd_warning
+                        .is_none_or(|t| self.sh.now.duration_since(t) >= Duration::from_secs(1))
+                    {
+                        log::warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                        self.last_fd_warning = Some(self.sh.now);
+                    }
+                    // Leave the clients in the backlog and retry shortly; never spin.
+                    self.accept_paused_until = Some(self.sh.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+        // Batch used up: more may be waiting, and no new edge will say so.
+    }
+
+    fn admit(&mut self, sock: TcpStream) {
+        self.sh.metrics.accepted += 1;
+        if let Err(e) = sockio::set_nodelay(&sock) {
+            log::debug!("TCP_NODELAY failed: {e}");
+        }
+        let chunk = chunk_size_for_mss(sockio::mss(&sock));
+        let over_capacity = self.conns.len() >= self.sh.max_connections;
+        let key = self.conns.insert(Connection::new(sock, self.sh.now, chunk));
+        self.sh.slab_len = self.conns.len();
+        let conn = &mut self.conns[key];
+        if let Err(e) = register(self.poll.registry(), conn, key) {
+            log::warn!("cannot register connection: {e}");
+            self.conns.remove(key);
+            self.sh.slab_len = self.conns.len();
+            return;
+        }
+        self.sh.metrics.open[ConnKind::Http as usize] += 1;
+        let flow = conn.start(key, over_capacity, &mut self.sh);
+        if let Flow::Close(closing) = flow {
+            self.close(key, closing);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some((timer, key, kind)) = self.sh.timers.pop_due(self.sh.now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                debug_assert!(false, "timer for a missing connection {key}");
+                continue;
+            };
+            let flow = conn.on_timer(key, timer, kind, &mut self.sh);
+            self.settle(key, flow);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.sh.dirty);
+        for key in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let flow = conn.flush(key, &mut self.sh);
+            self.settle(key, flow);
+        }
+        // Keep the allocation; connections that still have work pushed themselves again.
+        if self.sh.dirty.is_empty() {
+            self.sh.dirty = dirty;
+        }
+    }
+
+    /// Releases a connection: timers, subscriptions, buffers, registration, descriptor, slot.
+    pub(crate) fn close(&mut self, key: usize, closing: Closing) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        conn.release(&mut self.sh);
+        if let Closing::Forced { cause, linger0 } = closing {
+            self.sh.metrics.closes[cause as usize] += 1;
+            if linger0 {
+                sockio::set_linger_zero(&conn.sock);
+            }
+        }
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        self.sh.slab_len = self.conns.len();
+        log::trace!("conn {key} closed: {closing:?}");
+    }
+
+    fn on_signals(&mut self) {
+        let mut received = Vec::new();
+        if let Some(signals) = self.signals.as_mut() {
+            received.extend(signals.pending());
+        }
+        for signal in received {
+            match signal {
+                SIGINT if self.shutdown.as_ref().is_some_and(|s| s.interrupts > 0) => {
+                    log::warn!("second SIGINT: closing everything now");
+                    self.force_stop();
+                }
+                SIGINT => {
+                    self.begin_shutdown("SIGINT");
+                    if let Some(s) = self.shutdown.as_mut() {
+                        s.interrupts += 1;
+                    }
+                }
+                _ => self.begin_shutdown("SIGTERM"),
+            }
+        }
+    }
+
+    /// Stops accepting and winds every connection down; the loop stops once all are closed or
+    /// the grace period has passed.
+    pub fn begin_shutdown(&mut self, why: &str) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        log::info!(
+            "{why}: shutting down; {} connections get up to {} ms",
+            self.conns.len(),
+            self.sh.config.grace_ms
+        );
+        self.shutdown = Some(Shutdown {
+            deadline: self.sh.now + self.sh.grace(),
+            interrupts: 0,
+        });
+        self.sh.shutting_down = true;
+        // Deliver everything published before the shutdown began.
+        self.sh.hub.drain_queued();
+        self.fan_out();
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_pending = false;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                let flow = conn.begin_shutdown(key, &mut self.sh);
+                self.settle(key, flow);
+            }
+        }
+    }
+
+    fn check_shutdown(&mut self) {
+        let Some(shutdown) = &self.shutdown else {
+            return;
+        };
+        if self.conns.is_empty() {
+            log::info!("all connections closed; stopped");
+            self.finish();
+        } else if self.sh.now >= shutdown.deadline {
+            log::warn!(
+                "grace period over: forcing {} connections closed",
+                self.conns.len()
+            );
+            self.force_stop();
+        }
+    }
+
+    fn force_stop(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(
+                key,
+                Closing::Forced {
+                    cause: crate::metrics::CloseCause::GraceExpired,
+                    linger0: false,
+                },
+            );
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.seq.mark_loop_gone();
+        self.stopped = true;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.seq.mark_loop_gone();
+    }
+}
+
+fn register(registry: &Registry, conn: &mut Connection, key: usize) -> io::Result<()> {
+    // Edge-triggered and registered once for both directions: a writable edge only fires after a
+    // write came up short, so this costs no wake-ups, and it saves an epoll_ctl per stall.
+    registry.register(
+        &mut conn.sock,
+        Token(key),
+        Interest::READABLE | Interest::WRITABLE,
+    )
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// `RLIMIT_NOFILE` minus a reserve.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let soft = if ok { limit.rlim_cur as usize } else { 1024 };
+    soft.saturating_sub(FD_RESERVE).max(1)
+}
+
+/// The run prefix of ids: the start time in milliseconds, base 36 (short, and different for every
+/// run that starts in a different millisecond).
+fn run_id() -> String {
+    let mut n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8_lossy(&digits).into_owned()
+}

@@ -1,0 +1,32 @@
+//! sseloop: one thread, one `mio::Poll`, every connection in a slab, Server-Sent Events out.
+//!
+//! Module map (who owns what):
+//! - [`config`]: options, defaults, validation (the CLI is generated from it).
+//! - [`event_loop`]: the `Poll`, accept, dispatch, fan-out, flush, shutdown. Dispatches only.
+//! - [`conn`]: a connection's stage (HTTP / SSE), lifecycle ([`conn::state`]), output queue and
+//!   deadlines; [`conn::io`] is the socket edge (errno lives there only).
+//! - [`http`]: request heads and bodies, routing, canned responses, CORS.
+//! - [`sse`]: event → `text/event-stream` bytes.
+//! - [`hub`]: topics, subscriptions, the id sequence, per-topic history and replay.
+//! - [`buf`]: the shared encoded event, output queues, pooled MSS-sized write chunks.
+//! - [`timer`]: every deadline in one structure; drives the poll timeout.
+//! - [`metrics`]: counters and the Prometheus page.
+//! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod buf;
+pub mod config;
+pub mod conn;
+pub mod event_loop;
+pub mod handle;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod sse;
+pub mod timer;
+
+pub use config::Config;
+pub use event_loop::{Server, StartError, Status};
+pub use handle::{PublishError, PublishHandle};

@@ -1,0 +1,369 @@
+//! Counters of the loop and their Prometheus text exposition (format 0.0.4).
+//!
+//! Plain integers: only the loop thread touches them. Every metric name is written in this file
+//! and nowhere else. Gauges that other structures already know exactly (slab occupancy, armed
+//! timers, subscriptions, history) are read from them at render time rather than mirrored here.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the connection-lifetime histogram buckets.
+const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
+
+/// HTTP statuses counted individually in `sseloop_http_responses_total`.
+const COUNTED_STATUSES: [u16; 16] = [
+    101, 200, 204, 400, 401, 404, 405, 408, 413, 426, 431, 500, 501, 503, 505, 0,
+];
+
+/// The connection kinds of the `sseloop_connections_open` gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnKind {
+    /// Plain HTTP (reading a request, responding, keep-alive).
+    Http = 0,
+    /// An SSE stream.
+    Sse = 1,
+    /// A binary frame stream.
+    Frames = 2,
+}
+
+/// Why a resume could not be served in full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetReason {
+    /// History no longer holds every event after the client's id.
+    Expired = 0,
+    /// The id is not from this run (an earlier run, or not an id of ours at all).
+    Unknown = 1,
+}
+
+impl ResetReason {
+    /// The label value and the reason clients see in the reset event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::Expired => "expired",
+            ResetReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why the server closed a connection on its own initiative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// Request head not complete within `--header-timeout-ms`.
+    HeaderTimeout = 0,
+    /// Keep-alive connection idle past `--idle-timeout-ms`.
+    IdleTimeout = 1,
+    /// The socket accepted no byte for `--write-stall-ms` while output was pending.
+    WriteStall = 2,
+    /// Output queue would have exceeded `--max-queue-bytes`.
+    SlowConsumer = 3,
+    /// Graceful close did not finish within the grace period.
+    GraceExpired = 4,
+    /// Over `--max-connections`: answered 503.
+    OverCapacity = 5,
+    /// A bug caught by the lifecycle state machine (invalid transition).
+    Internal = 6,
+}
+
+const CLOSE_CAUSES: [(&str, CloseCause); 7] = [
+    ("header_timeout", CloseCause::HeaderTimeout),
+    ("idle_timeout", CloseCause::IdleTimeout),
+    ("write_stall", CloseCause::WriteStall),
+    ("slow_consumer", CloseCause::SlowConsumer),
+    ("grace_expired", CloseCause::GraceExpired),
+    ("over_capacity", CloseCause::OverCapacity),
+    ("internal", CloseCause::Internal),
+];
+
+/// All counters.
+#[derive(Default, Clone, Debug)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Open connections by [`ConnKind`].
+    pub open: [u64; 3],
+    /// Events published (one per publish, whatever the number of topics).
+    pub published: u64,
+    /// Events queued to a subscriber (live and replayed).
+    pub deliveries: u64,
+    /// Bytes written to sockets.
+    pub bytes_written: u64,
+    /// Heartbeat comments sent.
+    pub heartbeats: u64,
+    /// Loop iterations (poll returns).
+    pub loop_iterations: u64,
+    /// Resumes that could not be served in full, by [`ResetReason`].
+    pub resume_resets: [u64; 2],
+    /// Events replayed from history.
+    pub replayed: u64,
+    /// Server-initiated closes by [`CloseCause`].
+    pub closes: [u64; 7],
+    /// `accept` failures for lack of descriptors (EMFILE/ENFILE).
+    pub accept_fd_exhausted: u64,
+    /// Other `accept` failures.
+    pub accept_errors: u64,
+    /// Requests rejected for authentication.
+    pub auth_failures: u64,
+    /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
+    responses: [u64; COUNTED_STATUSES.len()],
+    lifetime_buckets: [u64; LIFETIME_BUCKETS.len()],
+    lifetime_count: u64,
+    lifetime_sum: f64,
+}
+
+/// Gauges owned by other structures, read when rendering.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Gauges {
+    /// Occupied slab slots.
+    pub slab_connections: usize,
+    /// Armed timers.
+    pub timers: usize,
+    /// Topic subscriptions held by connections.
+    pub subscriptions: usize,
+    /// Topics known to the hub.
+    pub topics: usize,
+    /// Events retained in history, summed over topics.
+    pub history_events: usize,
+    /// Bytes of the distinct events retained.
+    pub history_bytes: usize,
+    /// Write chunks lent to connections.
+    pub chunks_lent: usize,
+    /// Connection limit in force.
+    pub max_connections: usize,
+}
+
+impl Metrics {
+    /// Counts a response status.
+    pub fn count_response(&mut self, status: u16) {
+        let slot = COUNTED_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(COUNTED_STATUSES.len() - 1);
+        self.responses[slot] += 1;
+    }
+
+    /// Responses sent with `status` so far.
+    pub fn responses(&self, status: u16) -> u64 {
+        COUNTED_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .map_or(0, |slot| self.responses[slot])
+    }
+
+    /// Records a closed connection's lifetime.
+    pub fn observe_lifetime(&mut self, lifetime: Duration) {
+        let secs = lifetime.as_secs_f64();
+        for (bucket, bound) in self.lifetime_buckets.iter_mut().zip(LIFETIME_BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        self.lifetime_count += 1;
+        self.lifetime_sum += secs;
+    }
+
+    /// Renders the exposition text.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(6144);
+        let o = &mut out;
+        family(
+            o,
+            "sseloop_connections_open",
+            "gauge",
+            "Open connections by kind.",
+        );
+        for (kind, v) in ["http", "sse", "frames"].iter().zip(self.open) {
+            let _ = writeln!(o, "sseloop_connections_open{{kind=\"{kind}\"}} {v}");
+        }
+        let simple: [(&str, &str, &str, u64); 18] = [
+            (
+                "sseloop_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                self.accepted,
+            ),
+            (
+                "sseloop_events_published_total",
+                "counter",
+                "Events published (one per publish).",
+                self.published,
+            ),
+            (
+                "sseloop_event_deliveries_total",
+                "counter",
+                "Events queued to subscribers, live and replayed.",
+                self.deliveries,
+            ),
+            (
+                "sseloop_events_replayed_total",
+                "counter",
+                "Events replayed from history on resume.",
+                self.replayed,
+            ),
+            (
+                "sseloop_bytes_written_total",
+                "counter",
+                "Bytes written to client sockets.",
+                self.bytes_written,
+            ),
+            (
+                "sseloop_heartbeats_sent_total",
+                "counter",
+                "Heartbeat comments sent on quiet streams.",
+                self.heartbeats,
+            ),
+            (
+                "sseloop_loop_iterations_total",
+                "counter",
+                "Event-loop iterations.",
+                self.loop_iterations,
+            ),
+            (
+                "sseloop_accept_fd_exhausted_total",
+                "counter",
+                "Accepts refused for lack of file descriptors (EMFILE/ENFILE).",
+                self.accept_fd_exhausted,
+            ),
+            (
+                "sseloop_accept_errors_total",
+                "counter",
+                "Other accept errors.",
+                self.accept_errors,
+            ),
+            (
+                "sseloop_auth_failures_total",
+                "counter",
+                "Requests refused with 401.",
+                self.auth_failures,
+            ),
+            (
+                "sseloop_history_events",
+                "gauge",
+                "Events retained in per-topic history (summed over topics).",
+                g.history_events as u64,
+            ),
+            (
+                "sseloop_history_bytes",
+                "gauge",
+                "Bytes held by events retained in history.",
+                g.history_bytes as u64,
+            ),
+            (
+                "sseloop_topics",
+                "gauge",
+                "Topics with subscribers or history.",
+                g.topics as u64,
+            ),
+            (
+                "sseloop_subscriptions",
+                "gauge",
+                "Topic subscriptions held by open connections.",
+                g.subscriptions as u64,
+            ),
+            (
+                "sseloop_slab_connections",
+                "gauge",
+                "Connection slots in use.",
+                g.slab_connections as u64,
+            ),
+            (
+                "sseloop_timers_armed",
+                "gauge",
+                "Armed timers (deadlines and heartbeats).",
+                g.timers as u64,
+            ),
+            (
+                "sseloop_write_chunks_lent",
+                "gauge",
+                "Pooled write chunks held by connections.",
+                g.chunks_lent as u64,
+            ),
+            (
+                "sseloop_max_connections",
+                "gauge",
+                "Connection limit in force.",
+                g.max_connections as u64,
+            ),
+        ];
+        for (name, kind, help, value) in simple {
+            family(o, name, kind, help);
+            let _ = writeln!(o, "{name} {value}");
+        }
+        let name = "sseloop_resume_resets_total";
+        family(
+            o,
+            name,
+            "counter",
+            "Resumes told in-band that events were missed, by reason.",
+        );
+        for reason in [ResetReason::Expired, ResetReason::Unknown] {
+            let v = self.resume_resets[reason as usize];
+            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.as_str());
+        }
+        let name = "sseloop_closes_total";
+        family(
+            o,
+            name,
+            "counter",
+            "Connections closed by the server, by cause.",
+        );
+        for (label, cause) in CLOSE_CAUSES {
+            let _ = writeln!(
+                o,
+                "{name}{{cause=\"{label}\"}} {}",
+                self.closes[cause as usize]
+            );
+        }
+        let name = "sseloop_http_responses_total";
+        family(o, name, "counter", "HTTP responses by status.");
+        for (status, v) in COUNTED_STATUSES.iter().zip(self.responses) {
+            if *status == 0 {
+                let _ = writeln!(o, "{name}{{code=\"other\"}} {v}");
+            } else {
+                let _ = writeln!(o, "{name}{{code=\"{status}\"}} {v}");
+            }
+        }
+        let name = "sseloop_connection_lifetime_seconds";
+        family(o, name, "histogram", "Lifetime of closed connections.");
+        for (bound, v) in LIFETIME_BUCKETS.iter().zip(self.lifetime_buckets) {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {v}");
+        }
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", self.lifetime_count);
+        let _ = writeln!(o, "{name}_sum {}", self.lifetime_sum);
+        let _ = writeln!(o, "{name}_count {}", self.lifetime_count);
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_with_help_type_and_values() {
+        let mut m = Metrics {
+            accepted: 3,
+            ..Default::default()
+        };
+        m.open[ConnKind::Sse as usize] = 2;
+        m.count_response(404);
+        m.count_response(299);
+        m.observe_lifetime(Duration::from_millis(50));
+        let text = m.render(&Gauges {
+            timers: 4,
+            ..Default::default()
+        });
+        assert!(text.contains("# TYPE sseloop_connections_accepted_total counter\nsseloop_connections_accepted_total 3\n"));
+        assert!(text.contains("sseloop_connections_open{kind=\"sse\"} 2\n"));
+        assert!(text.contains("sseloop_http_responses_total{code=\"404\"} 1\n"));
+        assert!(text.contains("sseloop_http_responses_total{code=\"other\"} 1\n"));
+        assert!(text.contains("sseloop_timers_armed 4\n"));
+        assert!(text.contains("sseloop_connection_lifetime_seconds_bucket{le=\"0.01\"} 0\n"));
+        assert!(text.contains("sseloop_connection_lifetime_seconds_bucket{le=\"0.1\"} 1\n"));
+        assert!(text.contains("sseloop_connection_lifetime_seconds_count 1\n"));
+        assert_eq!(m.responses(404), 1);
+    }
+}
