@@ -100,6 +100,9 @@ pub struct LoopState {
     pub slab_len: usize,
     /// Connection limit in force.
     pub max_connections: usize,
+    /// Connections accepted over the limit, lingering only to deliver their 503 (they do not
+    /// count against the limit).
+    pub refused: usize,
     rng: u64,
 }
 
@@ -253,6 +256,7 @@ impl Server {
                 shutting_down: false,
                 slab_len: 0,
                 max_connections,
+                refused: 0,
                 rng,
             },
             seq,
@@ -484,7 +488,7 @@ impl Server {
             log::debug!("TCP_NODELAY failed: {e}");
         }
         let chunk = chunk_size_for_mss(sockio::mss(&sock));
-        let over_capacity = self.conns.len() >= self.sh.max_connections;
+        let over_capacity = self.conns.len() - self.sh.refused >= self.sh.max_connections;
         let key = self.conns.insert(Connection::new(sock, self.sh.now, chunk));
         self.sh.slab_len = self.conns.len();
         let conn = &mut self.conns[key];

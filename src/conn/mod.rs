@@ -148,6 +148,8 @@ pub struct Connection {
     /// Stopped reading at the per-iteration budget with bytes left: read again from the dirty
     /// list.
     read_pending: bool,
+    /// Accepted over `--max-connections`: only here to deliver its 503.
+    refused: bool,
 }
 
 impl Connection {
@@ -179,6 +181,7 @@ impl Connection {
             peer_eof: false,
             shut_write: false,
             read_pending: false,
+            refused: false,
         }
     }
 
@@ -203,6 +206,8 @@ impl Connection {
     /// Arms the first deadline; a connection over the limit gets its 503 and winds down.
     pub fn start(&mut self, key: usize, over_capacity: bool, sh: &mut LoopState) -> Flow {
         if over_capacity {
+            self.refused = true;
+            sh.refused += 1;
             sh.metrics.closes[CloseCause::OverCapacity as usize] += 1;
             self.respond_error(
                 key,
@@ -1009,6 +1014,9 @@ impl Connection {
             http.body = None;
         }
         self.life = Life::Closed;
+        if self.refused {
+            sh.refused -= 1;
+        }
         sh.metrics.open[self.kind() as usize] -= 1;
         sh.metrics
             .observe_lifetime(sh.now.saturating_duration_since(self.opened_at));

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::payload::ErrorCode;
+use super::code::ErrorCode;
 
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = [0xCA, 0xFE];
@@ -33,7 +33,9 @@ pub fn encode_header(payload_len: u32) -> [u8; HEADER_LEN] {
 pub fn encode_frame(out: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), PayloadTooLarge> {
     let len = parts
         .iter()
-        .try_fold(0u32, |sum, part| sum.checked_add(u32::try_from(part.len()).ok()?))
+        .try_fold(0u32, |sum, part| {
+            sum.checked_add(u32::try_from(part.len()).ok()?)
+        })
         .ok_or(PayloadTooLarge)?;
     out.reserve(HEADER_LEN + len as usize);
     out.extend_from_slice(&encode_header(len));
@@ -121,7 +123,10 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::BadMagic => f.write_str("frame does not start with 0xCA 0xFE"),
             FrameError::TooLarge { announced } => {
-                write!(f, "frame announces a {announced}-byte payload, over the limit")
+                write!(
+                    f,
+                    "frame announces a {announced}-byte payload, over the limit"
+                )
             }
         }
     }
@@ -237,7 +242,10 @@ mod tests {
     fn header_bytes() {
         assert_eq!(encode_header(0), [0xCA, 0xFE, 0, 0, 0, 0]);
         assert_eq!(encode_header(0x0102_0304), [0xCA, 0xFE, 1, 2, 3, 4]);
-        assert_eq!(encode_header(u32::MAX), [0xCA, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(
+            encode_header(u32::MAX),
+            [0xCA, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF]
+        );
     }
 
     #[test]
@@ -282,7 +290,10 @@ mod tests {
             (b"\xFE\xCA\0\0\0\0", Err(FrameError::BadMagic)),
             (b"GET / HTTP/1.1\r\n", Err(FrameError::BadMagic)),
             // Oversize is seen on the header alone, before any payload byte.
-            (b"\xCA\xFE\0\0\0\x09", Err(FrameError::TooLarge { announced: 9 })),
+            (
+                b"\xCA\xFE\0\0\0\x09",
+                Err(FrameError::TooLarge { announced: 9 }),
+            ),
             (
                 b"\xCA\xFE\xFF\xFF\xFF\xFF",
                 Err(FrameError::TooLarge {

@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use super::code::ErrorCode;
 use super::codec::{encode_header, PayloadTooLarge, HEADER_LEN};
 
 /// The kind byte, the first byte of every payload.
@@ -87,74 +88,6 @@ impl Kind {
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// The code carried by ERROR and GOAWAY frames. An open set: a peer may send codes this version
-/// does not name, so it is a newtype rather than an enum. The high byte is the class (0x01 the
-/// frame could not be processed, 0x02 the request was refused, 0x03 the connection is ending,
-/// 0x05 server fault), so a receiver can act on the class of a code it does not know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ErrorCode(pub u16);
-
-impl ErrorCode {
-    /// Not an error: a GOAWAY for an ordinary close.
-    pub const NO_ERROR: ErrorCode = ErrorCode(0x0000);
-    /// The frame did not start with `CA FE`. Fatal.
-    pub const BAD_MAGIC: ErrorCode = ErrorCode(0x0101);
-    /// The frame announced a payload over the receiver's limit. Fatal.
-    pub const FRAME_TOO_LARGE: ErrorCode = ErrorCode(0x0102);
-    /// The payload's fields did not parse (truncated, trailing bytes, empty topic list, ...).
-    pub const MALFORMED_PAYLOAD: ErrorCode = ErrorCode(0x0103);
-    /// The kind byte is unknown, or not accepted in this direction.
-    pub const UNKNOWN_KIND: ErrorCode = ErrorCode(0x0104);
-    /// A topic is empty, too long or has a character outside `[A-Za-z0-9._~:/-]`.
-    pub const BAD_TOPIC: ErrorCode = ErrorCode(0x0201);
-    /// The event type breaks the server's rules for event types.
-    pub const BAD_EVENT_TYPE: ErrorCode = ErrorCode(0x0202);
-    /// A string field, or the data of a PUBLISH, is not UTF-8.
-    pub const NOT_UTF8: ErrorCode = ErrorCode(0x0203);
-    /// The connection is not allowed to do this (e.g. publish without a token).
-    pub const UNAUTHORIZED: ErrorCode = ErrorCode(0x0204);
-    /// The client read too slowly and its queue overflowed.
-    pub const SLOW_CONSUMER: ErrorCode = ErrorCode(0x0301);
-    /// The server is shutting down.
-    pub const SHUTTING_DOWN: ErrorCode = ErrorCode(0x0302);
-    /// The server failed in a way that is not the client's fault.
-    pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
-
-    /// The symbolic name of a code this version defines.
-    pub fn name(self) -> Option<&'static str> {
-        Some(match self {
-            ErrorCode::NO_ERROR => "NO_ERROR",
-            ErrorCode::BAD_MAGIC => "BAD_MAGIC",
-            ErrorCode::FRAME_TOO_LARGE => "FRAME_TOO_LARGE",
-            ErrorCode::MALFORMED_PAYLOAD => "MALFORMED_PAYLOAD",
-            ErrorCode::UNKNOWN_KIND => "UNKNOWN_KIND",
-            ErrorCode::BAD_TOPIC => "BAD_TOPIC",
-            ErrorCode::BAD_EVENT_TYPE => "BAD_EVENT_TYPE",
-            ErrorCode::NOT_UTF8 => "NOT_UTF8",
-            ErrorCode::UNAUTHORIZED => "UNAUTHORIZED",
-            ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
-            ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
-            ErrorCode::INTERNAL => "INTERNAL",
-            _ => return None,
-        })
-    }
-
-    /// Whether the sender closes the connection after an ERROR with this code: the framing is
-    /// lost, so nothing after it can be read.
-    pub fn is_fatal(self) -> bool {
-        matches!(self, ErrorCode::BAD_MAGIC | ErrorCode::FRAME_TOO_LARGE)
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(name) => write!(f, "{name} (0x{:04x})", self.0),
-            None => write!(f, "0x{:04x}", self.0),
-        }
     }
 }
 
@@ -372,7 +305,9 @@ impl Payload<'_> {
                 event_type,
                 data,
             } => publish_frame(out, correlation, topics.iter(), event_type, data),
-            Payload::PublishAck { correlation, id } => encode_publish_ack_frame(out, correlation, id),
+            Payload::PublishAck { correlation, id } => {
+                encode_publish_ack_frame(out, correlation, id)
+            }
             Payload::Subscribe {
                 topics,
                 last_event_id,
@@ -579,7 +514,9 @@ impl<'a> Reader<'a> {
             self.str8(Field::Topic)?;
         }
         let used = start.len() - self.rest.len();
-        let raw = start.get(..used).ok_or(PayloadError::Truncated(Field::Topic))?;
+        let raw = start
+            .get(..used)
+            .ok_or(PayloadError::Truncated(Field::Topic))?;
         Ok(TopicList { raw, count })
     }
 }
@@ -604,7 +541,13 @@ pub fn encode_publish_frame<T: AsRef<str>>(
     event_type: &str,
     data: &[u8],
 ) -> Result<(), EncodeError> {
-    publish_frame(out, correlation, topics.iter().map(T::as_ref), event_type, data)
+    publish_frame(
+        out,
+        correlation,
+        topics.iter().map(T::as_ref),
+        event_type,
+        data,
+    )
 }
 
 /// Appends a PUBLISH_ACK frame.
@@ -813,13 +756,15 @@ impl<'o> Writer<'o> {
 
     fn bytes16(&mut self, bytes: &[u8]) {
         debug_assert!(bytes.len() <= usize::from(u16::MAX));
-        self.out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        self.out
+            .extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         self.out.extend_from_slice(bytes);
     }
 
     fn bytes32(&mut self, bytes: &[u8]) {
         debug_assert!(u32::try_from(bytes.len()).is_ok());
-        self.out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        self.out
+            .extend_from_slice(&(bytes.len() as u32).to_be_bytes());
         self.out.extend_from_slice(bytes);
     }
 
@@ -841,7 +786,11 @@ mod tests {
         let mut out = Vec::new();
         f(&mut out).unwrap();
         let frame = FrameDecoder::new(usize::MAX).decode(&out).unwrap().unwrap();
-        assert_eq!(frame.frame_len(), out.len(), "encoder wrote exactly one frame");
+        assert_eq!(
+            frame.frame_len(),
+            out.len(),
+            "encoder wrote exactly one frame"
+        );
         out[frame.payload_range()].to_vec()
     }
 
@@ -990,13 +939,28 @@ mod tests {
             (b"\x05\x01\x01a\x00", PayloadError::TrailingBytes(1)),
             (b"\x05\x00", PayloadError::NoTopics),
             (b"\x04\x00\x00", PayloadError::NoTopics),
-            (b"\x01\x01\xFF\x01\x01a\x00\x00\x00\x00\x00", PayloadError::NotUtf8(Field::Id)),
+            (
+                b"\x01\x01\xFF\x01\x01a\x00\x00\x00\x00\x00",
+                PayloadError::NotUtf8(Field::Id),
+            ),
             (b"\x05\x01\x02\xC3\x28", PayloadError::NotUtf8(Field::Topic)),
-            (b"\x02\x00\x01\x01a\x01\x80", PayloadError::NotUtf8(Field::EventType)),
-            (b"\x04\x01\x01a\x01\xFE", PayloadError::NotUtf8(Field::LastEventId)),
+            (
+                b"\x02\x00\x01\x01a\x01\x80",
+                PayloadError::NotUtf8(Field::EventType),
+            ),
+            (
+                b"\x04\x01\x01a\x01\xFE",
+                PayloadError::NotUtf8(Field::LastEventId),
+            ),
             (b"\x03\x00\x01\xFF", PayloadError::NotUtf8(Field::Id)),
-            (b"\x08\x00\x00\x00\x00\x00\x01\xFF", PayloadError::NotUtf8(Field::Message)),
-            (b"\x09\x00\x00\0\0\0\0\x00\x01\xFF", PayloadError::NotUtf8(Field::Message)),
+            (
+                b"\x08\x00\x00\x00\x00\x00\x01\xFF",
+                PayloadError::NotUtf8(Field::Message),
+            ),
+            (
+                b"\x09\x00\x00\0\0\0\0\x00\x01\xFF",
+                PayloadError::NotUtf8(Field::Message),
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), Err(*want), "input {input:x?}");

@@ -31,7 +31,9 @@ impl TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sseloop"));
         cmd.arg("--listen").arg("127.0.0.1:0").args(args);
         cmd.env("RUST_LOG", "info");
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn sseloop");
         let stderr = child.stderr.take().expect("stderr");
@@ -78,7 +80,10 @@ impl TestServer {
 
     /// Current metrics as `name{labels}` → value.
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let resp = request(self.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let resp = request(
+            self.addr,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(resp.status, 200, "metrics: {}", resp.text());
         parse_metrics(&resp.text())
     }
@@ -156,7 +161,9 @@ impl Response {
 fn header_of(head: &str, name: &str) -> Option<String> {
     head.lines().skip(1).find_map(|line| {
         let (k, v) = line.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
 
@@ -185,7 +192,10 @@ pub struct ResponseReader {
 
 impl ResponseReader {
     pub fn new(stream: TcpStream) -> Self {
-        ResponseReader { stream, buf: Vec::new() }
+        ResponseReader {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     fn fill(&mut self) -> std::io::Result<usize> {
@@ -255,7 +265,10 @@ impl ResponseReader {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
                     return false
                 }
                 Err(_) => return true,
@@ -320,7 +333,11 @@ impl SseClient {
             }
         }
         let head = String::from_utf8_lossy(&buf).into_owned();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         SseClient {
             stream,
             status,
@@ -344,7 +361,9 @@ impl SseClient {
 
     /// Reads more bytes; false on EOF/error/timeout.
     fn fill(&mut self, timeout: Duration) -> bool {
-        self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .unwrap();
         let mut chunk = [0u8; 65536];
         match self.stream.read(&mut chunk) {
             Ok(0) | Err(_) => false,
@@ -362,7 +381,8 @@ impl SseClient {
             self.parsed_upto += 1;
             // Only LF is expected from sseloop; CR handling kept for completeness.
             if b == b'\n' || b == b'\r' {
-                let line = String::from_utf8_lossy(&std::mem::take(&mut self.pending_line)).into_owned();
+                let line =
+                    String::from_utf8_lossy(&std::mem::take(&mut self.pending_line)).into_owned();
                 self.line(&line);
             } else {
                 self.pending_line.push(b);
@@ -374,7 +394,11 @@ impl SseClient {
         if line.is_empty() {
             if !self.data.is_empty() {
                 self.data.pop();
-                let event = if self.event_type.is_empty() { "message".to_string() } else { self.event_type.clone() };
+                let event = if self.event_type.is_empty() {
+                    "message".to_string()
+                } else {
+                    self.event_type.clone()
+                };
                 self.ready.push_back(SseEvent {
                     id: self.last_id.clone(),
                     event,
@@ -390,7 +414,10 @@ impl SseClient {
             return;
         }
         let (field, value) = match line.find(':') {
-            Some(i) => (&line[..i], line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..])),
+            Some(i) => (
+                &line[..i],
+                line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..]),
+            ),
             None => (line, ""),
         };
         match field {
@@ -423,7 +450,8 @@ impl SseClient {
 
     /// The next event (panics after [`TIMEOUT`]).
     pub fn next_event(&mut self) -> SseEvent {
-        self.next_event_within(TIMEOUT).expect("timed out waiting for an SSE event")
+        self.next_event_within(TIMEOUT)
+            .expect("timed out waiting for an SSE event")
     }
 
     /// The next `n` events.
@@ -471,7 +499,10 @@ impl SseClient {
                     self.raw.extend_from_slice(&chunk[..n]);
                     self.parse();
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
                     return false
                 }
                 Err(_) => return true,
