@@ -5,7 +5,9 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
+mod http_stage;
 pub mod io;
+mod sse_stage;
 pub mod state;
 
 use std::io::IoSlice;
@@ -13,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::buf::{OutQueue, SharedEvent, MAX_IOVECS};
+use crate::buf::{OutQueue, MAX_IOVECS};
 use crate::event_loop::LoopState;
-use crate::http::request::{query_pairs, valid_event_type, valid_topic};
-use crate::http::response::{self, Common};
-use crate::http::{self, BodyKind, ChunkedDecoder, HeadParse, HttpError, RequestHead, Route};
-use crate::hub::{Resume, Subscription};
+use crate::http::HttpError;
+use crate::hub::Subscription;
 use crate::metrics::{CloseCause, ConnKind};
 use crate::sse;
 use crate::timer::{TimerKey, TimerKind};
@@ -33,8 +33,6 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// Pipelined requests stop being read while this much output is queued (backpressure: a client
 /// that sends requests without reading responses cannot grow our memory).
 pub const PIPELINE_OUTPUT_LIMIT: usize = 256 * 1024;
-/// Most topics one subscription or publish may name.
-pub const MAX_TOPICS_PER_REQUEST: usize = 64;
 /// Grace given to a connection refused for capacity (it only has to read its 503).
 const REJECT_GRACE: Duration = Duration::from_secs(1);
 
@@ -76,37 +74,9 @@ enum Deadline {
 /// The protocol the connection speaks.
 enum Stage {
     /// HTTP/1.1 requests and responses.
-    Http(HttpConn),
+    Http(http_stage::HttpConn),
     /// A Server-Sent Events stream (response head sent; only events from now on).
     Sse,
-}
-
-#[derive(Default)]
-struct HttpConn {
-    /// Bytes read and not yet parsed. Freed when the connection goes idle.
-    rbuf: Vec<u8>,
-    /// A request whose head is parsed and whose body is being read.
-    body: Option<Box<BodyInProgress>>,
-    /// When the current request's first byte arrived (header deadline).
-    request_started: Option<Instant>,
-}
-
-struct BodyInProgress {
-    head: Box<RequestHead>,
-    publish: PublishTarget,
-    framing: BodyFraming,
-    data: Vec<u8>,
-}
-
-enum BodyFraming {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
-/// What a publish request asked for, validated before its body is read.
-struct PublishTarget {
-    topics: Vec<String>,
-    event_type: Option<String>,
 }
 
 /// A client connection.
@@ -158,9 +128,9 @@ impl Connection {
         Connection {
             sock,
             life: Life::Active,
-            stage: Stage::Http(HttpConn {
+            stage: Stage::Http(http_stage::HttpConn {
                 request_started: Some(now),
-                ..HttpConn::default()
+                ..http_stage::HttpConn::default()
             }),
             out: OutQueue::default(),
             chunk_cap,
@@ -286,457 +256,6 @@ impl Connection {
                 Io::Closed(_) => return Flow::Close(Closing::Broken),
             }
         }
-    }
-
-    fn read_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
-        let mut budget = READ_BUDGET;
-        loop {
-            if let Flow::Close(c) = self.process_http(key, sh) {
-                return Flow::Close(c);
-            }
-            if self.life == Life::Graceful || !matches!(self.stage, Stage::Http(_)) {
-                // Switched to streaming, or answering with Connection: close: input is over.
-                return Flow::Keep;
-            }
-            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
-                // Resumed by on_drained once the client has read its responses.
-                self.read_paused = true;
-                return Flow::Keep;
-            }
-            if budget == 0 {
-                self.read_pending = true;
-                self.mark_dirty(key, sh);
-                return Flow::Keep;
-            }
-            let n = match io::read(&mut self.sock, &mut sh.scratch) {
-                Io::Done(n) => n,
-                Io::WouldBlock => return Flow::Keep,
-                Io::Eof => {
-                    self.peer_eof = true;
-                    let pending = !self.out.is_empty();
-                    return self.transition(
-                        LifeEvent::PeerClosed {
-                            output_pending: pending,
-                        },
-                        sh.now,
-                    );
-                }
-                Io::Closed(_) => return Flow::Close(Closing::Broken),
-            };
-            budget = budget.saturating_sub(n);
-            self.last_read = sh.now;
-            if self.life == Life::Idle {
-                if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh.now) {
-                    return Flow::Close(c);
-                }
-            }
-            if let Stage::Http(http) = &mut self.stage {
-                if http.rbuf.is_empty() && http.body.is_none() {
-                    http.request_started = Some(sh.now);
-                }
-                http.rbuf.extend_from_slice(&sh.scratch[..n]);
-            }
-        }
-    }
-
-    /// Parses and answers every complete request buffered, in order.
-    fn process_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
-        loop {
-            if self.life != Life::Active || self.out.len() >= PIPELINE_OUTPUT_LIMIT {
-                return Flow::Keep;
-            }
-            let Stage::Http(http) = &mut self.stage else {
-                return Flow::Keep;
-            };
-            if let Some(body) = http.body.as_mut() {
-                let consumed = match &mut body.framing {
-                    BodyFraming::Length(left) => {
-                        let take = http
-                            .rbuf
-                            .len()
-                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                        body.data.extend_from_slice(&http.rbuf[..take]);
-                        *left -= take as u64;
-                        Ok(take)
-                    }
-                    BodyFraming::Chunked(decoder) => {
-                        decoder.decode(&http.rbuf, &mut body.data, sh.config.max_body)
-                    }
-                };
-                let consumed = match consumed {
-                    Ok(n) => n,
-                    Err(err) => {
-                        http.body = None;
-                        http.rbuf = Vec::new();
-                        self.respond_error(key, &err, false, &[], sh);
-                        return Flow::Keep;
-                    }
-                };
-                http.rbuf.drain(..consumed);
-                let complete = match &body.framing {
-                    BodyFraming::Length(left) => *left == 0,
-                    BodyFraming::Chunked(decoder) => decoder.is_done(),
-                };
-                if !complete {
-                    return Flow::Keep;
-                }
-                let Some(done) = http.body.take() else {
-                    return Flow::Keep;
-                };
-                http.request_started = (!http.rbuf.is_empty()).then_some(sh.now);
-                self.finish_publish(key, *done, sh);
-                continue;
-            }
-            if http.rbuf.is_empty() {
-                if self.out.is_empty() && http.request_started.is_none() {
-                    return self.transition(LifeEvent::Exchanged { keep_alive: true }, sh.now);
-                }
-                return Flow::Keep;
-            }
-            match http::parse_head(&http.rbuf) {
-                Ok(HeadParse::Partial) => return Flow::Keep,
-                Err(err) => {
-                    http.rbuf = Vec::new();
-                    log::debug!("conn {key}: bad request head: {}", err.reason);
-                    self.respond_error(key, &err, false, &[], sh);
-                    return Flow::Keep;
-                }
-                Ok(HeadParse::Complete(head, len)) => {
-                    http.rbuf.drain(..len);
-                    http.request_started = (!http.rbuf.is_empty()).then_some(sh.now);
-                    self.on_head(key, head, sh);
-                }
-            }
-        }
-    }
-
-    /// Routes a complete request head.
-    fn on_head(&mut self, key: usize, head: Box<RequestHead>, sh: &mut LoopState) {
-        // A body we will not read makes the connection unusable for another request.
-        let has_body = head.body != BodyKind::None;
-        let keep_alive = head.keep_alive && !sh.shutting_down;
-        let route = match http::route(head.method, &head.path) {
-            Ok(route) => route,
-            Err(err) => {
-                log::debug!(
-                    "conn {key}: {:?} {} -> {}",
-                    head.method,
-                    head.path,
-                    err.status
-                );
-                return self.respond_error(key, &err, keep_alive && !has_body, &[], sh);
-            }
-        };
-        log::debug!("conn {key}: {:?} {} ({route:?})", head.method, head.path);
-        let head_only = head.method == http::Method::Head;
-        let reuse = keep_alive && !has_body;
-        match route {
-            Route::Preflight => {
-                let mut bytes = Vec::new();
-                response::write_preflight(&mut bytes, &common(sh), reuse);
-                self.queue_response(key, 204, &bytes, reuse, sh);
-            }
-            Route::Healthz => {
-                let mut bytes = Vec::new();
-                let c = common(sh);
-                response::write_response(
-                    &mut bytes,
-                    &c,
-                    200,
-                    "text/plain",
-                    b"ok\n",
-                    reuse,
-                    head_only,
-                    &[],
-                );
-                self.queue_response(key, 200, &bytes, reuse, sh);
-            }
-            Route::Metrics => {
-                let text = sh.render_metrics();
-                let mut bytes = Vec::new();
-                let c = common(sh);
-                let ct = "text/plain; version=0.0.4; charset=utf-8";
-                response::write_response(
-                    &mut bytes,
-                    &c,
-                    200,
-                    ct,
-                    text.as_bytes(),
-                    reuse,
-                    head_only,
-                    &[],
-                );
-                self.queue_response(key, 200, &bytes, reuse, sh);
-            }
-            Route::Events => self.start_sse(key, &head, sh),
-            Route::Frames => {
-                let err = HttpError {
-                    status: 501,
-                    reason: "frame mode is not available in this build",
-                    close: false,
-                    allow: None,
-                };
-                self.respond_error(key, &err, reuse, &[], sh);
-            }
-            Route::Publish => self.start_publish(key, head, keep_alive, sh),
-        }
-    }
-
-    // ----- publish -----------------------------------------------------------------------------
-
-    fn start_publish(
-        &mut self,
-        key: usize,
-        head: Box<RequestHead>,
-        keep_alive: bool,
-        sh: &mut LoopState,
-    ) {
-        let has_body = head.body != BodyKind::None;
-        let reuse_on_error = keep_alive && !has_body;
-        if let Some(expected) = sh.config.publish_token.as_deref() {
-            let presented = head.authorization.as_deref().and_then(http::bearer_token);
-            if !presented.is_some_and(|t| http::token_matches(t, expected)) {
-                return self.refuse_unauthorized(key, presented.is_some(), reuse_on_error, sh);
-            }
-        }
-        let target = match parse_publish_query(&head.query) {
-            Ok(target) => target,
-            Err(err) => return self.respond_error(key, &err, reuse_on_error, &[], sh),
-        };
-        let framing = match head.body {
-            BodyKind::None => {
-                let done = BodyInProgress {
-                    head,
-                    publish: target,
-                    framing: BodyFraming::Length(0),
-                    data: Vec::new(),
-                };
-                return self.finish_publish(key, done, sh);
-            }
-            BodyKind::Length(n) if n > sh.config.max_body as u64 => {
-                return self.respond_error(key, &HttpError::BODY_TOO_LARGE, false, &[], sh);
-            }
-            BodyKind::Length(n) => BodyFraming::Length(n),
-            BodyKind::Chunked => BodyFraming::Chunked(ChunkedDecoder::default()),
-        };
-        if head.expect_continue {
-            self.out.push_bytes(
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                &mut sh.pool,
-                self.chunk_cap,
-            );
-            self.mark_dirty(key, sh);
-        }
-        let capacity = match framing {
-            BodyFraming::Length(n) => n as usize,
-            BodyFraming::Chunked(_) => 0,
-        };
-        if let Stage::Http(http) = &mut self.stage {
-            http.body = Some(Box::new(BodyInProgress {
-                head,
-                publish: target,
-                framing,
-                data: Vec::with_capacity(capacity),
-            }));
-        }
-    }
-
-    fn finish_publish(&mut self, key: usize, req: BodyInProgress, sh: &mut LoopState) {
-        let keep_alive = req.head.keep_alive && !sh.shutting_down;
-        let Ok(data) = String::from_utf8(req.data) else {
-            return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
-        };
-        let topics: Vec<&str> = req.publish.topics.iter().map(String::as_str).collect();
-        let event = sh
-            .hub
-            .publish(&topics, req.publish.event_type.as_deref(), &data);
-        sh.metrics.published += 1;
-        let body = format!("{{\"id\":\"{}\"}}\n", event.id);
-        let mut bytes = Vec::new();
-        let c = common(sh);
-        response::write_response(
-            &mut bytes,
-            &c,
-            200,
-            "application/json",
-            body.as_bytes(),
-            keep_alive,
-            false,
-            &[],
-        );
-        self.queue_response(key, 200, &bytes, keep_alive, sh);
-    }
-
-    // ----- SSE ---------------------------------------------------------------------------------
-
-    fn start_sse(&mut self, key: usize, head: &RequestHead, sh: &mut LoopState) {
-        if sh.shutting_down {
-            return self.respond_error(
-                key,
-                &HttpError::SHUTTING_DOWN,
-                false,
-                &[("Retry-After", "1")],
-                sh,
-            );
-        }
-        let query = match parse_subscribe_query(&head.query) {
-            Ok(q) => q,
-            Err(err) => return self.respond_error(key, &err, false, &[], sh),
-        };
-        if let Some(expected) = sh.config.subscribe_token.as_deref() {
-            let presented = head
-                .authorization
-                .as_deref()
-                .and_then(http::bearer_token)
-                .or(query.access_token.as_deref().map(str::as_bytes));
-            if !presented.is_some_and(|t| http::token_matches(t, expected)) {
-                return self.refuse_unauthorized(key, presented.is_some(), false, sh);
-            }
-        }
-        // The header wins over the query parameter; an empty id means "no id" (browsers never
-        // send one, and the spec resets the last event id to "" on an empty `id:`).
-        let last_event_id = head
-            .last_event_id
-            .clone()
-            .filter(|id| !id.is_empty())
-            .or(query.last_event_id.filter(|id| !id.is_empty()));
-
-        sh.metrics.open[ConnKind::Http as usize] -= 1;
-        sh.metrics.open[ConnKind::Sse as usize] += 1;
-        sh.metrics.count_response(200);
-        self.stage = Stage::Sse;
-        for topic in &query.topics {
-            self.subs.push(sh.hub.subscribe(topic, key));
-        }
-        let mut prelude = Vec::with_capacity(256);
-        response::write_sse_head(&mut prelude, &common(sh));
-        sse::encode_retry(&mut prelude, sh.config.retry_ms);
-        if let Some(id) = last_event_id {
-            let resume = if id.len() > http::request::MAX_LAST_EVENT_ID {
-                Resume::Foreign
-            } else {
-                sh.hub.parse_resume(&id)
-            };
-            let topics: Vec<&str> = query.topics.iter().map(String::as_str).collect();
-            let replay = sh.hub.replay(&topics, resume);
-            if let Some(reason) = replay.reset {
-                sh.metrics.resume_resets[reason as usize] += 1;
-                let data = format!("{{\"reason\":\"{}\"}}", reason.as_str());
-                sse::encode_event(
-                    &mut prelude,
-                    &replay.reset_id,
-                    Some(sse::RESET_EVENT_TYPE),
-                    &data,
-                );
-            }
-            self.out.push_bytes(&prelude, &mut sh.pool, self.chunk_cap);
-            let before = self.out.len();
-            for event in &replay.events {
-                self.out.push_sse(event, &mut sh.pool, self.chunk_cap);
-                self.last_seq = event.seq;
-            }
-            self.replay_credit = self.out.len() - before;
-            let n = replay.events.len() as u64;
-            sh.metrics.replayed += n;
-            sh.metrics.deliveries += n;
-        } else {
-            self.out.push_bytes(&prelude, &mut sh.pool, self.chunk_cap);
-        }
-        // Live events are never filtered by the client's id, only deduplicated by what this
-        // connection already queued.
-        self.last_seq = self.last_seq.max(sh.hub.last_seq());
-        self.last_queued = sh.now;
-        self.heartbeat = Some(
-            sh.timers
-                .arm(sh.now + sh.heartbeat(), key, TimerKind::Heartbeat),
-        );
-        self.mark_dirty(key, sh);
-    }
-
-    /// Queues a live event for this subscriber. `Flow::Close` when it is a slow consumer.
-    pub fn deliver(&mut self, key: usize, event: &SharedEvent, sh: &mut LoopState) -> Flow {
-        if event.seq <= self.last_seq
-            || self.life != Life::Active
-            || !matches!(self.stage, Stage::Sse)
-        {
-            return Flow::Keep;
-        }
-        self.last_seq = event.seq;
-        let live_queued = self.out.len() - self.replay_credit.min(self.out.len());
-        if live_queued + event.sse().len() > sh.config.max_queue_bytes {
-            log::info!(
-                "conn {key}: slow consumer, {} bytes queued; disconnecting",
-                self.out.len()
-            );
-            return Flow::Close(Closing::Forced {
-                cause: CloseCause::SlowConsumer,
-                linger0: true,
-            });
-        }
-        self.out.push_sse(event, &mut sh.pool, self.chunk_cap);
-        sh.metrics.deliveries += 1;
-        self.last_queued = sh.now;
-        self.mark_dirty(key, sh);
-        Flow::Keep
-    }
-
-    // ----- responses ---------------------------------------------------------------------------
-
-    fn queue_response(
-        &mut self,
-        key: usize,
-        status: u16,
-        bytes: &[u8],
-        keep_alive: bool,
-        sh: &mut LoopState,
-    ) {
-        sh.metrics.count_response(status);
-        self.out.push_bytes(bytes, &mut sh.pool, self.chunk_cap);
-        self.mark_dirty(key, sh);
-        if !keep_alive && self.life == Life::Active {
-            if let Stage::Http(http) = &mut self.stage {
-                http.rbuf = Vec::new();
-                http.body = None;
-            }
-            let _ = self.transition(LifeEvent::Exchanged { keep_alive: false }, sh.now);
-            self.grace = sh.linger();
-        }
-    }
-
-    fn respond_error(
-        &mut self,
-        key: usize,
-        err: &HttpError,
-        keep_alive: bool,
-        extra: &[(&str, &str)],
-        sh: &mut LoopState,
-    ) {
-        let keep_alive = keep_alive && !err.close;
-        let mut bytes = Vec::new();
-        response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);
-        self.queue_response(key, err.status, &bytes, keep_alive, sh);
-    }
-
-    fn refuse_unauthorized(
-        &mut self,
-        key: usize,
-        token_given: bool,
-        keep_alive: bool,
-        sh: &mut LoopState,
-    ) {
-        sh.metrics.auth_failures += 1;
-        let challenge = if token_given {
-            "Bearer realm=\"sseloop\", error=\"invalid_token\""
-        } else {
-            "Bearer realm=\"sseloop\""
-        };
-        self.respond_error(
-            key,
-            &HttpError::UNAUTHORIZED,
-            keep_alive,
-            &[("WWW-Authenticate", challenge)],
-            sh,
-        );
     }
 
     // ----- writing -----------------------------------------------------------------------------
@@ -975,26 +494,6 @@ impl Connection {
             keep => keep,
         }
     }
-
-    fn on_heartbeat(&mut self, key: usize, sh: &mut LoopState) {
-        if self.life != Life::Active || !matches!(self.stage, Stage::Sse) {
-            return;
-        }
-        let due = self.last_queued + sh.heartbeat();
-        if due <= sh.now {
-            self.out
-                .push_bytes(sse::HEARTBEAT, &mut sh.pool, self.chunk_cap);
-            sh.metrics.heartbeats += 1;
-            self.last_queued = sh.now;
-            self.mark_dirty(key, sh);
-        }
-        self.heartbeat = Some(sh.timers.arm(
-            self.last_queued + sh.heartbeat(),
-            key,
-            TimerKind::Heartbeat,
-        ));
-    }
-
     /// Releases every resource this connection holds except the socket and the slab slot (the
     /// loop owns those): timers, subscriptions, queued output. Records metrics.
     pub fn release(&mut self, sh: &mut LoopState) {
@@ -1021,79 +520,4 @@ impl Connection {
         sh.metrics
             .observe_lifetime(sh.now.saturating_duration_since(self.opened_at));
     }
-}
-
-fn common(sh: &LoopState) -> Common<'_> {
-    Common {
-        cors_origin: &sh.config.cors_origin,
-        date: &sh.date,
-    }
-}
-
-/// Topics of a query, validated and deduplicated.
-fn push_topic(topics: &mut Vec<String>, topic: &str) -> Result<(), HttpError> {
-    if !valid_topic(topic) {
-        return Err(HttpError::BAD_TOPIC);
-    }
-    if !topics.iter().any(|t| t == topic) {
-        if topics.len() == MAX_TOPICS_PER_REQUEST {
-            return Err(HttpError {
-                reason: "too many topics in one request",
-                ..HttpError::BAD_TOPIC
-            });
-        }
-        topics.push(topic.to_string());
-    }
-    Ok(())
-}
-
-fn parse_publish_query(query: &str) -> Result<PublishTarget, HttpError> {
-    let mut target = PublishTarget {
-        topics: Vec::new(),
-        event_type: None,
-    };
-    for pair in query_pairs(query) {
-        let (name, value) = pair?;
-        match &*name {
-            "topic" => push_topic(&mut target.topics, &value)?,
-            "event" => {
-                if !valid_event_type(&value) {
-                    return Err(HttpError::BAD_EVENT_TYPE);
-                }
-                target.event_type = Some(value.into_owned());
-            }
-            _ => {}
-        }
-    }
-    if target.topics.is_empty() {
-        return Err(HttpError::BAD_TOPIC);
-    }
-    Ok(target)
-}
-
-struct SubscribeQuery {
-    topics: Vec<String>,
-    last_event_id: Option<String>,
-    access_token: Option<String>,
-}
-
-fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
-    let mut q = SubscribeQuery {
-        topics: Vec::new(),
-        last_event_id: None,
-        access_token: None,
-    };
-    for pair in query_pairs(query) {
-        let (name, value) = pair?;
-        match &*name {
-            "topic" => push_topic(&mut q.topics, &value)?,
-            "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
-            "access_token" => q.access_token = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    if q.topics.is_empty() {
-        return Err(HttpError::BAD_TOPIC);
-    }
-    Ok(q)
 }

@@ -1,0 +1,431 @@
+//! The HTTP stage of a connection: reading requests (heads, bodies, pipelining), routing them,
+//! publishing, and queueing responses. Switching to a stream hands over to `sse.rs`.
+
+use std::time::Instant;
+
+use super::io::{self, Io};
+use super::state::{Life, LifeEvent};
+use super::{Closing, Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT, READ_BUDGET};
+use crate::event_loop::LoopState;
+use crate::http::request::{query_pairs, valid_event_type, valid_topic};
+use crate::http::response::{self, Common};
+use crate::http::{self, BodyKind, ChunkedDecoder, HeadParse, HttpError, RequestHead, Route};
+
+/// Most topics one subscription or publish may name.
+pub const MAX_TOPICS_PER_REQUEST: usize = 64;
+
+#[derive(Default)]
+pub(super) struct HttpConn {
+    /// Bytes read and not yet parsed. Freed when the connection goes idle.
+    pub(super) rbuf: Vec<u8>,
+    /// A request whose head is parsed and whose body is being read.
+    pub(super) body: Option<Box<BodyInProgress>>,
+    /// When the current request's first byte arrived (header deadline).
+    pub(super) request_started: Option<Instant>,
+}
+
+pub(super) struct BodyInProgress {
+    head: Box<RequestHead>,
+    publish: PublishTarget,
+    framing: BodyFraming,
+    data: Vec<u8>,
+}
+
+pub(super) enum BodyFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// What a publish request asked for, validated before its body is read.
+pub(super) struct PublishTarget {
+    topics: Vec<String>,
+    event_type: Option<String>,
+}
+
+impl Connection {
+    pub(super) fn read_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
+        let mut budget = READ_BUDGET;
+        loop {
+            if let Flow::Close(c) = self.process_http(key, sh) {
+                return Flow::Close(c);
+            }
+            if self.life == Life::Graceful || !matches!(self.stage, Stage::Http(_)) {
+                // Switched to streaming, or answering with Connection: close: input is over.
+                return Flow::Keep;
+            }
+            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
+                // Resumed by on_drained once the client has read its responses.
+                self.read_paused = true;
+                return Flow::Keep;
+            }
+            if budget == 0 {
+                self.read_pending = true;
+                self.mark_dirty(key, sh);
+                return Flow::Keep;
+            }
+            let n = match io::read(&mut self.sock, &mut sh.scratch) {
+                Io::Done(n) => n,
+                Io::WouldBlock => return Flow::Keep,
+                Io::Eof => {
+                    self.peer_eof = true;
+                    let pending = !self.out.is_empty();
+                    return self.transition(
+                        LifeEvent::PeerClosed {
+                            output_pending: pending,
+                        },
+                        sh.now,
+                    );
+                }
+                Io::Closed(_) => return Flow::Close(Closing::Broken),
+            };
+            budget = budget.saturating_sub(n);
+            self.last_read = sh.now;
+            if self.life == Life::Idle {
+                if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh.now) {
+                    return Flow::Close(c);
+                }
+            }
+            if let Stage::Http(http) = &mut self.stage {
+                if http.rbuf.is_empty() && http.body.is_none() {
+                    http.request_started = Some(sh.now);
+                }
+                http.rbuf.extend_from_slice(&sh.scratch[..n]);
+            }
+        }
+    }
+
+    /// Parses and answers every complete request buffered, in order.
+    pub(super) fn process_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
+        loop {
+            if self.life != Life::Active || self.out.len() >= PIPELINE_OUTPUT_LIMIT {
+                return Flow::Keep;
+            }
+            let Stage::Http(http) = &mut self.stage else {
+                return Flow::Keep;
+            };
+            if let Some(body) = http.body.as_mut() {
+                let consumed = match &mut body.framing {
+                    BodyFraming::Length(left) => {
+                        let take = http
+                            .rbuf
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        body.data.extend_from_slice(&http.rbuf[..take]);
+                        *left -= take as u64;
+                        Ok(take)
+                    }
+                    BodyFraming::Chunked(decoder) => {
+                        decoder.decode(&http.rbuf, &mut body.data, sh.config.max_body)
+                    }
+                };
+                let consumed = match consumed {
+                    Ok(n) => n,
+                    Err(err) => {
+                        http.body = None;
+                        http.rbuf = Vec::new();
+                        self.respond_error(key, &err, false, &[], sh);
+                        return Flow::Keep;
+                    }
+                };
+                http.rbuf.drain(..consumed);
+                let complete = match &body.framing {
+                    BodyFraming::Length(left) => *left == 0,
+                    BodyFraming::Chunked(decoder) => decoder.is_done(),
+                };
+                if !complete {
+                    return Flow::Keep;
+                }
+                let Some(done) = http.body.take() else {
+                    return Flow::Keep;
+                };
+                http.request_started = (!http.rbuf.is_empty()).then_some(sh.now);
+                self.finish_publish(key, *done, sh);
+                continue;
+            }
+            if http.rbuf.is_empty() {
+                if self.out.is_empty() && http.request_started.is_none() {
+                    return self.transition(LifeEvent::Exchanged { keep_alive: true }, sh.now);
+                }
+                return Flow::Keep;
+            }
+            match http::parse_head(&http.rbuf) {
+                Ok(HeadParse::Partial) => return Flow::Keep,
+                Err(err) => {
+                    http.rbuf = Vec::new();
+                    log::debug!("conn {key}: bad request head: {}", err.reason);
+                    self.respond_error(key, &err, false, &[], sh);
+                    return Flow::Keep;
+                }
+                Ok(HeadParse::Complete(head, len)) => {
+                    http.rbuf.drain(..len);
+                    http.request_started = (!http.rbuf.is_empty()).then_some(sh.now);
+                    self.on_head(key, head, sh);
+                }
+            }
+        }
+    }
+
+    /// Routes a complete request head.
+    pub(super) fn on_head(&mut self, key: usize, head: Box<RequestHead>, sh: &mut LoopState) {
+        // A body we will not read makes the connection unusable for another request.
+        let has_body = head.body != BodyKind::None;
+        let keep_alive = head.keep_alive && !sh.shutting_down;
+        let route = match http::route(head.method, &head.path) {
+            Ok(route) => route,
+            Err(err) => {
+                log::debug!(
+                    "conn {key}: {:?} {} -> {}",
+                    head.method,
+                    head.path,
+                    err.status
+                );
+                return self.respond_error(key, &err, keep_alive && !has_body, &[], sh);
+            }
+        };
+        log::debug!("conn {key}: {:?} {} ({route:?})", head.method, head.path);
+        let head_only = head.method == http::Method::Head;
+        let reuse = keep_alive && !has_body;
+        match route {
+            Route::Preflight => {
+                let mut bytes = Vec::new();
+                response::write_preflight(&mut bytes, &common(sh), reuse);
+                self.queue_response(key, 204, &bytes, reuse, sh);
+            }
+            Route::Healthz => {
+                let mut bytes = Vec::new();
+                let c = common(sh);
+                response::write_response(
+                    &mut bytes,
+                    &c,
+                    200,
+                    "text/plain",
+                    b"ok\n",
+                    reuse,
+                    head_only,
+                    &[],
+                );
+                self.queue_response(key, 200, &bytes, reuse, sh);
+            }
+            Route::Metrics => {
+                let text = sh.render_metrics();
+                let mut bytes = Vec::new();
+                let c = common(sh);
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                response::write_response(
+                    &mut bytes,
+                    &c,
+                    200,
+                    ct,
+                    text.as_bytes(),
+                    reuse,
+                    head_only,
+                    &[],
+                );
+                self.queue_response(key, 200, &bytes, reuse, sh);
+            }
+            Route::Events => self.start_sse(key, &head, sh),
+            Route::Frames => {
+                let err = HttpError {
+                    status: 501,
+                    reason: "frame mode is not available in this build",
+                    close: false,
+                    allow: None,
+                };
+                self.respond_error(key, &err, reuse, &[], sh);
+            }
+            Route::Publish => self.start_publish(key, head, keep_alive, sh),
+        }
+    }
+
+    // ----- publish -----------------------------------------------------------------------------
+
+    pub(super) fn start_publish(
+        &mut self,
+        key: usize,
+        head: Box<RequestHead>,
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        let has_body = head.body != BodyKind::None;
+        let reuse_on_error = keep_alive && !has_body;
+        if let Some(expected) = sh.config.publish_token.as_deref() {
+            let presented = head.authorization.as_deref().and_then(http::bearer_token);
+            if !presented.is_some_and(|t| http::token_matches(t, expected)) {
+                return self.refuse_unauthorized(key, presented.is_some(), reuse_on_error, sh);
+            }
+        }
+        let target = match parse_publish_query(&head.query) {
+            Ok(target) => target,
+            Err(err) => return self.respond_error(key, &err, reuse_on_error, &[], sh),
+        };
+        let framing = match head.body {
+            BodyKind::None => {
+                let done = BodyInProgress {
+                    head,
+                    publish: target,
+                    framing: BodyFraming::Length(0),
+                    data: Vec::new(),
+                };
+                return self.finish_publish(key, done, sh);
+            }
+            BodyKind::Length(n) if n > sh.config.max_body as u64 => {
+                return self.respond_error(key, &HttpError::BODY_TOO_LARGE, false, &[], sh);
+            }
+            BodyKind::Length(n) => BodyFraming::Length(n),
+            BodyKind::Chunked => BodyFraming::Chunked(ChunkedDecoder::default()),
+        };
+        if head.expect_continue {
+            self.out.push_bytes(
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                &mut sh.pool,
+                self.chunk_cap,
+            );
+            self.mark_dirty(key, sh);
+        }
+        let capacity = match framing {
+            BodyFraming::Length(n) => n as usize,
+            BodyFraming::Chunked(_) => 0,
+        };
+        if let Stage::Http(http) = &mut self.stage {
+            http.body = Some(Box::new(BodyInProgress {
+                head,
+                publish: target,
+                framing,
+                data: Vec::with_capacity(capacity),
+            }));
+        }
+    }
+
+    pub(super) fn finish_publish(&mut self, key: usize, req: BodyInProgress, sh: &mut LoopState) {
+        let keep_alive = req.head.keep_alive && !sh.shutting_down;
+        let Ok(data) = String::from_utf8(req.data) else {
+            return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
+        };
+        let topics: Vec<&str> = req.publish.topics.iter().map(String::as_str).collect();
+        let event = sh
+            .hub
+            .publish(&topics, req.publish.event_type.as_deref(), &data);
+        sh.metrics.published += 1;
+        let body = format!("{{\"id\":\"{}\"}}\n", event.id);
+        let mut bytes = Vec::new();
+        let c = common(sh);
+        response::write_response(
+            &mut bytes,
+            &c,
+            200,
+            "application/json",
+            body.as_bytes(),
+            keep_alive,
+            false,
+            &[],
+        );
+        self.queue_response(key, 200, &bytes, keep_alive, sh);
+    }
+
+    // ----- responses ---------------------------------------------------------------------------
+
+    pub(super) fn queue_response(
+        &mut self,
+        key: usize,
+        status: u16,
+        bytes: &[u8],
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        sh.metrics.count_response(status);
+        self.out.push_bytes(bytes, &mut sh.pool, self.chunk_cap);
+        self.mark_dirty(key, sh);
+        if !keep_alive && self.life == Life::Active {
+            if let Stage::Http(http) = &mut self.stage {
+                http.rbuf = Vec::new();
+                http.body = None;
+            }
+            let _ = self.transition(LifeEvent::Exchanged { keep_alive: false }, sh.now);
+            self.grace = sh.linger();
+        }
+    }
+
+    pub(super) fn respond_error(
+        &mut self,
+        key: usize,
+        err: &HttpError,
+        keep_alive: bool,
+        extra: &[(&str, &str)],
+        sh: &mut LoopState,
+    ) {
+        let keep_alive = keep_alive && !err.close;
+        let mut bytes = Vec::new();
+        response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);
+        self.queue_response(key, err.status, &bytes, keep_alive, sh);
+    }
+
+    pub(super) fn refuse_unauthorized(
+        &mut self,
+        key: usize,
+        token_given: bool,
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        sh.metrics.auth_failures += 1;
+        let challenge = if token_given {
+            "Bearer realm=\"sseloop\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"sseloop\""
+        };
+        self.respond_error(
+            key,
+            &HttpError::UNAUTHORIZED,
+            keep_alive,
+            &[("WWW-Authenticate", challenge)],
+            sh,
+        );
+    }
+}
+
+pub(super) fn common(sh: &LoopState) -> Common<'_> {
+    Common {
+        cors_origin: &sh.config.cors_origin,
+        date: &sh.date,
+    }
+}
+
+/// Topics of a query, validated and deduplicated.
+pub(super) fn push_topic(topics: &mut Vec<String>, topic: &str) -> Result<(), HttpError> {
+    if !valid_topic(topic) {
+        return Err(HttpError::BAD_TOPIC);
+    }
+    if !topics.iter().any(|t| t == topic) {
+        if topics.len() == MAX_TOPICS_PER_REQUEST {
+            return Err(HttpError {
+                reason: "too many topics in one request",
+                ..HttpError::BAD_TOPIC
+            });
+        }
+        topics.push(topic.to_string());
+    }
+    Ok(())
+}
+
+fn parse_publish_query(query: &str) -> Result<PublishTarget, HttpError> {
+    let mut target = PublishTarget {
+        topics: Vec::new(),
+        event_type: None,
+    };
+    for pair in query_pairs(query) {
+        let (name, value) = pair?;
+        match &*name {
+            "topic" => push_topic(&mut target.topics, &value)?,
+            "event" => {
+                if !valid_event_type(&value) {
+                    return Err(HttpError::BAD_EVENT_TYPE);
+                }
+                target.event_type = Some(value.into_owned());
+            }
+            _ => {}
+        }
+    }
+    if target.topics.is_empty() {
+        return Err(HttpError::BAD_TOPIC);
+    }
+    Ok(target)
+}
