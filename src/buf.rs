@@ -2,11 +2,13 @@
 //! MSS-sized write chunks.
 //!
 //! An event is encoded once (lazily, per wire format) and every queue and the history ring hold an
-//! `Rc` to it: the loop is single-threaded, so a plain reference count is enough. Small outputs
-//! (events up to [`COPY_THRESHOLD`], headers, heartbeats) are copied into a pooled chunk sized to
-//! the connection's MSS so that many of them leave in one `writev` entry; large events go out by
-//! reference. A connection holds chunks only while it has bytes pending: a drained queue gives its
-//! chunks back to the pool and frees its segment list.
+//! `Rc` to it: the loop is single-threaded, so a plain reference count is enough. An event that
+//! finds its subscriber's queue empty is queued by reference (no copy, no allocation: the common
+//! case of one event per flush). Small outputs queued behind others (events up to
+//! [`COPY_THRESHOLD`], headers, heartbeats) are copied into a pooled chunk sized to the connection's
+//! MSS so that a burst leaves in a few `writev` entries; large events always go by reference.
+//! A connection holds chunks only while it has bytes pending: a drained queue gives its chunks
+//! back to the pool.
 
 use std::cell::OnceCell;
 use std::collections::VecDeque;
@@ -24,6 +26,8 @@ pub const MIN_CHUNK: usize = 1024;
 pub const MAX_CHUNK: usize = 16 * 1024;
 /// Free chunks kept for reuse; more are released to the allocator.
 pub const POOL_MAX_FREE: usize = 4096;
+/// Segment-list capacity a drained queue keeps (a few pointers, no byte buffer).
+const KEPT_SEGMENT_SLOTS: usize = 4;
 /// Most iovecs handed to one `writev` (well under `IOV_MAX` = 1024, and on the stack).
 pub const MAX_IOVECS: usize = 64;
 
@@ -181,10 +185,11 @@ impl OutQueue {
         self.segs.push_back(Segment::Chunk(chunk));
     }
 
-    /// Appends an event's SSE encoding: copied when small, referenced when large.
+    /// Appends an event's SSE encoding: by reference when the queue is empty or the event is
+    /// large, otherwise copied into the tail chunk to coalesce with what is queued.
     pub fn push_sse(&mut self, event: &SharedEvent, pool: &mut BufPool, chunk_cap: usize) {
         let bytes = event.sse();
-        if bytes.len() <= COPY_THRESHOLD {
+        if bytes.len() <= COPY_THRESHOLD && !self.segs.is_empty() {
             self.push_bytes(bytes, pool, chunk_cap);
         } else {
             self.len += bytes.len();
@@ -230,8 +235,9 @@ impl OutQueue {
                 pool.give(chunk);
             }
         }
-        if self.segs.is_empty() {
-            // An idle subscriber holds no buffer: release the segment list's allocation too.
+        if self.segs.is_empty() && self.segs.capacity() > KEPT_SEGMENT_SLOTS {
+            // After a burst, give back the long segment list; a short one is kept to avoid an
+            // allocation per event on a steady stream.
             self.segs = VecDeque::new();
         }
     }
@@ -302,7 +308,8 @@ mod tests {
             2,
             "large event is referenced, not copied"
         );
-        let mut want = b"head".to_vec();
+        let mut want = first.sse().to_vec();
+        want.extend_from_slice(b"head");
         want.extend_from_slice(event(1, "small").sse());
         want.extend_from_slice(big.sse());
         want.extend_from_slice(event(3, "after").sse());

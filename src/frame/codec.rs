@@ -178,6 +178,8 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder that accepts payloads of up to `max_payload` bytes (saturated to `u32::MAX`).
     pub fn new(max_payload: usize) -> FrameDecoder {
+        // Also keep `HEADER_LEN + max_payload` within `usize` on 32-bit targets.
+        let max_payload = max_payload.min(usize::MAX - HEADER_LEN);
         FrameDecoder {
             max_payload: u32::try_from(max_payload).unwrap_or(u32::MAX),
         }
