@@ -293,6 +293,9 @@ mod tests {
     fn small_outputs_coalesce_into_one_chunk_and_large_go_by_reference() {
         let mut pool = BufPool::default();
         let mut q = OutQueue::default();
+        let first = event(0, "first");
+        q.push_sse(&first, &mut pool, 1500);
+        assert_eq!(Rc::strong_count(&first), 2, "empty queue: by reference");
         q.push_bytes(b"head", &mut pool, 1500);
         q.push_sse(&event(1, "small"), &mut pool, 1500);
         let big = event(2, &"x".repeat(COPY_THRESHOLD * 2));
