@@ -45,6 +45,16 @@ pub struct Event {
     /// The body, as published (UTF-8).
     pub data: Box<str>,
     sse: OnceCell<Box<[u8]>>,
+    frame: OnceCell<Box<[u8]>>,
+}
+
+/// Which encoding of an event a connection receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// `text/event-stream`.
+    Sse,
+    /// An EVENT frame of the binary protocol.
+    Frame,
 }
 
 /// The shared handle every queue holds.
@@ -66,7 +76,35 @@ impl Event {
             event_type,
             data,
             sse: OnceCell::new(),
+            frame: OnceCell::new(),
         }
+    }
+
+    /// The encoding for `wire`, computed once.
+    pub fn encoded(&self, wire: Wire) -> &[u8] {
+        match wire {
+            Wire::Sse => self.sse(),
+            Wire::Frame => self.frame(),
+        }
+    }
+
+    /// The EVENT frame (topics listed, so one encoding serves every subscriber), computed once.
+    pub fn frame(&self) -> &[u8] {
+        self.frame.get_or_init(|| {
+            let mut out = Vec::new();
+            let event_type = self.event_type.as_deref().unwrap_or("");
+            if let Err(e) = crate::frame::encode_event_frame(
+                &mut out,
+                &self.id,
+                &self.topics,
+                event_type,
+                self.data.as_bytes(),
+            ) {
+                // Unreachable within the server's limits (64 topics, 128-byte types, max body).
+                log::error!("event {} cannot be framed: {e:?}", self.id);
+            }
+            out.into_boxed_slice()
+        })
     }
 
     /// The `text/event-stream` encoding, computed once.
@@ -80,7 +118,10 @@ impl Event {
 
     /// Bytes this event holds in memory (for the history gauge).
     pub fn footprint(&self) -> usize {
-        self.data.len() + self.id.len() + self.sse.get().map_or(0, |b| b.len())
+        self.data.len()
+            + self.id.len()
+            + self.sse.get().map_or(0, |b| b.len())
+            + self.frame.get().map_or(0, |b| b.len())
     }
 }
 
@@ -130,15 +171,15 @@ enum Segment {
     Chunk(Vec<u8>),
     /// An output too large for a chunk (a big response body): its own allocation, not pooled.
     Owned(Vec<u8>),
-    /// A large event, by reference.
-    Sse(SharedEvent),
+    /// An event's encoding, by reference.
+    Event(SharedEvent, Wire),
 }
 
 impl Segment {
     fn bytes(&self) -> &[u8] {
         match self {
             Segment::Chunk(chunk) | Segment::Owned(chunk) => chunk,
-            Segment::Sse(event) => event.sse(),
+            Segment::Event(event, wire) => event.encoded(*wire),
         }
     }
 }
@@ -185,15 +226,26 @@ impl OutQueue {
         self.segs.push_back(Segment::Chunk(chunk));
     }
 
-    /// Appends an event's SSE encoding: by reference when the queue is empty or the event is
-    /// large, otherwise copied into the tail chunk to coalesce with what is queued.
+    /// Appends an event's SSE encoding (see [`OutQueue::push_event`]).
     pub fn push_sse(&mut self, event: &SharedEvent, pool: &mut BufPool, chunk_cap: usize) {
-        let bytes = event.sse();
+        self.push_event(event, Wire::Sse, pool, chunk_cap);
+    }
+
+    /// Appends an event's encoding for `wire`: by reference when the queue is empty or the event
+    /// is large, otherwise copied into the tail chunk to coalesce with what is queued.
+    pub fn push_event(
+        &mut self,
+        event: &SharedEvent,
+        wire: Wire,
+        pool: &mut BufPool,
+        chunk_cap: usize,
+    ) {
+        let bytes = event.encoded(wire);
         if bytes.len() <= COPY_THRESHOLD && !self.segs.is_empty() {
             self.push_bytes(bytes, pool, chunk_cap);
         } else {
             self.len += bytes.len();
-            self.segs.push_back(Segment::Sse(Rc::clone(event)));
+            self.segs.push_back(Segment::Event(Rc::clone(event), wire));
         }
     }
 

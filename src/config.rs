@@ -83,6 +83,10 @@ pub struct Config {
     /// disconnected (it can resume with Last-Event-ID).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub max_queue_bytes: usize,
+
+    /// Largest frame payload accepted in frame mode (bytes; k/M/G suffixes).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub max_frame: usize,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl fmt::Debug for Config {
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("write_stall_ms", &self.write_stall_ms)
             .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("max_frame", &self.max_frame)
             .finish()
     }
 }

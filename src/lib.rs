@@ -12,6 +12,7 @@
 //! - [`timer`]: every deadline in one structure; drives the poll timeout.
 //! - [`metrics`]: counters and the Prometheus page.
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
+//! - [`frame`]: the binary frame protocol (codec, payloads, a blocking client). Pure.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -20,6 +21,7 @@ pub mod buf;
 pub mod config;
 pub mod conn;
 pub mod event_loop;
+pub mod frame;
 pub mod handle;
 pub mod http;
 pub mod hub;

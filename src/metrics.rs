@@ -103,6 +103,8 @@ pub struct Metrics {
     pub accept_errors: u64,
     /// Requests rejected for authentication.
     pub auth_failures: u64,
+    /// Frames received in frame mode.
+    pub frames_received: u64,
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
     lifetime_buckets: [u64; LIFETIME_BUCKETS.len()],
@@ -174,7 +176,7 @@ impl Metrics {
         for (kind, v) in ["http", "sse", "frames"].iter().zip(self.open) {
             let _ = writeln!(o, "sseloop_connections_open{{kind=\"{kind}\"}} {v}");
         }
-        let simple: [(&str, &str, &str, u64); 18] = [
+        let simple: [(&str, &str, &str, u64); 19] = [
             (
                 "sseloop_connections_accepted_total",
                 "counter",
@@ -234,6 +236,12 @@ impl Metrics {
                 "counter",
                 "Requests refused with 401.",
                 self.auth_failures,
+            ),
+            (
+                "sseloop_frames_received_total",
+                "counter",
+                "Frames received in frame mode.",
+                self.frames_received,
             ),
             (
                 "sseloop_history_events",

@@ -224,15 +224,7 @@ impl Connection {
                 self.queue_response(key, 200, &bytes, reuse, sh);
             }
             Route::Events => self.start_sse(key, &head, sh),
-            Route::Frames => {
-                let err = HttpError {
-                    status: 501,
-                    reason: "frame mode is not available in this build",
-                    close: false,
-                    allow: None,
-                };
-                self.respond_error(key, &err, reuse, &[], sh);
-            }
+            Route::Frames => self.start_frames(key, &head, sh),
             Route::Publish => self.start_publish(key, head, keep_alive, sh),
         }
     }

@@ -5,10 +5,11 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
+mod frame_stage;
 mod http_stage;
 pub mod io;
-mod sse_stage;
 pub mod state;
+mod stream;
 
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
@@ -20,7 +21,6 @@ use crate::event_loop::LoopState;
 use crate::http::HttpError;
 use crate::hub::Subscription;
 use crate::metrics::{CloseCause, ConnKind};
-use crate::sse;
 use crate::timer::{TimerKey, TimerKind};
 use io::Io;
 use state::{Life, LifeEvent};
@@ -77,6 +77,8 @@ enum Stage {
     Http(http_stage::HttpConn),
     /// A Server-Sent Events stream (response head sent; only events from now on).
     Sse,
+    /// The binary frame protocol, after a `101` upgrade.
+    Frames(Box<frame_stage::FrameConn>),
 }
 
 /// A client connection.
@@ -165,6 +167,7 @@ impl Connection {
         match self.stage {
             Stage::Http(_) => ConnKind::Http,
             Stage::Sse => ConnKind::Sse,
+            Stage::Frames(_) => ConnKind::Frames,
         }
     }
 
@@ -213,6 +216,7 @@ impl Connection {
             (_, Life::Graceful) => self.read_discard(key, sh),
             (Stage::Sse, _) => self.read_discard(key, sh),
             (Stage::Http(_), _) => self.read_http(key, sh),
+            (Stage::Frames(_), _) => self.read_frames(key, sh),
         };
         if flow == Flow::Keep {
             self.sync_deadline(key, sh);
@@ -335,6 +339,7 @@ impl Connection {
                 match self.stage {
                     Stage::Http(_) => self.read_http(key, sh),
                     Stage::Sse => self.read_discard(key, sh),
+                    Stage::Frames(_) => self.read_frames(key, sh),
                 }
             }
             Life::Active => match &self.stage {
@@ -394,12 +399,7 @@ impl Connection {
             }
             // A request in progress finishes (its response says Connection: close).
             (Life::Active, Stage::Http(_)) => return Flow::Keep,
-            (Life::Active, Stage::Sse) => {
-                let retry = sh.jittered_retry();
-                let mut bytes = Vec::with_capacity(24);
-                sse::encode_retry(&mut bytes, retry);
-                self.out.push_bytes(&bytes, &mut sh.pool, self.chunk_cap);
-            }
+            (Life::Active, Stage::Sse | Stage::Frames(_)) => self.queue_farewell(sh),
             (Life::Idle, _) => {}
         }
         let flow = self.transition(LifeEvent::Drain, sh.now);
@@ -421,7 +421,7 @@ impl Connection {
                 Some((Deadline::WriteStall, self.last_write + sh.write_stall()))
             }
             Life::Active => match &self.stage {
-                Stage::Sse => None,
+                Stage::Sse | Stage::Frames(_) => None,
                 Stage::Http(http) if http.body.is_some() => {
                     Some((Deadline::Body, self.last_read + sh.header_timeout()))
                 }
@@ -461,8 +461,7 @@ impl Connection {
         match kind {
             TimerKind::Heartbeat if self.heartbeat == Some(timer) => {
                 self.heartbeat = None;
-                self.on_heartbeat(key, sh);
-                Flow::Keep
+                self.on_heartbeat(key, sh)
             }
             TimerKind::Deadline if self.deadline.is_some_and(|(t, _)| t == timer) => {
                 self.deadline = None;

@@ -43,6 +43,13 @@ struct Topic {
     subscribers: Slab<usize>,
 }
 
+impl Subscription {
+    /// The topic subscribed to.
+    pub fn topic(&self) -> TopicId {
+        self.topic
+    }
+}
+
 /// Where a resuming client stands, from its `Last-Event-ID`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -218,6 +225,11 @@ impl Hub {
             let topic = self.topics.remove(sub.topic.0);
             self.by_name.remove(&topic.name);
         }
+    }
+
+    /// The id of topic `name`, if the hub knows it.
+    pub fn topic_id(&self, name: &str) -> Option<TopicId> {
+        self.by_name.get(name).copied()
     }
 
     /// Slab keys of the connections subscribed to `topic`.

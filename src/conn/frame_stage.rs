@@ -1,0 +1,319 @@
+//! The frame stage of a connection: after the `101`, frames in both directions. Input is decoded
+//! straight out of the read buffer (the decoder checks magic and length before anything is
+//! reserved), each frame is handled before the next, and every reply goes into the same ordered
+//! output queue as the events, so replies keep the order of the frames they answer.
+
+use super::io::{self, Io};
+use super::state::{Life, LifeEvent};
+use super::{Closing, Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT, READ_BUDGET};
+use crate::event_loop::LoopState;
+use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
+use crate::http::request::{valid_event_type, valid_topic};
+
+use super::http_stage::MAX_TOPICS_PER_REQUEST;
+
+/// Frame-mode state of a connection.
+pub(super) struct FrameConn {
+    /// Bytes read and not yet decoded (at most one frame plus one read). Freed when empty.
+    rbuf: Vec<u8>,
+    decoder: FrameDecoder,
+    /// The handshake presented the publish token (or none is configured).
+    may_publish: bool,
+    /// A heartbeat PING went out and nothing has been read since.
+    pub(super) ping_unanswered: bool,
+}
+
+impl FrameConn {
+    /// Frame state starting with the bytes read past the upgrade request's head.
+    pub(super) fn new(rbuf: Vec<u8>, max_frame: usize, may_publish: bool) -> FrameConn {
+        FrameConn {
+            rbuf,
+            decoder: FrameDecoder::new(max_frame),
+            may_publish,
+            ping_unanswered: false,
+        }
+    }
+}
+
+impl Connection {
+    /// Reads and handles frames until the socket is drained, the budget is spent, or output
+    /// backs up.
+    pub(super) fn read_frames(&mut self, key: usize, sh: &mut LoopState) -> Flow {
+        let mut budget = READ_BUDGET;
+        loop {
+            self.process_frames(key, sh);
+            if self.life != Life::Active {
+                return Flow::Keep;
+            }
+            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
+                self.read_paused = true;
+                return Flow::Keep;
+            }
+            if budget == 0 {
+                self.read_pending = true;
+                self.mark_dirty(key, sh);
+                return Flow::Keep;
+            }
+            let n = match io::read(&mut self.sock, &mut sh.scratch) {
+                Io::Done(n) => n,
+                Io::WouldBlock => return Flow::Keep,
+                Io::Eof => {
+                    self.peer_eof = true;
+                    let pending = !self.out.is_empty();
+                    return self.transition(
+                        LifeEvent::PeerClosed {
+                            output_pending: pending,
+                        },
+                        sh.now,
+                    );
+                }
+                Io::Closed(_) => return Flow::Close(Closing::Broken),
+            };
+            budget = budget.saturating_sub(n);
+            self.last_read = sh.now;
+            if let Stage::Frames(frames) = &mut self.stage {
+                frames.ping_unanswered = false;
+                frames.rbuf.extend_from_slice(&sh.scratch[..n]);
+            }
+        }
+    }
+
+    /// Handles every complete frame buffered. A broken frame stream (bad magic, oversize length)
+    /// gets one fatal ERROR and a graceful close.
+    fn process_frames(&mut self, key: usize, sh: &mut LoopState) {
+        let Stage::Frames(frames) = &mut self.stage else {
+            return;
+        };
+        if frames.rbuf.is_empty() {
+            frames.rbuf = Vec::new();
+            return;
+        }
+        let mut rbuf = std::mem::take(&mut frames.rbuf);
+        let decoder = frames.decoder;
+        let mut start = 0;
+        let mut fatal = None;
+        while self.life == Life::Active && self.out.len() < PIPELINE_OUTPUT_LIMIT {
+            match decoder.decode(&rbuf[start..]) {
+                Ok(Some(found)) => {
+                    let payload = &rbuf[start..][found.payload_range()];
+                    sh.metrics.frames_received += 1;
+                    self.on_frame(key, payload, sh);
+                    start += found.frame_len();
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    fatal = Some(err);
+                    break;
+                }
+            }
+        }
+        rbuf.drain(..start);
+        if let Some(err) = fatal {
+            log::debug!("conn {key}: broken frame stream: {err:?}");
+            self.queue_frame_error(key, err.code(), 0, b"", "broken frame stream", sh);
+            // A fatal ERROR is followed by the close, without GOAWAY.
+            let _ = self.transition(LifeEvent::Drain, sh.now);
+            self.grace = sh.linger();
+            rbuf = Vec::new();
+        }
+        if let Stage::Frames(frames) = &mut self.stage {
+            frames.rbuf = if rbuf.is_empty() { Vec::new() } else { rbuf };
+        }
+    }
+
+    fn on_frame(&mut self, key: usize, payload: &[u8], sh: &mut LoopState) {
+        let about = payload.first().copied().unwrap_or(0);
+        let message = match frame::parse(payload) {
+            Ok(message) => message,
+            Err(err) => {
+                let text = format!("{err:?}");
+                return self.queue_frame_error(key, err.code(), about, b"", &text, sh);
+            }
+        };
+        match message {
+            Payload::Publish {
+                correlation,
+                topics,
+                event_type,
+                data,
+            } => self.frame_publish(key, correlation, topics, event_type, data, sh),
+            Payload::Subscribe {
+                topics,
+                last_event_id,
+            } => self.frame_subscribe(key, topics, last_event_id, sh),
+            Payload::Unsubscribe { topics } => {
+                for name in topics.iter() {
+                    let Some(topic) = sh.hub.topic_id(name) else {
+                        continue;
+                    };
+                    if let Some(i) = self.subs.iter().position(|s| s.topic() == topic) {
+                        sh.hub.unsubscribe(self.subs.swap_remove(i));
+                    }
+                }
+            }
+            Payload::Ping { opaque } => {
+                let mut pong = Vec::with_capacity(8 + opaque.len());
+                let _ = frame::encode_pong_frame(&mut pong, opaque);
+                self.queue_bytes(key, &pong, sh);
+            }
+            Payload::Pong { .. } => {}
+            // Never answer an ERROR, so two peers cannot loop.
+            Payload::Error { code, message, .. } => {
+                log::debug!("conn {key}: client reported error {code:?}: {message}");
+            }
+            Payload::Event { .. } | Payload::PublishAck { .. } | Payload::GoAway { .. } => {
+                self.queue_frame_error(
+                    key,
+                    ErrorCode::UNKNOWN_KIND,
+                    about,
+                    b"",
+                    "kind is server-to-client only",
+                    sh,
+                );
+            }
+        }
+    }
+
+    fn frame_publish(
+        &mut self,
+        key: usize,
+        correlation: &[u8],
+        topics: TopicList<'_>,
+        event_type: &str,
+        data: &[u8],
+        sh: &mut LoopState,
+    ) {
+        let about = Kind::Publish.byte();
+        let may_publish = matches!(&self.stage, Stage::Frames(f) if f.may_publish);
+        if !may_publish {
+            sh.metrics.auth_failures += 1;
+            return self.queue_frame_error(
+                key,
+                ErrorCode::UNAUTHORIZED,
+                about,
+                correlation,
+                "publish token required",
+                sh,
+            );
+        }
+        let Some(names) = distinct_topics(topics) else {
+            return self.queue_frame_error(
+                key,
+                ErrorCode::BAD_TOPIC,
+                about,
+                correlation,
+                "missing or invalid topic",
+                sh,
+            );
+        };
+        let event_type = match event_type {
+            "" => None,
+            t if valid_event_type(t) => Some(t),
+            _ => {
+                return self.queue_frame_error(
+                    key,
+                    ErrorCode::BAD_EVENT_TYPE,
+                    about,
+                    correlation,
+                    "invalid event type",
+                    sh,
+                )
+            }
+        };
+        let Ok(data) = std::str::from_utf8(data) else {
+            return self.queue_frame_error(
+                key,
+                ErrorCode::NOT_UTF8,
+                about,
+                correlation,
+                "data is not UTF-8",
+                sh,
+            );
+        };
+        let event = sh.hub.publish(&names, event_type, data);
+        sh.metrics.published += 1;
+        let mut ack = Vec::with_capacity(16 + correlation.len() + event.id.len());
+        let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &event.id);
+        self.queue_bytes(key, &ack, sh);
+    }
+
+    fn frame_subscribe(
+        &mut self,
+        key: usize,
+        topics: TopicList<'_>,
+        last_event_id: &str,
+        sh: &mut LoopState,
+    ) {
+        let about = Kind::Subscribe.byte();
+        let Some(names) = distinct_topics(topics) else {
+            return self.queue_frame_error(
+                key,
+                ErrorCode::BAD_TOPIC,
+                about,
+                b"",
+                "missing or invalid topic",
+                sh,
+            );
+        };
+        let added: Vec<String> = names
+            .iter()
+            .filter(|name| {
+                sh.hub
+                    .topic_id(name)
+                    .is_none_or(|id| !self.subs.iter().any(|s| s.topic() == id))
+            })
+            .map(|name| (*name).to_string())
+            .collect();
+        if self.subs.len() + added.len() > MAX_TOPICS_PER_REQUEST {
+            return self.queue_frame_error(
+                key,
+                ErrorCode::BAD_TOPIC,
+                about,
+                b"",
+                "too many topics on one connection",
+                sh,
+            );
+        }
+        for name in &added {
+            self.subs.push(sh.hub.subscribe(name, key));
+        }
+        if !last_event_id.is_empty() && !added.is_empty() {
+            self.replay(key, &added, last_event_id, sh);
+        }
+    }
+
+    fn queue_frame_error(
+        &mut self,
+        key: usize,
+        code: ErrorCode,
+        about: u8,
+        correlation: &[u8],
+        message: &str,
+        sh: &mut LoopState,
+    ) {
+        let mut bytes = Vec::with_capacity(16 + correlation.len() + message.len());
+        let _ = frame::encode_error_frame(&mut bytes, code, about, correlation, message);
+        self.queue_bytes(key, &bytes, sh);
+    }
+
+    fn queue_bytes(&mut self, key: usize, bytes: &[u8], sh: &mut LoopState) {
+        self.out.push_bytes(bytes, &mut sh.pool, self.chunk_cap);
+        self.last_queued = sh.now;
+        self.mark_dirty(key, sh);
+    }
+}
+
+/// The distinct topics of a list, if all are valid and there are at most
+/// [`MAX_TOPICS_PER_REQUEST`].
+fn distinct_topics(topics: TopicList<'_>) -> Option<Vec<&str>> {
+    let mut names: Vec<&str> = Vec::with_capacity(topics.len());
+    for name in topics.iter() {
+        if !valid_topic(name) {
+            return None;
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    (!names.is_empty() && names.len() <= MAX_TOPICS_PER_REQUEST).then_some(names)
+}
