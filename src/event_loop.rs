@@ -26,6 +26,7 @@ use crate::buf::{chunk_size_for_mss, BufPool};
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
 use crate::handle::{PublishHandle, Sequencer};
+use crate::hooks::{ConnectionEvent, Hooks, PublishAttempt, Verdict};
 use crate::http::response::http_date;
 use crate::hub::{Hub, Outgoing};
 use crate::metrics::{ConnKind, Gauges, Metrics};
@@ -103,6 +104,8 @@ pub struct LoopState {
     /// Connections accepted over the limit, lingering only to deliver their 503 (they do not
     /// count against the limit).
     pub refused: usize,
+    /// Host callbacks.
+    pub hooks: Hooks,
     rng: u64,
 }
 
@@ -155,6 +158,27 @@ impl LoopState {
             chunks_lent: self.pool.lent(),
             max_connections: self.max_connections,
         }
+    }
+
+    /// Runs the publish hook for a client's event.
+    pub fn allow_publish(
+        &mut self,
+        topics: &[&str],
+        event_type: Option<&str>,
+        data: &str,
+        connection: u64,
+    ) -> bool {
+        let attempt = PublishAttempt {
+            topics,
+            event_type,
+            data,
+            connection,
+        };
+        let allowed = self.hooks.allow_publish(&attempt);
+        if !allowed {
+            self.metrics.publishes_vetoed += 1;
+        }
+        allowed
     }
 
     /// The Prometheus text.
@@ -257,6 +281,7 @@ impl Server {
                 slab_len: 0,
                 max_connections,
                 refused: 0,
+                hooks: Hooks::default(),
                 rng,
             },
             seq,
@@ -281,6 +306,18 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
+    }
+
+    /// Installs the publish hook: called on the loop thread for every event a client publishes
+    /// (HTTP or frames) before it gets an id; `Verdict::Deny` refuses it.
+    pub fn set_publish_hook(&mut self, hook: impl FnMut(&PublishAttempt<'_>) -> Verdict + 'static) {
+        self.sh.hooks.publish = Some(Box::new(hook));
+    }
+
+    /// Installs the connection hook: called on the loop thread when a connection opens and when it
+    /// has closed.
+    pub fn set_connection_hook(&mut self, hook: impl FnMut(ConnectionEvent) + 'static) {
+        self.sh.hooks.connection = Some(Box::new(hook));
     }
 
     /// The bound address (useful with port 0).
@@ -450,7 +487,7 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((sock, _peer)) => self.admit(sock),
+                Ok((sock, peer)) => self.admit(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_pending = false;
                     return;
@@ -482,14 +519,17 @@ impl Server {
         // Batch used up: more may be waiting, and no new edge will say so.
     }
 
-    fn admit(&mut self, sock: TcpStream) {
+    fn admit(&mut self, sock: TcpStream, peer: SocketAddr) {
         self.sh.metrics.accepted += 1;
+        let id = self.sh.metrics.accepted;
         if let Err(e) = sockio::set_nodelay(&sock) {
             log::debug!("TCP_NODELAY failed: {e}");
         }
         let chunk = chunk_size_for_mss(sockio::mss(&sock));
         let over_capacity = self.conns.len() - self.sh.refused >= self.sh.max_connections;
-        let key = self.conns.insert(Connection::new(sock, self.sh.now, chunk));
+        let key = self
+            .conns
+            .insert(Connection::new(sock, id, self.sh.now, chunk));
         self.sh.slab_len = self.conns.len();
         let conn = &mut self.conns[key];
         if let Err(e) = register(self.poll.registry(), conn, key) {
@@ -499,6 +539,10 @@ impl Server {
             return;
         }
         self.sh.metrics.open[ConnKind::Http as usize] += 1;
+        self.sh.hooks.connection(ConnectionEvent::Opened {
+            id,
+            peer: Some(peer),
+        });
         let flow = conn.start(key, over_capacity, &mut self.sh);
         if let Flow::Close(closing) = flow {
             self.close(key, closing);
@@ -545,6 +589,9 @@ impl Server {
         }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         self.sh.slab_len = self.conns.len();
+        self.sh
+            .hooks
+            .connection(ConnectionEvent::Closed { id: conn.id() });
         log::trace!("conn {key} closed: {closing:?}");
     }
 

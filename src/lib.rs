@@ -12,6 +12,7 @@
 //! - [`timer`]: every deadline in one structure; drives the poll timeout.
 //! - [`metrics`]: counters and the Prometheus page.
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
+//! - [`hooks`]: host callbacks (publish veto, connection open/close).
 //! - [`frame`]: the binary frame protocol (codec, payloads, a blocking client). Pure.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod event_loop;
 pub mod frame;
 pub mod handle;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod metrics;

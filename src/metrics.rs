@@ -11,8 +11,8 @@ use std::time::Duration;
 const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
 
 /// HTTP statuses counted individually in `sseloop_http_responses_total`.
-const COUNTED_STATUSES: [u16; 16] = [
-    101, 200, 204, 400, 401, 404, 405, 408, 413, 426, 431, 500, 501, 503, 505, 0,
+const COUNTED_STATUSES: [u16; 17] = [
+    101, 200, 204, 400, 401, 403, 404, 405, 408, 413, 417, 426, 431, 500, 501, 503, 0,
 ];
 
 /// The connection kinds of the `sseloop_connections_open` gauge.
@@ -105,6 +105,8 @@ pub struct Metrics {
     pub auth_failures: u64,
     /// Frames received in frame mode.
     pub frames_received: u64,
+    /// Client publishes refused by the host's publish hook.
+    pub publishes_vetoed: u64,
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
     lifetime_buckets: [u64; LIFETIME_BUCKETS.len()],
@@ -176,7 +178,7 @@ impl Metrics {
         for (kind, v) in ["http", "sse", "frames"].iter().zip(self.open) {
             let _ = writeln!(o, "sseloop_connections_open{{kind=\"{kind}\"}} {v}");
         }
-        let simple: [(&str, &str, &str, u64); 19] = [
+        let simple: [(&str, &str, &str, u64); 20] = [
             (
                 "sseloop_connections_accepted_total",
                 "counter",
@@ -242,6 +244,12 @@ impl Metrics {
                 "counter",
                 "Frames received in frame mode.",
                 self.frames_received,
+            ),
+            (
+                "sseloop_publishes_vetoed_total",
+                "counter",
+                "Client publishes refused by the host's publish hook.",
+                self.publishes_vetoed,
             ),
             (
                 "sseloop_history_events",

@@ -230,6 +230,16 @@ impl Connection {
                 sh,
             );
         };
+        if !sh.allow_publish(&names, event_type, data, self.id) {
+            return self.queue_frame_error(
+                key,
+                ErrorCode::FORBIDDEN,
+                about,
+                correlation,
+                "refused by the host",
+                sh,
+            );
+        }
         let event = sh.hub.publish(&names, event_type, data);
         sh.metrics.published += 1;
         let mut ack = Vec::with_capacity(16 + correlation.len() + event.id.len());

@@ -294,6 +294,10 @@ impl Connection {
             return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
         };
         let topics: Vec<&str> = req.publish.topics.iter().map(String::as_str).collect();
+        let event_type = req.publish.event_type.as_deref();
+        if !sh.allow_publish(&topics, event_type, &data, self.id) {
+            return self.respond_error(key, &HttpError::FORBIDDEN, keep_alive, &[], sh);
+        }
         let event = sh
             .hub
             .publish(&topics, req.publish.event_type.as_deref(), &data);

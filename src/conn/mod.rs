@@ -85,6 +85,8 @@ enum Stage {
 pub struct Connection {
     /// The socket.
     pub sock: TcpStream,
+    /// Unique id (the connection hook's), unlike the slab key.
+    id: u64,
     life: Life,
     stage: Stage,
     out: OutQueue,
@@ -126,9 +128,10 @@ pub struct Connection {
 
 impl Connection {
     /// A connection just accepted, with write chunks sized for `chunk_cap`.
-    pub fn new(sock: TcpStream, now: Instant, chunk_cap: usize) -> Connection {
+    pub fn new(sock: TcpStream, id: u64, now: Instant, chunk_cap: usize) -> Connection {
         Connection {
             sock,
+            id,
             life: Life::Active,
             stage: Stage::Http(http_stage::HttpConn {
                 request_started: Some(now),
@@ -155,6 +158,11 @@ impl Connection {
             read_pending: false,
             refused: false,
         }
+    }
+
+    /// The unique id given to the connection hook.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The connection's lifecycle state.

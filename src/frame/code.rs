@@ -33,6 +33,8 @@ impl ErrorCode {
     pub const NOT_UTF8: ErrorCode = ErrorCode(0x0203);
     /// The connection is not allowed to do this (e.g. publish without a token).
     pub const UNAUTHORIZED: ErrorCode = ErrorCode(0x0204);
+    /// The host embedding the server refused the request (its publish hook vetoed the event).
+    pub const FORBIDDEN: ErrorCode = ErrorCode(0x0205);
     /// The client read too slowly and its queue overflowed.
     pub const SLOW_CONSUMER: ErrorCode = ErrorCode(0x0301);
     /// The server is shutting down.
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::BAD_EVENT_TYPE => "BAD_EVENT_TYPE",
             ErrorCode::NOT_UTF8 => "NOT_UTF8",
             ErrorCode::UNAUTHORIZED => "UNAUTHORIZED",
+            ErrorCode::FORBIDDEN => "FORBIDDEN",
             ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
             ErrorCode::INTERNAL => "INTERNAL",
@@ -97,6 +100,7 @@ mod tests {
             (ErrorCode::BAD_EVENT_TYPE, "BAD_EVENT_TYPE", 0x02),
             (ErrorCode::NOT_UTF8, "NOT_UTF8", 0x02),
             (ErrorCode::UNAUTHORIZED, "UNAUTHORIZED", 0x02),
+            (ErrorCode::FORBIDDEN, "FORBIDDEN", 0x02),
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),

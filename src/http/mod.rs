@@ -55,6 +55,8 @@ impl HttpError {
     /// Missing or wrong bearer token.
     pub const UNAUTHORIZED: HttpError =
         HttpError::new(401, "missing or invalid bearer token", false);
+    /// Refused by the host's publish hook.
+    pub const FORBIDDEN: HttpError = HttpError::new(403, "refused by the host", false);
     /// Unknown path.
     pub const NOT_FOUND: HttpError = HttpError::new(404, "not found", false);
     /// Body larger than `--max-body`.
