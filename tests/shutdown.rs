@@ -138,3 +138,34 @@ fn second_sigint_forces_immediate_exit() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn keep_alive_connection_with_a_response_in_flight_closes_after_it_on_shutdown() {
+    let mut server = TestServer::start(&["--grace-ms", "20000"]);
+    let mut client = ResponseReader::new(connect(server.addr));
+    // The second request races the signal: whether it is answered or refused, the connection
+    // must close right after, not sit idle until the grace period ends.
+    client
+        .stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(client.next().unwrap().status, 200);
+    client
+        .stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    server.signal(SIGTERM);
+    let started = Instant::now();
+    // The request in progress is answered, then the connection closes: the server does not park
+    // it as idle until the grace period ends.
+    let resp = client.next();
+    if let Some(resp) = resp {
+        assert_eq!(resp.status, 200);
+    }
+    assert!(client.closed_within(TIMEOUT));
+    assert_eq!(server.wait_exit(TIMEOUT), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the grace period"
+    );
+}

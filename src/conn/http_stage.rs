@@ -144,7 +144,7 @@ impl Connection {
             }
             if http.rbuf.is_empty() {
                 if self.out.is_empty() && http.request_started.is_none() {
-                    return self.transition(LifeEvent::Exchanged { keep_alive: true }, sh.now);
+                    return self.exchange_done(sh);
                 }
                 return Flow::Keep;
             }

@@ -352,7 +352,7 @@ impl Connection {
             }
             Life::Active => match &self.stage {
                 Stage::Http(http) if http.body.is_none() && http.request_started.is_none() => {
-                    self.transition(LifeEvent::Exchanged { keep_alive: true }, sh.now)
+                    self.exchange_done(sh)
                 }
                 _ => Flow::Keep,
             },
@@ -361,6 +361,15 @@ impl Connection {
     }
 
     // ----- lifecycle and deadlines -------------------------------------------------------------
+
+    /// A keep-alive exchange finished (response written, nothing buffered): the connection goes
+    /// idle, or closes if the server is shutting down.
+    fn exchange_done(&mut self, sh: &mut LoopState) -> Flow {
+        match self.transition(LifeEvent::Exchanged { keep_alive: true }, sh.now) {
+            Flow::Keep if sh.shutting_down => self.transition(LifeEvent::Drain, sh.now),
+            flow => flow,
+        }
+    }
 
     /// Applies a lifecycle event. An illegal one is a bug: asserted in debug builds, and the
     /// connection is forced closed rather than left in a state nobody expects.
