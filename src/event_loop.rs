@@ -110,6 +110,32 @@ pub struct LoopState {
 }
 
 impl LoopState {
+    /// Loop state for `config`, around `hub`.
+    pub fn new(config: Config, hub: Hub, max_connections: usize) -> LoopState {
+        let rng = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        LoopState {
+            config,
+            hub,
+            timers: Timers::default(),
+            pool: BufPool::default(),
+            metrics: Metrics::default(),
+            now: Instant::now(),
+            date: http_date(SystemTime::now()),
+            date_secs: 0,
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+            dirty: Vec::new(),
+            shutting_down: false,
+            slab_len: 0,
+            max_connections,
+            refused: 0,
+            hooks: Hooks::default(),
+            rng,
+        }
+    }
+
     /// Heartbeat period.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.config.heartbeat_ms)
@@ -248,11 +274,6 @@ impl Server {
         let max_connections = config
             .max_connections
             .unwrap_or_else(default_max_connections);
-        let now = Instant::now();
-        let rng = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1;
         log::info!(
             "listening on {local_addr}, run id {run}, max connections {max_connections}, \
              history {} per topic, heartbeat {} ms",
@@ -266,24 +287,7 @@ impl Server {
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
-            sh: LoopState {
-                config,
-                hub,
-                timers: Timers::default(),
-                pool: BufPool::default(),
-                metrics: Metrics::default(),
-                now,
-                date: http_date(SystemTime::now()),
-                date_secs: 0,
-                scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
-                dirty: Vec::new(),
-                shutting_down: false,
-                slab_len: 0,
-                max_connections,
-                refused: 0,
-                hooks: Hooks::default(),
-                rng,
-            },
+            sh: LoopState::new(config, hub, max_connections),
             seq,
             waker,
             signals: None,

@@ -35,6 +35,14 @@ impl FrameConn {
     }
 }
 
+impl FrameConn {
+    /// Appends bytes as if read (the test and fuzz harness).
+    #[cfg(any(test, fuzzing))]
+    pub(super) fn push_input(&mut self, bytes: &[u8]) {
+        self.rbuf.extend_from_slice(bytes);
+    }
+}
+
 impl Connection {
     /// Reads and handles frames until the socket is drained, the budget is spent, or output
     /// backs up.
@@ -80,7 +88,7 @@ impl Connection {
 
     /// Handles every complete frame buffered. A broken frame stream (bad magic, oversize length)
     /// gets one fatal ERROR and a graceful close.
-    fn process_frames(&mut self, key: usize, sh: &mut LoopState) {
+    pub(super) fn process_frames(&mut self, key: usize, sh: &mut LoopState) {
         let Stage::Frames(frames) = &mut self.stage else {
             return;
         };

@@ -6,6 +6,8 @@
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
 mod frame_stage;
+#[cfg(any(test, fuzzing))]
+pub mod harness;
 mod http_stage;
 pub mod io;
 pub mod state;

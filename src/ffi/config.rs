@@ -1,0 +1,316 @@
+//! `sseloop_config_t`: the options of a loop, set one by one or parsed from a command line.
+//!
+//! A config is a plain value owned by the host: single-threaded, copied by `sseloop_new`, freed
+//! with `sseloop_config_free`. Setters check each value the way the command line does (ranges,
+//! address syntax); the combination is checked by `sseloop_new`.
+
+use std::ffi::{c_char, c_int};
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use clap::Parser;
+
+use super::error::{Error, SSELOOP_ECONFIG, SSELOOP_EINTERNAL, SSELOOP_EINVAL, SSELOOP_OK};
+use super::str_arg;
+use crate::Config;
+
+/// The options object behind `sseloop_config_t *`.
+pub struct sseloop_config_t {
+    pub(crate) config: Config,
+}
+
+/// The defaults, without the environment: the command line reads the token variables, a library
+/// caller should get the same loop whatever its process environment holds.
+fn defaults() -> Result<Config, Error> {
+    let mut config = Config::try_parse_from(["sseloop"])
+        .map_err(|e| Error::new(SSELOOP_ECONFIG, e.to_string()))?;
+    config.publish_token = None;
+    config.subscribe_token = None;
+    Ok(config)
+}
+
+ffi_fn! {
+    /// A new options object with the defaults of the `sseloop` binary (the `SSELOOP_*_TOKEN`
+    /// environment variables are not read). Returns NULL on failure (see `sseloop_last_error`).
+    /// The caller owns it and releases it with `sseloop_config_free`.
+    fn sseloop_config_new() -> *mut sseloop_config_t {
+        match defaults() {
+            Ok(config) => Box::into_raw(Box::new(sseloop_config_t { config })),
+            Err(e) => {
+                e.report();
+                std::ptr::null_mut()
+            }
+        }
+    } ?= std::ptr::null_mut();
+}
+
+ffi_fn! {
+    /// Releases an options object. NULL is a no-op.
+    fn sseloop_config_free(config: *mut sseloop_config_t) {
+        if !config.is_null() {
+            // SAFETY: non-NULL pointers come from `sseloop_config_new` (Box::into_raw) and are
+            // freed once, per the contract.
+            drop(unsafe { Box::from_raw(config) });
+        }
+    } ?= ();
+}
+
+ffi_fn! {
+    /// Replaces every option with the result of parsing `argv` exactly like the `sseloop` binary
+    /// does (`argv[0]` is the program name and is skipped; the `SSELOOP_*_TOKEN` environment
+    /// variables apply). On failure the options are unchanged and the message is clap's.
+    fn sseloop_config_parse_args(config: *mut sseloop_config_t, argc: c_int, argv: *const *const c_char) -> c_int {
+        let config = non_null_mut!(config);
+        let count = usize::try_from(argc).unwrap_or(0);
+        if count > 0 && argv.is_null() {
+            return Error::null("argv").report();
+        }
+        let mut args = Vec::with_capacity(count.max(1));
+        for i in 0..count {
+            // SAFETY: `argv` holds `argc` pointers (contract); `i < argc`.
+            let arg = unsafe { *argv.add(i) };
+            // SAFETY: each element is NULL or a NUL-terminated string (contract).
+            match unsafe { str_arg(arg, "argv element") } {
+                Ok(s) => args.push(s),
+                Err(e) => return e.report(),
+            }
+        }
+        if args.is_empty() {
+            args.push("sseloop");
+        }
+        match Config::try_parse_from(args) {
+            Ok(parsed) => {
+                config.config = parsed;
+                SSELOOP_OK
+            }
+            Err(e) => Error::new(SSELOOP_ECONFIG, e.to_string().trim_end()).report(),
+        }
+    } ?= SSELOOP_EINTERNAL;
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let bad = |why: String| {
+        Error::new(
+            SSELOOP_EINVAL,
+            format!("invalid listen address '{s}': {why}"),
+        )
+    };
+    s.to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("no address".to_string()))
+}
+
+/// A millisecond option that must be at least 1.
+fn at_least_one(value: u64, what: &str) -> Result<u64, Error> {
+    if value == 0 {
+        return Err(Error::new(
+            SSELOOP_EINVAL,
+            format!("{what} must be at least 1"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Applies `set` to the options behind `config`, mapping a refused value to its code.
+fn apply(
+    config: &mut sseloop_config_t,
+    set: impl FnOnce(&mut Config) -> Result<(), Error>,
+) -> c_int {
+    match set(&mut config.config) {
+        Ok(()) => SSELOOP_OK,
+        Err(e) => e.report(),
+    }
+}
+
+/// An optional string option: NULL clears it.
+///
+/// # Safety
+///
+/// `value` must be NULL or a NUL-terminated string.
+unsafe fn opt_str(value: *const c_char, what: &str) -> Result<Option<String>, Error> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and NUL-terminated per this function's contract.
+    unsafe { str_arg(value, what) }.map(|s| Some(s.to_string()))
+}
+
+ffi_fn! {
+    /// `--listen`: "HOST:PORT" (IPv6 as "[::1]:PORT"; port 0 picks a free port, see
+    /// `sseloop_local_port`). Host names are resolved now. SSELOOP_EINVAL when unparsable.
+    fn sseloop_config_set_listen(config: *mut sseloop_config_t, addr: *const c_char) -> c_int {
+        let config = non_null_mut!(config);
+        // SAFETY: NULL or NUL-terminated (contract).
+        let addr = match unsafe { str_arg(addr, "addr") } {
+            Ok(a) => a,
+            Err(e) => return e.report(),
+        };
+        apply(config, |c| {
+            c.listen = parse_listen(addr)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--heartbeat-ms` (at least 1).
+    fn sseloop_config_set_heartbeat_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.heartbeat_ms = at_least_one(ms, "heartbeat_ms")?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--retry-ms`: the `retry:` value sent to clients.
+    fn sseloop_config_set_retry_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.retry_ms = ms;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--history`: events retained per topic for resume (0 disables history).
+    fn sseloop_config_set_history(config: *mut sseloop_config_t, events: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.history = events;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--publish-token`: NULL removes it. (An empty token is refused by `sseloop_new`.)
+    fn sseloop_config_set_publish_token(config: *mut sseloop_config_t, token: *const c_char) -> c_int {
+        let config = non_null_mut!(config);
+        apply(config, |c| {
+            // SAFETY: NULL or NUL-terminated (contract).
+            c.publish_token = unsafe { opt_str(token, "token") }?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--subscribe-token`: NULL removes it. (An empty token is refused by `sseloop_new`.)
+    fn sseloop_config_set_subscribe_token(config: *mut sseloop_config_t, token: *const c_char) -> c_int {
+        let config = non_null_mut!(config);
+        apply(config, |c| {
+            // SAFETY: NULL or NUL-terminated (contract).
+            c.subscribe_token = unsafe { opt_str(token, "token") }?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--open-publish`: nonzero allows publishing without a token on a non-loopback address.
+    fn sseloop_config_set_open_publish(config: *mut sseloop_config_t, enabled: c_int) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.open_publish = enabled != 0;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--cors-origin`: the Access-Control-Allow-Origin value (checked by `sseloop_new`).
+    fn sseloop_config_set_cors_origin(config: *mut sseloop_config_t, origin: *const c_char) -> c_int {
+        let config = non_null_mut!(config);
+        // SAFETY: NULL or NUL-terminated (contract).
+        let origin = match unsafe { str_arg(origin, "origin") } {
+            Ok(o) => o,
+            Err(e) => return e.report(),
+        };
+        apply(config, |c| {
+            c.cors_origin = origin.to_string();
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-body`: largest publish body, in bytes (also the limit of `sseloop_publish` data).
+    fn sseloop_config_set_max_body(config: *mut sseloop_config_t, bytes: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_body = bytes;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-connections`; 0 restores the default (RLIMIT_NOFILE minus a reserve).
+    fn sseloop_config_set_max_connections(config: *mut sseloop_config_t, connections: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_connections = (connections != 0).then_some(connections);
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--grace-ms`: time connections get to finish when the loop stops.
+    fn sseloop_config_set_grace_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.grace_ms = ms;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--header-timeout-ms` (at least 1).
+    fn sseloop_config_set_header_timeout_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.header_timeout_ms = at_least_one(ms, "header_timeout_ms")?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--idle-timeout-ms` (at least 1).
+    fn sseloop_config_set_idle_timeout_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.idle_timeout_ms = at_least_one(ms, "idle_timeout_ms")?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--write-stall-ms` (at least 1).
+    fn sseloop_config_set_write_stall_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.write_stall_ms = at_least_one(ms, "write_stall_ms")?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-queue-bytes`: output queued per connection before it is cut as a slow consumer.
+    fn sseloop_config_set_max_queue_bytes(config: *mut sseloop_config_t, bytes: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_queue_bytes = bytes;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-frame`: largest frame payload accepted in frame mode, in bytes.
+    fn sseloop_config_set_max_frame(config: *mut sseloop_config_t, bytes: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_frame = bytes;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}

@@ -1,0 +1,359 @@
+//! `sseloop_t`: one `Server` plus what other threads may use without touching it.
+//!
+//! Thread rules (libuv's): every call here is loop-side: the `Server` inside is used by one thread
+//! at a time, which [`Busy`] enforces (a second concurrent or re-entrant call gets
+//! `SSELOOP_EBUSY`). Only `sseloop_publish` and `sseloop_stop` (in `publish.rs`) are for any
+//! thread, and they reach only the `PublishHandle`. `sseloop_fd` and `sseloop_local_port` read
+//! values copied at creation, so they are safe anywhere too.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_int;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::config::sseloop_config_t;
+use super::error::{Error, SSELOOP_EBUSY, SSELOOP_EDONE, SSELOOP_EINTERNAL, SSELOOP_OK};
+use crate::handle::PublishHandle;
+use crate::{Server, Status};
+
+/// The loop object behind `sseloop_t *`.
+pub struct sseloop_t {
+    /// Publish and stop, from any thread. Never mutated after creation.
+    pub(crate) handle: PublishHandle,
+    /// The epoll descriptor (copied: readable from any thread without touching the server).
+    fd: RawFd,
+    /// The bound port (copied, as `fd`).
+    port: u16,
+    /// Held for the whole of every loop-side call.
+    busy: AtomicBool,
+    /// The loop side; only reached through [`Busy::enter`].
+    core: UnsafeCell<Core>,
+}
+
+pub(crate) struct Core {
+    pub(crate) server: Server,
+    /// Set when a panic unwound out of a loop-side call: the server's state may be torn.
+    poisoned: bool,
+}
+
+/// Exclusive access to the loop side for the duration of one call.
+pub(crate) struct Busy<'a> {
+    owner: &'a sseloop_t,
+}
+
+impl<'a> Busy<'a> {
+    /// Takes the loop side, or fails with `SSELOOP_EBUSY` (another call is using it) or
+    /// `SSELOOP_EINTERNAL` (an earlier call panicked).
+    pub(crate) fn enter(owner: &'a sseloop_t, function: &str) -> Result<Busy<'a>, Error> {
+        if owner
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::new(
+                SSELOOP_EBUSY,
+                format!(
+                    "{function}: the loop is in use (called from a hook, or while another thread \
+                     is in a loop-side call)"
+                ),
+            ));
+        }
+        let busy = Busy { owner };
+        if busy.core_ref().poisoned {
+            return Err(Error::new(
+                SSELOOP_EINTERNAL,
+                format!("{function}: an earlier call on this loop failed internally"),
+            ));
+        }
+        Ok(busy)
+    }
+
+    fn core_ref(&self) -> &Core {
+        // SAFETY: the busy flag is ours (taken in `enter` with Acquire, released in `drop` with
+        // Release), so no other reference to the core exists while `self` lives.
+        unsafe { &*self.owner.core.get() }
+    }
+
+    pub(crate) fn core(&mut self) -> &mut Core {
+        // SAFETY: as in `core_ref`; `&mut self` makes this the only borrow through this guard.
+        unsafe { &mut *self.owner.core.get() }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.core().poisoned = true;
+        }
+        self.owner.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Counters and gauges of one loop: the numbers `/metrics` shows. All fields are `uint64_t`;
+/// fields are only ever appended.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct sseloop_stats_t {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Open plain-HTTP connections.
+    pub open_http: u64,
+    /// Open SSE streams.
+    pub open_sse: u64,
+    /// Open frame-mode connections.
+    pub open_frames: u64,
+    /// Events published (one per publish, whatever the number of topics).
+    pub published: u64,
+    /// Events queued to a subscriber (live and replayed).
+    pub deliveries: u64,
+    /// Bytes written to sockets.
+    pub bytes_written: u64,
+    /// Heartbeats sent.
+    pub heartbeats: u64,
+    /// Loop iterations.
+    pub loop_iterations: u64,
+    /// Events replayed from history.
+    pub replayed: u64,
+    /// Resumes from an id history no longer covers.
+    pub resume_resets_expired: u64,
+    /// Resumes from an id not of this run.
+    pub resume_resets_unknown: u64,
+    /// Server-initiated closes: request head too slow.
+    pub closes_header_timeout: u64,
+    /// Server-initiated closes: keep-alive idle.
+    pub closes_idle_timeout: u64,
+    /// Server-initiated closes: socket accepted nothing for too long.
+    pub closes_write_stall: u64,
+    /// Server-initiated closes: output queue over the limit.
+    pub closes_slow_consumer: u64,
+    /// Server-initiated closes: shutdown grace period over.
+    pub closes_grace_expired: u64,
+    /// Server-initiated closes: over the connection limit (503).
+    pub closes_over_capacity: u64,
+    /// Server-initiated closes: internal state-machine error.
+    pub closes_internal: u64,
+    /// `accept` failures for lack of descriptors.
+    pub accept_fd_exhausted: u64,
+    /// Other `accept` failures.
+    pub accept_errors: u64,
+    /// Requests refused for authentication.
+    pub auth_failures: u64,
+    /// Frames received in frame mode.
+    pub frames_received: u64,
+    /// Client publishes refused by the publish hook.
+    pub publishes_vetoed: u64,
+    /// Occupied connection slots.
+    pub slab_connections: u64,
+    /// Armed timers.
+    pub timers: u64,
+    /// Topic subscriptions held by connections.
+    pub subscriptions: u64,
+    /// Topics known.
+    pub topics: u64,
+    /// Events retained in history, summed over topics.
+    pub history_events: u64,
+    /// Bytes of the distinct events retained.
+    pub history_bytes: u64,
+    /// Write chunks lent to connections.
+    pub chunks_lent: u64,
+    /// Connection limit in force.
+    pub max_connections: u64,
+}
+
+impl sseloop_stats_t {
+    fn of(server: &Server) -> sseloop_stats_t {
+        let m = server.metrics();
+        let g = server.gauges();
+        let n = |v: usize| v as u64;
+        sseloop_stats_t {
+            accepted: m.accepted,
+            open_http: m.open[0],
+            open_sse: m.open[1],
+            open_frames: m.open[2],
+            published: m.published,
+            deliveries: m.deliveries,
+            bytes_written: m.bytes_written,
+            heartbeats: m.heartbeats,
+            loop_iterations: m.loop_iterations,
+            replayed: m.replayed,
+            resume_resets_expired: m.resume_resets[0],
+            resume_resets_unknown: m.resume_resets[1],
+            closes_header_timeout: m.closes[0],
+            closes_idle_timeout: m.closes[1],
+            closes_write_stall: m.closes[2],
+            closes_slow_consumer: m.closes[3],
+            closes_grace_expired: m.closes[4],
+            closes_over_capacity: m.closes[5],
+            closes_internal: m.closes[6],
+            accept_fd_exhausted: m.accept_fd_exhausted,
+            accept_errors: m.accept_errors,
+            auth_failures: m.auth_failures,
+            frames_received: m.frames_received,
+            publishes_vetoed: m.publishes_vetoed,
+            slab_connections: n(g.slab_connections),
+            timers: n(g.timers),
+            subscriptions: n(g.subscriptions),
+            topics: n(g.topics),
+            history_events: n(g.history_events),
+            history_bytes: n(g.history_bytes),
+            chunks_lent: n(g.chunks_lent),
+            max_connections: n(g.max_connections),
+        }
+    }
+}
+
+/// Takes the loop side of `lp` for `function`, or returns the failure's code from the caller.
+macro_rules! enter {
+    ($lp:ident, $function:literal) => {
+        match Busy::enter($lp, $function) {
+            Ok(busy) => busy,
+            Err(e) => return e.report(),
+        }
+    };
+}
+
+ffi_fn! {
+    /// Validates `config`, binds the listener and creates a loop; stores it in `*out` (NULL on
+    /// failure). `config` is copied: the caller still owns it. The caller owns the loop and
+    /// releases it with `sseloop_free`. Errors: SSELOOP_EINVAL (NULL argument), SSELOOP_ECONFIG
+    /// (options refused), SSELOOP_EIO (bind or epoll failed).
+    fn sseloop_new(config: *const sseloop_config_t, out: *mut *mut sseloop_t) -> c_int {
+        if out.is_null() {
+            return Error::null("out").report();
+        }
+        // SAFETY: `out` is non-NULL and points to writable storage for one pointer (contract).
+        unsafe { out.write(std::ptr::null_mut()) };
+        let config = non_null!(config);
+        let server = match Server::bind(config.config.clone()) {
+            Ok(server) => server,
+            Err(e) => return Error::from_start(e).report(),
+        };
+        let lp = Box::new(sseloop_t {
+            handle: server.handle(),
+            fd: server.raw_fd(),
+            port: server.local_addr().port(),
+            busy: AtomicBool::new(false),
+            core: UnsafeCell::new(Core {
+                server,
+                poisoned: false,
+            }),
+        });
+        // SAFETY: checked non-NULL above.
+        unsafe { out.write(Box::into_raw(lp)) };
+        SSELOOP_OK
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// Frees a loop: closes the listener and every connection at once (call `sseloop_stop` and
+    /// drive the loop until it reports SSELOOP_EDONE first for a graceful end). NULL is a no-op.
+    /// No other thread may use the loop any more, and it must not be called from a hook: a loop
+    /// that is in use is left alone (and leaked) with a last-error message instead.
+    fn sseloop_free(lp: *mut sseloop_t) {
+        if lp.is_null() {
+            return;
+        }
+        {
+            // SAFETY: a non-NULL pointer is a live loop from `sseloop_new` (contract).
+            let shared = unsafe { &*lp };
+            if shared
+                .busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                Error::new(SSELOOP_EBUSY, "sseloop_free: the loop is in use; not freed").report();
+                return;
+            }
+        }
+        // SAFETY: from `Box::into_raw` in `sseloop_new`; we hold the busy flag, and the contract
+        // says no other thread uses the loop from now on, so this is the last reference.
+        drop(unsafe { Box::from_raw(lp) });
+    } ?= ();
+}
+
+ffi_fn! {
+    /// Drive mode 1: runs the loop on the calling thread until it has stopped (after
+    /// `sseloop_stop` and the grace period). Returns SSELOOP_OK then (also when it had already
+    /// stopped), SSELOOP_EIO if polling fails, SSELOOP_EBUSY when the loop is in use.
+    fn sseloop_run(lp: *mut sseloop_t) -> c_int {
+        let lp = non_null!(lp);
+        let mut busy = enter!(lp, "sseloop_run");
+        match busy.core().server.run() {
+            Ok(()) => SSELOOP_OK,
+            Err(e) => Error::from_io(e).report(),
+        }
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// Drive mode 2: one iteration, waiting at most `timeout_ms` for work (0: do not wait; a
+    /// negative value: until the next timer or event). Returns SSELOOP_OK while the loop runs and
+    /// SSELOOP_EDONE once it has stopped (not a failure); SSELOOP_EIO / SSELOOP_EBUSY on failure.
+    fn sseloop_poll(lp: *mut sseloop_t, timeout_ms: c_int) -> c_int {
+        let lp = non_null!(lp);
+        let mut busy = enter!(lp, "sseloop_poll");
+        let wait = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        match busy.core().server.poll_once(wait) {
+            Ok(Status::Running) => SSELOOP_OK,
+            Ok(Status::Stopped) => SSELOOP_EDONE,
+            Err(e) => Error::from_io(e).report(),
+        }
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// Drive mode 3: the loop's descriptor (epoll), for the host's own poller. When it is
+    /// readable, or `sseloop_timeout_ms` has elapsed, call `sseloop_poll(loop, 0)`. Valid until
+    /// `sseloop_free`; watch it for readability only, never read or close it. Any thread.
+    fn sseloop_fd(lp: *const sseloop_t) -> c_int {
+        non_null!(lp).fd
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// Milliseconds the host may wait before calling `sseloop_poll(loop, 0)` even if the
+    /// descriptor stays quiet: -1 when no timer is armed, 0 when work is pending (rounded up so
+    /// a host never spins on a sub-millisecond timer). Never fails: NULL, a loop in use or a
+    /// failed loop give 0 (poll now; `sseloop_poll` then reports the error).
+    fn sseloop_timeout_ms(lp: *const sseloop_t) -> c_int {
+        let lp = non_null_or!(lp, 0);
+        let mut busy = match Busy::enter(lp, "sseloop_timeout_ms") {
+            Ok(busy) => busy,
+            Err(e) => {
+                e.report();
+                return 0;
+            }
+        };
+        match busy.core().server.next_timeout() {
+            None => -1,
+            Some(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                c_int::try_from(ms).unwrap_or(c_int::MAX)
+            }
+        }
+    } ?= 0;
+}
+
+ffi_fn! {
+    /// The bound TCP port (useful after listening on port 0). Any thread.
+    fn sseloop_local_port(lp: *const sseloop_t) -> c_int {
+        c_int::from(non_null!(lp).port)
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// Fills `*out` with the loop's counters and gauges (the numbers `/metrics` shows).
+    /// Loop-side: SSELOOP_EBUSY from inside a hook.
+    fn sseloop_stats(lp: *const sseloop_t, out: *mut sseloop_stats_t) -> c_int {
+        let lp = non_null!(lp);
+        if out.is_null() {
+            return Error::null("out").report();
+        }
+        let mut busy = enter!(lp, "sseloop_stats");
+        let stats = sseloop_stats_t::of(&busy.core().server);
+        // SAFETY: `out` is non-NULL and points to a writable `sseloop_stats_t` (contract).
+        unsafe { out.write(stats) };
+        SSELOOP_OK
+    } ?= SSELOOP_EINTERNAL;
+}
