@@ -72,7 +72,7 @@ impl Connection {
                         LifeEvent::PeerClosed {
                             output_pending: pending,
                         },
-                        sh.now,
+                        sh,
                     );
                 }
                 Io::Closed(_) => return Flow::Close(Closing::Broken),
@@ -120,8 +120,7 @@ impl Connection {
             log::debug!("conn {key}: broken frame stream: {err:?}");
             self.queue_frame_error(key, err.code(), 0, b"", "broken frame stream", sh);
             // A fatal ERROR is followed by the close, without GOAWAY.
-            let _ = self.transition(LifeEvent::Drain, sh.now);
-            self.grace = sh.linger();
+            let _ = self.transition(LifeEvent::Drain, sh);
             rbuf = Vec::new();
         }
         if let Stage::Frames(frames) = &mut self.stage {

@@ -114,7 +114,7 @@ impl Connection {
     /// Appends `bytes` to the read buffer as if read, and processes them.
     fn inject(&mut self, key: usize, bytes: &[u8], sh: &mut LoopState) -> Flow {
         if !bytes.is_empty() && self.life == Life::Idle {
-            if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh.now) {
+            if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh) {
                 return Flow::Close(c);
             }
         }

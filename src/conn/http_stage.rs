@@ -73,7 +73,7 @@ impl Connection {
                         LifeEvent::PeerClosed {
                             output_pending: pending,
                         },
-                        sh.now,
+                        sh,
                     );
                 }
                 Io::Closed(_) => return Flow::Close(Closing::Broken),
@@ -81,7 +81,7 @@ impl Connection {
             budget = budget.saturating_sub(n);
             self.last_read = sh.now;
             if self.life == Life::Idle {
-                if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh.now) {
+                if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh) {
                     return Flow::Close(c);
                 }
             }
@@ -336,8 +336,7 @@ impl Connection {
                 http.rbuf = Vec::new();
                 http.body = None;
             }
-            let _ = self.transition(LifeEvent::Exchanged { keep_alive: false }, sh.now);
-            self.grace = sh.linger();
+            let _ = self.transition(LifeEvent::Exchanged { keep_alive: false }, sh);
         }
     }
 

@@ -263,7 +263,7 @@ impl Connection {
                             LifeEvent::PeerClosed {
                                 output_pending: false,
                             },
-                            sh.now,
+                            sh,
                         ),
                     };
                 }
@@ -367,19 +367,24 @@ impl Connection {
     /// A keep-alive exchange finished (response written, nothing buffered): the connection goes
     /// idle, or closes if the server is shutting down.
     fn exchange_done(&mut self, sh: &mut LoopState) -> Flow {
-        match self.transition(LifeEvent::Exchanged { keep_alive: true }, sh.now) {
-            Flow::Keep if sh.shutting_down => self.transition(LifeEvent::Drain, sh.now),
+        match self.transition(LifeEvent::Exchanged { keep_alive: true }, sh) {
+            Flow::Keep if sh.shutting_down => self.transition(LifeEvent::Drain, sh),
             flow => flow,
         }
     }
 
     /// Applies a lifecycle event. An illegal one is a bug: asserted in debug builds, and the
     /// connection is forced closed rather than left in a state nobody expects.
-    fn transition(&mut self, event: LifeEvent, now: Instant) -> Flow {
+    fn transition(&mut self, event: LifeEvent, sh: &LoopState) -> Flow {
         match self.life.next(event) {
             Ok(next) => {
                 if next != self.life {
-                    self.state_since = now;
+                    self.state_since = sh.now;
+                    if next == Life::Graceful {
+                        // Callers with a reason for another period (shutdown, refusal) set it
+                        // after the transition.
+                        self.grace = sh.linger();
+                    }
                     self.life = next;
                 }
                 if next == Life::Idle {
@@ -421,7 +426,7 @@ impl Connection {
             (Life::Active, Stage::Sse | Stage::Frames(_)) => self.queue_farewell(sh),
             (Life::Idle, _) => {}
         }
-        let flow = self.transition(LifeEvent::Drain, sh.now);
+        let flow = self.transition(LifeEvent::Drain, sh);
         if flow == Flow::Keep {
             self.grace = sh.grace();
             self.mark_dirty(key, sh);
@@ -507,7 +512,7 @@ impl Connection {
             "conn {key}: {deadline:?} deadline passed in {:?}",
             self.life
         );
-        match self.transition(LifeEvent::Expired, sh.now) {
+        match self.transition(LifeEvent::Expired, sh) {
             Flow::Close(_) => Flow::Close(Closing::Forced { cause, linger0 }),
             keep => keep,
         }

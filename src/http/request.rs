@@ -230,6 +230,10 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
 
 /// Splits a request target into path and query; absolute-form targets lose scheme and authority.
 fn split_target(target: &str) -> Result<(&str, &str), HttpError> {
+    // The request-target grammar is ASCII; raw UTF-8 must arrive percent-encoded.
+    if !target.is_ascii() {
+        return Err(HttpError::MALFORMED);
+    }
     let origin_form = if target.starts_with('/') || target == "*" {
         target
     } else {
@@ -394,6 +398,7 @@ mod tests {
             ("GET x HTTP/1.1\r\n\r\n", 400),
             ("GET /x HTTP/2.0\r\n\r\n", 400),
             ("GET /\0 HTTP/1.1\r\n\r\n", 400),
+            ("GET /h\u{e9} HTTP/1.1\r\n\r\n", 400),
         ];
         for (raw, status) in cases {
             let got = head(raw).err().map(|e| e.status);
