@@ -196,7 +196,7 @@ fn half_closed_client_still_gets_its_response() {
     );
     assert_eq!(status_of(&out), 200);
     // Half-closing an SSE subscription is leaving it.
-    let mut sub = server.subscribe("topic=a", &[]);
+    let sub = server.subscribe("topic=a", &[]);
     sub.stream.shutdown(Shutdown::Write).unwrap();
     assert!(wait_until(TIMEOUT, || server
         .metric("sseloop_connections_open{kind=\"sse\"}")

@@ -35,6 +35,28 @@ impl TestServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         adjust(&mut cmd);
+        Self::launch(cmd)
+    }
+
+    /// Starts `sseloop --listen <listen> <args>` (no default `--listen`). When `listen` is an
+    /// unspecified address (`0.0.0.0:0`), [`TestServer::addr`] is its loopback equivalent, so the
+    /// test still talks only to 127.0.0.1.
+    pub fn start_on(listen: &str, args: &[&str]) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sseloop"));
+        cmd.arg("--listen").arg(listen).args(args);
+        cmd.env("RUST_LOG", "info");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut server = Self::launch(cmd);
+        if server.addr.ip().is_unspecified() {
+            server.addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        server
+    }
+
+    /// Spawns a prepared command and waits for its "listening on" line.
+    fn launch(mut cmd: Command) -> TestServer {
         let mut child = cmd.spawn().expect("spawn sseloop");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -182,6 +204,64 @@ pub fn request(addr: SocketAddr, raw: &str) -> Response {
     s.write_all(raw.as_bytes()).expect("write");
     let mut reader = ResponseReader::new(s);
     reader.next().expect("response")
+}
+
+/// Sends raw bytes (a body need not be UTF-8) on a new connection and reads one response.
+pub fn request_bytes(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut s = connect(addr);
+    s.write_all(raw).expect("write");
+    let mut reader = ResponseReader::new(s);
+    reader.next().expect("response")
+}
+
+/// Runs the server binary to completion with `args` (nothing else added) and returns its exit
+/// code and everything it printed (stdout then stderr). Panics if it runs past [`TIMEOUT`].
+pub fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sseloop"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sseloop");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sseloop {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status.code(), text)
+}
+
+/// Splits an id of the form `<run>-<seq>` (the documented format of this server's ids).
+pub fn split_id(id: &str) -> (String, u64) {
+    let (run, seq) = id
+        .rsplit_once('-')
+        .unwrap_or_else(|| panic!("id {id:?} is not <run>-<seq>"));
+    let seq = seq
+        .parse()
+        .unwrap_or_else(|_| panic!("id {id:?}: sequence is not a number"));
+    (run.to_string(), seq)
 }
 
 /// Reads consecutive responses from one connection (keep-alive, pipelining).
@@ -469,6 +549,11 @@ impl SseClient {
             }
         }
         true
+    }
+
+    /// The body bytes received so far, as text (lossy).
+    pub fn raw_text(&self) -> String {
+        String::from_utf8_lossy(&self.raw).into_owned()
     }
 
     /// Waits for comment lines until `n` have been seen.
