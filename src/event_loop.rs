@@ -724,14 +724,11 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// `RLIMIT_NOFILE` minus a reserve.
 fn default_max_connections() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let soft = if ok { limit.rlim_cur as usize } else { 1024 };
-    soft.saturating_sub(FD_RESERVE).max(1)
+    let soft = sockio::nofile_limit().unwrap_or(1024);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_RESERVE)
+        .max(1)
 }
 
 /// The run prefix of ids: the start time in milliseconds, base 36 (short, and different for every

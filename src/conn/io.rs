@@ -1,4 +1,5 @@
-//! The socket edge: the only code that knows errno values. Reads and writes come back as a small
+//! The socket edge: the only code that knows errno values, and the only `unsafe` outside `ffi`.
+//! Reads and writes come back as a small
 //! outcome enum; `EINTR` is retried here, `EAGAIN` becomes `WouldBlock`, and a reset or broken pipe
 //! is `Closed` (never a SIGPIPE: writes use `sendmsg` with `MSG_NOSIGNAL`, which matters when the
 //! loop is embedded in a host that has not ignored the signal).
@@ -79,4 +80,15 @@ pub fn set_linger_zero(sock: &TcpStream) {
 /// Shuts the write side (FIN after queued bytes).
 pub fn shutdown_write(sock: &TcpStream) {
     let _ = sock.shutdown(std::net::Shutdown::Write);
+}
+
+/// The soft `RLIMIT_NOFILE`: how many descriptors this process may hold.
+pub fn nofile_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we own and pass by pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    ok.then_some(limit.rlim_cur as u64)
 }
