@@ -1,8 +1,8 @@
 //! The socket edge: the only code that knows errno values, and the only `unsafe` outside `ffi`.
-//! Reads and writes come back as a small
-//! outcome enum; `EINTR` is retried here, `EAGAIN` becomes `WouldBlock`, and a reset or broken pipe
-//! is `Closed` (never a SIGPIPE: writes use `sendmsg` with `MSG_NOSIGNAL`, which matters when the
-//! loop is embedded in a host that has not ignored the signal).
+//! Reads and writes come back as a small outcome enum; `EINTR` is retried here, `EAGAIN` becomes
+//! `WouldBlock`, and a reset or broken pipe is `Closed` (never a SIGPIPE: writes use `sendmsg`
+//! with `MSG_NOSIGNAL`, which matters when the loop is embedded in a host that has not ignored
+//! the signal).
 
 use std::io::{self, IoSlice, Read};
 use std::os::fd::AsRawFd;
