@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Soak test for sseloop: churning subscribers, slow consumers, publishers and garbage clients at
+once, for a bounded time. Records RSS, open descriptors and deliveries every second (CSV in
+tools/results/) and fails when memory or descriptors keep growing or any healthy subscriber misses
+an event.
+
+    python3 tools/soak.py --duration 600          # the 10-minute soak
+    python3 tools/soak.py --duration 60 --rate 100  # a quick one
+
+Only loopback traffic; the server it starts is stopped by PID at the end.
+"""
+
+import argparse
+import csv
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+STOP = threading.Event()
+LOCK = threading.Lock()
+FAILURES = []
+
+
+def fail(msg):
+    with LOCK:
+        FAILURES.append(msg)
+
+
+class Sse:
+    """Minimal incremental SSE reader (LF only, as sseloop writes)."""
+
+    def __init__(self, port, topic, last_id=None, rcvbuf=None):
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
+        head = f"GET /events?topic={topic} HTTP/1.1\r\nHost: soak\r\n"
+        if last_id:
+            head += f"Last-Event-ID: {last_id}\r\n"
+        self.sock.sendall((head + "\r\n").encode())
+        self.buf = b""
+        self.head_done = False
+
+    def events(self):
+        """Yields (id, type, data) until the stream ends or STOP."""
+        while not STOP.is_set():
+            while True:
+                if not self.head_done:
+                    i = self.buf.find(b"\r\n\r\n")
+                    if i < 0:
+                        break
+                    if not self.buf.startswith(b"HTTP/1.1 200"):
+                        raise IOError("bad status: %r" % self.buf[:40])
+                    self.buf = self.buf[i + 4:]
+                    self.head_done = True
+                i = self.buf.find(b"\n\n")
+                if i < 0:
+                    break
+                block, self.buf = self.buf[:i], self.buf[i + 2:]
+                ev_id, ev_type, data = None, "message", []
+                for line in block.split(b"\n"):
+                    if line.startswith(b"id: "):
+                        ev_id = line[4:].decode()
+                    elif line.startswith(b"event: "):
+                        ev_type = line[7:].decode()
+                    elif line.startswith(b"data: "):
+                        data.append(line[6:].decode())
+                if data:
+                    yield ev_id, ev_type, "\n".join(data)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return
+            self.buf += chunk
+
+    def close(self, rst=False):
+        if rst:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.sock.close()
+
+
+def seq_of(data):
+    m = re.match(r"seq=(\d+) ", data)
+    return int(m.group(1)) if m else None
+
+
+def publisher(port, rate, stats):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    n = 0
+    pad = "p" * 48
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    buf = b""
+    while not STOP.is_set():
+        n += 1
+        body = f"seq={n} {pad}".encode()
+        sock.sendall(b"POST /publish?topic=soak HTTP/1.1\r\nHost: soak\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        while b"\r\n\r\n" not in buf or not re.search(rb'"id":"[^"]+"', buf):
+            chunk = sock.recv(4096)
+            if not chunk:
+                fail("publisher: server closed the connection")
+                return
+            buf += chunk
+        if not buf.startswith(b"HTTP/1.1 200"):
+            fail("publish refused: %r" % buf[:60])
+        buf = buf[buf.index(b"}") + 2:] if b"}" in buf else b""
+        stats["published"] = n
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    sock.close()
+
+
+def healthy(port, idx, stats):
+    """Never disconnects; every event after its first must be the next seq."""
+    sub = Sse(port, "soak")
+    last = None
+    count = 0
+    try:
+        for _id, _type, data in sub.events():
+            s = seq_of(data)
+            if s is None:
+                continue
+            if last is not None and s != last + 1:
+                fail(f"healthy {idx}: expected seq {last + 1}, got {s}")
+            last = s
+            count += 1
+    except (OSError, IOError) as e:
+        if not STOP.is_set():
+            fail(f"healthy {idx}: {e}")
+    stats[f"healthy{idx}"] = (count, last)
+    sub.close()
+
+
+def churner(port, idx):
+    """Reconnects over and over, resuming with Last-Event-ID: no gaps across reconnects."""
+    last_id, last_seq = None, None
+    rng = random.Random(idx)
+    while not STOP.is_set():
+        try:
+            sub = Sse(port, "soak", last_id)
+            want = rng.randint(1, 40)
+            for ev_id, ev_type, data in sub.events():
+                if ev_type == "sseloop-reset":
+                    fail(f"churner {idx}: reset {data} after {last_id}")
+                    last_seq = None
+                    continue
+                s = seq_of(data)
+                if s is None:
+                    continue
+                if last_seq is not None and s != last_seq + 1:
+                    fail(f"churner {idx}: gap {last_seq} -> {s}")
+                last_id, last_seq = ev_id, s
+                want -= 1
+                if want == 0:
+                    break
+            sub.close(rst=rng.random() < 0.3)
+        except (OSError, IOError) as e:
+            if not STOP.is_set():
+                fail(f"churner {idx}: {e}")
+        time.sleep(rng.random() * 0.2)
+
+
+def slow_consumers(port):
+    """Opens subscribers that never read; they must be cut, never grow the server."""
+    held = []
+    while not STOP.is_set():
+        try:
+            held.append(Sse(port, "soak", rcvbuf=4096))
+        except OSError:
+            pass
+        if len(held) > 5:
+            held.pop(0).close()
+        STOP.wait(3)
+    for s in held:
+        s.close()
+
+
+def garbage(port, seed):
+    rng = random.Random(seed)
+    samples = [
+        b"GET /events?topic=%zz HTTP/1.1\r\n\r\n",
+        b"POST /publish?topic=soak HTTP/1.1\r\nContent-Length: 100000\r\n\r\nxx",
+        b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"\xca\xfe\x00\x00\x00\x10garbage",
+        b"GET /frames?topic=soak HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: cafe\r\n\r\n\xca\xfd\x01",
+        b"GET /events?topic=soak HTT",
+    ]
+    while not STOP.is_set():
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            payload = rng.choice(samples) if rng.random() < 0.7 else os.urandom(rng.randint(1, 512))
+            s.sendall(payload)
+            if rng.random() < 0.5:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        except OSError:
+            pass
+        time.sleep(rng.random() * 0.05)
+
+
+def sample(pid, port):
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    deliveries = 0
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+        text = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            text += chunk
+        s.close()
+        m = re.search(rb"\nsseloop_event_deliveries_total (\d+)", text)
+        deliveries = int(m.group(1)) if m else 0
+    except OSError:
+        pass
+    return rss, fds, deliveries
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=600, help="seconds of load (default 600)")
+    ap.add_argument("--rate", type=int, default=200, help="events per second")
+    ap.add_argument("--healthy", type=int, default=20)
+    ap.add_argument("--churners", type=int, default=20)
+    ap.add_argument("--garbage", type=int, default=4)
+    ap.add_argument("--binary", default="target/release/sseloop")
+    args = ap.parse_args()
+
+    server = subprocess.Popen(
+        [args.binary, "--listen", "127.0.0.1:0", "--history", "8192", "--max-queue-bytes", "256k",
+         "--write-stall-ms", "4000", "--header-timeout-ms", "2000"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    port = None
+    deadline = time.time() + 10
+    while time.time() < deadline and port is None:
+        line = server.stderr.readline()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+    if port is None:
+        server.kill()
+        sys.exit("server did not start")
+    threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+
+    time.sleep(0.3)
+    baseline = sample(server.pid, port)
+    stats = {}
+    threads = [threading.Thread(target=healthy, args=(port, i, stats)) for i in range(args.healthy)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    threads.append(threading.Thread(target=publisher, args=(port, args.rate, stats)))
+    threads += [threading.Thread(target=churner, args=(port, i)) for i in range(args.churners)]
+    threads.append(threading.Thread(target=slow_consumers, args=(port,)))
+    threads += [threading.Thread(target=garbage, args=(port, i)) for i in range(args.garbage)]
+    for t in threads[args.healthy:]:
+        t.start()
+
+    os.makedirs("tools/results", exist_ok=True)
+    out_path = time.strftime("tools/results/soak-%Y%m%d-%H%M%S.csv")
+    rows = []
+    start = time.time()
+    with open(out_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["seconds", "rss_kib", "fds", "deliveries", "published"])
+        while time.time() - start < args.duration and server.poll() is None:
+            time.sleep(1)
+            rss, fds, dl = sample(server.pid, port)
+            row = [round(time.time() - start, 1), rss, fds, dl, stats.get("published", 0)]
+            rows.append(row)
+            w.writerow(row)
+            f.flush()
+            if sys.stderr.isatty():
+                print(f"\r{row[0]:>6}s rss {rss} KiB fds {fds} deliveries {dl} published {row[4]}", end="", file=sys.stderr)
+    STOP.set()
+    for t in threads:
+        t.join(timeout=10)
+    time.sleep(2)
+    final = sample(server.pid, port) if server.poll() is None else None
+    alive = server.poll() is None
+    server.send_signal(signal.SIGTERM)
+    try:
+        code = server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        code = None
+
+    print(file=sys.stderr)
+    if not alive:
+        fail("server died during the soak")
+    if code != 0:
+        fail(f"server exit code {code} after SIGTERM")
+    third = max(1, len(rows) // 3)
+    middle = [r[1] for r in rows[third:2 * third]] or [0]
+    last = [r[1] for r in rows[2 * third:]] or [0]
+    if max(last) > max(middle) * 1.25 + 8192:
+        fail(f"RSS keeps growing: middle third max {max(middle)} KiB, last third max {max(last)} KiB")
+    fds_mid = [r[2] for r in rows[third:2 * third]] or [0]
+    fds_last = [r[2] for r in rows[2 * third:]] or [0]
+    if max(fds_last) > max(fds_mid) + 64:
+        fail(f"descriptors keep growing: {max(fds_mid)} -> {max(fds_last)}")
+    if final and final[1] > baseline[1] + 4:
+        fail(f"descriptors not released after the clients left: baseline {baseline[1]}, final {final[1]}")
+    published = stats.get("published", 0)
+    for i in range(args.healthy):
+        count, last_seq = stats.get(f"healthy{i}", (0, None))
+        if last_seq is None or published - last_seq > args.rate * 2:
+            fail(f"healthy {i} fell behind: last seq {last_seq} of {published}")
+    print(f"soak: {len(rows)} s, published {published}, baseline rss {baseline[0]} KiB fds {baseline[1]}, "
+          f"peak rss {max(r[1] for r in rows) if rows else 0} KiB, final fds {final[1] if final else '-'}, "
+          f"deliveries {rows[-1][3] if rows else 0}; samples in {out_path}")
+    if FAILURES:
+        print(f"FAILED ({len(FAILURES)} problems):", file=sys.stderr)
+        for msg in FAILURES[:20]:
+            print("  " + msg, file=sys.stderr)
+        sys.exit(1)
+    print("soak: ok")
+
+
+if __name__ == "__main__":
+    main()
