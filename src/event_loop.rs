@@ -731,12 +731,22 @@ fn default_max_connections() -> usize {
         .max(1)
 }
 
-/// The run prefix of ids: the start time in milliseconds, base 36 (short, and different for every
-/// run that starts in a different millisecond).
+/// The run prefix of ids: the start time in milliseconds and 20 random bits, base 36. Different for
+/// every run, even two starting in the same millisecond or after the clock stepped back.
 fn run_id() -> String {
-    let mut n = SystemTime::now()
+    use std::hash::{BuildHasher, Hasher};
+    let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    // RandomState is seeded from the OS's random source: enough for a uniqueness salt.
+    let salt = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        & 0xf_ffff;
+    format!("{}{}", base36(millis), base36(salt + 36u64.pow(3)))
+}
+
+fn base36(mut n: u64) -> String {
     let mut digits = Vec::new();
     loop {
         digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);

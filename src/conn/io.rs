@@ -90,5 +90,5 @@ pub fn nofile_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit only writes into the struct we own and pass by pointer.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    ok.then_some(limit.rlim_cur as u64)
+    ok.then_some(limit.rlim_cur)
 }

@@ -250,8 +250,10 @@ impl Connection {
             return Flow::Keep;
         };
         self.last_seq = event.seq;
+        // The cap bounds the backlog: an event meeting an empty queue always goes in (it is no
+        // larger than --max-body plus its framing), so the worst case is the cap plus one event.
         let live_queued = self.out.len() - self.replay_credit.min(self.out.len());
-        if live_queued + event.encoded(wire).len() > sh.config.max_queue_bytes {
+        if live_queued > 0 && live_queued + event.encoded(wire).len() > sh.config.max_queue_bytes {
             log::info!(
                 "conn {key}: slow consumer, {} bytes queued; disconnecting",
                 self.out.len()

@@ -80,9 +80,12 @@ pub fn write_response(
             body.len()
         );
     }
-    if !keep_alive {
-        head.push_str("Connection: close\r\n");
-    }
+    // Explicit either way: HTTP/1.0 clients assume close unless told keep-alive.
+    head.push_str(if keep_alive {
+        "Connection: keep-alive\r\n"
+    } else {
+        "Connection: close\r\n"
+    });
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
     if !head_only && status != 204 {
@@ -217,7 +220,7 @@ mod tests {
         );
         assert!(text.contains("\r\nAllow: GET\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"error\":\"method not allowed\",\"status\":405}\n"));
-        assert!(!text.contains("Connection: close"));
+        assert!(text.contains("Connection: keep-alive\r\n"));
     }
 
     #[test]
