@@ -24,8 +24,9 @@ pub const MIN_CHUNK: usize = 1024;
 /// Largest write chunk: loopback reports a 64 KiB MSS, and 10,000 pending connections times that
 /// would be 640 MiB of chunks for a burst.
 pub const MAX_CHUNK: usize = 16 * 1024;
-/// Free chunks kept for reuse; more are released to the allocator.
-pub const POOL_MAX_FREE: usize = 4096;
+/// Free chunks kept for reuse (at most 4 MiB); more are released to the allocator, so a large
+/// fan-out does not leave its high-water mark in the pool.
+pub const POOL_MAX_FREE: usize = 256;
 /// Segment-list capacity a drained queue keeps (a few pointers, no byte buffer).
 const KEPT_SEGMENT_SLOTS: usize = 4;
 /// Most iovecs handed to one `writev` (well under `IOV_MAX` = 1024, and on the stack).

@@ -49,7 +49,9 @@ impl Connection {
     pub(super) fn read_frames(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         let mut budget = READ_BUDGET;
         loop {
-            self.process_frames(key, sh);
+            if let Flow::Close(c) = self.process_frames(key, sh) {
+                return Flow::Close(c);
+            }
             if self.life != Life::Active {
                 return Flow::Keep;
             }
@@ -88,24 +90,28 @@ impl Connection {
 
     /// Handles every complete frame buffered. A broken frame stream (bad magic, oversize length)
     /// gets one fatal ERROR and a graceful close.
-    pub(super) fn process_frames(&mut self, key: usize, sh: &mut LoopState) {
+    pub(super) fn process_frames(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         let Stage::Frames(frames) = &mut self.stage else {
-            return;
+            return Flow::Keep;
         };
         if frames.rbuf.is_empty() {
             frames.rbuf = Vec::new();
-            return;
+            return Flow::Keep;
         }
         let mut rbuf = std::mem::take(&mut frames.rbuf);
         let decoder = frames.decoder;
         let mut start = 0;
         let mut fatal = None;
-        while self.life == Life::Active && self.out.len() < PIPELINE_OUTPUT_LIMIT {
+        let mut flow = Flow::Keep;
+        while flow == Flow::Keep
+            && self.life == Life::Active
+            && self.out.len() < PIPELINE_OUTPUT_LIMIT
+        {
             match decoder.decode(&rbuf[start..]) {
                 Ok(Some(found)) => {
                     let payload = &rbuf[start..][found.payload_range()];
                     sh.metrics.frames_received += 1;
-                    self.on_frame(key, payload, sh);
+                    flow = self.on_frame(key, payload, sh);
                     start += found.frame_len();
                 }
                 Ok(None) => break,
@@ -126,15 +132,34 @@ impl Connection {
         if let Stage::Frames(frames) = &mut self.stage {
             frames.rbuf = if rbuf.is_empty() { Vec::new() } else { rbuf };
         }
+        flow
     }
 
-    fn on_frame(&mut self, key: usize, payload: &[u8], sh: &mut LoopState) {
+    fn on_frame(&mut self, key: usize, payload: &[u8], sh: &mut LoopState) -> Flow {
         let about = payload.first().copied().unwrap_or(0);
+        match Kind::from_byte(about) {
+            // Never answer an ERROR or a PONG, even a malformed one, so two peers cannot loop.
+            Some(Kind::Error | Kind::Pong) if frame::parse(payload).is_err() => return Flow::Keep,
+            // Kinds that only flow server to client are unknown here, whatever their payload.
+            Some(Kind::Event | Kind::PublishAck | Kind::GoAway) => {
+                let msg = "kind is server-to-client only";
+                self.queue_frame_error(key, ErrorCode::UNKNOWN_KIND, about, b"", msg, sh);
+                return Flow::Keep;
+            }
+            _ => {}
+        }
         let message = match frame::parse(payload) {
             Ok(message) => message,
             Err(err) => {
                 let text = format!("{err:?}");
-                return self.queue_frame_error(key, err.code(), about, b"", &text, sh);
+                // A refused PUBLISH is answered with its correlation id when that is readable.
+                let correlation = if about == Kind::Publish.byte() {
+                    publish_correlation(payload)
+                } else {
+                    b""
+                };
+                self.queue_frame_error(key, err.code(), about, correlation, &text, sh);
+                return Flow::Keep;
             }
         };
         match message {
@@ -143,7 +168,7 @@ impl Connection {
                 topics,
                 event_type,
                 data,
-            } => self.frame_publish(key, correlation, topics, event_type, data, sh),
+            } => return self.frame_publish(key, correlation, topics, event_type, data, sh),
             Payload::Subscribe {
                 topics,
                 last_event_id,
@@ -164,21 +189,16 @@ impl Connection {
                 self.queue_bytes(key, &pong, sh);
             }
             Payload::Pong { .. } => {}
-            // Never answer an ERROR, so two peers cannot loop.
             Payload::Error { code, message, .. } => {
                 log::debug!("conn {key}: client reported error {code:?}: {message}");
             }
+            // Filtered out above; kept so a new kind cannot slip through unanswered.
             Payload::Event { .. } | Payload::PublishAck { .. } | Payload::GoAway { .. } => {
-                self.queue_frame_error(
-                    key,
-                    ErrorCode::UNKNOWN_KIND,
-                    about,
-                    b"",
-                    "kind is server-to-client only",
-                    sh,
-                );
+                let msg = "kind is server-to-client only";
+                self.queue_frame_error(key, ErrorCode::UNKNOWN_KIND, about, b"", msg, sh);
             }
         }
+        Flow::Keep
     }
 
     fn frame_publish(
@@ -189,25 +209,22 @@ impl Connection {
         event_type: &str,
         data: &[u8],
         sh: &mut LoopState,
-    ) {
-        let about = Kind::Publish.byte();
+    ) -> Flow {
         let may_publish = matches!(&self.stage, Stage::Frames(f) if f.may_publish);
         if !may_publish {
             sh.metrics.auth_failures += 1;
-            return self.queue_frame_error(
+            return self.refuse_publish(
                 key,
                 ErrorCode::UNAUTHORIZED,
-                about,
                 correlation,
                 "publish token required",
                 sh,
             );
         }
         let Some(names) = distinct_topics(topics) else {
-            return self.queue_frame_error(
+            return self.refuse_publish(
                 key,
                 ErrorCode::BAD_TOPIC,
-                about,
                 correlation,
                 "missing or invalid topic",
                 sh,
@@ -217,10 +234,9 @@ impl Connection {
             "" => None,
             t if valid_event_type(t) => Some(t),
             _ => {
-                return self.queue_frame_error(
+                return self.refuse_publish(
                     key,
                     ErrorCode::BAD_EVENT_TYPE,
-                    about,
                     correlation,
                     "invalid event type",
                     sh,
@@ -228,20 +244,18 @@ impl Connection {
             }
         };
         let Ok(data) = std::str::from_utf8(data) else {
-            return self.queue_frame_error(
+            return self.refuse_publish(
                 key,
                 ErrorCode::NOT_UTF8,
-                about,
                 correlation,
                 "data is not UTF-8",
                 sh,
             );
         };
         if !sh.allow_publish(&names, event_type, data, self.id) {
-            return self.queue_frame_error(
+            return self.refuse_publish(
                 key,
                 ErrorCode::FORBIDDEN,
-                about,
                 correlation,
                 "refused by the host",
                 sh,
@@ -252,6 +266,25 @@ impl Connection {
         let mut ack = Vec::with_capacity(16 + correlation.len() + event.id.len());
         let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &event.id);
         self.queue_bytes(key, &ack, sh);
+        // A publisher subscribed to the event's topics gets it now, ahead of the replies to its
+        // later frames (the loop's fan-out after this read would come too late for a barrier);
+        // the fan-out then skips it by sequence number.
+        if self.subscribed_to_any(&names, sh) {
+            return self.deliver(key, &event, sh);
+        }
+        Flow::Keep
+    }
+
+    fn refuse_publish(
+        &mut self,
+        key: usize,
+        code: ErrorCode,
+        correlation: &[u8],
+        message: &str,
+        sh: &mut LoopState,
+    ) -> Flow {
+        self.queue_frame_error(key, code, Kind::Publish.byte(), correlation, message, sh);
+        Flow::Keep
     }
 
     fn frame_subscribe(
@@ -299,6 +332,15 @@ impl Connection {
         }
     }
 
+    /// True when this connection subscribes to one of `topics`.
+    fn subscribed_to_any(&self, topics: &[&str], sh: &LoopState) -> bool {
+        topics.iter().any(|name| {
+            sh.hub
+                .topic_id(name)
+                .is_some_and(|id| self.subs.iter().any(|s| s.topic() == id))
+        })
+    }
+
     fn queue_frame_error(
         &mut self,
         key: usize,
@@ -333,4 +375,13 @@ fn distinct_topics(topics: TopicList<'_>) -> Option<Vec<&str>> {
         }
     }
     (!names.is_empty() && names.len() <= MAX_TOPICS_PER_REQUEST).then_some(names)
+}
+
+/// The correlation id of a PUBLISH payload whose later fields failed to parse, if the id itself
+/// is intact (kind byte, then a u8 length and that many bytes).
+fn publish_correlation(payload: &[u8]) -> &[u8] {
+    let Some(&len) = payload.get(1) else {
+        return b"";
+    };
+    payload.get(2..2 + usize::from(len)).unwrap_or(b"")
 }

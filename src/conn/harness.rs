@@ -129,8 +129,7 @@ impl Connection {
             }
             Stage::Frames(frames) => {
                 frames.push_input(bytes);
-                self.process_frames(key, sh);
-                Flow::Keep
+                self.process_frames(key, sh)
             }
             Stage::Sse => Flow::Keep,
         };
@@ -152,6 +151,7 @@ impl Connection {
             self.out.consume(bytes, &mut sh.pool);
         }
         self.replay_credit = 0;
+        self.fresh = 0;
     }
 }
 

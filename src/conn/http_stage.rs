@@ -49,8 +49,13 @@ impl Connection {
             if let Flow::Close(c) = self.process_http(key, sh) {
                 return Flow::Close(c);
             }
+            if matches!(self.stage, Stage::Frames(_)) {
+                // Upgraded: bytes read past the request head are frames; handle them now (no new
+                // readiness edge will come for bytes already read).
+                return self.read_frames(key, sh);
+            }
             if self.life == Life::Graceful || !matches!(self.stage, Stage::Http(_)) {
-                // Switched to streaming, or answering with Connection: close: input is over.
+                // Switched to SSE, or answering with Connection: close: input is over.
                 return Flow::Keep;
             }
             if self.out.len() >= PIPELINE_OUTPUT_LIMIT {

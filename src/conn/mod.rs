@@ -101,6 +101,9 @@ pub struct Connection {
     /// Replayed bytes still queued; they do not count against `--max-queue-bytes` (they are
     /// bounded by history and mostly shared with it).
     replay_credit: usize,
+    /// Event bytes queued since the last write attempt: not yet offered to the socket, so they
+    /// do not count as the client being slow (a burst published within one iteration).
+    fresh: usize,
     opened_at: Instant,
     /// Last time the socket accepted bytes (write-stall deadline).
     last_write: Instant,
@@ -146,6 +149,7 @@ impl Connection {
             subs: Vec::new(),
             last_seq: 0,
             replay_credit: 0,
+            fresh: 0,
             opened_at: now,
             last_write: now,
             last_read: now,
@@ -288,6 +292,8 @@ impl Connection {
             return Flow::Keep;
         }
         self.dirty = false;
+        // Everything queued so far is offered to the socket now (or was refused by it).
+        self.fresh = 0;
         if self.read_pending {
             self.read_pending = false;
             if let Flow::Close(c) = self.on_ready(key, true, false, sh) {

@@ -250,10 +250,15 @@ impl Connection {
             return Flow::Keep;
         };
         self.last_seq = event.seq;
-        // The cap bounds the backlog: an event meeting an empty queue always goes in (it is no
-        // larger than --max-body plus its framing), so the worst case is the cap plus one event.
-        let live_queued = self.out.len() - self.replay_credit.min(self.out.len());
-        if live_queued > 0 && live_queued + event.encoded(wire).len() > sh.config.max_queue_bytes {
+        // The cap judges what the client was offered and did not take: bytes queued before the
+        // last write attempt (minus replay). An event meeting such a backlog that would take it
+        // past the cap makes this a slow consumer. Bytes queued in this iteration do not count
+        // yet, so a burst published at once is offered before anyone is judged; memory stays
+        // bounded by the cap plus one iteration's publishes.
+        let encoded_len = event.encoded(wire).len();
+        let unoffered = self.out.len().saturating_sub(self.fresh);
+        let offered = unoffered - self.replay_credit.min(unoffered);
+        if offered > 0 && offered + encoded_len > sh.config.max_queue_bytes {
             log::info!(
                 "conn {key}: slow consumer, {} bytes queued; disconnecting",
                 self.out.len()
@@ -263,6 +268,7 @@ impl Connection {
                 linger0: true,
             });
         }
+        self.fresh += encoded_len;
         self.out
             .push_event(event, wire, &mut sh.pool, self.chunk_cap);
         sh.metrics.deliveries += 1;

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Benchmarks sseloop with sseloop-load (not used by CI; tools/smoke.sh is the CI check).
+#
+#   tools/bench.sh                      # every scenario, 5 repeats each, against sseloop
+#   REPEATS=1 SCENARIOS="fanout-1k latency-100" tools/bench.sh
+#
+# Each repeat starts a fresh server pinned to CPU 0 and runs the tool pinned to CPU 1, writes the
+# tool's JSON report to tools/results/<UTC time>/, and the end prints the median of each figure
+# per target and scenario (sseloop-load --summarize). net.core.netdev_max_backlog is raised to
+# 262144 for the run (loopback traffic queues there; the default 1000 drops packets under
+# fan-out bursts) and restored on exit. Only processes this script started are stopped, by PID.
+#
+# Environment:
+#   REPEATS     repeats per scenario (5)
+#   TARGETS     servers to measure ("sseloop"; peers plug in at start_target below)
+#   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"
+#   EVENTS_1K   events for 1,000 subscribers (100000)      EVENTS_10K   for 10,000 (10000)
+#   WINDOW_1K   in-flight window at 1,000 (1024)            WINDOW_10K   at 10,000 (256)
+#   LAT_EVENTS  events for the latency scenario at 200/s (2000)
+#   SERVER_CPU / TOOL_CPU   CPUs to pin to (0 / 1)
+#   PRIORITY    none | autogroup | rt (none). On a shared machine other processes preempt the
+#               server and the tool (with autogroup scheduling, plain nice does not help across
+#               sessions): "autogroup" runs both in their own session with autogroup nice -19,
+#               "rt" runs both SCHED_FIFO 50 (they block in epoll, and RT throttling applies).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+REPEATS="${REPEATS:-5}"
+TARGETS="${TARGETS:-sseloop}"
+SCENARIOS="${SCENARIOS:-fanout-1k fanout-10k idle-10k latency-100}"
+EVENTS_1K="${EVENTS_1K:-100000}"
+EVENTS_10K="${EVENTS_10K:-10000}"
+WINDOW_1K="${WINDOW_1K:-1024}"
+WINDOW_10K="${WINDOW_10K:-256}"
+LAT_EVENTS="${LAT_EVENTS:-2000}"
+SERVER_CPU="${SERVER_CPU:-0}"
+TOOL_CPU="${TOOL_CPU:-1}"
+PRIORITY="${PRIORITY:-none}"
+
+echo "== build"
+cargo build --release --quiet -p sseloop -p loadgen --bins
+SSELOOP="$TARGET_DIR/release/sseloop"
+LOAD="$TARGET_DIR/release/sseloop-load"
+
+RESULTS="$ROOT/tools/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$RESULTS"
+
+case "$PRIORITY" in
+    none) prio=() ;;
+    autogroup) prio=(setsid --wait bash -c 'echo -19 >/proc/self/autogroup; exec "$@"' _) ;;
+    rt) prio=(chrt -f 50) ;;
+    *)
+        echo "bench: PRIORITY must be none, autogroup or rt" >&2
+        exit 2
+        ;;
+esac
+pin_server=("${prio[@]}")
+pin_tool=("${prio[@]}")
+if command -v taskset >/dev/null; then
+    pin_server+=(taskset -c "$SERVER_CPU")
+    pin_tool+=(taskset -c "$TOOL_CPU")
+else
+    echo "bench: taskset not found, running unpinned" >&2
+fi
+
+# --- the one system setting we change, restored on any exit -----------------------------------
+BACKLOG=/proc/sys/net/core/netdev_max_backlog
+old_backlog=""
+target_pid=""
+stop_target() {
+    if [ -n "$target_pid" ]; then
+        if kill -0 "$target_pid" 2>/dev/null; then
+            kill -TERM "$target_pid" 2>/dev/null || true
+        fi
+        wait "$target_pid" 2>/dev/null || true
+        target_pid=""
+    fi
+}
+cleanup() {
+    stop_target
+    if [ -n "$old_backlog" ]; then
+        echo "$old_backlog" >"$BACKLOG" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+if old="$(cat "$BACKLOG" 2>/dev/null)" && echo 262144 >"$BACKLOG" 2>/dev/null; then
+    old_backlog="$old"
+    echo "== net.core.netdev_max_backlog: $old -> 262144 (restored on exit)"
+else
+    echo "bench: cannot raise $BACKLOG (not root?); results may show loopback drops" >&2
+fi
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+    echo "kernel: $(uname -srm)"
+    echo "cpus: $(nproc)"
+    echo "loadavg before: $(cat /proc/loadavg)"
+    echo "nofile: $(ulimit -Hn)"
+    echo "priority: $PRIORITY"
+} >"$RESULTS/env.txt"
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "bench: load average is $load1: other work on this machine will distort the figures" \
+        "(PRIORITY=autogroup or rt reduces that)" >&2
+fi
+
+# --- targets: start one server, set target_pid, SUB_URL and PUB_URL ---------------------------
+# Peers (nginx+nchan, a Go server) plug in here: add a branch that starts the peer pinned with
+# "${pin_server[@]}", logging to "$2", waits until it accepts, and sets the same three variables.
+# target_pid must be the process that does the work (not a wrapper), since its CPU and RSS are
+# what the tool samples.
+start_target() {
+    local name="$1" log="$2" port=""
+    case "$name" in
+        sseloop)
+            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 2>"$log" &
+            target_pid=$!
+            for _ in $(seq 200); do
+                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")"
+                [ -n "$port" ] && break
+                kill -0 "$target_pid" 2>/dev/null || break
+                sleep 0.05
+            done
+            if [ "$(readlink "/proc/$target_pid/exe" 2>/dev/null)" != "$(readlink -f "$SSELOOP")" ]; then
+                echo "bench: PID $target_pid is not the server; CPU/RSS figures would be wrong" >&2
+            fi
+            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            ;;
+        # nchan)  start nginx with tools/peers/nchan.conf; SUB_URL=.../sub/{topic}; PUB_URL=.../pub/{topic} ;;
+        # go)     start tools/peers/go-sse;                SUB_URL=...;           PUB_URL=... ;;
+        *)
+            echo "bench: unknown target '$name' (peers are not wired in yet)" >&2
+            return 1
+            ;;
+    esac
+    if [ -z "$port" ]; then
+        echo "bench: $name did not start (see $log)" >&2
+        stop_target
+        return 1
+    fi
+}
+
+scenario_args() {
+    case "$1" in
+        fanout-1k) echo "--subscribers 1000 --events $EVENTS_1K --size 64 --rate max --window $WINDOW_1K --warmup-secs 1" ;;
+        fanout-10k) echo "--subscribers 10000 --events $EVENTS_10K --size 64 --rate max --window $WINDOW_10K --warmup-secs 1" ;;
+        idle-10k) echo "--subscribers 10000 --idle --duration-secs 3" ;;
+        latency-100) echo "--subscribers 100 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
+        *) return 1 ;;
+    esac
+}
+
+failures=0
+for target in $TARGETS; do
+    for scenario in $SCENARIOS; do
+        if ! args="$(scenario_args "$scenario")"; then
+            echo "bench: unknown scenario '$scenario'" >&2
+            exit 2
+        fi
+        for i in $(seq "$REPEATS"); do
+            echo "== $target $scenario #$i"
+            start_target "$target" "$RESULTS/$target-$scenario-$i.server.log"
+            out="$RESULTS/$target-$scenario-$i.json"
+            # shellcheck disable=SC2086 # args is a list of options
+            if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs 300 \
+                --url-template "$SUB_URL" --publish-url "$PUB_URL" \
+                --server-pid "$target_pid" --label "$target $scenario" --json >"$out"; then
+                echo "bench: $target $scenario #$i FAILED (see $out)" >&2
+                failures=$((failures + 1))
+            fi
+            stop_target
+        done
+    done
+done
+
+echo "loadavg after: $(cat /proc/loadavg)" >>"$RESULTS/env.txt"
+echo "== medians over $REPEATS repeat(s) ($RESULTS)"
+"$LOAD" --summarize "$RESULTS"/*-[0-9]*.json | tee "$RESULTS/summary.txt" || true
+"$LOAD" --summarize "$RESULTS"/*-[0-9]*.json --json >"$RESULTS/summary.json" || true
+if [ "$failures" -ne 0 ]; then
+    echo "bench: $failures run(s) failed" >&2
+    exit 1
+fi

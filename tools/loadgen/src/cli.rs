@@ -1,0 +1,296 @@
+//! Command line: options, their defaults, and the checks that turn them into a [`Plan`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::{Error, Result};
+use crate::payload::HEADER_LEN;
+use crate::transport::Transport;
+use crate::url::UrlTemplate;
+
+/// Descriptors kept free for the poller, publishers, /proc reads and stdio.
+pub const FD_RESERVE: u64 = 64;
+
+/// Publish rate: a fixed number of events per second, or as fast as the window allows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// Events per second, over all topics.
+    PerSec(f64),
+    /// As fast as possible, bounded by `--window`.
+    Max,
+}
+
+fn parse_rate(s: &str) -> std::result::Result<Rate, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::PerSec(r)),
+        _ => Err(format!("{s}: expected events per second (> 0) or `max`")),
+    }
+}
+
+fn parse_secs(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s}: expected a number of seconds")),
+    }
+}
+
+/// Load generator for Server-Sent Events servers (sseloop or any other, by URL template).
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "sseloop-load",
+    version,
+    about = "Load generator for SSE servers: N subscribers, M published events, latency, loss, \
+             server CPU and RSS",
+    after_help = "Exit status: 0 when every acknowledged event reached every subscriber \
+                  exactly once and in order; 1 on loss, duplicates, disconnects, publish errors, \
+                  subscribers that could not connect, stall or timeout; 2 on a usage error or \
+                  when the run could not start."
+)]
+pub struct Args {
+    /// Subscriber URL; `{topic}` is replaced by each topic name.
+    #[arg(long, default_value = "http://127.0.0.1:8080/events?topic={topic}")]
+    pub url_template: String,
+
+    /// Publish URL (POST, body = event data); `{topic}` is replaced by the topic name.
+    #[arg(long, default_value = "http://127.0.0.1:8080/publish?topic={topic}")]
+    pub publish_url: String,
+
+    /// Subscriber connections to open.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub subscribers: usize,
+
+    /// Events to publish after the warm-up (all topics together); with --duration-secs,
+    /// whichever limit is reached first ends publishing.
+    #[arg(long, short = 'm', default_value_t = 10_000)]
+    pub events: u64,
+
+    /// Event body size in bytes (at least 32: timestamp and event number).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+
+    /// Events per second over all topics, or `max`.
+    #[arg(long, default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+
+    /// Most events in flight (published but not yet received by every subscriber of their topic).
+    #[arg(long, default_value_t = 1024)]
+    pub window: usize,
+
+    /// Topics; subscriber i listens to topic i % K, event g goes to topic g % K.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+
+    /// Topic names are this prefix followed by the topic index.
+    #[arg(long, default_value = "load")]
+    pub topic_prefix: String,
+
+    /// Keep-alive publisher connections (topic t is always published on connection t % P, which
+    /// keeps each topic's events in order) [default: min(topics, 4)].
+    #[arg(long)]
+    pub publishers: Option<usize>,
+
+    /// Server process to sample for CPU seconds and RSS (/proc/PID).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Free-form label stored in the report (bench.sh groups repeats by it).
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Seconds of publishing before measurement starts (events then are checked, not timed).
+    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    pub warmup_secs: f64,
+
+    /// Stop publishing after this many measured seconds even if --events are not all sent; in
+    /// --idle mode, how long to hold the connections open [idle default: 2].
+    #[arg(long, value_parser = parse_secs)]
+    pub duration_secs: Option<f64>,
+
+    /// Hard limit on the whole run; when reached the tool stops and reports what it has.
+    #[arg(long, default_value = "120", value_parser = parse_secs)]
+    pub timeout_secs: f64,
+
+    /// Give up when nothing (connect, acknowledgement, delivery) happens for this long.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub stall_secs: f64,
+
+    /// Open the subscribers, hold them, measure server RSS per connection; publish nothing.
+    #[arg(long)]
+    pub idle: bool,
+
+    /// Bind subscriber i to 127.0.0.(1 + i % K) before connecting (loopback targets only)
+    /// [default: 1 up to 1000 subscribers, else 16].
+    #[arg(long)]
+    pub source_addrs: Option<u8>,
+
+    /// Most subscriber handshakes in progress at once (keeps the server's accept queue sane).
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+
+    /// Subscriber transport.
+    #[arg(long, value_enum, default_value_t = Transport::Sse)]
+    pub transport: Transport,
+
+    /// Instead of a run: read JSON reports and print the median of each figure per label.
+    #[arg(long, num_args = 1.., value_name = "REPORT.json")]
+    pub summarize: Option<Vec<PathBuf>>,
+}
+
+/// A checked run description.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Subscriber URL.
+    pub sub_url: UrlTemplate,
+    /// Publish URL (unused in idle mode).
+    pub pub_url: UrlTemplate,
+    /// Subscribers.
+    pub subscribers: usize,
+    /// Measured events.
+    pub events: u64,
+    /// Body size.
+    pub size: usize,
+    /// Publish rate.
+    pub rate: Rate,
+    /// In-flight window.
+    pub window: usize,
+    /// Topic names.
+    pub topic_names: Vec<String>,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Server to sample.
+    pub server_pid: Option<u32>,
+    /// Warm-up.
+    pub warmup: Duration,
+    /// Measured publishing time limit (publish mode) or hold time (idle mode).
+    pub duration: Option<Duration>,
+    /// Hard limit.
+    pub timeout: Duration,
+    /// Stall limit.
+    pub stall: Duration,
+    /// Idle mode.
+    pub idle: bool,
+    /// Source addresses to spread over (1 = let the kernel choose).
+    pub source_addrs: u8,
+    /// Concurrent handshakes.
+    pub connect_concurrency: usize,
+    /// Transport.
+    pub transport: Transport,
+    /// Report label.
+    pub label: Option<String>,
+}
+
+impl Args {
+    /// Checks the options against each other and against the descriptor limit `nofile`.
+    pub fn plan(&self, nofile: u64) -> Result<Plan> {
+        let bad = |m: String| Err(Error::msg(m));
+        if self.subscribers == 0 {
+            return bad("--subscribers must be at least 1".into());
+        }
+        if self.size < HEADER_LEN {
+            return bad(format!("--size must be at least {HEADER_LEN} bytes"));
+        }
+        if self.topics == 0 || self.window == 0 || self.connect_concurrency == 0 {
+            return bad("--topics, --window and --connect-concurrency must be at least 1".into());
+        }
+        let publishers = self.publishers.unwrap_or(self.topics.min(4)).max(1);
+        let needed = (self.subscribers + publishers) as u64 + FD_RESERVE;
+        if needed > nofile {
+            return bad(format!(
+                "{} subscribers + {publishers} publishers need about {needed} descriptors; the \
+                 limit is {nofile}",
+                self.subscribers
+            ));
+        }
+        let sub_url = UrlTemplate::parse(&self.url_template)?;
+        let pub_url = UrlTemplate::parse(&self.publish_url)?;
+        if self.topics > 1 && !(sub_url.has_topic() && pub_url.has_topic()) {
+            return bad(
+                "--topics > 1 needs {topic} in both --url-template and --publish-url".into(),
+            );
+        }
+        let loopback_v4 = matches!(sub_url.addr.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback());
+        let source_addrs = match self.source_addrs {
+            Some(0) => return bad("--source-addrs must be at least 1".into()),
+            Some(k) if k > 1 && !loopback_v4 => {
+                return bad("--source-addrs > 1 needs a 127.x.x.x subscriber URL".into())
+            }
+            Some(k) => k,
+            None if loopback_v4 && self.subscribers > 1000 => 16,
+            None => 1,
+        };
+        let duration = match (self.idle, self.duration_secs) {
+            (_, Some(d)) => Some(Duration::from_secs_f64(d)),
+            (true, None) => Some(Duration::from_secs(2)),
+            (false, None) => None,
+        };
+        Ok(Plan {
+            sub_url,
+            pub_url,
+            subscribers: self.subscribers,
+            events: self.events,
+            size: self.size,
+            rate: self.rate,
+            window: self.window,
+            topic_names: (0..self.topics)
+                .map(|t| format!("{}{t}", self.topic_prefix))
+                .collect(),
+            publishers,
+            server_pid: self.server_pid,
+            warmup: Duration::from_secs_f64(self.warmup_secs),
+            duration,
+            timeout: Duration::from_secs_f64(self.timeout_secs),
+            stall: Duration::from_secs_f64(self.stall_secs.max(0.1)),
+            idle: self.idle,
+            source_addrs,
+            connect_concurrency: self.connect_concurrency,
+            transport: self.transport,
+            label: self.label.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("sseloop-load").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_checks() {
+        let p = args(&[]).plan(20_000).unwrap();
+        assert_eq!((p.subscribers, p.publishers, p.source_addrs), (100, 1, 1));
+        assert_eq!(p.rate, Rate::Max);
+        assert_eq!(p.topic_names, vec!["load0".to_string()]);
+
+        let p = args(&["-n", "5000", "--topics", "8", "--rate", "200"])
+            .plan(20_000)
+            .unwrap();
+        assert_eq!((p.publishers, p.source_addrs), (4, 16));
+        assert_eq!(p.rate, Rate::PerSec(200.0));
+
+        assert!(args(&["-n", "19990"]).plan(20_000).is_err());
+        assert!(args(&["--size", "31"]).plan(20_000).is_err());
+        assert!(Args::try_parse_from(["x", "--rate", "0"]).is_err());
+        assert!(args(&[
+            "--topics",
+            "2",
+            "--url-template",
+            "http://127.0.0.1:1/events"
+        ])
+        .plan(20_000)
+        .is_err());
+        let p = args(&["--idle"]).plan(20_000).unwrap();
+        assert_eq!(p.duration, Some(Duration::from_secs(2)));
+    }
+}

@@ -1,0 +1,423 @@
+//! Client connections: the socket edge (the only place that knows `WouldBlock` and `EINTR`),
+//! subscribers (connect → request → response head → stream) and pipelining publishers.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::http;
+use crate::payload;
+use crate::sys;
+use crate::tally::{SeqTracker, Tally};
+use crate::transport::{Flow, StreamDecoder, Transport};
+
+/// Outcome of one read or write, classified once.
+enum Io {
+    Done(usize),
+    WouldBlock,
+    Closed,
+    Failed(io::Error),
+}
+
+fn read(stream: &mut TcpStream, buf: &mut [u8]) -> Io {
+    loop {
+        return match stream.read(buf) {
+            Ok(0) => Io::Closed,
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Io::Failed(e),
+        };
+    }
+}
+
+fn write(stream: &mut TcpStream, buf: &[u8]) -> Io {
+    loop {
+        return match stream.write(buf) {
+            Ok(0) => Io::Closed,
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Io::Failed(e),
+        };
+    }
+}
+
+/// Starts a non-blocking connect, optionally from a chosen source address.
+pub fn connect(addr: SocketAddr, source: Option<Ipv4Addr>, nodelay: bool) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if let Some(ip) = source {
+        sys::set_bind_address_no_port(socket.as_raw_fd())?;
+        socket.bind(&SockAddr::from(SocketAddrV4::new(ip, 0)))?;
+    }
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
+}
+
+/// `Ok(true)` once a non-blocking connect has completed, `Ok(false)` while it is pending.
+fn connect_finished(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Readiness reported for one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Ready {
+    /// Readable, read-closed or error: try reading.
+    pub read: bool,
+    /// Writable: try connecting/writing.
+    pub write: bool,
+}
+
+/// Where a subscriber is in its life.
+#[derive(Debug)]
+pub enum SubStage {
+    /// Waiting for the TCP handshake; the request is ready.
+    Connecting(Vec<u8>),
+    /// Writing the request (`written` bytes are out).
+    Sending(Vec<u8>, usize),
+    /// Collecting the response head.
+    Head(Vec<u8>),
+    /// Receiving events.
+    Streaming(StreamDecoder),
+    /// Closed (by the server, an error, or a refused subscription).
+    Closed,
+}
+
+/// One subscriber connection.
+pub struct Subscriber {
+    /// The socket, until closed.
+    pub stream: Option<TcpStream>,
+    /// Topic index.
+    pub topic: u32,
+    /// Lifecycle.
+    pub stage: SubStage,
+    /// Which events arrived.
+    pub tracker: SeqTracker,
+    /// Reached `Streaming` at some point (its losses count even after it is closed).
+    pub streamed: bool,
+}
+
+/// What a subscriber needs from the driver while handling readiness.
+pub struct SubCx<'a> {
+    /// Shared read buffer.
+    pub rbuf: &'a mut [u8],
+    /// Accounting.
+    pub tally: &'a mut Tally,
+    /// Tool start, the zero of event timestamps.
+    pub clock: Instant,
+    /// Subscriber transport.
+    pub transport: Transport,
+    /// For switching interest after the request is out.
+    pub registry: &'a Registry,
+    /// This subscriber's token.
+    pub token: Token,
+}
+
+impl Subscriber {
+    /// A subscriber whose connect has been started.
+    pub fn new(stream: TcpStream, topic: u32, request: Vec<u8>) -> Self {
+        Subscriber {
+            stream: Some(stream),
+            topic,
+            stage: SubStage::Connecting(request),
+            tracker: SeqTracker::default(),
+            streamed: false,
+        }
+    }
+
+    /// A subscriber that could not even start connecting.
+    pub fn failed(topic: u32) -> Self {
+        Subscriber {
+            stream: None,
+            topic,
+            stage: SubStage::Closed,
+            tracker: SeqTracker::default(),
+            streamed: false,
+        }
+    }
+
+    /// Handshake finished or not yet started: still counts as "connecting".
+    pub fn is_handshaking(&self) -> bool {
+        matches!(
+            self.stage,
+            SubStage::Connecting(_) | SubStage::Sending(..) | SubStage::Head(_)
+        )
+    }
+
+    /// Handles readiness; returns why the subscriber closed, if it did. The caller compares
+    /// `streamed` and `is_handshaking()` before and after to account for the transition.
+    pub fn on_ready(&mut self, ready: Ready, cx: &mut SubCx<'_>) -> Option<String> {
+        let reason = self.step(ready, cx)?;
+        self.stream = None;
+        self.stage = SubStage::Closed;
+        Some(reason)
+    }
+
+    fn step(&mut self, ready: Ready, cx: &mut SubCx<'_>) -> Option<String> {
+        let stream = self.stream.as_mut()?;
+        if let SubStage::Connecting(request) = &mut self.stage {
+            match connect_finished(stream) {
+                Ok(true) => self.stage = SubStage::Sending(std::mem::take(request), 0),
+                Ok(false) => return None,
+                Err(e) => return Some(format!("connect: {e}")),
+            }
+        }
+        if let SubStage::Sending(request, written) = &mut self.stage {
+            while *written < request.len() {
+                match write(stream, &request[*written..]) {
+                    Io::Done(n) => *written += n,
+                    Io::WouldBlock => return None,
+                    Io::Closed => return Some("closed while sending the request".into()),
+                    Io::Failed(e) => return Some(format!("send request: {e}")),
+                }
+            }
+            // Only reads matter from now on; dropping WRITABLE avoids needless wake-ups.
+            if let Err(e) = cx.registry.reregister(stream, cx.token, Interest::READABLE) {
+                return Some(format!("reregister: {e}"));
+            }
+            self.stage = SubStage::Head(Vec::with_capacity(512));
+        }
+        if !ready.read {
+            return None;
+        }
+        loop {
+            match read(stream, cx.rbuf) {
+                Io::Done(n) => {
+                    let now_ns = cx.clock.elapsed().as_nanos() as u64;
+                    if let Some(reason) = Self::absorb(
+                        &mut self.stage,
+                        &mut self.tracker,
+                        &mut self.streamed,
+                        self.topic,
+                        &cx.rbuf[..n],
+                        cx.tally,
+                        cx.transport,
+                        now_ns,
+                    ) {
+                        return Some(reason);
+                    }
+                    // A short read emptied the socket; edge-triggered epoll reports new data.
+                    if n < cx.rbuf.len() {
+                        return None;
+                    }
+                }
+                Io::WouldBlock => return None,
+                Io::Closed => return Some("server closed the connection".into()),
+                Io::Failed(e) => return Some(format!("read: {e}")),
+            }
+        }
+    }
+
+    /// Consumes received bytes: the response head first, then the event stream.
+    #[allow(clippy::too_many_arguments)]
+    fn absorb(
+        stage: &mut SubStage,
+        tracker: &mut SeqTracker,
+        streamed: &mut bool,
+        topic: u32,
+        bytes: &[u8],
+        tally: &mut Tally,
+        transport: Transport,
+        now_ns: u64,
+    ) -> Option<String> {
+        let mut on_event = |body: &[u8]| tally.on_event(tracker, u64::from(topic), body, now_ns);
+        match stage {
+            SubStage::Head(head) => {
+                head.extend_from_slice(bytes);
+                let (h, len) = match http::parse_head(head) {
+                    Ok(Some(parsed)) => parsed,
+                    Ok(None) => return None,
+                    Err(e) => return Some(format!("subscribe response: {e}")),
+                };
+                if h.status != 200 {
+                    return Some(format!("subscribe refused: HTTP {}", h.status));
+                }
+                let head = std::mem::take(head);
+                let mut decoder = transport.decoder(&h);
+                *streamed = true;
+                let result = decoder.feed(&head[len..], &mut on_event);
+                *stage = SubStage::Streaming(decoder);
+                match result {
+                    Ok(Flow::Open) => None,
+                    Ok(Flow::Ended) => Some("server ended the stream".into()),
+                    Err(e) => Some(format!("stream: {e}")),
+                }
+            }
+            SubStage::Streaming(decoder) => match decoder.feed(bytes, &mut on_event) {
+                Ok(Flow::Open) => None,
+                Ok(Flow::Ended) => Some("server ended the stream".into()),
+                Err(e) => Some(format!("stream: {e}")),
+            },
+            _ => None,
+        }
+    }
+}
+
+/// A keep-alive publisher connection with pipelined POSTs.
+pub struct Publisher {
+    stream: TcpStream,
+    connected: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    inbuf: Vec<u8>,
+    /// Event numbers sent and not yet answered, oldest first (responses come in order).
+    pub inflight: VecDeque<u64>,
+}
+
+/// What a publisher reports back.
+#[derive(Default, Debug)]
+pub struct PubCounters {
+    /// Responses read.
+    pub responses: u64,
+    /// Non-200 responses.
+    pub errors: u64,
+    /// The first non-200 response, for the report.
+    pub first_error: Option<String>,
+}
+
+impl Publisher {
+    /// Starts connecting.
+    pub fn connect(addr: SocketAddr, window: usize) -> io::Result<Self> {
+        Ok(Publisher {
+            stream: connect(addr, None, true)?,
+            connected: false,
+            out: Vec::with_capacity(64 * 1024),
+            out_pos: 0,
+            inbuf: Vec::with_capacity(64 * 1024),
+            inflight: VecDeque::with_capacity(window),
+        })
+    }
+
+    /// The socket, for registration.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// The TCP handshake is done.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Queues one POST of event `g` (flushed by [`Publisher::flush`]).
+    pub fn queue(&mut self, head: &[u8], ts_ns: u64, g: u64, size: usize) {
+        self.out.extend_from_slice(head);
+        payload::encode(&mut self.out, ts_ns, g, size);
+        self.inflight.push_back(g);
+    }
+
+    /// Writes queued requests until done or the socket is full.
+    pub fn flush(&mut self) -> Result<(), String> {
+        if !self.connected {
+            return Ok(());
+        }
+        while self.out_pos < self.out.len() {
+            match write(&mut self.stream, &self.out[self.out_pos..]) {
+                Io::Done(n) => self.out_pos += n,
+                Io::WouldBlock => return Ok(()),
+                Io::Closed => return Err("publisher connection closed".into()),
+                Io::Failed(e) => return Err(format!("publish write: {e}")),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(())
+    }
+
+    /// Handles readiness: completes the connect, writes, reads responses.
+    pub fn on_ready(
+        &mut self,
+        ready: Ready,
+        rbuf: &mut [u8],
+        tally: &mut Tally,
+        counters: &mut PubCounters,
+    ) -> Result<(), String> {
+        if !self.connected {
+            match connect_finished(&self.stream) {
+                Ok(true) => self.connected = true,
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(format!("publisher connect: {e}")),
+            }
+        }
+        if ready.write {
+            self.flush()?;
+        }
+        if !ready.read {
+            return Ok(());
+        }
+        loop {
+            match read(&mut self.stream, rbuf) {
+                Io::Done(n) => {
+                    self.inbuf.extend_from_slice(&rbuf[..n]);
+                    self.take_responses(tally, counters)?;
+                    if n < rbuf.len() {
+                        return Ok(());
+                    }
+                }
+                Io::WouldBlock => return Ok(()),
+                Io::Closed => return Err("server closed a publisher connection".into()),
+                Io::Failed(e) => return Err(format!("publish read: {e}")),
+            }
+        }
+    }
+
+    fn take_responses(
+        &mut self,
+        tally: &mut Tally,
+        counters: &mut PubCounters,
+    ) -> Result<(), String> {
+        let mut pos = 0;
+        while let Some((head, head_len)) =
+            http::parse_head(&self.inbuf[pos..]).map_err(|e| format!("publish response: {e}"))?
+        {
+            let body_len = head.content_length.ok_or(
+                "publish response without Content-Length (chunked replies are not supported)",
+            )?;
+            if self.inbuf.len() - pos < head_len + body_len {
+                break;
+            }
+            let g = self
+                .inflight
+                .pop_front()
+                .ok_or("publish response with no request outstanding")?;
+            counters.responses += 1;
+            if head.status == 200 {
+                tally.acked[(g % tally.topics) as usize] += 1;
+            } else {
+                counters.errors += 1;
+                if counters.first_error.is_none() {
+                    let body = &self.inbuf[pos + head_len..pos + head_len + body_len];
+                    counters.first_error = Some(format!(
+                        "publish of event {g}: HTTP {} {}",
+                        head.status,
+                        String::from_utf8_lossy(&body[..body.len().min(200)])
+                    ));
+                }
+                tally.window.cancel(g);
+            }
+            pos += head_len + body_len;
+        }
+        self.inbuf.drain(..pos);
+        Ok(())
+    }
+}
