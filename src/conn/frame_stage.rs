@@ -3,9 +3,8 @@
 //! reserved), each frame is handled before the next, and every reply goes into the same ordered
 //! output queue as the events, so replies keep the order of the frames they answer.
 
-use super::io::{self, Io};
 use super::state::{Life, LifeEvent};
-use super::{Closing, Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT, READ_BUDGET};
+use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::event_loop::LoopState;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
 use crate::http::request::{valid_event_type, valid_topic};
@@ -36,58 +35,14 @@ impl FrameConn {
 }
 
 impl FrameConn {
-    /// Appends bytes as if read (the test and fuzz harness).
-    #[cfg(any(test, fuzzing))]
+    /// Appends bytes read from the peer; any input answers a pending heartbeat PING.
     pub(super) fn push_input(&mut self, bytes: &[u8]) {
+        self.ping_unanswered = false;
         self.rbuf.extend_from_slice(bytes);
     }
 }
 
 impl Connection {
-    /// Reads and handles frames until the socket is drained, the budget is spent, or output
-    /// backs up.
-    pub(super) fn read_frames(&mut self, key: usize, sh: &mut LoopState) -> Flow {
-        let mut budget = READ_BUDGET;
-        loop {
-            if let Flow::Close(c) = self.process_frames(key, sh) {
-                return Flow::Close(c);
-            }
-            if self.life != Life::Active {
-                return Flow::Keep;
-            }
-            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
-                self.read_paused = true;
-                return Flow::Keep;
-            }
-            if budget == 0 {
-                self.read_pending = true;
-                self.mark_dirty(key, sh);
-                return Flow::Keep;
-            }
-            let n = match io::read(&mut self.sock, &mut sh.scratch) {
-                Io::Done(n) => n,
-                Io::WouldBlock => return Flow::Keep,
-                Io::Eof => {
-                    self.peer_eof = true;
-                    let pending = !self.out.is_empty();
-                    return self.transition(
-                        LifeEvent::PeerClosed {
-                            output_pending: pending,
-                        },
-                        sh,
-                    );
-                }
-                Io::Closed(_) => return Flow::Close(Closing::Broken),
-            };
-            budget = budget.saturating_sub(n);
-            self.last_read = sh.now;
-            if let Stage::Frames(frames) = &mut self.stage {
-                frames.ping_unanswered = false;
-                frames.rbuf.extend_from_slice(&sh.scratch[..n]);
-            }
-        }
-    }
-
     /// Handles every complete frame buffered. A broken frame stream (bad magic, oversize length)
     /// gets one fatal ERROR and a graceful close.
     pub(super) fn process_frames(&mut self, key: usize, sh: &mut LoopState) -> Flow {

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::{TcpListener, TcpStream};
 
-use super::state::{Life, LifeEvent};
+use super::state::Life;
 use super::{Connection, Flow, Stage};
 use crate::buf::MAX_IOVECS;
 use crate::config::Config;
@@ -113,24 +113,15 @@ impl Drop for Harness {
 impl Connection {
     /// Appends `bytes` to the read buffer as if read, and processes them.
     fn inject(&mut self, key: usize, bytes: &[u8], sh: &mut LoopState) -> Flow {
-        if !bytes.is_empty() && self.life == Life::Idle {
-            if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh) {
+        if !bytes.is_empty() {
+            if let Flow::Close(c) = self.take_input(bytes, sh) {
                 return Flow::Close(c);
             }
         }
-        let flow = match &mut self.stage {
-            Stage::Http(http) => {
-                if http.rbuf.is_empty() && http.body.is_none() && !bytes.is_empty() {
-                    http.request_started = Some(sh.now);
-                }
-                http.rbuf.extend_from_slice(bytes);
-                self.read_paused = false;
-                self.process_http(key, sh)
-            }
-            Stage::Frames(frames) => {
-                frames.push_input(bytes);
-                self.process_frames(key, sh)
-            }
+        self.read_paused = false;
+        let flow = match self.stage {
+            Stage::Http(_) => self.process_http(key, sh),
+            Stage::Frames(_) => self.process_frames(key, sh),
             Stage::Sse => Flow::Keep,
         };
         // As `on_ready` does after reading.

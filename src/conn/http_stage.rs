@@ -3,9 +3,8 @@
 
 use std::time::Instant;
 
-use super::io::{self, Io};
 use super::state::{Life, LifeEvent};
-use super::{Closing, Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT, READ_BUDGET};
+use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::event_loop::LoopState;
 use crate::http::request::{query_pairs, valid_event_type, valid_topic};
 use crate::http::response::{self, Common};
@@ -43,62 +42,6 @@ pub(super) struct PublishTarget {
 }
 
 impl Connection {
-    pub(super) fn read_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
-        let mut budget = READ_BUDGET;
-        loop {
-            if let Flow::Close(c) = self.process_http(key, sh) {
-                return Flow::Close(c);
-            }
-            if matches!(self.stage, Stage::Frames(_)) {
-                // Upgraded: bytes read past the request head are frames; handle them now (no new
-                // readiness edge will come for bytes already read).
-                return self.read_frames(key, sh);
-            }
-            if self.life == Life::Graceful || !matches!(self.stage, Stage::Http(_)) {
-                // Switched to SSE, or answering with Connection: close: input is over.
-                return Flow::Keep;
-            }
-            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
-                // Resumed by on_drained once the client has read its responses.
-                self.read_paused = true;
-                return Flow::Keep;
-            }
-            if budget == 0 {
-                self.read_pending = true;
-                self.mark_dirty(key, sh);
-                return Flow::Keep;
-            }
-            let n = match io::read(&mut self.sock, &mut sh.scratch) {
-                Io::Done(n) => n,
-                Io::WouldBlock => return Flow::Keep,
-                Io::Eof => {
-                    self.peer_eof = true;
-                    let pending = !self.out.is_empty();
-                    return self.transition(
-                        LifeEvent::PeerClosed {
-                            output_pending: pending,
-                        },
-                        sh,
-                    );
-                }
-                Io::Closed(_) => return Flow::Close(Closing::Broken),
-            };
-            budget = budget.saturating_sub(n);
-            self.last_read = sh.now;
-            if self.life == Life::Idle {
-                if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh) {
-                    return Flow::Close(c);
-                }
-            }
-            if let Stage::Http(http) = &mut self.stage {
-                if http.rbuf.is_empty() && http.body.is_none() {
-                    http.request_started = Some(sh.now);
-                }
-                http.rbuf.extend_from_slice(&sh.scratch[..n]);
-            }
-        }
-    }
-
     /// Parses and answers every complete request buffered, in order.
     pub(super) fn process_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         loop {
@@ -196,37 +139,11 @@ impl Connection {
                 response::write_preflight(&mut bytes, &common(sh), reuse);
                 self.queue_response(key, 204, &bytes, reuse, sh);
             }
-            Route::Healthz => {
-                let mut bytes = Vec::new();
-                let c = common(sh);
-                response::write_response(
-                    &mut bytes,
-                    &c,
-                    200,
-                    "text/plain",
-                    b"ok\n",
-                    reuse,
-                    head_only,
-                    &[],
-                );
-                self.queue_response(key, 200, &bytes, reuse, sh);
-            }
+            Route::Healthz => self.respond_ok(key, "text/plain", b"ok\n", reuse, head_only, sh),
             Route::Metrics => {
                 let text = sh.render_metrics();
-                let mut bytes = Vec::new();
-                let c = common(sh);
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
-                response::write_response(
-                    &mut bytes,
-                    &c,
-                    200,
-                    ct,
-                    text.as_bytes(),
-                    reuse,
-                    head_only,
-                    &[],
-                );
-                self.queue_response(key, 200, &bytes, reuse, sh);
+                self.respond_ok(key, ct, text.as_bytes(), reuse, head_only, sh);
             }
             Route::Events => self.start_sse(key, &head, sh),
             Route::Frames => self.start_frames(key, &head, sh),
@@ -308,22 +225,42 @@ impl Connection {
             .publish(&topics, req.publish.event_type.as_deref(), &data);
         sh.metrics.published += 1;
         let body = format!("{{\"id\":\"{}\"}}\n", event.id);
-        let mut bytes = Vec::new();
+        self.respond_ok(
+            key,
+            "application/json",
+            body.as_bytes(),
+            keep_alive,
+            false,
+            sh,
+        );
+    }
+
+    // ----- responses ---------------------------------------------------------------------------
+
+    /// Queues a `200` with `body` (omitted for HEAD).
+    fn respond_ok(
+        &mut self,
+        key: usize,
+        content_type: &str,
+        body: &[u8],
+        keep_alive: bool,
+        head_only: bool,
+        sh: &mut LoopState,
+    ) {
+        let mut bytes = Vec::with_capacity(256 + body.len());
         let c = common(sh);
         response::write_response(
             &mut bytes,
             &c,
             200,
-            "application/json",
-            body.as_bytes(),
+            content_type,
+            body,
             keep_alive,
-            false,
+            head_only,
             &[],
         );
         self.queue_response(key, 200, &bytes, keep_alive, sh);
     }
-
-    // ----- responses ---------------------------------------------------------------------------
 
     pub(super) fn queue_response(
         &mut self,

@@ -229,13 +229,85 @@ impl Connection {
         let flow = match (&self.stage, self.life) {
             (_, Life::Graceful) => self.read_discard(key, sh),
             (Stage::Sse, _) => self.read_discard(key, sh),
-            (Stage::Http(_), _) => self.read_http(key, sh),
-            (Stage::Frames(_), _) => self.read_frames(key, sh),
+            (Stage::Http(_) | Stage::Frames(_), _) => self.read_input(key, sh),
         };
         if flow == Flow::Keep {
             self.sync_deadline(key, sh);
         }
         flow
+    }
+
+    /// Reads request or frame input until the socket is drained, the per-iteration budget is
+    /// spent, or output backs up, handling what is buffered before each read. One loop serves
+    /// both stages, so a connection upgraded in the middle of a read carries on with frames (no
+    /// new readiness edge would come for bytes already read).
+    fn read_input(&mut self, key: usize, sh: &mut LoopState) -> Flow {
+        let mut budget = READ_BUDGET;
+        loop {
+            let was_http = matches!(self.stage, Stage::Http(_));
+            let flow = match self.stage {
+                Stage::Http(_) => self.process_http(key, sh),
+                Stage::Frames(_) => self.process_frames(key, sh),
+                Stage::Sse => Flow::Keep,
+            };
+            if let Flow::Close(c) = flow {
+                return Flow::Close(c);
+            }
+            if was_http && matches!(self.stage, Stage::Frames(_)) {
+                // The request was an upgrade: the bytes after its head are frames, already read.
+                continue;
+            }
+            if matches!(self.stage, Stage::Sse) || self.life == Life::Graceful {
+                // Streaming SSE, or answering with Connection: close: input is over.
+                return Flow::Keep;
+            }
+            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
+                // Resumed by on_drained once the client has read its responses.
+                self.read_paused = true;
+                return Flow::Keep;
+            }
+            if budget == 0 {
+                self.read_pending = true;
+                self.mark_dirty(key, sh);
+                return Flow::Keep;
+            }
+            let n = match io::read(&mut self.sock, &mut sh.scratch) {
+                Io::Done(n) => n,
+                Io::WouldBlock => return Flow::Keep,
+                Io::Eof => {
+                    self.peer_eof = true;
+                    let output_pending = !self.out.is_empty();
+                    return self.transition(LifeEvent::PeerClosed { output_pending }, sh);
+                }
+                Io::Closed(_) => return Flow::Close(Closing::Broken),
+            };
+            budget = budget.saturating_sub(n);
+            self.last_read = sh.now;
+            if let Flow::Close(c) = self.take_input(&sh.scratch[..n], sh) {
+                return Flow::Close(c);
+            }
+        }
+    }
+
+    /// Appends bytes read from the peer to the stage's input buffer; the first byte of a request
+    /// on an idle connection makes it active again.
+    fn take_input(&mut self, bytes: &[u8], sh: &LoopState) -> Flow {
+        if self.life == Life::Idle {
+            if let Flow::Close(c) = self.transition(LifeEvent::RequestStarted, sh) {
+                return Flow::Close(c);
+            }
+        }
+        match &mut self.stage {
+            Stage::Http(http) => {
+                if http.rbuf.is_empty() && http.body.is_none() {
+                    http.request_started = Some(sh.now);
+                }
+                http.rbuf.extend_from_slice(bytes);
+            }
+            Stage::Frames(frames) => frames.push_input(bytes),
+            Stage::Sse => {}
+        }
+        Flow::Keep
     }
 
     /// Reads and drops whatever the peer sends (SSE streams, winding-down connections); notices
@@ -353,9 +425,8 @@ impl Connection {
             Life::Active if self.read_paused => {
                 self.read_paused = false;
                 match self.stage {
-                    Stage::Http(_) => self.read_http(key, sh),
+                    Stage::Http(_) | Stage::Frames(_) => self.read_input(key, sh),
                     Stage::Sse => self.read_discard(key, sh),
-                    Stage::Frames(_) => self.read_frames(key, sh),
                 }
             }
             Life::Active => match &self.stage {
