@@ -455,6 +455,8 @@ impl Server {
             return;
         }
         let mut outbox = std::mem::take(&mut self.outbox);
+        // Every event, whoever published it, passes here exactly once.
+        self.sh.metrics.published += outbox.len() as u64;
         let mut keys = std::mem::take(&mut self.fanout_keys);
         for (event, topics) in outbox.drain(..) {
             for &topic in &topics {

@@ -3,7 +3,8 @@
 //!
 //! Re-entrancy: a hook runs in the middle of an iteration, with the loop's state borrowed, so it
 //! cannot reach the `Server` (Rust's borrow rules enforce this; the C API documents it). It may
-//! publish through a `PublishHandle`: that event is queued and fanned out after the current one.
+//! publish through a `PublishHandle`: that event gets its id at once, so when the publish hook
+//! then allows the client's event, the hook's own event has the lower id and is delivered first.
 
 use std::net::SocketAddr;
 

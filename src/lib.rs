@@ -13,6 +13,8 @@
 //! - [`metrics`]: counters and the Prometheus page.
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
+//! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
+//!   last-error text, drive modes for hosts.
 //! - [`frame`]: the binary frame protocol (codec, payloads, a blocking client). Pure.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -22,6 +24,7 @@ pub mod buf;
 pub mod config;
 pub mod conn;
 pub mod event_loop;
+pub mod ffi;
 pub mod frame;
 pub mod handle;
 pub mod hooks;

@@ -217,7 +217,6 @@ impl Connection {
             );
         }
         let event = sh.hub.publish(&names, event_type, data);
-        sh.metrics.published += 1;
         let mut ack = Vec::with_capacity(16 + correlation.len() + event.id.len());
         let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &event.id);
         self.queue_bytes(key, &ack, sh);

@@ -176,7 +176,7 @@ mod tests {
             assert!(h.feed(&wire[..split], &mut out));
             h.feed(&wire[split..], &mut out);
             assert_eq!(statuses(&out), statuses(&whole), "split at {split}");
-            assert_eq!(h.sh.metrics.published, 2);
+            assert_eq!(h.sh.hub.last_seq(), 2, "two events published");
         }
     }
 

@@ -223,7 +223,6 @@ impl Connection {
         let event = sh
             .hub
             .publish(&topics, req.publish.event_type.as_deref(), &data);
-        sh.metrics.published += 1;
         let body = format!("{{\"id\":\"{}\"}}\n", event.id);
         self.respond_ok(
             key,

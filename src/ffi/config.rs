@@ -58,9 +58,15 @@ ffi_fn! {
     /// Replaces every option with the result of parsing `argv` exactly like the `sseloop` binary
     /// does (`argv[0]` is the program name and is skipped; the `SSELOOP_*_TOKEN` environment
     /// variables apply). On failure the options are unchanged and the message is clap's.
-    fn sseloop_config_parse_args(config: *mut sseloop_config_t, argc: c_int, argv: *const *const c_char) -> c_int {
+    fn sseloop_config_parse_args(
+        config: *mut sseloop_config_t,
+        argc: c_int,
+        argv: *const *const c_char,
+    ) -> c_int {
         let config = non_null_mut!(config);
-        let count = usize::try_from(argc).unwrap_or(0);
+        let Ok(count) = usize::try_from(argc) else {
+            return Error::new(SSELOOP_EINVAL, format!("argc is negative ({argc})")).report();
+        };
         if count > 0 && argv.is_null() {
             return Error::null("argv").report();
         }
@@ -187,7 +193,10 @@ ffi_fn! {
 
 ffi_fn! {
     /// `--publish-token`: NULL removes it. (An empty token is refused by `sseloop_new`.)
-    fn sseloop_config_set_publish_token(config: *mut sseloop_config_t, token: *const c_char) -> c_int {
+    fn sseloop_config_set_publish_token(
+        config: *mut sseloop_config_t,
+        token: *const c_char,
+    ) -> c_int {
         let config = non_null_mut!(config);
         apply(config, |c| {
             // SAFETY: NULL or NUL-terminated (contract).
@@ -199,7 +208,10 @@ ffi_fn! {
 
 ffi_fn! {
     /// `--subscribe-token`: NULL removes it. (An empty token is refused by `sseloop_new`.)
-    fn sseloop_config_set_subscribe_token(config: *mut sseloop_config_t, token: *const c_char) -> c_int {
+    fn sseloop_config_set_subscribe_token(
+        config: *mut sseloop_config_t,
+        token: *const c_char,
+    ) -> c_int {
         let config = non_null_mut!(config);
         apply(config, |c| {
             // SAFETY: NULL or NUL-terminated (contract).
@@ -221,7 +233,10 @@ ffi_fn! {
 
 ffi_fn! {
     /// `--cors-origin`: the Access-Control-Allow-Origin value (checked by `sseloop_new`).
-    fn sseloop_config_set_cors_origin(config: *mut sseloop_config_t, origin: *const c_char) -> c_int {
+    fn sseloop_config_set_cors_origin(
+        config: *mut sseloop_config_t,
+        origin: *const c_char,
+    ) -> c_int {
         let config = non_null_mut!(config);
         // SAFETY: NULL or NUL-terminated (contract).
         let origin = match unsafe { str_arg(origin, "origin") } {
@@ -247,7 +262,10 @@ ffi_fn! {
 
 ffi_fn! {
     /// `--max-connections`; 0 restores the default (RLIMIT_NOFILE minus a reserve).
-    fn sseloop_config_set_max_connections(config: *mut sseloop_config_t, connections: usize) -> c_int {
+    fn sseloop_config_set_max_connections(
+        config: *mut sseloop_config_t,
+        connections: usize,
+    ) -> c_int {
         apply(non_null_mut!(config), |c| {
             c.max_connections = (connections != 0).then_some(connections);
             Ok(())

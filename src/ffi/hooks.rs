@@ -4,8 +4,8 @@
 //! style): a hook may call `sseloop_publish` and `sseloop_stop` (they only queue work), and the
 //! calls that never touch the loop side (`sseloop_fd`, `sseloop_local_port`, `sseloop_last_error`,
 //! `sseloop_strerror`, `sseloop_version`). Loop-side calls (`sseloop_run`, `sseloop_poll`,
-//! `sseloop_timeout_ms`, `sseloop_stats`, `sseloop_set_*_hook`) fail with `SSELOOP_EBUSY`, and
-//! `sseloop_free` refuses. A hook must return normally (no `longjmp`, no C++ exception).
+//! `sseloop_stats`, `sseloop_set_*_hook`) fail with `SSELOOP_EBUSY`, `sseloop_timeout_ms` gives 0
+//! and `sseloop_free` refuses. A hook must return normally (no `longjmp`, no C++ exception).
 
 use std::ffi::{c_char, c_int, c_void, CString};
 
@@ -118,7 +118,11 @@ ffi_fn! {
     /// Installs (replaces) the publish hook; NULL `hook` removes it (everything is allowed).
     /// `userdata` is passed back unchanged; the host owns it and keeps it valid until the hook is
     /// replaced or the loop freed. Loop-side: SSELOOP_EBUSY from inside a hook.
-    fn sseloop_set_publish_hook(lp: *mut sseloop_t, hook: sseloop_publish_hook, userdata: *mut c_void) -> c_int {
+    fn sseloop_set_publish_hook(
+        lp: *mut sseloop_t,
+        hook: sseloop_publish_hook,
+        userdata: *mut c_void,
+    ) -> c_int {
         let lp = non_null!(lp);
         let mut busy = match Busy::enter(lp, "sseloop_set_publish_hook") {
             Ok(busy) => busy,
@@ -136,7 +140,11 @@ ffi_fn! {
 ffi_fn! {
     /// Installs (replaces) the connection hook; NULL `hook` removes it. `userdata` as for
     /// `sseloop_set_publish_hook`. Loop-side: SSELOOP_EBUSY from inside a hook.
-    fn sseloop_set_connection_hook(lp: *mut sseloop_t, hook: sseloop_connection_hook, userdata: *mut c_void) -> c_int {
+    fn sseloop_set_connection_hook(
+        lp: *mut sseloop_t,
+        hook: sseloop_connection_hook,
+        userdata: *mut c_void,
+    ) -> c_int {
         let lp = non_null!(lp);
         let mut busy = match Busy::enter(lp, "sseloop_set_connection_hook") {
             Ok(busy) => busy,

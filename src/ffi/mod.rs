@@ -8,7 +8,7 @@
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
 //!
 //! Invariants kept here:
-//! - Every export goes through [`ffi_fn!`]: `extern "C"`, `#[no_mangle]`, and `catch_unwind`
+//! - Every export goes through `ffi_fn!`: `extern "C"`, `#[no_mangle]`, and `catch_unwind`
 //!   with a per-function fallback, so no panic crosses into C. Pointer arguments are checked for
 //!   NULL (→ `SSELOOP_EINVAL`) before any use.
 //! - The `Server` is not `Send`. An `sseloop_t` keeps it in an `UnsafeCell` guarded by an atomic
@@ -16,6 +16,11 @@
 //!   `sseloop_poll`, two threads driving at once), so the `Server` is only ever touched by one
 //!   thread at a time, with acquire/release ordering between turns. Publish and stop never touch
 //!   it: they use a `PublishHandle` (which is `Send + Sync`) stored beside it.
+//! - Why a `!Send` server may be driven from a thread other than its creator's: it is `!Send`
+//!   because of the `Rc`-shared encoded events inside it, and none of those escape it, so handing
+//!   the whole server from one thread to the next, with a happens-before edge (the busy flag), is
+//!   what `Send` would allow for a type without them. It holds no thread-local state. The host's
+//!   hook `userdata` is used on whichever thread drives the loop, as documented.
 #![allow(non_camel_case_types)]
 
 /// Defines one C export: `#[no_mangle] pub unsafe extern "C"`, with the body run under
@@ -35,7 +40,8 @@ macro_rules! ffi_fn {
         /// least as long as the length passed with them).
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $arg_ty),*) -> $ret {
-            match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(move || -> $ret { $body })) {
+            let call = ::std::panic::AssertUnwindSafe(move || -> $ret { $body });
+            match ::std::panic::catch_unwind(call) {
                 Ok(value) => value,
                 Err(payload) => {
                     $crate::ffi::error::record_panic(stringify!($name), payload.as_ref());
@@ -70,7 +76,7 @@ macro_rules! non_null {
     };
 }
 
-/// Like [`non_null!`], for an argument the export mutates.
+/// Like `non_null!`, for an argument the export mutates.
 macro_rules! non_null_mut {
     ($ptr:ident) => {
         // SAFETY: as for `non_null!`; the caller also guarantees no other reference to this object
@@ -84,7 +90,7 @@ macro_rules! non_null_mut {
     };
 }
 
-/// Like [`non_null!`], for exports whose failure value is not a code (`$fallback` is returned).
+/// Like `non_null!`, for exports whose failure value is not a code (`$fallback` is returned).
 macro_rules! non_null_or {
     ($ptr:ident, $fallback:expr) => {
         // SAFETY: as for `non_null!`.

@@ -50,7 +50,10 @@ ffi_fn! {
         if !id_buf.is_null() && id_buf_len < SSELOOP_ID_MAX {
             return Error::new(
                 SSELOOP_EINVAL,
-                format!("id_buf_len is {id_buf_len}; it must be at least SSELOOP_ID_MAX ({SSELOOP_ID_MAX})"),
+                format!(
+                    "id_buf_len is {id_buf_len}; it must be at least SSELOOP_ID_MAX \
+                     ({SSELOOP_ID_MAX})"
+                ),
             )
             .report();
         }

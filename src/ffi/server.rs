@@ -357,3 +357,88 @@ ffi_fn! {
         SSELOOP_OK
     } ?= SSELOOP_EINTERNAL;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::config::{sseloop_config_free, sseloop_config_new, sseloop_config_set_listen};
+    use crate::ffi::error::sseloop_last_error;
+    use crate::ffi::publish::sseloop_stop;
+
+    ffi_fn! {
+        /// Panics unless given 7: exercises the boundary's fallback.
+        fn ffi_test_panic(value: c_int) -> c_int {
+            assert_eq!(value, 7, "boom");
+            value
+        } ?= SSELOOP_EINTERNAL;
+    }
+
+    fn last_error() -> String {
+        let mut buf = [0 as std::ffi::c_char; 256];
+        // SAFETY: buf has 256 bytes.
+        unsafe { sseloop_last_error(buf.as_mut_ptr(), buf.len()) };
+        // SAFETY: NUL-terminated by the call.
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn new_loop() -> *mut sseloop_t {
+        // SAFETY: every pointer passed is a live object of this test or a C string literal.
+        unsafe {
+            let config = sseloop_config_new();
+            assert_eq!(
+                sseloop_config_set_listen(config, c"127.0.0.1:0".as_ptr()),
+                0
+            );
+            let mut lp = std::ptr::null_mut();
+            assert_eq!(sseloop_new(config, &mut lp), SSELOOP_OK);
+            sseloop_config_free(config);
+            lp
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_the_fallback_code_and_a_message() {
+        // SAFETY: no pointer arguments.
+        assert_eq!(unsafe { ffi_test_panic(7) }, 7);
+        // SAFETY: as above.
+        assert_eq!(unsafe { ffi_test_panic(1) }, SSELOOP_EINTERNAL);
+        let message = last_error();
+        assert!(
+            message.starts_with("internal error in ffi_test_panic:"),
+            "{message}"
+        );
+        assert!(message.contains("boom"), "{message}");
+    }
+
+    #[test]
+    fn a_loop_in_use_is_refused_and_a_torn_one_stays_refused() {
+        let lp = new_loop();
+        // SAFETY: `lp` is live until the `sseloop_free` at the end.
+        let shared = unsafe { &*lp };
+        {
+            let _busy = Busy::enter(shared, "test").unwrap();
+            let mut stats = sseloop_stats_t::default();
+            // SAFETY: live loop, writable stats.
+            assert_eq!(unsafe { sseloop_stats(lp, &mut stats) }, SSELOOP_EBUSY);
+            // SAFETY: live loop; refused (and not freed) while in use.
+            unsafe { sseloop_free(lp) };
+            assert!(last_error().contains("not freed"));
+            // SAFETY: live loop: publish and stop never need the loop side.
+            assert_eq!(unsafe { sseloop_stop(lp) }, SSELOOP_OK);
+        }
+        let torn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _busy = Busy::enter(shared, "test").unwrap();
+            panic!("torn");
+        }));
+        assert!(torn.is_err());
+        // SAFETY: live loop.
+        assert_eq!(unsafe { sseloop_poll(lp, 0) }, SSELOOP_EINTERNAL);
+        assert!(last_error().contains("earlier call"), "{}", last_error());
+        // SAFETY: live loop.
+        assert_eq!(unsafe { sseloop_timeout_ms(lp) }, 0);
+        // SAFETY: live loop; frees it (a torn loop can still be freed).
+        unsafe { sseloop_free(lp) };
+    }
+}
