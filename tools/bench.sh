@@ -12,12 +12,20 @@
 #
 # Environment:
 #   REPEATS     repeats per scenario (5)
-#   TARGETS     servers to measure ("sseloop"; peers plug in at start_target below)
-#   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"
+#   TARGETS     servers to measure: sseloop (SSE subscribers), sseloop-frames (frame-mode
+#               subscribers, HTTP publishing), sseloop-frames-pub (frames both ways: PUBLISH
+#               frames ACKed by PUBLISH_ACK), nchan (nginx + nchan, tools/peers/nchan), gosse (Go
+#               net/http, tools/peers/gosse, GOMAXPROCS=1). Default "sseloop sseloop-frames", or
+#               every target with PEERS=1.
+#   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
+#               libnginx-mod-nchan, golang-go) and builds gosse.
+#   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"; also fanout-100, fanout-3k,
+#               latency-1k, latency-3k, latency-10k (the scaling series: SCENARIOS=scaling)
 #   EVENTS_1K   events for 1,000 subscribers (100000)      EVENTS_10K   for 10,000 (10000)
 #   WINDOW_1K   in-flight window at 1,000 (1024)            WINDOW_10K   at 10,000 (256)
 #   LAT_EVENTS  events for the latency scenario at 200/s (2000)
 #   SERVER_CPU / TOOL_CPU   CPUs to pin to (0 / 1)
+#   TIMEOUT     seconds before a run is abandoned (300)
 #   PRIORITY    none | autogroup | rt (none). On a shared machine other processes preempt the
 #               server and the tool (with autogroup scheduling, plain nice does not help across
 #               sessions): "autogroup" runs both in their own session with autogroup nice -19,
@@ -28,21 +36,53 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 REPEATS="${REPEATS:-5}"
-TARGETS="${TARGETS:-sseloop}"
+PEERS="${PEERS:-0}"
+if [ "$PEERS" = 1 ]; then
+    TARGETS="${TARGETS:-sseloop sseloop-frames nchan gosse}"
+else
+    TARGETS="${TARGETS:-sseloop sseloop-frames}"
+fi
 SCENARIOS="${SCENARIOS:-fanout-1k fanout-10k idle-10k latency-100}"
+if [ "$SCENARIOS" = scaling ]; then
+    SCENARIOS="fanout-100 fanout-1k fanout-3k fanout-10k latency-100 latency-1k latency-3k latency-10k"
+fi
 EVENTS_1K="${EVENTS_1K:-100000}"
 EVENTS_10K="${EVENTS_10K:-10000}"
+EVENTS_3K="${EVENTS_3K:-30000}"
 WINDOW_1K="${WINDOW_1K:-1024}"
 WINDOW_10K="${WINDOW_10K:-256}"
 LAT_EVENTS="${LAT_EVENTS:-2000}"
 SERVER_CPU="${SERVER_CPU:-0}"
 TOOL_CPU="${TOOL_CPU:-1}"
 PRIORITY="${PRIORITY:-none}"
+TIMEOUT="${TIMEOUT:-300}"
 
 echo "== build"
 cargo build --release --quiet -p sseloop -p loadgen --bins
 SSELOOP="$TARGET_DIR/release/sseloop"
 LOAD="$TARGET_DIR/release/sseloop-load"
+GOSSE="$TARGET_DIR/gosse"
+NGINX=/usr/sbin/nginx
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+
+# --- peers: install what is missing ---------------------------------------------------------
+case " $TARGETS " in
+    *" nchan "* | *" gosse "*)
+        missing=()
+        [ -x "$NGINX" ] || missing+=(nginx)
+        [ -f "$NCHAN_MODULE" ] || missing+=(libnginx-mod-nchan)
+        command -v go >/dev/null || missing+=(golang-go)
+        if [ "${#missing[@]}" -gt 0 ]; then
+            echo "== apt-get install ${missing[*]}"
+            apt-get update -qq
+            # The packages' postinst may start the system nginx; this script never uses it.
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        fi
+        echo "== build gosse"
+        (cd tools/peers/gosse && GOCACHE="${GOCACHE:-/tmp/gocache}" \
+            go build -o "$GOSSE" .)
+        ;;
+esac
 
 RESULTS="$ROOT/tools/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RESULTS"
@@ -131,8 +171,34 @@ start_target() {
             SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
             PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
             ;;
-        # nchan)  start nginx with tools/peers/nchan.conf; SUB_URL=.../sub/{topic}; PUB_URL=.../pub/{topic} ;;
-        # go)     start tools/peers/go-sse;                SUB_URL=...;           PUB_URL=... ;;
+        sseloop-frames | sseloop-frames-pub)
+            start_target sseloop "$log" || return 1
+            SUB_URL="${SUB_URL%%/events*}/frames?topic={topic}"
+            return 0
+            ;;
+        nchan)
+            # master_process off: the one nginx process accepts and does all the work, so its
+            # PID is the one whose CPU and RSS count.
+            port="$(free_port)"
+            local prefix="$RESULTS/nchan-prefix"
+            mkdir -p "$prefix/logs" "$prefix/tmp"
+            sed "s/@PORT@/$port/" tools/peers/nchan/nginx.conf >"$prefix/nginx.conf"
+            "${pin_server[@]}" "$NGINX" -p "$prefix/" -c "$prefix/nginx.conf" \
+                -g 'daemon off; master_process off;' 2>"$log" &
+            target_pid=$!
+            wait_port "$port" || port=""
+            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            ;;
+        gosse)
+            port="$(free_port)"
+            GOMAXPROCS=1 "${pin_server[@]}" "$GOSSE" --listen "127.0.0.1:$port" \
+                --queue "$GOSSE_QUEUE" 2>"$log" &
+            target_pid=$!
+            wait_port "$port" || port=""
+            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            ;;
         *)
             echo "bench: unknown target '$name' (peers are not wired in yet)" >&2
             return 1
@@ -145,8 +211,35 @@ start_target() {
     fi
 }
 
+# A free TCP port on 127.0.0.1 (the kernel picks it; the peer binds it right after).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$target_pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# gosse's per-subscriber channel holds this many events (allocated up front, 24 B each);
+# sized to the in-flight window of the scenario so it never drops a subscriber the tool paces.
+gosse_queue() {
+    case "$1" in
+        fanout-100 | fanout-1k | latency-*) echo $((WINDOW_1K + 64)) ;;
+        *) echo $((WINDOW_10K + 64)) ;;
+    esac
+}
+
 scenario_args() {
     case "$1" in
+        fanout-100) echo "--subscribers 100 --events $EVENTS_1K --size 64 --rate max --window $WINDOW_1K --warmup-secs 1" ;;
+        fanout-3k) echo "--subscribers 3000 --events $EVENTS_3K --size 64 --rate max --window $WINDOW_10K --warmup-secs 1" ;;
+        latency-1k) echo "--subscribers 1000 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
+        latency-3k) echo "--subscribers 3000 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
+        latency-10k) echo "--subscribers 10000 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
         fanout-1k) echo "--subscribers 1000 --events $EVENTS_1K --size 64 --rate max --window $WINDOW_1K --warmup-secs 1" ;;
         fanout-10k) echo "--subscribers 10000 --events $EVENTS_10K --size 64 --rate max --window $WINDOW_10K --warmup-secs 1" ;;
         idle-10k) echo "--subscribers 10000 --idle --duration-secs 3" ;;
@@ -164,10 +257,21 @@ for target in $TARGETS; do
         fi
         for i in $(seq "$REPEATS"); do
             echo "== $target $scenario #$i"
-            start_target "$target" "$RESULTS/$target-$scenario-$i.server.log"
+            GOSSE_QUEUE="$(gosse_queue "$scenario")"
+            transport=sse
+            pub_transport=http
+            case "$target" in
+                sseloop-frames) transport=frames ;;
+                sseloop-frames-pub) transport=frames pub_transport=frames ;;
+            esac
+            if ! start_target "$target" "$RESULTS/$target-$scenario-$i.server.log"; then
+                failures=$((failures + 1))
+                continue
+            fi
             out="$RESULTS/$target-$scenario-$i.json"
             # shellcheck disable=SC2086 # args is a list of options
-            if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs 300 \
+            if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs "$TIMEOUT" --transport "$transport" \
+                --publish-transport "$pub_transport" \
                 --url-template "$SUB_URL" --publish-url "$PUB_URL" \
                 --server-pid "$target_pid" --label "$target $scenario" --json >"$out"; then
                 echo "bench: $target $scenario #$i FAILED (see $out)" >&2

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::error::{Error, Result};
 use crate::payload::HEADER_LEN;
-use crate::transport::Transport;
+use crate::transport::{PublishTransport, Transport};
 use crate::url::UrlTemplate;
 
 /// Descriptors kept free for the poller, publishers, /proc reads and stdio.
@@ -140,6 +140,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Transport::Sse)]
     pub transport: Transport,
 
+    /// How events are published: HTTP POSTs to --publish-url, or (sseloop only) PUBLISH frames
+    /// on a `GET /frames` connection upgraded at --publish-url's host, each answered by a
+    /// PUBLISH_ACK.
+    #[arg(long, value_enum, default_value_t = PublishTransport::Http)]
+    pub publish_transport: PublishTransport,
+
     /// Instead of a run: read JSON reports and print the median of each figure per label.
     #[arg(long, num_args = 1.., value_name = "REPORT.json")]
     pub summarize: Option<Vec<PathBuf>>,
@@ -184,6 +190,8 @@ pub struct Plan {
     pub connect_concurrency: usize,
     /// Transport.
     pub transport: Transport,
+    /// Publishing transport.
+    pub publish_transport: PublishTransport,
     /// Report label.
     pub label: Option<String>,
 }
@@ -253,6 +261,7 @@ impl Args {
             source_addrs,
             connect_concurrency: self.connect_concurrency,
             transport: self.transport,
+            publish_transport: self.publish_transport,
             label: self.label.clone(),
         })
     }

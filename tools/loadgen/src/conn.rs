@@ -250,7 +250,7 @@ impl Subscriber {
                     Ok(None) => return None,
                     Err(e) => return Some(format!("subscribe response: {e}")),
                 };
-                if h.status != 200 {
+                if h.status != transport.expected_status() {
                     return Some(format!("subscribe refused: HTTP {}", h.status));
                 }
                 let head = std::mem::take(head);
@@ -283,6 +283,10 @@ pub struct Publisher {
     inbuf: Vec<u8>,
     /// Event numbers sent and not yet answered, oldest first (responses come in order).
     pub inflight: VecDeque<u64>,
+    /// PUBLISH frames instead of POSTs: `Some(upgraded)` once the handshake is queued.
+    frames: Option<bool>,
+    /// Scratch for one event body before it is framed.
+    body: Vec<u8>,
 }
 
 /// What a publisher reports back.
@@ -298,14 +302,32 @@ pub struct PubCounters {
 
 impl Publisher {
     /// Starts connecting.
-    pub fn connect(addr: SocketAddr, window: usize) -> io::Result<Self> {
+    ///
+    /// With `frames_authority`, the connection is first upgraded to sseloop frames
+    /// (`GET /frames?topic=loadgen-publisher`, a topic never published to) and events go as PUBLISH frames.
+    pub fn connect(
+        addr: SocketAddr,
+        window: usize,
+        frames_authority: Option<&str>,
+    ) -> io::Result<Self> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        if let Some(authority) = frames_authority {
+            // The server requires a topic; one nobody publishes to keeps this connection silent.
+            Transport::Frames.subscribe_request(
+                &mut out,
+                authority,
+                "/frames?topic=loadgen-publisher",
+            );
+        }
         Ok(Publisher {
             stream: connect(addr, None, true)?,
             connected: false,
-            out: Vec::with_capacity(64 * 1024),
+            out,
             out_pos: 0,
             inbuf: Vec::with_capacity(64 * 1024),
             inflight: VecDeque::with_capacity(window),
+            frames: frames_authority.map(|_| false),
+            body: Vec::new(),
         })
     }
 
@@ -316,13 +338,28 @@ impl Publisher {
 
     /// The TCP handshake is done.
     pub fn is_connected(&self) -> bool {
-        self.connected
+        self.connected && self.frames != Some(false)
     }
 
-    /// Queues one POST of event `g` (flushed by [`Publisher::flush`]).
+    /// Queues one POST of event `g` (flushed by [`Publisher::flush`]); for PUBLISH frames,
+    /// `head` is the topic name and `g` (8 bytes, big-endian) the correlation id.
     pub fn queue(&mut self, head: &[u8], ts_ns: u64, g: u64, size: usize) {
-        self.out.extend_from_slice(head);
-        payload::encode(&mut self.out, ts_ns, g, size);
+        if self.frames.is_some() {
+            self.body.clear();
+            payload::encode(&mut self.body, ts_ns, g, size);
+            let topic = std::str::from_utf8(head).unwrap_or("");
+            // Topic and size were accepted by the CLI; an encode error would show as no ACK.
+            let _ = sseloop::frame::payload::encode_publish_frame(
+                &mut self.out,
+                &g.to_be_bytes(),
+                &[topic],
+                "",
+                &self.body,
+            );
+        } else {
+            self.out.extend_from_slice(head);
+            payload::encode(&mut self.out, ts_ns, g, size);
+        }
         self.inflight.push_back(g);
     }
 
@@ -386,6 +423,9 @@ impl Publisher {
         tally: &mut Tally,
         counters: &mut PubCounters,
     ) -> Result<(), String> {
+        if self.frames.is_some() {
+            return self.take_acks(tally, counters);
+        }
         let mut pos = 0;
         while let Some((head, head_len)) =
             http::parse_head(&self.inbuf[pos..]).map_err(|e| format!("publish response: {e}"))?
@@ -401,7 +441,8 @@ impl Publisher {
                 .pop_front()
                 .ok_or("publish response with no request outstanding")?;
             counters.responses += 1;
-            if head.status == 200 {
+            // Any 2xx: nchan answers 201/202 (channel info) where sseloop answers 200.
+            if (200..300).contains(&head.status) {
                 tally.acked[(g % tally.topics) as usize] += 1;
             } else {
                 counters.errors += 1;
@@ -416,6 +457,71 @@ impl Publisher {
                 tally.window.cancel(g);
             }
             pos += head_len + body_len;
+        }
+        self.inbuf.drain(..pos);
+        Ok(())
+    }
+
+    /// Frame mode: the `101` head, then PUBLISH_ACK (or ERROR) per PUBLISH, in order.
+    fn take_acks(&mut self, tally: &mut Tally, counters: &mut PubCounters) -> Result<(), String> {
+        use sseloop::frame::payload::{parse, Payload};
+        let mut pos = 0;
+        if self.frames == Some(false) {
+            let Some((head, head_len)) =
+                http::parse_head(&self.inbuf).map_err(|e| format!("publisher handshake: {e}"))?
+            else {
+                return Ok(());
+            };
+            if head.status != 101 {
+                return Err(format!("publisher handshake: HTTP {}", head.status));
+            }
+            self.frames = Some(true);
+            pos = head_len;
+        }
+        let decoder = sseloop::frame::FrameDecoder::new(crate::transport::FRAME_MAX_PAYLOAD);
+        while let Some(frame) = decoder
+            .decode(&self.inbuf[pos..])
+            .map_err(|e| format!("publisher frames: {e}"))?
+        {
+            let payload = &self.inbuf[pos..][frame.payload_range()];
+            let (ok, correlation) = match parse(payload) {
+                Ok(Payload::PublishAck { correlation, .. }) => (true, correlation),
+                Ok(Payload::Error {
+                    correlation,
+                    message,
+                    code,
+                    ..
+                }) => {
+                    if counters.first_error.is_none() {
+                        counters.first_error =
+                            Some(format!("PUBLISH refused: {:#06x} {message}", code.0));
+                    }
+                    if correlation.is_empty() {
+                        return Err(format!("publisher got ERROR {:#06x}: {message}", code.0));
+                    }
+                    (false, correlation)
+                }
+                Ok(_) => {
+                    pos += frame.frame_len();
+                    continue;
+                }
+                Err(e) => return Err(format!("publisher frame payload: {e:?}")),
+            };
+            let g = self
+                .inflight
+                .pop_front()
+                .ok_or("PUBLISH_ACK with no PUBLISH outstanding")?;
+            if correlation != g.to_be_bytes() {
+                return Err(format!("PUBLISH_ACK out of order (expected event {g})"));
+            }
+            counters.responses += 1;
+            if ok {
+                tally.acked[(g % tally.topics) as usize] += 1;
+            } else {
+                counters.errors += 1;
+                tally.window.cancel(g);
+            }
+            pos += frame.frame_len();
         }
         self.inbuf.drain(..pos);
         Ok(())

@@ -19,6 +19,7 @@ use crate::http;
 use crate::report::{self, Outcome, Report};
 use crate::sys::{self, Pid, ProcSample};
 use crate::tally::Tally;
+use crate::transport::PublishTransport;
 
 /// Bytes read per `read` call; large enough that a busy subscriber drains in one call.
 const READ_BUF: usize = 64 * 1024;
@@ -101,10 +102,16 @@ impl<'p> Driver<'p> {
             tool,
             machine,
         };
+        // Per topic: the POST head, or for PUBLISH frames the topic name itself.
         let post_heads = plan
             .topic_names
             .iter()
-            .map(|t| http::post_head(&plan.pub_url.authority, &plan.pub_url.target(t), plan.size))
+            .map(|t| match plan.publish_transport {
+                PublishTransport::Http => {
+                    http::post_head(&plan.pub_url.authority, &plan.pub_url.target(t), plan.size)
+                }
+                PublishTransport::Frames => t.as_bytes().to_vec(),
+            })
             .collect();
         Ok(Driver {
             plan,
@@ -293,8 +300,13 @@ impl<'p> Driver<'p> {
 
     fn open_publishers(&mut self) -> Result<()> {
         for j in 0..self.plan.publishers {
-            let mut p = Publisher::connect(self.plan.pub_url.addr, self.plan.window)
-                .context(format!("connect publisher to {}", self.plan.pub_url.addr))?;
+            let mut p = Publisher::connect(
+                self.plan.pub_url.addr,
+                self.plan.window,
+                (self.plan.publish_transport == PublishTransport::Frames)
+                    .then_some(self.plan.pub_url.authority.as_str()),
+            )
+            .context(format!("connect publisher to {}", self.plan.pub_url.addr))?;
             self.poll
                 .registry()
                 .register(

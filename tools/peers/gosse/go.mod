@@ -1,0 +1,3 @@
+module sseloop/tools/peers/gosse
+
+go 1.19
