@@ -116,14 +116,6 @@ impl Event {
             out.into_boxed_slice()
         })
     }
-
-    /// Bytes this event holds in memory (for the history gauge).
-    pub fn footprint(&self) -> usize {
-        self.data.len()
-            + self.id.len()
-            + self.sse.get().map_or(0, |b| b.len())
-            + self.frame.get().map_or(0, |b| b.len())
-    }
 }
 
 /// Free write chunks, shared by all connections of the loop.

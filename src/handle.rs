@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::Waker;
 
-use crate::http::request::{valid_event_type, valid_topic};
+use crate::http::request::{topic_is_new, valid_event_type};
 
 /// An event queued by another thread, id already assigned.
 pub(crate) struct QueuedEvent {
@@ -57,6 +57,11 @@ impl Sequencer {
 
     pub fn run(&self) -> &str {
         &self.run
+    }
+
+    /// The id clients see for sequence number `seq`: `<run>-<seq>`.
+    pub fn id_for(&self, seq: u64) -> String {
+        format!("{}-{}", self.run, seq)
     }
 
     pub fn stop_requested(&self) -> bool {
@@ -113,7 +118,14 @@ impl PublishHandle {
         event_type: Option<&str>,
         data: &str,
     ) -> Result<String, PublishError> {
-        if topics.is_empty() || !topics.iter().all(|t| valid_topic(t)) {
+        let mut distinct: Vec<String> = Vec::with_capacity(topics.len());
+        for t in topics {
+            // No cap here: the host is trusted with as many topics as it names.
+            if topic_is_new(&distinct, t, usize::MAX).map_err(|_| PublishError::BadTopic)? {
+                distinct.push((*t).to_string());
+            }
+        }
+        if distinct.is_empty() {
             return Err(PublishError::BadTopic);
         }
         if event_type.is_some_and(|t| !valid_event_type(t)) {
@@ -124,12 +136,6 @@ impl PublishHandle {
         }
         if self.seq.loop_gone.load(Ordering::Acquire) || self.seq.stop_requested() {
             return Err(PublishError::Stopped);
-        }
-        let mut distinct: Vec<String> = Vec::with_capacity(topics.len());
-        for t in topics {
-            if !distinct.iter().any(|d| d == t) {
-                distinct.push((*t).to_string());
-            }
         }
         let (seq, first) = {
             let mut state = self.seq.lock();
@@ -147,7 +153,7 @@ impl PublishHandle {
             // Later pushes before the loop drains ride on this wake-up.
             let _ = self.waker.wake();
         }
-        Ok(format!("{}-{}", self.seq.run(), seq))
+        Ok(self.seq.id_for(seq))
     }
 
     /// Asks the loop to shut down gracefully (as SIGTERM does). Idempotent.

@@ -7,7 +7,7 @@ use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::event_loop::LoopState;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
-use crate::http::request::{valid_event_type, valid_topic};
+use crate::http::request::{topic_is_new, valid_event_type};
 
 use super::http_stage::MAX_TOPICS_PER_REQUEST;
 
@@ -321,14 +321,11 @@ impl Connection {
 fn distinct_topics(topics: TopicList<'_>) -> Option<Vec<&str>> {
     let mut names: Vec<&str> = Vec::with_capacity(topics.len());
     for name in topics.iter() {
-        if !valid_topic(name) {
-            return None;
-        }
-        if !names.contains(&name) {
+        if topic_is_new(&names, name, MAX_TOPICS_PER_REQUEST).ok()? {
             names.push(name);
         }
     }
-    (!names.is_empty() && names.len() <= MAX_TOPICS_PER_REQUEST).then_some(names)
+    (!names.is_empty()).then_some(names)
 }
 
 /// The correlation id of a PUBLISH payload whose later fields failed to parse, if the id itself

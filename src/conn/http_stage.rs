@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::event_loop::LoopState;
-use crate::http::request::{query_pairs, valid_event_type, valid_topic};
+use crate::http::request::{query_pairs, topic_is_new, valid_event_type, TopicError};
 use crate::http::response::{self, Common};
 use crate::http::{self, BodyKind, ChunkedDecoder, HeadParse, HttpError, RequestHead, Route};
 
@@ -325,19 +325,18 @@ pub(super) fn common(sh: &LoopState) -> Common<'_> {
     }
 }
 
-/// Topics of a query, validated and deduplicated.
+/// Adds a query's topic to the request's list (validated, deduplicated, capped).
 pub(super) fn push_topic(topics: &mut Vec<String>, topic: &str) -> Result<(), HttpError> {
-    if !valid_topic(topic) {
-        return Err(HttpError::BAD_TOPIC);
-    }
-    if !topics.iter().any(|t| t == topic) {
-        if topics.len() == MAX_TOPICS_PER_REQUEST {
+    match topic_is_new(topics, topic, MAX_TOPICS_PER_REQUEST) {
+        Ok(true) => topics.push(topic.to_string()),
+        Ok(false) => {}
+        Err(TopicError::Invalid) => return Err(HttpError::BAD_TOPIC),
+        Err(TopicError::TooMany) => {
             return Err(HttpError {
                 reason: "too many topics in one request",
                 ..HttpError::BAD_TOPIC
-            });
+            })
         }
-        topics.push(topic.to_string());
     }
     Ok(())
 }

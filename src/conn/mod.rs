@@ -185,11 +185,6 @@ impl Connection {
         }
     }
 
-    /// Bytes queued for output.
-    pub fn queued_bytes(&self) -> usize {
-        self.out.len()
-    }
-
     /// Arms the first deadline; a connection over the limit gets its 503 and winds down.
     pub fn start(&mut self, key: usize, over_capacity: bool, sh: &mut LoopState) -> Flow {
         if over_capacity {

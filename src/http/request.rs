@@ -323,6 +323,35 @@ pub fn valid_topic(topic: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._~:/-".contains(&b))
 }
 
+/// Why a topic cannot join a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not 1..=128 bytes of `[A-Za-z0-9._~:/-]`.
+    Invalid,
+    /// The list already holds `limit` distinct topics.
+    TooMany,
+}
+
+/// Checks `topic` against the naming rule and the list it would join: `Ok(true)` when it is new
+/// and fits under `limit` distinct topics, `Ok(false)` when the list already has it. One rule for
+/// HTTP queries, frames and the publish handle.
+pub fn topic_is_new<T: AsRef<str>>(
+    topics: &[T],
+    topic: &str,
+    limit: usize,
+) -> Result<bool, TopicError> {
+    if !valid_topic(topic) {
+        return Err(TopicError::Invalid);
+    }
+    if topics.iter().any(|t| t.as_ref() == topic) {
+        return Ok(false);
+    }
+    if topics.len() >= limit {
+        return Err(TopicError::TooMany);
+    }
+    Ok(true)
+}
+
 /// Event types: 1..=128 bytes, no CR, LF or NUL (they would end the `event:` line or be dropped).
 pub fn valid_event_type(event_type: &str) -> bool {
     (1..=128).contains(&event_type.len())
@@ -447,6 +476,19 @@ mod tests {
             assert!(query_pairs(bad).any(|p| p.is_err()), "{bad}");
         }
         assert_eq!(percent_decode("%C3%A9").unwrap(), "é");
+    }
+
+    #[test]
+    fn topic_lists_dedupe_and_cap() {
+        let list = vec!["a", "b"];
+        assert_eq!(topic_is_new(&list, "c", 3), Ok(true));
+        assert_eq!(
+            topic_is_new(&list, "a", 2),
+            Ok(false),
+            "a repeat never counts against the cap"
+        );
+        assert_eq!(topic_is_new(&list, "c", 2), Err(TopicError::TooMany));
+        assert_eq!(topic_is_new(&list, "c d", 9), Err(TopicError::Invalid));
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! [`Hub::publish`], which assigns the next id, stores the event once (as an `Rc`) in the history
 //! ring of every topic it names, and returns it with the topics' subscriber lists so the loop can
 //! fan it out. That call is the seam where a backplane (e.g. Redis Streams) would sit: the id
-//! would come from the backplane's sequencer instead of [`Hub::next_seq`], and events arriving from
-//! other nodes would enter through the same path. Ids are opaque strings to everyone but
-//! [`Hub::parse_resume`].
+//! would come from the backplane's sequencer instead of the local one (`handle::Sequencer`), and
+//! events arriving from other nodes would enter through the same path. Ids are opaque strings to
+//! everyone but [`Hub::parse_resume`].
 //!
-//! Ids are `<run>-<seq>`: `run` is fixed for one process (derived from its start time) so an id
-//! from an earlier run is recognised, and `seq` is strictly increasing across all topics.
+//! Ids are `<run>-<seq>`: `run` is fixed for one process (its start time plus a random salt) so an
+//! id from an earlier run is recognised, and `seq` is strictly increasing across all topics.
 
 mod ring;
 
@@ -116,7 +116,7 @@ impl Hub {
 
     /// The id string of sequence number `seq`.
     pub fn id_for(&self, seq: u64) -> String {
-        format!("{}-{}", self.seq.run(), seq)
+        self.seq.id_for(seq)
     }
 
     /// Highest sequence number recorded.

@@ -84,7 +84,7 @@ impl TestServer {
     /// Sends a signal to the server process.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-        let rc = unsafe { libc_kill(self.child.id() as i32, sig) };
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
         assert_eq!(rc, 0, "kill failed");
     }
 
@@ -151,15 +151,9 @@ impl Drop for TestServer {
     }
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// POSIX signal numbers used by tests (Linux values).
-pub const SIGINT: i32 = 2;
-/// SIGTERM.
-pub const SIGTERM: i32 = 15;
+/// Signals the tests send (not every test binary uses them).
+#[allow(unused_imports)]
+pub use libc::{SIGINT, SIGTERM};
 
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
