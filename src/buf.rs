@@ -1,24 +1,18 @@
-//! Output memory: the shared encoded event, the per-connection output queue and the pool of
+//! Output memory: the shared encoded event, a connection's private output queue and the pool of
 //! MSS-sized write chunks.
 //!
-//! An event is encoded once (lazily, per wire format) and every queue and the history ring hold an
-//! `Rc` to it: the loop is single-threaded, so a plain reference count is enough. An event that
-//! finds its subscriber's queue empty is queued by reference (no copy, no allocation: the common
-//! case of one event per flush). Small outputs queued behind others (events up to
-//! [`COPY_THRESHOLD`], headers, heartbeats) are copied into a pooled chunk sized to the connection's
-//! MSS so that a burst leaves in a few `writev` entries; large events always go by reference.
-//! A connection holds chunks only while it has bytes pending: a drained queue gives its chunks
-//! back to the pool.
+//! An event is encoded once per wire form when it is built, and the channel logs of the hub hold
+//! it by `Rc` (the loop is single-threaded, so a plain reference count is enough). Subscribers
+//! never copy events: the write path points `writev` straight at the shared encodings (see
+//! `conn::output`). What a connection says privately (response heads, `retry:`, reset notices,
+//! heartbeats, frame replies) is small and goes through its [`OutQueue`], coalesced into a pooled
+//! chunk sized to the connection's MSS. A connection holds chunks only while such bytes are
+//! pending: a drained queue gives its chunks back to the pool.
 
-use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
 
-/// Events whose encoding is at most this long are copied into the connection's write chunk;
-/// longer ones are queued by reference. Copying 1 KiB costs less than an extra iovec plus the
-/// reference-count traffic (see `benches/` and docs/BENCHMARKS.md).
-pub const COPY_THRESHOLD: usize = 1024;
 /// Smallest write chunk, whatever the MSS says (IPv6 minimum MTU territory).
 pub const MIN_CHUNK: usize = 1024;
 /// Largest write chunk: loopback reports a 64 KiB MSS, and 10,000 pending connections times that
@@ -31,8 +25,12 @@ pub const POOL_MAX_FREE: usize = 256;
 const KEPT_SEGMENT_SLOTS: usize = 4;
 /// Most iovecs handed to one `writev` (well under `IOV_MAX` = 1024, and on the stack).
 pub const MAX_IOVECS: usize = 64;
+/// Bytes of an EVENT frame besides its id, topics, type and data: magic, length, kind, and the
+/// length prefixes of id, topic count, type and data.
+const FRAME_OVERHEAD: usize = 6 + 1 + 1 + 1 + 1 + 4;
 
-/// One published event, shared by the history ring and every queue it sits in.
+/// One published event, encoded once per wire form when it is built and shared (by `Rc`) by
+/// every channel log that holds it. Connections never copy it: they point into the logs.
 #[derive(Debug)]
 pub struct Event {
     /// Position in the server-wide sequence (strictly increasing within a run).
@@ -45,24 +43,26 @@ pub struct Event {
     pub event_type: Option<Box<str>>,
     /// The body, as published (UTF-8).
     pub data: Box<str>,
-    sse: OnceCell<Box<[u8]>>,
-    frame: OnceCell<Box<[u8]>>,
+    sse: Box<[u8]>,
+    frame: Box<[u8]>,
+    /// Exact-topic histories that still hold it (history accounting; see `hub`).
+    pub(crate) holders: std::cell::Cell<u32>,
 }
 
 /// Which encoding of an event a connection receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
     /// `text/event-stream`.
-    Sse,
+    Sse = 0,
     /// An EVENT frame of the binary protocol.
-    Frame,
+    Frame = 1,
 }
 
-/// The shared handle every queue holds.
+/// The shared handle every log holds.
 pub type SharedEvent = Rc<Event>;
 
 impl Event {
-    /// Builds an event; its encodings are computed on first use.
+    /// Builds an event and both of its encodings.
     pub fn new(
         seq: u64,
         id: Box<str>,
@@ -70,52 +70,80 @@ impl Event {
         event_type: Option<Box<str>>,
         data: Box<str>,
     ) -> Event {
+        let mut sse = Vec::with_capacity(sse_len_bound(&id, event_type.as_deref(), &data));
+        crate::sse::encode_event(&mut sse, &id, event_type.as_deref(), &data);
+        let mut frame = Vec::new();
+        if let Err(e) = crate::frame::encode_event_frame(
+            &mut frame,
+            &id,
+            &topics,
+            event_type.as_deref().unwrap_or(""),
+            data.as_bytes(),
+        ) {
+            // Unreachable: every publish path checks topics, type and size first.
+            log::error!("event {id} cannot be framed: {e:?}");
+        }
         Event {
             seq,
             id,
             topics,
             event_type,
             data,
-            sse: OnceCell::new(),
-            frame: OnceCell::new(),
+            sse: sse.into_boxed_slice(),
+            frame: frame.into_boxed_slice(),
+            holders: std::cell::Cell::new(0),
         }
     }
 
-    /// The encoding for `wire`, computed once.
+    /// The encoding for `wire`.
     pub fn encoded(&self, wire: Wire) -> &[u8] {
         match wire {
-            Wire::Sse => self.sse(),
-            Wire::Frame => self.frame(),
+            Wire::Sse => &self.sse,
+            Wire::Frame => &self.frame,
         }
     }
 
-    /// The EVENT frame (topics listed, so one encoding serves every subscriber), computed once.
+    /// The EVENT frame (topics listed, so one encoding serves every subscriber).
     pub fn frame(&self) -> &[u8] {
-        self.frame.get_or_init(|| {
-            let mut out = Vec::new();
-            let event_type = self.event_type.as_deref().unwrap_or("");
-            if let Err(e) = crate::frame::encode_event_frame(
-                &mut out,
-                &self.id,
-                &self.topics,
-                event_type,
-                self.data.as_bytes(),
-            ) {
-                // Unreachable within the server's limits (64 topics, 128-byte types, max body).
-                log::error!("event {} cannot be framed: {e:?}", self.id);
-            }
-            out.into_boxed_slice()
-        })
+        &self.frame
     }
 
-    /// The `text/event-stream` encoding, computed once.
+    /// The `text/event-stream` encoding.
     pub fn sse(&self) -> &[u8] {
-        self.sse.get_or_init(|| {
-            let mut out = Vec::new();
-            crate::sse::encode_event(&mut out, &self.id, self.event_type.as_deref(), &self.data);
-            out.into_boxed_slice()
-        })
+        &self.sse
     }
+
+    /// Bytes this event holds in memory: its fields and both encodings.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Event>()
+            + self.id.len()
+            + self.topics.iter().map(|t| t.len() + 16).sum::<usize>()
+            + self.event_type.as_deref().map_or(0, str::len)
+            + self.data.len()
+            + self.sse.len()
+            + self.frame.len()
+    }
+}
+
+/// An upper bound of the larger encoding of an event, computed without encoding it: publish
+/// paths refuse an event whose encoding could exceed what one connection may have queued.
+pub fn encoded_len_bound(
+    id_len: usize,
+    topics: &[&str],
+    event_type: Option<&str>,
+    data: &str,
+) -> usize {
+    let sse = sse_len_bound("", event_type, data) + id_len;
+    let frame = FRAME_OVERHEAD
+        + id_len
+        + topics.iter().map(|t| 1 + t.len()).sum::<usize>()
+        + event_type.map_or(0, str::len)
+        + data.len();
+    sse.max(frame)
+}
+
+fn sse_len_bound(id: &str, event_type: Option<&str>, data: &str) -> usize {
+    crate::sse::encoded_len_hint(id, event_type, data)
 }
 
 /// Free write chunks, shared by all connections of the loop.
@@ -164,7 +192,7 @@ enum Segment {
     Chunk(Vec<u8>),
     /// An output too large for a chunk (a big response body): its own allocation, not pooled.
     Owned(Vec<u8>),
-    /// An event's encoding, by reference.
+    /// An event's encoding, by reference (a replay queued for a frame SUBSCRIBE).
     Event(SharedEvent, Wire),
 }
 
@@ -177,10 +205,15 @@ impl Segment {
     }
 }
 
-/// A connection's pending output, in order.
+/// A connection's private output (response heads, notices, heartbeats, frame replies), in order.
+///
+/// Each segment carries a *barrier*: the sequence number of the last shared event the connection
+/// must send before it. The write path merges these private bytes with the events it reads from
+/// the shared logs: a segment goes out once every event with seq <= its barrier has gone out, and
+/// before any later one.
 #[derive(Default)]
 pub struct OutQueue {
-    segs: VecDeque<Segment>,
+    segs: VecDeque<(u64, Segment)>,
     /// Bytes of the front segment already written.
     head_off: usize,
     /// Unwritten bytes in all segments.
@@ -198,66 +231,57 @@ impl OutQueue {
         self.len == 0
     }
 
-    /// Appends bytes, coalescing them into the tail chunk when it has room.
-    pub fn push_bytes(&mut self, bytes: &[u8], pool: &mut BufPool, chunk_cap: usize) {
+    /// Appends bytes to go out after the events up to `barrier`, coalescing them into the tail
+    /// chunk when it has room and the same barrier.
+    pub fn push_bytes(&mut self, bytes: &[u8], barrier: u64, pool: &mut BufPool, chunk_cap: usize) {
         if bytes.is_empty() {
             return;
         }
         self.len += bytes.len();
-        if let Some(Segment::Chunk(tail)) = self.segs.back_mut() {
-            if tail.len() + bytes.len() <= tail.capacity().max(chunk_cap) {
+        if let Some((b, Segment::Chunk(tail))) = self.segs.back_mut() {
+            if *b == barrier && tail.len() + bytes.len() <= tail.capacity().max(chunk_cap) {
                 tail.extend_from_slice(bytes);
                 return;
             }
         }
         if bytes.len() > chunk_cap {
-            self.segs.push_back(Segment::Owned(bytes.to_vec()));
+            self.segs.push_back((barrier, Segment::Owned(bytes.to_vec())));
             return;
         }
         let mut chunk = pool.take(chunk_cap);
         chunk.extend_from_slice(bytes);
-        self.segs.push_back(Segment::Chunk(chunk));
+        self.segs.push_back((barrier, Segment::Chunk(chunk)));
     }
 
-    /// Appends an event's SSE encoding (see [`OutQueue::push_event`]).
-    pub fn push_sse(&mut self, event: &SharedEvent, pool: &mut BufPool, chunk_cap: usize) {
-        self.push_event(event, Wire::Sse, pool, chunk_cap);
+    /// Appends an event's encoding by reference, after the events up to `barrier`.
+    pub fn push_event(&mut self, event: &SharedEvent, wire: Wire, barrier: u64) {
+        self.len += event.encoded(wire).len();
+        self.segs
+            .push_back((barrier, Segment::Event(Rc::clone(event), wire)));
     }
 
-    /// Appends an event's encoding for `wire`: by reference when the queue is empty or the event
-    /// is large, otherwise copied into the tail chunk to coalesce with what is queued.
-    pub fn push_event(
-        &mut self,
-        event: &SharedEvent,
-        wire: Wire,
-        pool: &mut BufPool,
-        chunk_cap: usize,
-    ) {
-        let bytes = event.encoded(wire);
-        if bytes.len() <= COPY_THRESHOLD && !self.segs.is_empty() {
-            self.push_bytes(bytes, pool, chunk_cap);
-        } else {
-            self.len += bytes.len();
-            self.segs.push_back(Segment::Event(Rc::clone(event), wire));
-        }
+    /// The barrier and unwritten bytes of segment `i` (0 is the front).
+    pub fn segment(&self, i: usize) -> Option<(u64, &[u8])> {
+        let (barrier, seg) = self.segs.get(i)?;
+        let bytes = seg.bytes();
+        Some((*barrier, if i == 0 { &bytes[self.head_off..] } else { bytes }))
     }
 
     /// Fills `iov` with the pending bytes, at most `budget` of them; returns (iovecs, bytes).
+    /// (Private output only: for connections without shared events, and for tests.)
     pub fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>], budget: usize) -> (usize, usize) {
         let mut count = 0;
         let mut total = 0;
-        for (i, seg) in self.segs.iter().enumerate() {
+        let mut i = 0;
+        while let Some((_, bytes)) = self.segment(i) {
             if count == iov.len() || total >= budget {
                 break;
-            }
-            let mut bytes = seg.bytes();
-            if i == 0 {
-                bytes = &bytes[self.head_off..];
             }
             let take = bytes.len().min(budget - total);
             iov[count] = IoSlice::new(&bytes[..take]);
             count += 1;
             total += take;
+            i += 1;
         }
         (count, total)
     }
@@ -266,7 +290,7 @@ impl OutQueue {
     pub fn consume(&mut self, mut written: usize, pool: &mut BufPool) {
         self.len -= written.min(self.len);
         while written > 0 {
-            let Some(front) = self.segs.front() else {
+            let Some((_, front)) = self.segs.front() else {
                 break;
             };
             let left = front.bytes().len() - self.head_off;
@@ -276,20 +300,20 @@ impl OutQueue {
             }
             written -= left;
             self.head_off = 0;
-            if let Some(Segment::Chunk(chunk)) = self.segs.pop_front() {
+            if let Some((_, Segment::Chunk(chunk))) = self.segs.pop_front() {
                 pool.give(chunk);
             }
         }
         if self.segs.is_empty() && self.segs.capacity() > KEPT_SEGMENT_SLOTS {
             // After a burst, give back the long segment list; a short one is kept to avoid an
-            // allocation per event on a steady stream.
+            // allocation per response on a keep-alive connection.
             self.segs = VecDeque::new();
         }
     }
 
     /// Drops everything (forced close), returning chunks to the pool.
     pub fn clear(&mut self, pool: &mut BufPool) {
-        for seg in self.segs.drain(..) {
+        for (_, seg) in self.segs.drain(..) {
             if let Segment::Chunk(chunk) = seg {
                 pool.give(chunk);
             }
@@ -303,7 +327,7 @@ impl OutQueue {
     pub fn chunk_count(&self) -> usize {
         self.segs
             .iter()
-            .filter(|s| matches!(s, Segment::Chunk(_)))
+            .filter(|(_, s)| matches!(s, Segment::Chunk(_)))
             .count()
     }
 }
@@ -335,34 +359,23 @@ mod tests {
     }
 
     #[test]
-    fn small_outputs_coalesce_into_one_chunk_and_large_go_by_reference() {
+    fn small_outputs_coalesce_per_barrier_and_events_go_by_reference() {
         let mut pool = BufPool::default();
         let mut q = OutQueue::default();
-        let first = event(0, "first");
-        q.push_sse(&first, &mut pool, 1500);
-        assert_eq!(Rc::strong_count(&first), 2, "empty queue: by reference");
-        q.push_bytes(b"head", &mut pool, 1500);
-        q.push_sse(&event(1, "small"), &mut pool, 1500);
-        let big = event(2, &"x".repeat(COPY_THRESHOLD * 2));
-        q.push_sse(&big, &mut pool, 1500);
-        q.push_sse(&event(3, "after"), &mut pool, 1500);
-        assert_eq!(
-            q.chunk_count(),
-            2,
-            "head+small share one chunk, 'after' starts another"
-        );
-        assert_eq!(
-            Rc::strong_count(&big),
-            2,
-            "large event is referenced, not copied"
-        );
-        let mut want = first.sse().to_vec();
-        want.extend_from_slice(b"head");
-        want.extend_from_slice(event(1, "small").sse());
+        q.push_bytes(b"head", 0, &mut pool, 1500);
+        q.push_bytes(b"more", 0, &mut pool, 1500);
+        let big = event(2, &"x".repeat(4000));
+        q.push_event(&big, Wire::Sse, 0);
+        q.push_bytes(b"after", 0, &mut pool, 1500);
+        q.push_bytes(b"later", 5, &mut pool, 1500);
+        assert_eq!(q.chunk_count(), 3, "a new barrier starts a new chunk");
+        assert_eq!(Rc::strong_count(&big), 2, "event referenced, not copied");
+        let mut want = b"headmore".to_vec();
         want.extend_from_slice(big.sse());
-        want.extend_from_slice(event(3, "after").sse());
+        want.extend_from_slice(b"afterlater");
         assert_eq!(drain(&q), want);
         assert_eq!(q.len(), want.len());
+        assert_eq!(q.segment(3).map(|(b, _)| b), Some(5));
     }
 
     #[test]
@@ -370,7 +383,7 @@ mod tests {
         let mut pool = BufPool::default();
         let mut q = OutQueue::default();
         for i in 0..50 {
-            q.push_bytes(format!("line {i}\n").as_bytes(), &mut pool, 64);
+            q.push_bytes(format!("line {i}\n").as_bytes(), 0, &mut pool, 64);
         }
         let all = drain(&q);
         let mut got = Vec::new();
@@ -391,11 +404,29 @@ mod tests {
     fn clear_returns_everything() {
         let mut pool = BufPool::default();
         let mut q = OutQueue::default();
-        q.push_bytes(b"abc", &mut pool, 64);
-        q.push_sse(&event(1, &"y".repeat(5000)), &mut pool, 64);
+        q.push_bytes(b"abc", 0, &mut pool, 64);
+        q.push_event(&event(1, &"y".repeat(5000)), Wire::Frame, 0);
         q.clear(&mut pool);
         assert!(q.is_empty());
         assert_eq!(pool.lent(), 0);
+    }
+
+    #[test]
+    fn encoded_len_bound_covers_both_encodings() {
+        for data in ["", "a", "a\nb\r\nc\r", &"\n".repeat(100), &"x".repeat(3000)] {
+            for et in [None, Some("kind")] {
+                let e = Event::new(
+                    7,
+                    "run-7".into(),
+                    vec!["t".into(), "u/v".into()].into(),
+                    et.map(Into::into),
+                    data.into(),
+                );
+                let bound = encoded_len_bound(5, &["t", "u/v"], et, data);
+                assert!(e.sse().len() <= bound && e.frame().len() <= bound, "{data:?}");
+                assert!(e.footprint() >= e.sse().len() + e.frame().len());
+            }
+        }
     }
 
     #[test]

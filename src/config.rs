@@ -81,12 +81,25 @@ pub struct Config {
 
     /// Most output bytes queued for one connection; a subscriber past it is a slow consumer and is
     /// disconnected (it can resume with Last-Event-ID).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    #[arg(long, default_value = "2M", value_parser = parse_size)]
     pub max_queue_bytes: usize,
 
     /// Largest frame payload accepted in frame mode (bytes; k/M/G suffixes).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub max_frame: usize,
+
+    /// Total bytes of retained history over all topics, encodings included; the oldest events
+    /// are evicted first (k/M/G suffixes).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub history_bytes: usize,
+
+    /// Most topics (and patterns) that may exist at once.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_topics: usize,
+
+    /// Bytes the cross-thread publish queue may hold before publishing "would block".
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    pub publish_queue_bytes: usize,
 }
 
 impl Default for Config {

@@ -22,15 +22,14 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::buf::{chunk_size_for_mss, BufPool};
+use crate::buf::chunk_size_for_mss;
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
 use crate::handle::{PublishHandle, Sequencer};
-use crate::hooks::{ConnectionEvent, Hooks, PublishAttempt, Verdict};
-use crate::http::response::http_date;
-use crate::hub::{Hub, Outgoing};
+use crate::hooks::{ConnectionEvent, PublishAttempt, Verdict};
+use crate::hub::{ChannelId, Hub, HubLimits};
+pub use crate::loop_state::LoopState;
 use crate::metrics::{ConnKind, Gauges, Metrics};
-use crate::timer::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -45,8 +44,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const FD_RESERVE: usize = 64;
 /// Readiness events handled per poll.
 const EVENTS_CAPACITY: usize = 1024;
-/// How long a `Connection: close` response lingers for the peer's FIN before a forced close.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -71,155 +68,6 @@ impl std::error::Error for StartError {}
 impl From<io::Error> for StartError {
     fn from(e: io::Error) -> Self {
         StartError::Io(e)
-    }
-}
-
-/// Everything connection handlers may touch besides their own connection.
-pub struct LoopState {
-    /// The configuration.
-    pub config: Config,
-    /// Topics, subscriptions, history.
-    pub hub: Hub,
-    /// Every deadline.
-    pub timers: Timers,
-    /// Write chunks.
-    pub pool: BufPool,
-    /// Counters.
-    pub metrics: Metrics,
-    /// The time of this iteration.
-    pub now: Instant,
-    /// `Date` header value, refreshed once a second.
-    pub date: String,
-    date_secs: u64,
-    /// Read scratch buffer.
-    pub scratch: Box<[u8]>,
-    /// Connections with output (or input) to handle before sleeping.
-    pub dirty: Vec<usize>,
-    /// Shutdown has begun: no new streams, responses close their connection.
-    pub shutting_down: bool,
-    /// Occupied slab slots (for the metrics page, which handlers render).
-    pub slab_len: usize,
-    /// Connection limit in force.
-    pub max_connections: usize,
-    /// Connections accepted over the limit, lingering only to deliver their 503 (they do not
-    /// count against the limit).
-    pub refused: usize,
-    /// Host callbacks.
-    pub hooks: Hooks,
-    rng: u64,
-}
-
-impl LoopState {
-    /// Loop state for `config`, around `hub`.
-    pub fn new(config: Config, hub: Hub, max_connections: usize) -> LoopState {
-        let rng = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1;
-        LoopState {
-            config,
-            hub,
-            timers: Timers::default(),
-            pool: BufPool::default(),
-            metrics: Metrics::default(),
-            now: Instant::now(),
-            date: http_date(SystemTime::now()),
-            date_secs: 0,
-            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
-            dirty: Vec::new(),
-            shutting_down: false,
-            slab_len: 0,
-            max_connections,
-            refused: 0,
-            hooks: Hooks::default(),
-            rng,
-        }
-    }
-
-    /// Heartbeat period.
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.config.heartbeat_ms)
-    }
-    /// Header (and body-stall) timeout.
-    pub fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.header_timeout_ms)
-    }
-    /// Keep-alive idle timeout.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.idle_timeout_ms)
-    }
-    /// Write-stall timeout.
-    pub fn write_stall(&self) -> Duration {
-        Duration::from_millis(self.config.write_stall_ms)
-    }
-    /// Shutdown grace period.
-    pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.config.grace_ms)
-    }
-    /// Linger after a `Connection: close` response.
-    pub fn linger(&self) -> Duration {
-        LINGER.min(self.grace().max(Duration::from_millis(100)))
-    }
-
-    /// A `retry:` value spread over [retry, 2 × retry] (at least one second wide) so that clients
-    /// of a stopping server reconnect at different moments.
-    pub fn jittered_retry(&mut self) -> u64 {
-        // xorshift64: statistical quality is irrelevant here, speed and no dependency are not.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let spread = self.config.retry_ms.max(1000);
-        self.config.retry_ms + self.rng % (spread + 1)
-    }
-
-    /// The gauges of the metrics page.
-    pub fn gauges(&self) -> Gauges {
-        Gauges {
-            slab_connections: self.slab_len,
-            timers: self.timers.len(),
-            subscriptions: self.hub.subscription_count(),
-            topics: self.hub.topic_count(),
-            history_events: self.hub.history_events(),
-            history_bytes: self.hub.history_bytes(),
-            chunks_lent: self.pool.lent(),
-            max_connections: self.max_connections,
-        }
-    }
-
-    /// Runs the publish hook for a client's event.
-    pub fn allow_publish(
-        &mut self,
-        topics: &[&str],
-        event_type: Option<&str>,
-        data: &str,
-        connection: u64,
-    ) -> bool {
-        let attempt = PublishAttempt {
-            topics,
-            event_type,
-            data,
-            connection,
-        };
-        let allowed = self.hooks.allow_publish(&attempt);
-        if !allowed {
-            self.metrics.publishes_vetoed += 1;
-        }
-        allowed
-    }
-
-    /// The Prometheus text.
-    pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.gauges())
-    }
-
-    fn refresh_clock(&mut self) {
-        self.now = Instant::now();
-        let wall = SystemTime::now();
-        let secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if secs != self.date_secs {
-            self.date_secs = secs;
-            self.date = http_date(wall);
-        }
     }
 }
 
@@ -254,8 +102,8 @@ pub struct Server {
     last_fd_warning: Option<Instant>,
     shutdown: Option<Shutdown>,
     stopped: bool,
-    outbox: Vec<Outgoing>,
-    fanout_keys: Vec<usize>,
+    /// Channels with new events this iteration (reused buffer).
+    touched: Vec<ChannelId>,
 }
 
 impl Server {
@@ -269,8 +117,21 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let run = run_id();
-        let seq = Arc::new(Sequencer::new(&run, config.max_body));
-        let hub = Hub::with_sequencer(Arc::clone(&seq), config.history);
+        let seq = Arc::new(Sequencer::new(
+            &run,
+            config.max_body,
+            config.publish_queue_bytes,
+        ));
+        seq.set_max_event_bytes(config.max_queue_bytes);
+        let hub = Hub::with_sequencer(
+            Arc::clone(&seq),
+            HubLimits {
+                history: config.history,
+                history_bytes: config.history_bytes,
+                max_topics: config.max_topics,
+                max_event_bytes: config.max_queue_bytes,
+            },
+        );
         let max_connections = config
             .max_connections
             .unwrap_or_else(default_max_connections);
@@ -296,8 +157,7 @@ impl Server {
             last_fd_warning: None,
             shutdown: None,
             stopped: false,
-            outbox: Vec::new(),
-            fanout_keys: Vec::new(),
+            touched: Vec::new(),
         })
     }
 
@@ -352,7 +212,7 @@ impl Server {
 
     /// How long the loop may sleep before it has work (timers, left-over writes, accepts).
     pub fn next_timeout(&self) -> Option<Duration> {
-        if !self.sh.dirty.is_empty() || self.stopped {
+        if !self.sh.dirty.is_empty() || self.stopped || self.sh.hub.backlog_len() > 0 {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -435,46 +295,37 @@ impl Server {
         self.accept_batch();
         self.fire_timers();
         self.sh.hub.drain_queued();
+        // A backlog goes out in slices small enough for a healthy reader to take in one round.
+        let slice = (self.sh.config.max_queue_bytes / 2).max(64 * 1024);
+        self.sh.hub.record_backlog(slice);
         self.fan_out();
         self.flush_dirty();
         self.check_shutdown();
     }
 
-    /// Applies a handler's verdict, then fans out what it published.
+    /// Applies a handler's verdict.
     fn settle(&mut self, key: usize, flow: Flow) {
         if let Flow::Close(closing) = flow {
             self.close(key, closing);
         }
-        self.fan_out();
     }
 
-    /// Queues every event recorded since the last fan-out to its topics' subscribers.
+    /// Marks for writing every reader of a channel that got events since the last fan-out. The
+    /// events themselves stay in the channel logs: each reader's flush sends what is past its
+    /// cursor, so this costs one mark per reader per iteration, however many events arrived.
     fn fan_out(&mut self) {
-        self.sh.hub.take_outbox(&mut self.outbox);
-        if self.outbox.is_empty() {
-            return;
-        }
-        let mut outbox = std::mem::take(&mut self.outbox);
-        // Every event, whoever published it, passes here exactly once.
-        self.sh.metrics.published += outbox.len() as u64;
-        let mut keys = std::mem::take(&mut self.fanout_keys);
-        for (event, topics) in outbox.drain(..) {
-            for &topic in &topics {
-                // Copied out because delivering needs the loop state the hub lives in.
-                keys.extend(self.sh.hub.subscribers(topic));
-                for &key in &keys {
-                    let Some(conn) = self.conns.get_mut(key) else {
-                        continue;
-                    };
-                    if let Flow::Close(closing) = conn.deliver(key, &event, &mut self.sh) {
-                        self.close(key, closing);
-                    }
+        self.sh.metrics.published += self.sh.hub.take_recorded();
+        let mut touched = std::mem::take(&mut self.touched);
+        self.sh.hub.take_touched(&mut touched);
+        for &channel in &touched {
+            for key in self.sh.hub.readers(channel) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.mark_dirty_in(key, &mut self.sh.dirty);
                 }
-                keys.clear();
             }
         }
-        self.outbox = outbox;
-        self.fanout_keys = keys;
+        touched.clear();
+        self.touched = touched;
     }
 
     fn accept_batch(&mut self) {
@@ -639,8 +490,11 @@ impl Server {
             interrupts: 0,
         });
         self.sh.shutting_down = true;
-        // Deliver everything published before the shutdown began.
+        // Deliver everything published before the shutdown began, and accept nothing more from
+        // other threads (it could not be delivered).
+        self.seq.close_publishing();
         self.sh.hub.drain_queued();
+        self.sh.hub.record_backlog(usize::MAX);
         self.fan_out();
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);

@@ -1,9 +1,11 @@
-//! Publishing and stopping from other threads: a queue behind a mutex plus a `mio::Waker`.
+//! Publishing and stopping from other threads: a bounded queue behind a mutex plus a `mio::Waker`.
 //!
 //! Ids are assigned when the event is queued, under the same lock the loop takes to assign ids to
 //! its own publishes, so the id returned to a foreign thread is final and the sequence stays
-//! strictly increasing in the order events enter history. Wake-ups coalesce: the loop drains the
-//! whole queue per wake.
+//! strictly increasing in the order events enter history. Wake-ups coalesce: the loop moves the
+//! whole queue into the hub's backlog per wake and records it in slices. The queue holds at most
+//! `--publish-queue-bytes`; past that, publishing answers [`PublishError::QueueFull`] ("would
+//! block") until the loop has drained it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::Waker;
 
-use crate::http::request::{topic_is_new, valid_event_type};
+use crate::http::request::{topic_is_new, valid_event_type, MAX_TOPICS_PER_REQUEST};
 
 /// An event queued by another thread, id already assigned.
 pub(crate) struct QueuedEvent {
@@ -25,6 +27,10 @@ pub(crate) struct QueuedEvent {
 pub(crate) struct Sequencer {
     run: Box<str>,
     max_body: usize,
+    /// Most bytes of queued events (data, topics, type) before publishing says "would block".
+    queue_bytes: usize,
+    /// Largest encoded event the loop accepts (the per-connection queue cap).
+    max_event_bytes: std::sync::atomic::AtomicUsize,
     state: Mutex<SeqState>,
     stop: AtomicBool,
     loop_gone: AtomicBool,
@@ -34,13 +40,17 @@ pub(crate) struct Sequencer {
 pub(crate) struct SeqState {
     pub last: u64,
     pub queued: Vec<QueuedEvent>,
+    /// Bytes held by `queued`.
+    pub queued_bytes: usize,
 }
 
 impl Sequencer {
-    pub fn new(run: &str, max_body: usize) -> Sequencer {
+    pub fn new(run: &str, max_body: usize, queue_bytes: usize) -> Sequencer {
         Sequencer {
             run: run.into(),
             max_body,
+            queue_bytes,
+            max_event_bytes: std::sync::atomic::AtomicUsize::new(usize::MAX),
             state: Mutex::new(SeqState::default()),
             stop: AtomicBool::new(false),
             loop_gone: AtomicBool::new(false),
@@ -64,6 +74,17 @@ impl Sequencer {
         format!("{}-{}", self.run, seq)
     }
 
+    /// Sets the largest encoded event publishes may produce.
+    pub fn set_max_event_bytes(&self, n: usize) {
+        self.max_event_bytes.store(n, Ordering::Relaxed);
+    }
+
+    /// Refuses new publishes from other threads (shutdown has begun: they would not be
+    /// delivered).
+    pub fn close_publishing(&self) {
+        self.loop_gone.store(true, Ordering::Release);
+    }
+
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -76,14 +97,17 @@ impl Sequencer {
 /// Why a publish through a [`PublishHandle`] was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublishError {
-    /// No topic, or a topic outside `[A-Za-z0-9._~:/-]{1,128}`.
+    /// No topic, more than 64 distinct topics, or a topic outside `[A-Za-z0-9._~:/-]{1,128}`.
     BadTopic,
     /// Event type empty, over 128 bytes, or containing CR, LF or NUL.
     BadEventType,
     /// Data larger than `--max-body`.
     TooLarge,
-    /// The loop has stopped.
+    /// The loop has stopped or is shutting down.
     Stopped,
+    /// The queue to the loop holds `--publish-queue-bytes` already: try again once the loop has
+    /// caught up ("would block"; `SSELOOP_EAGAIN` in the C API).
+    QueueFull,
 }
 
 impl fmt::Display for PublishError {
@@ -93,6 +117,7 @@ impl fmt::Display for PublishError {
             PublishError::BadEventType => "invalid event type",
             PublishError::TooLarge => "data larger than max body",
             PublishError::Stopped => "the loop has stopped",
+            PublishError::QueueFull => "publish queue full, try again later",
         })
     }
 }
@@ -120,8 +145,10 @@ impl PublishHandle {
     ) -> Result<String, PublishError> {
         let mut distinct: Vec<String> = Vec::with_capacity(topics.len());
         for t in topics {
-            // No cap here: the host is trusted with as many topics as it names.
-            if topic_is_new(&distinct, t, usize::MAX).map_err(|_| PublishError::BadTopic)? {
+            // The same cap as every other publish path (a frame lists at most 255 topics).
+            if topic_is_new(&distinct, t, MAX_TOPICS_PER_REQUEST)
+                .map_err(|_| PublishError::BadTopic)?
+            {
                 distinct.push((*t).to_string());
             }
         }
@@ -134,11 +161,23 @@ impl PublishHandle {
         if data.len() > self.seq.max_body {
             return Err(PublishError::TooLarge);
         }
+        let names: Vec<&str> = distinct.iter().map(String::as_str).collect();
+        let id_len = self.seq.run.len() + 21;
+        if crate::buf::encoded_len_bound(id_len, &names, event_type, data)
+            > self.seq.max_event_bytes.load(Ordering::Relaxed)
+        {
+            return Err(PublishError::TooLarge);
+        }
+        let cost = data.len() + event_type.map_or(0, str::len) + 64 + names.len() * 136;
         if self.seq.loop_gone.load(Ordering::Acquire) || self.seq.stop_requested() {
             return Err(PublishError::Stopped);
         }
         let (seq, first) = {
             let mut state = self.seq.lock();
+            if state.queued_bytes + cost > self.seq.queue_bytes && !state.queued.is_empty() {
+                return Err(PublishError::QueueFull);
+            }
+            state.queued_bytes += cost;
             state.last += 1;
             let seq = state.last;
             state.queued.push(QueuedEvent {

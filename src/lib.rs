@@ -32,6 +32,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod sse;
+pub mod loop_state;
 pub mod timer;
 
 pub use config::Config;

@@ -35,7 +35,7 @@ pub fn encode_event(out: &mut Vec<u8>, id: &str, event_type: Option<&str>, data:
 }
 
 /// Upper bound of the encoded size, so the output is reserved once.
-fn encoded_len_hint(id: &str, event_type: Option<&str>, data: &str) -> usize {
+pub fn encoded_len_hint(id: &str, event_type: Option<&str>, data: &str) -> usize {
     // "id: " + "\n", "event: " + "\n", blank line, and per line "data: " + "\n"; a line break in
     // the body costs at most 7 more bytes than the break itself.
     let breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();

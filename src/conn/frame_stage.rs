@@ -1,13 +1,18 @@
 //! The frame stage of a connection: after the `101`, frames in both directions. Input is decoded
 //! straight out of the read buffer (the decoder checks magic and length before anything is
-//! reserved), each frame is handled before the next, and every reply goes into the same ordered
-//! output queue as the events, so replies keep the order of the frames they answer.
+//! reserved), each frame is handled before the next, and every reply is queued with a barrier at
+//! the newest recorded event, so replies keep the order of the frames they answer and follow the
+//! events published before them (a publisher gets its own EVENT after its PUBLISH_ACK and before
+//! the replies to its later frames).
 
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
-use crate::event_loop::LoopState;
+use crate::buf::Wire;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
 use crate::http::request::{topic_is_new, valid_event_type};
+use crate::hub::{HubError, Resume};
+use crate::loop_state::LoopState;
+use crate::metrics::ResetReason;
 
 use super::http_stage::MAX_TOPICS_PER_REQUEST;
 
@@ -60,7 +65,7 @@ impl Connection {
         let mut flow = Flow::Keep;
         while flow == Flow::Keep
             && self.life == Life::Active
-            && self.out.len() < PIPELINE_OUTPUT_LIMIT
+            && self.out.private.len() < PIPELINE_OUTPUT_LIMIT
         {
             match decoder.decode(&rbuf[start..]) {
                 Ok(Some(found)) => {
@@ -130,11 +135,13 @@ impl Connection {
             } => self.frame_subscribe(key, topics, last_event_id, sh),
             Payload::Unsubscribe { topics } => {
                 for name in topics.iter() {
-                    let Some(topic) = sh.hub.topic_id(name) else {
+                    let Some(channel) = sh.hub.channel_id(name) else {
                         continue;
                     };
-                    if let Some(i) = self.subs.iter().position(|s| s.topic() == topic) {
-                        sh.hub.unsubscribe(self.subs.swap_remove(i));
+                    if let Some(i) = self.out.subs.iter().position(|s| s.channel() == channel) {
+                        // Events of that topic not yet written are dropped with the cursor: the
+                        // client asked to stop receiving them.
+                        sh.hub.unsubscribe(self.out.subs.remove(i));
                     }
                 }
             }
@@ -216,16 +223,21 @@ impl Connection {
                 sh,
             );
         }
-        let event = sh.hub.publish(&names, event_type, data);
+        let event = match sh.hub.publish(&names, event_type, data) {
+            Ok(event) => event,
+            Err(HubError::TooLarge) => {
+                let msg = "encoded event would exceed --max-queue-bytes";
+                return self.refuse_publish(key, ErrorCode::TOO_LARGE, correlation, msg, sh);
+            }
+            Err(HubError::TooManyTopics) => {
+                let msg = "too many topics on this server";
+                return self.refuse_publish(key, ErrorCode::OVERLOADED, correlation, msg, sh);
+            }
+        };
         let mut ack = Vec::with_capacity(16 + correlation.len() + event.id.len());
         let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &event.id);
-        self.queue_bytes(key, &ack, sh);
-        // A publisher subscribed to the event's topics gets it now, ahead of the replies to its
-        // later frames (the loop's fan-out after this read would come too late for a barrier);
-        // the fan-out then skips it by sequence number.
-        if self.subscribed_to_any(&names, sh) {
-            return self.deliver(key, &event, sh);
-        }
+        // Before its own event (seq), after everything earlier.
+        self.push_private(key, &ack, event.seq - 1, sh);
         Flow::Keep
     }
 
@@ -263,12 +275,12 @@ impl Connection {
             .iter()
             .filter(|name| {
                 sh.hub
-                    .topic_id(name)
-                    .is_none_or(|id| !self.subs.iter().any(|s| s.topic() == id))
+                    .channel_id(name)
+                    .is_none_or(|id| !self.out.subs.iter().any(|s| s.channel() == id))
             })
             .map(|name| (*name).to_string())
             .collect();
-        if self.subs.len() + added.len() > MAX_TOPICS_PER_REQUEST {
+        if self.out.subs.len() + added.len() > MAX_TOPICS_PER_REQUEST {
             return self.queue_frame_error(
                 key,
                 ErrorCode::BAD_TOPIC,
@@ -278,21 +290,76 @@ impl Connection {
                 sh,
             );
         }
+        let before = self.out.subs.len();
         for name in &added {
-            self.subs.push(sh.hub.subscribe(name, key));
+            match sh.hub.subscribe(name, key) {
+                Ok(sub) => self.out.subs.push(sub),
+                Err(_) => {
+                    // Nothing of a refused SUBSCRIBE stays.
+                    for sub in self.out.subs.drain(before..) {
+                        sh.hub.unsubscribe(sub);
+                    }
+                    let msg = "too many topics on this server";
+                    return self.queue_frame_error(key, ErrorCode::OVERLOADED, about, b"", msg, sh);
+                }
+            }
         }
         if !last_event_id.is_empty() && !added.is_empty() {
-            self.replay(key, &added, last_event_id, sh);
+            self.replay_added(key, &added, before, last_event_id, sh);
         }
     }
 
-    /// True when this connection subscribes to one of `topics`.
-    fn subscribed_to_any(&self, topics: &[&str], sh: &LoopState) -> bool {
-        topics.iter().any(|name| {
-            sh.hub
-                .topic_id(name)
-                .is_some_and(|id| self.subs.iter().any(|s| s.topic() == id))
-        })
+    /// A SUBSCRIBE with a resume id on a live connection: the new topics' retained events after
+    /// it are queued by reference (the connection's other cursors are ahead of them), except
+    /// those the connection gets through a subscription it already had.
+    fn replay_added(
+        &mut self,
+        key: usize,
+        added: &[String],
+        before: usize,
+        last_event_id: &str,
+        sh: &mut LoopState,
+    ) {
+        let resume = if last_event_id.len() > crate::http::request::MAX_LAST_EVENT_ID {
+            Resume::Foreign
+        } else {
+            sh.hub.parse_resume(last_event_id)
+        };
+        let (after, foreign) = match resume {
+            Resume::After(seq) => (seq, false),
+            Resume::Foreign => (0, true),
+        };
+        let names: Vec<&str> = added.iter().map(String::as_str).collect();
+        let (events, expired) = sh.hub.replay(&names, after);
+        let barrier = sh.hub.last_seq();
+        let reason = if foreign {
+            Some(ResetReason::Unknown)
+        } else if expired {
+            Some(ResetReason::Expired)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let reset_id = sh
+                .hub
+                .id_for(events.first().map_or(barrier, |e| e.seq - 1));
+            self.queue_reset_notice(key, reason, &reset_id, &names, barrier, sh);
+        }
+        let (old, _) = self.out.subs.split_at(before);
+        let fresh: Vec<_> = events
+            .into_iter()
+            .filter(|e| {
+                !old.iter().any(|sub| {
+                    e.seq > sub.start_seq() && e.topics.iter().any(|t| sh.hub.covers(sub, t))
+                })
+            })
+            .collect();
+        sh.metrics.replayed += fresh.len() as u64;
+        sh.metrics.deliveries += fresh.len() as u64;
+        for event in &fresh {
+            self.out.private.push_event(event, Wire::Frame, barrier);
+        }
+        self.mark_dirty(key, sh);
     }
 
     fn queue_frame_error(
@@ -310,9 +377,9 @@ impl Connection {
     }
 
     fn queue_bytes(&mut self, key: usize, bytes: &[u8], sh: &mut LoopState) {
-        self.out.push_bytes(bytes, &mut sh.pool, self.chunk_cap);
+        let barrier = sh.hub.last_seq();
+        self.push_private(key, bytes, barrier, sh);
         self.last_queued = sh.now;
-        self.mark_dirty(key, sh);
     }
 }
 

@@ -12,7 +12,7 @@ use super::state::Life;
 use super::{Connection, Flow, Stage};
 use crate::buf::MAX_IOVECS;
 use crate::config::Config;
-use crate::event_loop::LoopState;
+use crate::loop_state::LoopState;
 use crate::hub::Hub;
 use crate::metrics::ConnKind;
 
@@ -133,16 +133,14 @@ impl Connection {
 
     /// Moves all queued output into `into`, as a socket that accepts everything would.
     fn take_output(&mut self, into: &mut Vec<u8>, sh: &mut LoopState) {
-        while !self.out.is_empty() {
+        while self.out.has_output(&sh.hub) {
             let mut iov = [std::io::IoSlice::new(&[]); MAX_IOVECS];
-            let (count, bytes) = self.out.gather(&mut iov, usize::MAX);
+            let (count, bytes) = self.out.gather(&sh.hub, &mut iov, usize::MAX);
             for slice in &iov[..count] {
                 into.extend_from_slice(slice);
             }
-            self.out.consume(bytes, &mut sh.pool);
+            self.out.consume(bytes, &mut sh.hub, &mut sh.pool);
         }
-        self.replay_credit = 0;
-        self.fresh = 0;
     }
 }
 

@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
-use crate::event_loop::LoopState;
+use crate::hub::HubError;
+use crate::loop_state::LoopState;
 use crate::http::request::{query_pairs, topic_is_new, valid_event_type, TopicError};
 use crate::http::response::{self, Common};
 use crate::http::{self, BodyKind, ChunkedDecoder, HeadParse, HttpError, RequestHead, Route};
 
-/// Most topics one subscription or publish may name.
-pub const MAX_TOPICS_PER_REQUEST: usize = 64;
+pub use crate::http::request::MAX_TOPICS_PER_REQUEST;
 
 #[derive(Default)]
 pub(super) struct HttpConn {
@@ -45,7 +45,7 @@ impl Connection {
     /// Parses and answers every complete request buffered, in order.
     pub(super) fn process_http(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         loop {
-            if self.life != Life::Active || self.out.len() >= PIPELINE_OUTPUT_LIMIT {
+            if self.life != Life::Active || self.out.private.len() >= PIPELINE_OUTPUT_LIMIT {
                 return Flow::Keep;
             }
             let Stage::Http(http) = &mut self.stage else {
@@ -91,7 +91,7 @@ impl Connection {
                 continue;
             }
             if http.rbuf.is_empty() {
-                if self.out.is_empty() && http.request_started.is_none() {
+                if self.out.private.is_empty() && http.request_started.is_none() {
                     return self.exchange_done(sh);
                 }
                 return Flow::Keep;
@@ -189,12 +189,7 @@ impl Connection {
             BodyKind::Chunked => BodyFraming::Chunked(ChunkedDecoder::default()),
         };
         if head.expect_continue {
-            self.out.push_bytes(
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                &mut sh.pool,
-                self.chunk_cap,
-            );
-            self.mark_dirty(key, sh);
+            self.push_private(key, b"HTTP/1.1 100 Continue\r\n\r\n", 0, sh);
         }
         let capacity = match framing {
             BodyFraming::Length(n) => n as usize,
@@ -220,9 +215,10 @@ impl Connection {
         if !sh.allow_publish(&topics, event_type, &data, self.id) {
             return self.respond_error(key, &HttpError::FORBIDDEN, keep_alive, &[], sh);
         }
-        let event = sh
-            .hub
-            .publish(&topics, req.publish.event_type.as_deref(), &data);
+        let event = match sh.hub.publish(&topics, event_type, &data) {
+            Ok(event) => event,
+            Err(err) => return self.refuse_publish_http(key, err, keep_alive, sh),
+        };
         let body = format!("{{\"id\":\"{}\"}}\n", event.id);
         self.respond_ok(
             key,
@@ -270,8 +266,7 @@ impl Connection {
         sh: &mut LoopState,
     ) {
         sh.metrics.count_response(status);
-        self.out.push_bytes(bytes, &mut sh.pool, self.chunk_cap);
-        self.mark_dirty(key, sh);
+        self.push_private(key, bytes, 0, sh);
         if !keep_alive && self.life == Life::Active {
             if let Stage::Http(http) = &mut self.stage {
                 http.rbuf = Vec::new();
@@ -293,6 +288,32 @@ impl Connection {
         let mut bytes = Vec::new();
         response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);
         self.queue_response(key, err.status, &bytes, keep_alive, sh);
+    }
+
+    /// The hub refused an event: too large once encoded, or no room for another topic.
+    fn refuse_publish_http(
+        &mut self,
+        key: usize,
+        err: HubError,
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        match err {
+            HubError::TooLarge => {
+                let err = HttpError {
+                    reason: "encoded event would exceed --max-queue-bytes",
+                    ..HttpError::BODY_TOO_LARGE
+                };
+                self.respond_error(key, &err, keep_alive, &[], sh)
+            }
+            HubError::TooManyTopics => {
+                let err = HttpError {
+                    reason: "too many topics on this server (--max-topics)",
+                    ..HttpError::SHUTTING_DOWN
+                };
+                self.respond_error(key, &err, keep_alive, &[("Retry-After", "1")], sh)
+            }
+        }
     }
 
     pub(super) fn refuse_unauthorized(

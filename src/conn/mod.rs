@@ -10,6 +10,7 @@ mod frame_stage;
 pub mod harness;
 mod http_stage;
 pub mod io;
+pub mod output;
 pub mod state;
 mod stream;
 
@@ -18,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::buf::{OutQueue, MAX_IOVECS};
-use crate::event_loop::LoopState;
+use crate::buf::MAX_IOVECS;
 use crate::http::HttpError;
-use crate::hub::Subscription;
+use crate::loop_state::LoopState;
 use crate::metrics::{CloseCause, ConnKind};
+use output::Output;
 use crate::timer::{TimerKey, TimerKind};
 use io::Io;
 use state::{Life, LifeEvent};
@@ -91,19 +92,11 @@ pub struct Connection {
     id: u64,
     life: Life,
     stage: Stage,
-    out: OutQueue,
+    /// Private bytes and, for streams, the cursors into the shared logs.
+    out: Output,
     chunk_cap: usize,
     deadline: Option<(TimerKey, Deadline)>,
     heartbeat: Option<TimerKey>,
-    subs: Vec<Subscription>,
-    /// Highest event seq queued: an event published to several subscribed topics goes out once.
-    last_seq: u64,
-    /// Replayed bytes still queued; they do not count against `--max-queue-bytes` (they are
-    /// bounded by history and mostly shared with it).
-    replay_credit: usize,
-    /// Event bytes queued since the last write attempt: not yet offered to the socket, so they
-    /// do not count as the client being slow (a burst published within one iteration).
-    fresh: usize,
     opened_at: Instant,
     /// Last time the socket accepted bytes (write-stall deadline).
     last_write: Instant,
@@ -142,14 +135,10 @@ impl Connection {
                 request_started: Some(now),
                 ..http_stage::HttpConn::default()
             }),
-            out: OutQueue::default(),
+            out: Output::default(),
             chunk_cap,
             deadline: None,
             heartbeat: None,
-            subs: Vec::new(),
-            last_seq: 0,
-            replay_credit: 0,
-            fresh: 0,
             opened_at: now,
             last_write: now,
             last_read: now,
@@ -256,7 +245,7 @@ impl Connection {
                 // Streaming SSE, or answering with Connection: close: input is over.
                 return Flow::Keep;
             }
-            if self.out.len() >= PIPELINE_OUTPUT_LIMIT {
+            if self.out.private.len() >= PIPELINE_OUTPUT_LIMIT {
                 // Resumed by on_drained once the client has read its responses.
                 self.read_paused = true;
                 return Flow::Keep;
@@ -271,7 +260,7 @@ impl Connection {
                 Io::WouldBlock => return Flow::Keep,
                 Io::Eof => {
                     self.peer_eof = true;
-                    let output_pending = !self.out.is_empty();
+                    let output_pending = self.out.has_output(&sh.hub);
                     return self.transition(LifeEvent::PeerClosed { output_pending }, sh);
                 }
                 Io::Closed(_) => return Flow::Close(Closing::Broken),
@@ -326,7 +315,7 @@ impl Connection {
                     self.peer_eof = true;
                     return match self.life {
                         // Our FIN is out and theirs arrived: done. Otherwise keep flushing.
-                        Life::Graceful if self.shut_write || self.out.is_empty() => {
+                        Life::Graceful if self.shut_write || !self.out.has_output(&sh.hub) => {
                             Flow::Close(Closing::Done)
                         }
                         Life::Graceful => Flow::Keep,
@@ -346,21 +335,33 @@ impl Connection {
     // ----- writing -----------------------------------------------------------------------------
 
     fn mark_dirty(&mut self, key: usize, sh: &mut LoopState) {
+        self.mark_dirty_in(key, &mut sh.dirty);
+    }
+
+    /// Puts the connection on the loop's dirty list (once).
+    pub fn mark_dirty_in(&mut self, key: usize, dirty: &mut Vec<usize>) {
         if !self.dirty {
             self.dirty = true;
-            sh.dirty.push(key);
+            dirty.push(key);
         }
     }
 
-    /// Writes what is queued (one `sendmsg`, within the budget). Called by the loop for dirty
-    /// connections once per iteration.
+    /// Queues private bytes to go out after the events up to `barrier` (see `output`).
+    fn push_private(&mut self, key: usize, bytes: &[u8], barrier: u64, sh: &mut LoopState) {
+        self.out
+            .private
+            .push_bytes(bytes, barrier, &mut sh.pool, self.chunk_cap);
+        self.mark_dirty(key, sh);
+    }
+
+    /// Writes what is pending (one `sendmsg`, within the budget): private bytes and the shared
+    /// events past the cursors, merged. Called by the loop for dirty connections once per
+    /// iteration.
     pub fn flush(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         if !self.dirty {
             return Flow::Keep;
         }
         self.dirty = false;
-        // Everything queued so far is offered to the socket now (or was refused by it).
-        self.fresh = 0;
         if self.read_pending {
             self.read_pending = false;
             if let Flow::Close(c) = self.on_ready(key, true, false, sh) {
@@ -368,39 +369,69 @@ impl Connection {
             }
         }
         if self.write_blocked {
-            return Flow::Keep;
+            // The socket refused bytes last time; more may have been published since.
+            return self.judge(key, sh);
         }
-        if !self.out.is_empty() {
+        let mut pending = self.out.has_output(&sh.hub);
+        if pending {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let (count, offered) = self.out.gather(&mut iov, WRITE_BUDGET);
+            let (count, offered) = self.out.gather(&sh.hub, &mut iov, WRITE_BUDGET);
             match io::write_vectored(&self.sock, &iov[..count]) {
                 Io::Done(written) => {
-                    self.out.consume(written, &mut sh.pool);
-                    self.replay_credit = self.replay_credit.saturating_sub(written);
+                    let done = self.out.consume(written, &mut sh.hub, &mut sh.pool);
+                    sh.metrics.deliveries += done.events;
                     sh.metrics.bytes_written += written as u64;
                     self.last_write = sh.now;
-                    if !self.out.is_empty() {
+                    self.last_queued = sh.now;
+                    pending = self.out.has_output(&sh.hub);
+                    if pending {
                         if written < offered {
                             self.write_blocked = true;
+                            if let Flow::Close(c) = self.judge(key, sh) {
+                                return Flow::Close(c);
+                            }
                         } else {
                             // Budget used up: continue next iteration, after the others.
                             self.mark_dirty(key, sh);
                         }
                     }
                 }
-                Io::WouldBlock => self.write_blocked = true,
+                Io::WouldBlock => {
+                    self.write_blocked = true;
+                    if let Flow::Close(c) = self.judge(key, sh) {
+                        return Flow::Close(c);
+                    }
+                }
                 Io::Eof | Io::Closed(_) => return Flow::Close(Closing::Broken),
             }
         }
-        let flow = if self.out.is_empty() {
-            self.on_drained(key, sh)
-        } else {
+        let flow = if pending {
             Flow::Keep
+        } else {
+            self.on_drained(key, sh)
         };
         if flow == Flow::Keep {
             self.sync_deadline(key, sh);
         }
         flow
+    }
+
+    /// The slow-consumer rule, for a connection whose socket refused bytes: cut it when what it
+    /// has not taken, beyond the item being written, exceeds `--max-queue-bytes`. It can resume
+    /// with `Last-Event-ID`.
+    fn judge(&mut self, key: usize, sh: &mut LoopState) -> Flow {
+        if self.out.subs.is_empty() || self.life != Life::Active {
+            return Flow::Keep;
+        }
+        let judged = self.out.judged_backlog(&sh.hub);
+        if judged > sh.config.max_queue_bytes as u64 {
+            log::info!("conn {key}: slow consumer, {judged} bytes not taken; disconnecting");
+            return Flow::Close(Closing::Forced {
+                cause: CloseCause::SlowConsumer,
+                linger0: true,
+            });
+        }
+        Flow::Keep
     }
 
     /// Everything queued has been written.
@@ -488,14 +519,14 @@ impl Connection {
         match (self.life, &self.stage) {
             (Life::Graceful | Life::Closed, _) => return Flow::Keep,
             (Life::Active, Stage::Http(http))
-                if http.rbuf.is_empty() && http.body.is_none() && self.out.is_empty() =>
+                if http.rbuf.is_empty() && http.body.is_none() && self.out.private.is_empty() =>
             {
                 // Accepted but no request yet: nothing to finish.
                 return Flow::Close(Closing::Done);
             }
             // A request in progress finishes (its response says Connection: close).
             (Life::Active, Stage::Http(_)) => return Flow::Keep,
-            (Life::Active, Stage::Sse | Stage::Frames(_)) => self.queue_farewell(sh),
+            (Life::Active, Stage::Sse | Stage::Frames(_)) => self.queue_farewell(key, sh),
             (Life::Idle, _) => {}
         }
         let flow = self.transition(LifeEvent::Drain, sh);
@@ -598,10 +629,10 @@ impl Connection {
         if let Some(timer) = self.heartbeat.take() {
             sh.timers.cancel(timer);
         }
-        for sub in self.subs.drain(..) {
+        for sub in self.out.subs.drain(..) {
             sh.hub.unsubscribe(sub);
         }
-        self.subs = Vec::new();
+        self.out.subs = Vec::new();
         self.out.clear(&mut sh.pool);
         if let Stage::Http(http) = &mut self.stage {
             http.rbuf = Vec::new();

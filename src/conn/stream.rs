@@ -1,18 +1,19 @@
-//! Streams, SSE and frames alike: opening one (auth, subscriptions, resume and replay), queueing
-//! live events with the slow-consumer check, and heartbeats (a comment line on SSE, a PING frame
-//! on frame streams).
+//! Streams, SSE and frames alike: opening one (auth, subscriptions, where the cursors start for a
+//! resume, the reset notice), heartbeats (a comment line on SSE, a PING frame on frame streams)
+//! and farewells. Events themselves are never queued here: the write path reads them from the
+//! shared logs (`output`).
 
 use super::frame_stage::FrameConn;
 use super::http_stage::{common, push_topic};
 use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
-use crate::buf::{SharedEvent, Wire};
-use crate::event_loop::LoopState;
+use crate::buf::Wire;
+use crate::loop_state::LoopState;
 use crate::frame::{self, ErrorCode};
 use crate::http::request::query_pairs;
 use crate::http::response;
 use crate::http::{self, HttpError, RequestHead};
-use crate::hub::Resume;
+use crate::hub::{HubError, Resume};
 use crate::metrics::{CloseCause, ConnKind};
 use crate::sse;
 use crate::timer::TimerKind;
@@ -83,12 +84,17 @@ impl Connection {
         let Some(req) = self.accept_stream_request(key, head, sh) else {
             return;
         };
-        sh.metrics.count_response(200);
         let mut prelude = Vec::with_capacity(256);
         response::write_sse_head(&mut prelude, &common(sh));
         sse::encode_retry(&mut prelude, sh.config.retry_ms);
-        self.out.push_bytes(&prelude, &mut sh.pool, self.chunk_cap);
+        if !self.subscribe_all(key, &req.topics, sh) {
+            return;
+        }
+        sh.metrics.count_response(200);
+        // Barrier 0: the head goes before any event, replayed ones included.
+        self.push_private(key, &prelude, 0, sh);
         self.stage = Stage::Sse;
+        self.out.wire = Some(Wire::Sse);
         self.open_stream(
             key,
             ConnKind::Sse,
@@ -125,10 +131,14 @@ impl Connection {
                 .as_deref()
                 .is_some_and(|t| http::token_matches(t, expected)),
         };
+        if !self.subscribe_all(key, &req.topics, sh) {
+            return;
+        }
         sh.metrics.count_response(101);
         let mut prelude = Vec::with_capacity(192);
         response::write_upgrade_head(&mut prelude, &common(sh));
-        self.out.push_bytes(&prelude, &mut sh.pool, self.chunk_cap);
+        self.push_private(key, &prelude, 0, sh);
+        self.out.wire = Some(Wire::Frame);
         let tail = match &mut self.stage {
             Stage::Http(http) => std::mem::take(&mut http.rbuf),
             _ => Vec::new(),
@@ -147,8 +157,30 @@ impl Connection {
         );
     }
 
-    /// Subscribes to `topics` and queues the replay after `last_event_id` (with a reset notice
-    /// when events were missed); the response head is already queued.
+    /// Subscribes the connection to every topic of a stream request; on refusal (no room for
+    /// another topic) undoes them and answers 503.
+    fn subscribe_all(&mut self, key: usize, topics: &[String], sh: &mut LoopState) -> bool {
+        for topic in topics {
+            match sh.hub.subscribe(topic, key) {
+                Ok(sub) => self.out.subs.push(sub),
+                Err(HubError::TooManyTopics | HubError::TooLarge) => {
+                    for sub in self.out.subs.drain(..) {
+                        sh.hub.unsubscribe(sub);
+                    }
+                    let err = HttpError {
+                        reason: "too many topics on this server (--max-topics)",
+                        ..HttpError::SHUTTING_DOWN
+                    };
+                    self.respond_error(key, &err, false, &[("Retry-After", "1")], sh);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Starts the stream: cursors after `last_event_id` (a reset notice first when events were
+    /// missed), or live; the response head is already queued.
     fn open_stream(
         &mut self,
         key: usize,
@@ -159,15 +191,20 @@ impl Connection {
     ) {
         sh.metrics.open[ConnKind::Http as usize] -= 1;
         sh.metrics.open[kind as usize] += 1;
-        for topic in topics {
-            self.subs.push(sh.hub.subscribe(topic, key));
-        }
         if let Some(id) = last_event_id {
-            self.replay(key, topics, id, sh);
+            let resume = if id.len() > http::request::MAX_LAST_EVENT_ID {
+                Resume::Foreign
+            } else {
+                sh.hub.parse_resume(id)
+            };
+            let start = sh.hub.start_stream(&mut self.out.subs, resume);
+            if let Some(reason) = start.reset {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                self.queue_reset_notice(key, reason, &start.reset_id, &names, 0, sh);
+            }
+            let replayed = self.out.backlog_events(&sh.hub);
+            sh.metrics.replayed += replayed;
         }
-        // Live events are never filtered by the client's id, only deduplicated by what this
-        // connection already queued.
-        self.last_seq = self.last_seq.max(sh.hub.last_seq());
         self.last_queued = sh.now;
         self.heartbeat = Some(
             sh.timers
@@ -176,105 +213,34 @@ impl Connection {
         self.mark_dirty(key, sh);
     }
 
-    /// Queues the retained events of `topics` after `last_event_id`, preceded by a reset notice
-    /// when the id cannot be honoured in full.
-    pub(super) fn replay(
+    /// Queues the `sseloop-reset` notice (SSE event or EVENT frame) after the events up to
+    /// `barrier`.
+    pub(super) fn queue_reset_notice(
         &mut self,
         key: usize,
-        topics: &[String],
-        last_event_id: &str,
+        reason: crate::metrics::ResetReason,
+        reset_id: &str,
+        topics: &[&str],
+        barrier: u64,
         sh: &mut LoopState,
     ) {
-        let Some(wire) = self.wire() else {
-            return;
-        };
-        let resume = if last_event_id.len() > http::request::MAX_LAST_EVENT_ID {
-            Resume::Foreign
-        } else {
-            sh.hub.parse_resume(last_event_id)
-        };
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let replay = sh.hub.replay(&names, resume);
-        if let Some(reason) = replay.reset {
-            sh.metrics.resume_resets[reason as usize] += 1;
-            let data = format!("{{\"reason\":\"{}\"}}", reason.as_str());
-            let mut notice = Vec::with_capacity(96);
-            match wire {
-                Wire::Sse => sse::encode_event(
+        sh.metrics.resume_resets[reason as usize] += 1;
+        let data = format!("{{\"reason\":\"{}\"}}", reason.as_str());
+        let mut notice = Vec::with_capacity(96);
+        match self.out.wire {
+            Some(Wire::Frame) => {
+                let encoded = frame::encode_event_frame(
                     &mut notice,
-                    &replay.reset_id,
-                    Some(sse::RESET_EVENT_TYPE),
-                    &data,
-                ),
-                Wire::Frame => {
-                    let encoded = frame::encode_event_frame(
-                        &mut notice,
-                        &replay.reset_id,
-                        &names,
-                        sse::RESET_EVENT_TYPE,
-                        data.as_bytes(),
-                    );
-                    debug_assert!(encoded.is_ok(), "reset notice within frame limits");
-                }
+                    reset_id,
+                    topics,
+                    sse::RESET_EVENT_TYPE,
+                    data.as_bytes(),
+                );
+                debug_assert!(encoded.is_ok(), "reset notice within frame limits");
             }
-            self.out.push_bytes(&notice, &mut sh.pool, self.chunk_cap);
+            _ => sse::encode_event(&mut notice, reset_id, Some(sse::RESET_EVENT_TYPE), &data),
         }
-        let before = self.out.len();
-        for event in &replay.events {
-            self.out
-                .push_event(event, wire, &mut sh.pool, self.chunk_cap);
-            self.last_seq = self.last_seq.max(event.seq);
-        }
-        self.replay_credit += self.out.len() - before;
-        let n = replay.events.len() as u64;
-        sh.metrics.replayed += n;
-        sh.metrics.deliveries += n;
-        self.mark_dirty(key, sh);
-    }
-
-    /// The encoding this connection's stream receives, if it is a stream.
-    fn wire(&self) -> Option<Wire> {
-        match self.stage {
-            Stage::Http(_) => None,
-            Stage::Sse => Some(Wire::Sse),
-            Stage::Frames(_) => Some(Wire::Frame),
-        }
-    }
-
-    /// Queues a live event for this subscriber. `Flow::Close` when it is a slow consumer.
-    pub fn deliver(&mut self, key: usize, event: &SharedEvent, sh: &mut LoopState) -> Flow {
-        if event.seq <= self.last_seq || self.life != Life::Active {
-            return Flow::Keep;
-        }
-        let Some(wire) = self.wire() else {
-            return Flow::Keep;
-        };
-        self.last_seq = event.seq;
-        // The cap judges what the client was offered and did not take: bytes queued before the
-        // last write attempt (minus replay). An event meeting such a backlog that would take it
-        // past the cap makes this a slow consumer. Bytes queued in this iteration do not count
-        // yet, so a burst published at once is offered before anyone is judged; memory stays
-        // bounded by the cap plus one iteration's publishes.
-        let encoded_len = event.encoded(wire).len();
-        let unoffered = self.out.len().saturating_sub(self.fresh);
-        let offered = unoffered - self.replay_credit.min(unoffered);
-        if offered > 0 && offered + encoded_len > sh.config.max_queue_bytes {
-            log::info!(
-                "conn {key}: slow consumer, {} bytes queued; disconnecting",
-                self.out.len()
-            );
-            return Flow::Close(Closing::Forced {
-                cause: CloseCause::SlowConsumer,
-                linger0: true,
-            });
-        }
-        self.fresh += encoded_len;
-        self.out
-            .push_event(event, wire, &mut sh.pool, self.chunk_cap);
-        sh.metrics.deliveries += 1;
-        self.last_queued = sh.now;
-        self.mark_dirty(key, sh);
-        Flow::Keep
+        self.push_private(key, &notice, barrier, sh);
     }
 
     /// The heartbeat timer fired: a comment (SSE) or a PING (frames) on a stream quiet for a
@@ -286,10 +252,9 @@ impl Connection {
         }
         let due = self.last_queued + sh.heartbeat();
         if due <= sh.now {
+            let barrier = sh.hub.last_seq();
             match &mut self.stage {
-                Stage::Sse => self
-                    .out
-                    .push_bytes(sse::HEARTBEAT, &mut sh.pool, self.chunk_cap),
+                Stage::Sse => self.push_private(key, sse::HEARTBEAT, barrier, sh),
                 Stage::Frames(frames) => {
                     if frames.ping_unanswered {
                         log::debug!("conn {key}: PING unanswered for a heartbeat period");
@@ -301,7 +266,7 @@ impl Connection {
                     frames.ping_unanswered = true;
                     let mut ping = Vec::with_capacity(8);
                     let _ = frame::encode_ping_frame(&mut ping, b"");
-                    self.out.push_bytes(&ping, &mut sh.pool, self.chunk_cap);
+                    self.push_private(key, &ping, barrier, sh);
                 }
                 Stage::Http(_) => return Flow::Keep,
             }
@@ -319,7 +284,7 @@ impl Connection {
 
     /// The last words of a stream before a graceful close on shutdown: a jittered `retry:` (SSE)
     /// or a GOAWAY with a jittered retry hint (frames).
-    pub(super) fn queue_farewell(&mut self, sh: &mut LoopState) {
+    pub(super) fn queue_farewell(&mut self, key: usize, sh: &mut LoopState) {
         let retry = sh.jittered_retry();
         let mut bytes = Vec::with_capacity(32);
         match self.stage {
@@ -335,7 +300,8 @@ impl Connection {
             }
             Stage::Http(_) => return,
         }
-        self.out.push_bytes(&bytes, &mut sh.pool, self.chunk_cap);
+        // After every event already recorded: the farewell is the stream's last word.
+        self.push_private(key, &bytes, u64::MAX, sh);
     }
 }
 

@@ -38,6 +38,8 @@ pub const SSELOOP_EBUSY: c_int = -9;
 /// A bug inside sseloop (a caught panic). The loop that hit it refuses further loop-side calls;
 /// it can still be freed.
 pub const SSELOOP_EINTERNAL: c_int = -10;
+/// The publish queue is full: try again later.
+pub const SSELOOP_EAGAIN: c_int = -11;
 
 /// A failure on its way to the host: a code and the message for `sseloop_last_error`.
 #[derive(Debug)]
@@ -77,6 +79,7 @@ impl Error {
             PublishError::BadEventType => SSELOOP_EEVENT,
             PublishError::TooLarge => SSELOOP_ETOOLARGE,
             PublishError::Stopped => SSELOOP_ESTOPPED,
+            PublishError::QueueFull => SSELOOP_EAGAIN,
         };
         Error::new(code, e.to_string())
     }

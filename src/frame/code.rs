@@ -35,10 +35,15 @@ impl ErrorCode {
     pub const UNAUTHORIZED: ErrorCode = ErrorCode(0x0204);
     /// The host embedding the server refused the request (its publish hook vetoed the event).
     pub const FORBIDDEN: ErrorCode = ErrorCode(0x0205);
+    /// A PUBLISH whose data exceeds `--max-body`, or whose encoding would exceed
+    /// `--max-queue-bytes`.
+    pub const TOO_LARGE: ErrorCode = ErrorCode(0x0206);
     /// The client read too slowly and its queue overflowed.
     pub const SLOW_CONSUMER: ErrorCode = ErrorCode(0x0301);
     /// The server is shutting down.
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(0x0302);
+    /// A server-wide capacity limit is reached (e.g. `--max-topics`); retry later.
+    pub const OVERLOADED: ErrorCode = ErrorCode(0x0303);
     /// The server failed in a way that is not the client's fault.
     pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
 
@@ -55,8 +60,10 @@ impl ErrorCode {
             ErrorCode::NOT_UTF8 => "NOT_UTF8",
             ErrorCode::UNAUTHORIZED => "UNAUTHORIZED",
             ErrorCode::FORBIDDEN => "FORBIDDEN",
+            ErrorCode::TOO_LARGE => "TOO_LARGE",
             ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
+            ErrorCode::OVERLOADED => "OVERLOADED",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => return None,
         })
@@ -101,8 +108,10 @@ mod tests {
             (ErrorCode::NOT_UTF8, "NOT_UTF8", 0x02),
             (ErrorCode::UNAUTHORIZED, "UNAUTHORIZED", 0x02),
             (ErrorCode::FORBIDDEN, "FORBIDDEN", 0x02),
+            (ErrorCode::TOO_LARGE, "TOO_LARGE", 0x02),
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
+            (ErrorCode::OVERLOADED, "OVERLOADED", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
         ];
         for (code, name, class) in table {

@@ -332,6 +332,9 @@ pub enum TopicError {
     TooMany,
 }
 
+/// Most topics one subscription, publish or frame connection may name.
+pub const MAX_TOPICS_PER_REQUEST: usize = 64;
+
 /// Checks `topic` against the naming rule and the list it would join: `Ok(true)` when it is new
 /// and fits under `limit` distinct topics, `Ok(false)` when the list already has it. One rule for
 /// HTTP queries, frames and the publish handle.

@@ -1,112 +1,200 @@
-//! The hub: topics, who subscribes to them, the server-wide id sequence and per-topic history.
+//! The hub: channels (topics and topic patterns), their shared logs and readers, the server-wide
+//! id sequence, history, and the backlog of events waiting to be logged.
 //!
-//! The hub knows connections only as slab keys; it never touches sockets. Publishing is one call,
-//! [`Hub::publish`], which assigns the next id, stores the event once (as an `Rc`) in the history
-//! ring of every topic it names, and returns it with the topics' subscriber lists so the loop can
-//! fan it out. That call is the seam where a backplane (e.g. Redis Streams) would sit: the id
-//! would come from the backplane's sequencer instead of the local one (`handle::Sequencer`), and
-//! events arriving from other nodes would enter through the same path. Ids are opaque strings to
-//! everyone but [`Hub::parse_resume`].
+//! The hub knows connections only as slab keys; it never touches sockets. Every event, whoever
+//! published it (HTTP, PUBLISH frame, another thread through a `PublishHandle`), enters through
+//! one path: it gets the next id from the sequencer, waits in the backlog if events are ahead of
+//! it, and is then *recorded*: appended once, by reference, to the log of each of its topics and
+//! of each pattern channel matching one of them. Subscribers hold cursors into those logs; the
+//! write path sends each one everything past its cursor (see `conn::output`). So the order every
+//! subscriber sees is the order of recording, which is id order, and an event reaches a reader at
+//! most once per channel (a reader of several channels merges them by id, once).
 //!
-//! Ids are `<run>-<seq>`: `run` is fixed for one process (its start time plus a random salt) so an
-//! id from an earlier run is recognised, and `seq` is strictly increasing across all topics.
+//! History is the replayable tail of each topic's log: at most `--history` events per topic and
+//! `--history-bytes` in total (each event counted once, encodings included; the oldest go
+//! first). Resume starts a cursor inside it. A topic with no reader and nothing retained does not
+//! exist, and `--max-topics` bounds how many channels exist at once.
+//!
+//! `record` is the seam where a backplane would sit: ids would come from its sequencer and events
+//! read from it would be recorded by the same call.
 
-mod ring;
+mod channel;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use slab::Slab;
 
-pub use ring::Ring;
+pub use channel::Channel;
 
-use crate::buf::{Event, SharedEvent};
+use crate::buf::{encoded_len_bound, Event, SharedEvent};
 use crate::handle::{QueuedEvent, Sequencer};
 use crate::metrics::ResetReason;
 
-/// Index of a topic in the hub.
+/// Index of a channel in the hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TopicId(usize);
+pub struct ChannelId(pub(crate) usize);
 
-/// A connection's membership in one topic; given back to [`Hub::unsubscribe`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One connection's subscription to one channel: the handle of its cursor.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Subscription {
-    topic: TopicId,
-    slot: usize,
-}
-
-struct Topic {
-    name: Box<str>,
-    history: Ring,
-    /// Slab keys of subscribed connections.
-    subscribers: Slab<usize>,
+    channel: ChannelId,
+    handle: usize,
+    /// Events above this seq reach the subscriber through this subscription.
+    start_seq: u64,
 }
 
 impl Subscription {
-    /// The topic subscribed to.
-    pub fn topic(&self) -> TopicId {
-        self.topic
+    /// The channel subscribed to.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// Events with a higher seq reach the subscriber through this subscription.
+    pub fn start_seq(&self) -> u64 {
+        self.start_seq
     }
 }
 
-/// Where a resuming client stands, from its `Last-Event-ID`.
+/// How a client's `Last-Event-ID` relates to this run's ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resume {
-    /// An id of this run: replay what came after `seq`.
+    /// An id of this run: replay what came after this sequence number.
     After(u64),
-    /// Not an id this run issued (earlier run, or garbage): replay everything retained, after a
-    /// reset notice.
+    /// Not an id of this run (earlier run, another server, garbage): replay everything retained,
+    /// after a reset notice.
     Foreign,
 }
 
-/// What a resume yields: an optional reset notice, then the events to replay in id order.
-pub struct Replay {
+/// Where a new stream starts: after which seq, and whether the client is told it missed events.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamStart {
+    /// Cursors start after this seq (within each log's history).
+    pub after: u64,
     /// Set when events were missed; the client is told before the replay.
     pub reset: Option<ResetReason>,
     /// The id to put on the reset notice: just before the first replayed event, so a client that
     /// reconnects right after the notice resumes without a gap.
     pub reset_id: String,
-    /// Retained events after the resume point, in id order, each once.
-    pub events: Vec<SharedEvent>,
 }
 
-/// An event recorded in history and waiting to be fanned out to the listed topics' subscribers.
-pub type Outgoing = (SharedEvent, Vec<TopicId>);
+/// Why the hub refused something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HubError {
+    /// `--max-topics` channels exist and none could be released.
+    TooManyTopics,
+    /// The event's encoding could exceed `--max-queue-bytes`.
+    TooLarge,
+}
 
-/// Topics, subscriptions and history.
+/// A published event: its seq and the id returned to the publisher.
+#[derive(Debug)]
+pub struct Published {
+    /// Sequence number.
+    pub seq: u64,
+    /// The id string (`<run>-<seq>`).
+    pub id: String,
+}
+
+/// Bounds the hub enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    /// Replayable events per topic (0: no history).
+    pub history: usize,
+    /// Total bytes of retained history (events counted once, encodings included).
+    pub history_bytes: usize,
+    /// Most channels (topics and patterns) at once.
+    pub max_topics: usize,
+    /// Largest encoded event (the per-connection queue cap).
+    pub max_event_bytes: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            history: 1024,
+            history_bytes: 64 << 20,
+            max_topics: 65_536,
+            max_event_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Summary of one topic, for the console and stats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSummary {
+    /// Topic (or pattern) name.
+    pub name: String,
+    /// Subscribers reading it.
+    pub subscribers: usize,
+    /// Events retained for resume.
+    pub retained_events: usize,
+    /// Bytes those events hold.
+    pub retained_bytes: usize,
+}
+
+/// Channels, subscriptions, history and the backlog.
 pub struct Hub {
     seq: Arc<Sequencer>,
-    /// Highest seq recorded in history (ids above it were never seen by any client).
+    limits: HubLimits,
+    /// Highest seq recorded (ids above it were never seen by any client).
     last_seq: u64,
-    /// Recorded events not yet fanned out, in id order.
-    outbox: Vec<Outgoing>,
-    history_per_topic: usize,
-    by_name: HashMap<Box<str>, TopicId>,
-    topics: Slab<Topic>,
+    /// Events with ids, waiting to be recorded behind earlier ones (cross-thread publishes, and
+    /// local ones that arrive while a backlog is being worked off).
+    backlog: VecDeque<Event>,
+    backlog_bytes: usize,
+    by_name: HashMap<Box<str>, ChannelId>,
+    /// Pattern prefix -> pattern channel.
+    patterns: HashMap<Box<str>, ChannelId>,
+    channels: Slab<Channel>,
+    /// Channels that got entries since the last `take_touched`.
+    touched: Vec<ChannelId>,
     subscriptions: usize,
+    /// Every retained event once, oldest first (history-bytes eviction order); may hold events
+    /// already evicted everywhere (`holders == 0`), removed lazily.
+    retained: VecDeque<SharedEvent>,
+    retained_gone: usize,
     history_events: usize,
     history_bytes: usize,
+    recorded: u64,
 }
 
 impl Hub {
     /// A hub whose ids start with `run` and which retains `history_per_topic` events per topic.
     pub fn new(run: &str, history_per_topic: usize) -> Hub {
-        Hub::with_sequencer(Arc::new(Sequencer::new(run, usize::MAX)), history_per_topic)
+        Hub::with_sequencer(
+            Arc::new(Sequencer::new(run, usize::MAX, usize::MAX)),
+            HubLimits {
+                history: history_per_topic,
+                ..HubLimits::default()
+            },
+        )
     }
 
-    pub(crate) fn with_sequencer(seq: Arc<Sequencer>, history_per_topic: usize) -> Hub {
+    pub(crate) fn with_sequencer(seq: Arc<Sequencer>, limits: HubLimits) -> Hub {
         Hub {
             seq,
+            limits,
             last_seq: 0,
-            outbox: Vec::new(),
-            history_per_topic,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
             by_name: HashMap::new(),
-            topics: Slab::new(),
+            patterns: HashMap::new(),
+            channels: Slab::new(),
+            touched: Vec::new(),
             subscriptions: 0,
+            retained: VecDeque::new(),
+            retained_gone: 0,
             history_events: 0,
             history_bytes: 0,
+            recorded: 0,
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> HubLimits {
+        self.limits
     }
 
     /// The run prefix of every id this hub issues.
@@ -124,121 +212,396 @@ impl Hub {
         self.last_seq
     }
 
-    /// Publishes one event to `topics` (already validated, at least one, no duplicates): assigns
-    /// the next id and records it in each topic's history, then queues it in the outbox for
-    /// fan-out (after any event other threads queued before it).
+    // ----- publishing ------------------------------------------------------------------------
+
+    /// Publishes one event to `topics` (validated, at least one, no duplicates): assigns the next
+    /// id and records it, or queues it behind a backlog. Never fails once it returns an id.
     pub fn publish(
         &mut self,
         topics: &[&str],
         event_type: Option<&str>,
         data: &str,
-    ) -> SharedEvent {
+    ) -> Result<Published, HubError> {
+        let id_len = self.seq.run().len() + 21;
+        if encoded_len_bound(id_len, topics, event_type, data) > self.limits.max_event_bytes {
+            return Err(HubError::TooLarge);
+        }
         let (seq, queued) = {
             let mut state = self.seq.lock();
             state.last += 1;
+            state.queued_bytes = 0;
             (state.last, std::mem::take(&mut state.queued))
         };
-        self.record_queued(queued);
-        let topics: Box<[Box<str>]> = topics.iter().map(|&t| Box::<str>::from(t)).collect();
-        self.record(seq, topics, event_type.map(Box::from), data.into())
+        self.take_queued(queued);
+        let id = self.id_for(seq);
+        let event = Event::new(
+            seq,
+            id.clone().into_boxed_str(),
+            topics.iter().map(|&t| Box::<str>::from(t)).collect(),
+            event_type.map(Box::from),
+            data.into(),
+        );
+        if self.backlog.is_empty() {
+            // Nothing ahead of it: the common case records at once.
+            if let Err(e) = self.record(event) {
+                log::warn!("event {id} not recorded: {e:?}");
+            }
+        } else {
+            self.backlog_bytes += event.footprint();
+            self.backlog.push_back(event);
+        }
+        Ok(Published { seq, id })
     }
 
-    /// Records the events other threads queued (they already have their ids).
+    /// Moves the events other threads queued (ids already assigned) into the backlog.
     pub fn drain_queued(&mut self) {
-        let queued = std::mem::take(&mut self.seq.lock().queued);
-        self.record_queued(queued);
+        let queued = {
+            let mut state = self.seq.lock();
+            state.queued_bytes = 0;
+            std::mem::take(&mut state.queued)
+        };
+        self.take_queued(queued);
     }
 
-    /// Moves the events waiting for fan-out into `into` (which should be empty).
-    pub fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
-        std::mem::swap(&mut self.outbox, into);
-    }
-
-    fn record_queued(&mut self, queued: Vec<QueuedEvent>) {
+    fn take_queued(&mut self, queued: Vec<QueuedEvent>) {
         for q in queued {
+            let id = self.id_for(q.seq).into_boxed_str();
             let topics = q.topics.into_iter().map(String::into_boxed_str).collect();
-            self.record(
+            let event = Event::new(
                 q.seq,
+                id,
                 topics,
                 q.event_type.map(String::into_boxed_str),
                 q.data.into_boxed_str(),
             );
+            self.backlog_bytes += event.footprint();
+            self.backlog.push_back(event);
         }
     }
 
-    fn record(
-        &mut self,
-        seq: u64,
-        topics: Box<[Box<str>]>,
-        event_type: Option<Box<str>>,
-        data: Box<str>,
-    ) -> SharedEvent {
-        debug_assert!(seq > self.last_seq);
-        self.last_seq = seq;
-        let event = Rc::new(Event::new(
-            seq,
-            self.id_for(seq).into_boxed_str(),
-            topics,
-            event_type,
-            data,
-        ));
-        let mut ids = Vec::with_capacity(event.topics.len());
+    /// Records backlog events, oldest first, until about `budget` bytes were recorded: a large
+    /// backlog is fanned out in slices, one per loop iteration, so each slice passes the
+    /// slow-consumer check before the next one is added.
+    pub fn record_backlog(&mut self, budget: usize) {
+        let mut done = 0;
+        while done < budget {
+            let Some(event) = self.backlog.pop_front() else {
+                break;
+            };
+            let size = event.footprint();
+            self.backlog_bytes -= size;
+            done += size;
+            let seq = event.seq;
+            if let Err(e) = self.record(event) {
+                log::warn!("event {} not recorded: {e:?}", self.id_for(seq));
+            }
+        }
+        if self.backlog.is_empty() && self.backlog.capacity() > 64 {
+            self.backlog = VecDeque::new();
+        }
+    }
+
+    /// Events waiting in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Appends `event` to its topics' logs and to the matching pattern logs, and retains it as
+    /// history. Channels that cannot be created (`--max-topics`) are skipped with an error.
+    fn record(&mut self, event: Event) -> Result<(), HubError> {
+        debug_assert!(event.seq > self.last_seq);
+        self.last_seq = event.seq;
+        self.recorded += 1;
+        let event = Rc::new(event);
+        let mut result = Ok(());
         for name in event.topics.iter() {
-            let id = self.topic_id_or_insert(name);
-            let topic = &mut self.topics[id.0];
-            let cost = event_cost(&event);
-            if let Some(evicted) = topic
-                .history
-                .push(Rc::clone(&event), self.history_per_topic)
-            {
-                self.history_bytes -= event_cost(&evicted);
-            } else if self.history_per_topic > 0 {
+            let id = match self.channel_or_insert(name) {
+                Ok(id) => id,
+                Err(e) => {
+                    result = Err(e);
+                    continue;
+                }
+            };
+            let ch = &mut self.channels[id.0];
+            ch.append(&event);
+            Self::touch(&mut self.touched, ch, id);
+            if self.limits.history > 0 {
+                event.holders.set(event.holders.get() + 1);
                 self.history_events += 1;
+                if ch.replayable() > self.limits.history {
+                    if let Some(old) = ch.evict_oldest() {
+                        self.history_events -= 1;
+                        Self::release(&mut self.history_bytes, &mut self.retained_gone, &old);
+                    }
+                }
+            } else {
+                ch.evict_oldest();
             }
-            if self.history_per_topic > 0 {
-                self.history_bytes += cost;
+            let patterns = std::mem::take(&mut ch.patterns);
+            for &p in &patterns {
+                let Some(pc) = self.channels.get_mut(p) else {
+                    continue;
+                };
+                if pc.last_seq() == event.seq {
+                    continue; // matched through another of its topics already
+                }
+                pc.append(&event);
+                if pc.replayable() > self.limits.history {
+                    pc.evict_oldest();
+                }
+                Self::touch(&mut self.touched, pc, ChannelId(p));
             }
-            ids.push(id);
+            self.channels[id.0].patterns = patterns;
         }
-        self.outbox.push((Rc::clone(&event), ids));
-        event
+        if event.holders.get() > 0 {
+            self.history_bytes += event.footprint();
+            self.retained.push_back(event);
+            self.enforce_history_bytes();
+        }
+        // A topic nobody reads and that keeps nothing (history 0) is removed by `take_touched`
+        // once the loop has seen it: it does not outlive its publish.
+        result
     }
 
-    /// Subscribes connection `conn` to topic `name`.
-    pub fn subscribe(&mut self, name: &str, conn: usize) -> Subscription {
-        let topic = self.topic_id_or_insert(name);
-        let slot = self.topics[topic.0].subscribers.insert(conn);
-        self.subscriptions += 1;
-        Subscription { topic, slot }
+    fn touch(touched: &mut Vec<ChannelId>, ch: &mut Channel, id: ChannelId) {
+        if !ch.touched {
+            ch.touched = true;
+            touched.push(id);
+        }
     }
 
-    /// Ends a subscription; a topic left with no subscribers and no history is forgotten.
-    pub fn unsubscribe(&mut self, sub: Subscription) {
-        let Some(topic) = self.topics.get_mut(sub.topic.0) else {
-            debug_assert!(false, "unsubscribe from a missing topic");
+    /// An event left one topic's history: when no topic retains it any more, its bytes no
+    /// longer count.
+    fn release(history_bytes: &mut usize, gone: &mut usize, ev: &SharedEvent) {
+        let holders = ev.holders.get().saturating_sub(1);
+        ev.holders.set(holders);
+        if holders == 0 {
+            *history_bytes -= ev.footprint();
+            *gone += 1;
+        }
+    }
+
+    /// Evicts the oldest retained events until history fits `--history-bytes`.
+    fn enforce_history_bytes(&mut self) {
+        while self.history_bytes > self.limits.history_bytes {
+            if !self.evict_oldest_retained() {
+                break;
+            }
+        }
+        if self.retained_gone > 64 && self.retained_gone * 2 > self.retained.len() {
+            self.retained.retain(|e| e.holders.get() > 0);
+            self.retained_gone = 0;
+        }
+    }
+
+    /// Makes the globally oldest retained event unreplayable in every topic; false when nothing
+    /// is retained.
+    fn evict_oldest_retained(&mut self) -> bool {
+        let Some(ev) = self.retained.pop_front() else {
+            return false;
+        };
+        if ev.holders.get() == 0 {
+            self.retained_gone = self.retained_gone.saturating_sub(1);
+            return true;
+        }
+        for name in ev.topics.iter() {
+            let Some(&id) = self.by_name.get(name) else {
+                continue;
+            };
+            let ch = &mut self.channels[id.0];
+            if ch.oldest_replayable().is_some_and(|o| o.seq == ev.seq) {
+                ch.evict_oldest();
+                self.history_events -= 1;
+                ev.holders.set(ev.holders.get().saturating_sub(1));
+                ch.trim();
+            }
+            self.remove_if_vacant(id);
+        }
+        if ev.holders.get() > 0 {
+            // Not at the front of some topic's history (cannot happen: eviction is oldest
+            // first everywhere); never leave bytes counted for an event no longer listed.
+            ev.holders.set(0);
+        }
+        self.history_bytes -= ev.footprint();
+        true
+    }
+
+    // ----- channels --------------------------------------------------------------------------
+
+    fn channel_or_insert(&mut self, name: &str) -> Result<ChannelId, HubError> {
+        if let Some(&id) = self.by_name.get(name) {
+            return Ok(id);
+        }
+        self.make_room()?;
+        let prefix = name.strip_suffix('*');
+        let mut ch = Channel::new(name, prefix);
+        let id = ChannelId(self.channels.vacant_key());
+        match prefix {
+            None => {
+                if !self.patterns.is_empty() {
+                    for end in 0..=name.len() {
+                        if let Some(p) = name.get(..end).and_then(|pre| self.patterns.get(pre)) {
+                            ch.patterns.push(p.0);
+                        }
+                    }
+                }
+            }
+            Some(prefix) => {
+                // Seed the pattern's log with the retained events of every topic it matches, in
+                // id order, so a resume on the pattern replays them.
+                let mut seed: Vec<SharedEvent> = Vec::new();
+                let mut evicted = 0;
+                for (_, other) in self.channels.iter_mut() {
+                    if other.prefix.is_none() && other.name.starts_with(prefix) {
+                        other.patterns.push(id.0);
+                        evicted = evicted.max(other.evicted_through);
+                        seed.extend(other.replayable_events().cloned());
+                    }
+                }
+                seed.sort_unstable_by_key(|e| e.seq);
+                seed.dedup_by_key(|e| e.seq);
+                if seed.len() > self.limits.history {
+                    let cut = seed.len() - self.limits.history;
+                    evicted = evicted.max(seed[cut - 1].seq);
+                    seed.drain(..cut);
+                }
+                ch.seed(&seed, evicted);
+                self.patterns.insert(prefix.into(), id);
+            }
+        }
+        let key = self.channels.insert(ch);
+        debug_assert_eq!(key, id.0);
+        self.by_name.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// Makes room for one more channel under `--max-topics` by evicting the oldest history.
+    fn make_room(&mut self) -> Result<(), HubError> {
+        while self.channels.len() >= self.limits.max_topics {
+            if !self.evict_oldest_retained() {
+                return Err(HubError::TooManyTopics);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a channel nobody reads and that holds nothing.
+    fn remove_if_vacant(&mut self, id: ChannelId) {
+        let Some(ch) = self.channels.get(id.0) else {
             return;
         };
-        if topic.subscribers.try_remove(sub.slot).is_some() {
-            self.subscriptions -= 1;
+        // A removed channel may still be listed as touched; its slot then marks nobody, or the
+        // readers of a channel that reused it, which costs one spare flush at most.
+        if !ch.is_vacant() {
+            return;
         }
-        if topic.subscribers.is_empty() && topic.history.is_empty() {
-            let topic = self.topics.remove(sub.topic.0);
-            self.by_name.remove(&topic.name);
+        let ch = self.channels.remove(id.0);
+        self.by_name.remove(&ch.name);
+        if let Some(prefix) = &ch.prefix {
+            self.patterns.remove(prefix);
+            for (_, other) in self.channels.iter_mut() {
+                if other.prefix.is_none() && other.name.starts_with(&**prefix) {
+                    other.patterns.retain(|&p| p != id.0);
+                }
+            }
         }
     }
 
-    /// The id of topic `name`, if the hub knows it.
-    pub fn topic_id(&self, name: &str) -> Option<TopicId> {
+    /// Subscribes connection `conn` to `name` (a topic, or a pattern ending in `*`); the cursor
+    /// starts live, see [`Hub::start_stream`] to move it back for a resume.
+    pub fn subscribe(&mut self, name: &str, conn: usize) -> Result<Subscription, HubError> {
+        let channel = self.channel_or_insert(name)?;
+        let handle = self.channels[channel.0].add_reader(conn);
+        self.subscriptions += 1;
+        Ok(Subscription {
+            channel,
+            handle,
+            start_seq: self.last_seq,
+        })
+    }
+
+    /// Ends a subscription; a channel left with no reader and nothing retained is forgotten.
+    pub fn unsubscribe(&mut self, sub: Subscription) {
+        let Some(ch) = self.channels.get_mut(sub.channel.0) else {
+            debug_assert!(false, "unsubscribe from a missing channel");
+            return;
+        };
+        if ch.remove_reader(sub.handle) {
+            self.subscriptions -= 1;
+        }
+        if ch.prefix.is_some() && ch.reader_count() == 0 {
+            // A pattern's log is a view of its topics' logs: rebuilt when next needed.
+            let ch = &mut self.channels[sub.channel.0];
+            while ch.evict_oldest().is_some() {}
+            ch.trim();
+        } else {
+            ch.trim();
+        }
+        self.remove_if_vacant(sub.channel);
+    }
+
+    /// True when `sub`'s channel carries events of `topic` (the topic itself, or a pattern
+    /// matching it).
+    pub fn covers(&self, sub: &Subscription, topic: &str) -> bool {
+        self.channels.get(sub.channel.0).is_some_and(|c| match &c.prefix {
+            Some(prefix) => topic.starts_with(&**prefix),
+            None => *c.name == *topic,
+        })
+    }
+
+    /// The channel id of `name`, if it exists.
+    pub fn channel_id(&self, name: &str) -> Option<ChannelId> {
         self.by_name.get(name).copied()
     }
 
-    /// Slab keys of the connections subscribed to `topic`.
-    pub fn subscribers(&self, topic: TopicId) -> impl Iterator<Item = usize> + '_ {
-        self.topics
-            .get(topic.0)
-            .into_iter()
-            .flat_map(|t| t.subscribers.iter().map(|(_, &conn)| conn))
+    /// A channel.
+    pub fn channel(&self, id: ChannelId) -> Option<&Channel> {
+        self.channels.get(id.0)
     }
+
+    /// A subscription's cursor (absolute index of the next entry to send).
+    pub fn cursor(&self, sub: &Subscription) -> u64 {
+        self.channels
+            .get(sub.channel.0)
+            .map_or(0, |c| c.next_of(sub.handle))
+    }
+
+    /// Moves a subscription's cursor.
+    pub fn set_cursor(&mut self, sub: &Subscription, next: u64) {
+        if let Some(c) = self.channels.get_mut(sub.channel.0) {
+            c.set_next(sub.handle, next);
+        }
+    }
+
+    /// Moves the channels touched since the last call into `into`, trimming each log of what
+    /// every reader has passed. The loop marks those channels' readers for writing.
+    pub fn take_touched(&mut self, into: &mut Vec<ChannelId>) {
+        std::mem::swap(&mut self.touched, into);
+        for id in into.iter() {
+            if let Some(ch) = self.channels.get_mut(id.0) {
+                ch.touched = false;
+                ch.trim();
+            }
+        }
+        for i in 0..into.len() {
+            self.remove_if_vacant(into[i]);
+        }
+    }
+
+    /// Slab keys of the connections reading `id`.
+    pub fn readers(&self, id: ChannelId) -> impl Iterator<Item = usize> + '_ {
+        self.channels
+            .get(id.0)
+            .into_iter()
+            .flat_map(|c| c.reader_conns())
+    }
+
+    /// Events recorded since the last call (the `published` counter).
+    pub fn take_recorded(&mut self) -> u64 {
+        std::mem::take(&mut self.recorded)
+    }
+
+    // ----- resume ----------------------------------------------------------------------------
 
     /// Interprets a client's `Last-Event-ID`.
     pub fn parse_resume(&self, last_event_id: &str) -> Resume {
@@ -259,161 +622,112 @@ impl Hub {
         }
     }
 
-    /// The events of `topics` to replay for a client at `resume`, merged in id order and without
-    /// duplicates (an event published to several of them is replayed once).
-    pub fn replay(&self, topics: &[&str], resume: Resume) -> Replay {
+    /// Places the cursors of `subs` (one stream's subscriptions, just made) for `resume`: after
+    /// the resume point within each log's history, and says whether the client missed events.
+    pub fn start_stream(&mut self, subs: &mut [Subscription], resume: Resume) -> StreamStart {
         let (after, mut reset) = match resume {
             Resume::After(seq) => (seq, None),
             Resume::Foreign => (0, Some(ResetReason::Unknown)),
         };
-        let mut events: Vec<SharedEvent> = Vec::new();
-        for name in topics {
-            let Some(&id) = self.by_name.get(*name) else {
+        let mut first_replayed = u64::MAX;
+        for sub in subs.iter_mut() {
+            sub.start_seq = after;
+            let Some(ch) = self.channels.get_mut(sub.channel.0) else {
                 continue;
             };
-            let history = &self.topics[id.0].history;
-            if reset.is_none() && history.evicted_through() > after {
+            if reset.is_none() && ch.evicted_through > after {
                 reset = Some(ResetReason::Expired);
             }
-            events.extend(history.after(after).cloned());
+            let start = ch.start_after(after);
+            if let Some(e) = ch.entry(start) {
+                first_replayed = first_replayed.min(e.ev.seq);
+            }
+            ch.set_next(sub.handle, start);
         }
-        if topics.len() > 1 {
-            events.sort_unstable_by_key(|e| e.seq);
-            events.dedup_by_key(|e| e.seq);
-        }
-        let before_first = events.first().map_or(self.last_seq, |e| e.seq - 1);
-        Replay {
+        let before_first = if first_replayed == u64::MAX {
+            self.last_seq
+        } else {
+            first_replayed - 1
+        };
+        StreamStart {
+            after,
             reset,
             reset_id: self.id_for(before_first),
-            events,
         }
     }
 
-    /// Topic subscriptions held.
+    /// Retained events of `names` after `after`, merged in id order without duplicates (a
+    /// SUBSCRIBE frame's replay on a live connection).
+    pub fn replay(&self, names: &[&str], after: u64) -> (Vec<SharedEvent>, bool) {
+        let mut events: Vec<SharedEvent> = Vec::new();
+        let mut expired = false;
+        for name in names {
+            let Some(&id) = self.by_name.get(*name) else {
+                continue;
+            };
+            let ch = &self.channels[id.0];
+            expired |= ch.evicted_through > after;
+            let start = ch.start_after(after);
+            let mut idx = start;
+            while let Some(e) = ch.entry(idx) {
+                events.push(Rc::clone(&e.ev));
+                idx += 1;
+            }
+        }
+        events.sort_unstable_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
+        (events, expired)
+    }
+
+    // ----- gauges ----------------------------------------------------------------------------
+
+    /// Subscriptions held.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions
     }
 
-    /// Topics known (with subscribers or history).
+    /// Channels that exist (topics with readers or history, and patterns with readers).
     pub fn topic_count(&self) -> usize {
-        self.topics.len()
+        self.channels.len()
     }
 
-    /// Events retained, summed over topics.
+    /// Replayable events, summed over topics.
     pub fn history_events(&self) -> usize {
         self.history_events
     }
 
-    /// Bytes of id and data retained, summed over topics.
+    /// Bytes of retained history (each event once, encodings included).
     pub fn history_bytes(&self) -> usize {
         self.history_bytes
     }
 
-    fn topic_id_or_insert(&mut self, name: &str) -> TopicId {
-        if let Some(&id) = self.by_name.get(name) {
-            return id;
-        }
-        let id = TopicId(self.topics.insert(Topic {
-            name: name.into(),
-            history: Ring::default(),
-            subscribers: Slab::new(),
-        }));
-        self.by_name.insert(name.into(), id);
-        id
+    /// Bytes waiting in the backlog.
+    pub fn backlog_bytes(&self) -> usize {
+        self.backlog_bytes
     }
-}
 
-fn event_cost(event: &Event) -> usize {
-    event.id.len() + event.data.len()
+    /// The `limit` channels with the most subscribers.
+    pub fn topic_summaries(&self, limit: usize) -> Vec<TopicSummary> {
+        let mut all: Vec<TopicSummary> = self
+            .channels
+            .iter()
+            .map(|(_, ch)| TopicSummary {
+                name: ch.name.to_string(),
+                subscribers: ch.reader_count(),
+                retained_events: ch.replayable(),
+                retained_bytes: ch.replayable_events().map(|e| e.footprint()).sum(),
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            b.subscribers
+                .cmp(&a.subscribers)
+                .then(b.retained_events.cmp(&a.retained_events))
+                .then(a.name.cmp(&b.name))
+        });
+        all.truncate(limit);
+        all
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seqs(events: &[SharedEvent]) -> Vec<u64> {
-        events.iter().map(|e| e.seq).collect()
-    }
-
-    #[test]
-    fn ids_increase_across_topics_and_multi_topic_publish_is_one_event() {
-        let mut hub = Hub::new("run", 8);
-        let a = hub.publish(&["a"], None, "1");
-        let ab = hub.publish(&["a", "b"], Some("t"), "2");
-        assert_eq!(&*a.id, "run-1");
-        assert_eq!(&*ab.id, "run-2");
-        let mut out = Vec::new();
-        hub.take_outbox(&mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].1.len(), 2, "one event, two topics");
-        let replay = hub.replay(&["a", "b"], Resume::After(0));
-        assert_eq!(
-            seqs(&replay.events),
-            vec![1, 2],
-            "event in a and b replayed once"
-        );
-        assert!(replay.reset.is_none());
-    }
-
-    #[test]
-    fn replay_interleaves_topics_in_id_order() {
-        let mut hub = Hub::new("r", 8);
-        for (i, topic) in ["a", "b", "a", "c", "b"].iter().enumerate() {
-            hub.publish(&[topic], None, &i.to_string());
-        }
-        let replay = hub.replay(&["b", "a"], Resume::After(1));
-        assert_eq!(seqs(&replay.events), vec![2, 3, 5]);
-        assert_eq!(replay.reset_id, "r-1");
-    }
-
-    #[test]
-    fn resume_older_than_history_is_expired_and_foreign_is_unknown() {
-        let mut hub = Hub::new("r", 2);
-        for i in 0..5 {
-            hub.publish(&["a"], None, &i.to_string());
-        }
-        assert_eq!(hub.history_events(), 2);
-        let expired = hub.replay(&["a"], Resume::After(1));
-        assert_eq!(expired.reset, Some(ResetReason::Expired));
-        assert_eq!(seqs(&expired.events), vec![4, 5]);
-        assert_eq!(expired.reset_id, "r-3");
-        let exact = hub.replay(&["a"], Resume::After(3));
-        assert!(
-            exact.reset.is_none(),
-            "3 was the last evicted: nothing missed"
-        );
-        assert_eq!(hub.parse_resume("other-3"), Resume::Foreign);
-        assert_eq!(hub.parse_resume("r-6"), Resume::Foreign, "from the future");
-        assert_eq!(hub.parse_resume("r-+3"), Resume::Foreign);
-        assert_eq!(hub.parse_resume("r-"), Resume::Foreign);
-        assert_eq!(hub.parse_resume("r-5"), Resume::After(5));
-        let foreign = hub.replay(&["a"], Resume::Foreign);
-        assert_eq!(foreign.reset, Some(ResetReason::Unknown));
-        assert_eq!(seqs(&foreign.events), vec![4, 5]);
-    }
-
-    #[test]
-    fn subscriptions_are_counted_and_empty_topics_forgotten() {
-        let mut hub = Hub::new("r", 0);
-        let s1 = hub.subscribe("a", 7);
-        let s2 = hub.subscribe("a", 9);
-        let s3 = hub.subscribe("b", 7);
-        assert_eq!(hub.subscription_count(), 3);
-        hub.publish(&["a"], None, "x");
-        let mut out = Vec::new();
-        hub.take_outbox(&mut out);
-        let mut subs: Vec<usize> = hub.subscribers(out[0].1[0]).collect();
-        subs.sort();
-        assert_eq!(subs, vec![7, 9]);
-        for s in [s1, s2, s3] {
-            hub.unsubscribe(s);
-        }
-        assert_eq!(hub.subscription_count(), 0);
-        assert_eq!(
-            hub.topic_count(),
-            0,
-            "history 0: topics vanish with their subscribers"
-        );
-        assert_eq!(hub.history_events(), 0);
-    }
-}
+mod tests;

@@ -1,0 +1,222 @@
+//! The write path of one connection: its private bytes merged, in order, with the shared events
+//! past its cursors.
+//!
+//! A stream never copies an event. Its subscriptions are cursors into the hub's channel logs, and
+//! each flush gathers, for one `writev`, the private segments and the encodings of the events
+//! past those cursors, merged in id order (an event seen through several channels goes once).
+//! A private segment carries a barrier (see `buf::OutQueue`): it goes out after the events up to
+//! that seq and before any later one, which is how a response head precedes a replay, a
+//! PUBLISH_ACK precedes the publisher's own event, and a farewell comes last.
+//!
+//! What a connection has not taken is `private bytes + log bytes past its cursors`, a few
+//! subtractions: the slow-consumer rule judges it only when the socket has refused bytes, and
+//! never counts the event already half-written (so one event as large as the cap never trips it).
+
+use std::io::IoSlice;
+
+use crate::buf::{BufPool, OutQueue, SharedEvent, Wire, MAX_IOVECS};
+use crate::hub::{Hub, Subscription};
+
+/// Private bytes and cursors of one connection.
+#[derive(Default)]
+pub struct Output {
+    /// Private output (responses, notices, heartbeats, frame replies).
+    pub private: OutQueue,
+    /// Cursors into the hub's logs (streams only).
+    pub subs: Vec<Subscription>,
+    /// The encoding this connection's events use (streams only).
+    pub wire: Option<Wire>,
+    /// Bytes of the front event already written.
+    ev_off: usize,
+}
+
+/// The next thing to write.
+enum Item<'h> {
+    Private(&'h [u8]),
+    Event(&'h SharedEvent),
+}
+
+/// A walk over the merged output, not yet applied.
+struct Walk {
+    /// Cursor of each subscription.
+    pos: [u64; MAX_SUBS],
+    /// Next private segment.
+    seg: usize,
+}
+
+/// Most subscriptions one connection holds (the per-request topic cap).
+pub const MAX_SUBS: usize = crate::http::request::MAX_TOPICS_PER_REQUEST;
+
+/// What a flush wrote.
+pub struct Written {
+    /// Events fully written.
+    pub events: u64,
+}
+
+impl Output {
+    fn walk(&self, hub: &Hub) -> Walk {
+        let mut pos = [0u64; MAX_SUBS];
+        for (p, sub) in pos.iter_mut().zip(&self.subs) {
+            *p = hub.cursor(sub);
+        }
+        Walk { pos, seg: 0 }
+    }
+
+    /// The next item of the merge, advancing `walk` past it.
+    fn next_item<'h>(&'h self, hub: &'h Hub, walk: &mut Walk) -> Option<Item<'h>> {
+        let mut best: Option<&'h SharedEvent> = None;
+        for (sub, &pos) in self.subs.iter().zip(&walk.pos) {
+            let Some(entry) = hub.channel(sub.channel()).and_then(|c| c.entry(pos)) else {
+                continue;
+            };
+            if best.is_none_or(|b| entry.ev.seq < b.seq) {
+                best = Some(&entry.ev);
+            }
+        }
+        if let Some((barrier, bytes)) = self.private.segment(walk.seg) {
+            if best.is_none_or(|b| b.seq > barrier) {
+                walk.seg += 1;
+                return Some(Item::Private(bytes));
+            }
+        }
+        let event = best?;
+        for (sub, pos) in self.subs.iter().zip(walk.pos.iter_mut()) {
+            let here = hub.channel(sub.channel()).and_then(|c| c.entry(*pos));
+            if here.is_some_and(|e| e.ev.seq == event.seq) {
+                *pos += 1;
+            }
+        }
+        Some(Item::Event(event))
+    }
+
+    fn wire(&self) -> Wire {
+        self.wire.unwrap_or(Wire::Sse)
+    }
+
+    /// True when something is waiting to be written.
+    pub fn has_output(&self, hub: &Hub) -> bool {
+        !self.private.is_empty()
+            || self.subs.iter().any(|sub| {
+                hub.channel(sub.channel())
+                    .is_some_and(|c| c.entry(hub.cursor(sub)).is_some())
+            })
+    }
+
+    /// Events past the cursors (an event reached through two channels counts twice).
+    pub fn backlog_events(&self, hub: &Hub) -> u64 {
+        self.subs
+            .iter()
+            .filter_map(|sub| {
+                hub.channel(sub.channel())
+                    .map(|c| c.end().saturating_sub(hub.cursor(sub)))
+            })
+            .sum()
+    }
+
+    /// Bytes not yet written: private bytes plus log bytes past the cursors (an event reached
+    /// through two channels counts twice: an upper bound, on the safe side for memory).
+    pub fn backlog(&self, hub: &Hub) -> u64 {
+        let wire = self.wire();
+        let logs: u64 = self
+            .subs
+            .iter()
+            .filter_map(|sub| {
+                hub.channel(sub.channel())
+                    .map(|c| c.pending_bytes(hub.cursor(sub), wire))
+            })
+            .sum();
+        (self.private.len() as u64 + logs).saturating_sub(self.ev_off as u64)
+    }
+
+    /// The backlog behind the item being written: what the slow-consumer rule judges.
+    pub fn judged_backlog(&self, hub: &Hub) -> u64 {
+        let mut walk = self.walk(hub);
+        let front = match self.next_item(hub, &mut walk) {
+            None => 0,
+            Some(Item::Private(bytes)) => bytes.len(),
+            Some(Item::Event(ev)) => ev.encoded(self.wire()).len() - self.ev_off,
+        };
+        self.backlog(hub).saturating_sub(front as u64)
+    }
+
+    /// Fills `iov` with up to `budget` bytes of the merged output; returns (iovecs, bytes).
+    pub fn gather<'h>(
+        &'h self,
+        hub: &'h Hub,
+        iov: &mut [IoSlice<'h>; MAX_IOVECS],
+        budget: usize,
+    ) -> (usize, usize) {
+        let wire = self.wire();
+        let mut walk = self.walk(hub);
+        let (mut count, mut total) = (0, 0);
+        while count < iov.len() && total < budget {
+            let bytes = match self.next_item(hub, &mut walk) {
+                None => break,
+                Some(Item::Private(bytes)) => bytes,
+                Some(Item::Event(ev)) if count == 0 => &ev.encoded(wire)[self.ev_off..],
+                Some(Item::Event(ev)) => ev.encoded(wire),
+            };
+            let take = bytes.len().min(budget - total);
+            iov[count] = IoSlice::new(&bytes[..take]);
+            count += 1;
+            total += take;
+        }
+        (count, total)
+    }
+
+    /// Applies a write of `written` bytes: pops private segments, moves cursors past the events
+    /// sent, remembers how far into the front item the write got.
+    pub fn consume(&mut self, mut written: usize, hub: &mut Hub, pool: &mut BufPool) -> Written {
+        let wire = self.wire();
+        let mut events = 0;
+        let mut walk = self.walk(hub);
+        let mut front = true;
+        while written > 0 {
+            walk.seg = 0; // consumed private segments leave the queue
+            let (len, private, seq) = match self.next_item(hub, &mut walk) {
+                None => break,
+                Some(Item::Private(bytes)) => (bytes.len(), true, 0),
+                Some(Item::Event(ev)) => {
+                    let off = if front { self.ev_off } else { 0 };
+                    (ev.encoded(wire).len() - off, false, ev.seq)
+                }
+            };
+            let take = written.min(len);
+            written -= take;
+            if private {
+                self.private.consume(take, pool);
+            } else if take == len {
+                self.ev_off = 0;
+                events += 1;
+            } else {
+                // Partial event: the walk moved the cursors past it; step them back.
+                self.ev_off = if front { self.ev_off + take } else { take };
+                self.rewind(hub, &mut walk, seq);
+                break;
+            }
+            front = false;
+        }
+        for (sub, &pos) in self.subs.iter().zip(&walk.pos) {
+            hub.set_cursor(sub, pos);
+        }
+        Written { events }
+    }
+
+    /// Steps back the cursors that the walk moved past event `seq` (it is not fully sent).
+    fn rewind(&self, hub: &Hub, walk: &mut Walk, seq: u64) {
+        for (sub, pos) in self.subs.iter().zip(walk.pos.iter_mut()) {
+            let prev = pos
+                .checked_sub(1)
+                .and_then(|p| hub.channel(sub.channel()).and_then(|c| c.entry(p)));
+            if prev.is_some_and(|e| e.ev.seq == seq) {
+                *pos -= 1;
+            }
+        }
+    }
+
+    /// Drops all private output (forced close). Cursors go with the subscriptions.
+    pub fn clear(&mut self, pool: &mut BufPool) {
+        self.private.clear(pool);
+        self.ev_off = 0;
+    }
+}

@@ -1,0 +1,297 @@
+//! A channel: the shared log of one topic (or one topic pattern) and the cursors of its readers.
+//!
+//! The log holds events by reference, in id order, each with the running byte count of both wire
+//! encodings so that "how much has this reader not taken" is one subtraction. Its tail serves two
+//! purposes at once: the last `--history` events are *replayable* (resume starts a cursor inside
+//! them), and any older entry stays only while some reader's cursor has not passed it. A reader
+//! too far behind is cut by the slow-consumer rule, so what a log holds beyond its history is
+//! bounded by `--max-queue-bytes`.
+
+use std::collections::VecDeque;
+
+use slab::Slab;
+
+use crate::buf::{SharedEvent, Wire};
+
+/// One logged event and the cumulative bytes of each encoding through it.
+pub(crate) struct Entry {
+    pub(crate) ev: SharedEvent,
+    end: [u64; 2],
+}
+
+/// A subscriber's cursor: the absolute index of the next entry it has to send.
+struct Reader {
+    conn: usize,
+    next: u64,
+    handle: usize,
+}
+
+/// The log and readers of one topic or pattern.
+pub struct Channel {
+    pub(crate) name: Box<str>,
+    /// `Some(prefix)` for a pattern channel (`prefix*`).
+    pub(crate) prefix: Option<Box<str>>,
+    entries: VecDeque<Entry>,
+    /// Absolute index of `entries[0]`.
+    first: u64,
+    /// Cumulative bytes per wire before `entries[0]`.
+    base: [u64; 2],
+    /// Absolute index of the oldest replayable entry.
+    hist_from: u64,
+    /// Highest seq that is no longer replayable (0: nothing ever evicted).
+    pub(crate) evicted_through: u64,
+    readers: Vec<Reader>,
+    /// Stable handle -> index in `readers` (readers are kept dense so fan-out walks only them).
+    handles: Slab<usize>,
+    /// Gets new entries this round (in the hub's touched list).
+    pub(crate) touched: bool,
+    /// For a topic: the pattern channels that match it.
+    pub(crate) patterns: Vec<usize>,
+}
+
+impl Channel {
+    pub(crate) fn new(name: &str, prefix: Option<&str>) -> Channel {
+        Channel {
+            name: name.into(),
+            prefix: prefix.map(Into::into),
+            entries: VecDeque::new(),
+            first: 1,
+            base: [0; 2],
+            hist_from: 1,
+            evicted_through: 0,
+            readers: Vec::new(),
+            handles: Slab::new(),
+            touched: false,
+            patterns: Vec::new(),
+        }
+    }
+
+    /// Absolute index one past the newest entry.
+    pub(crate) fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    /// The entry at absolute index `idx`, if held.
+    pub(crate) fn entry(&self, idx: u64) -> Option<&Entry> {
+        let off = idx.checked_sub(self.first)?;
+        self.entries.get(usize::try_from(off).ok()?)
+    }
+
+    /// Seq of the newest entry (0 when empty).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.entries.back().map_or(0, |e| e.ev.seq)
+    }
+
+    /// Appends an event (its seq is above every held one). It is replayable at once.
+    pub(crate) fn append(&mut self, ev: &SharedEvent) {
+        debug_assert!(self.entries.back().is_none_or(|e| e.ev.seq < ev.seq));
+        let prev = self.entries.back().map_or(self.base, |e| e.end);
+        let end = [
+            prev[0] + ev.encoded(Wire::Sse).len() as u64,
+            prev[1] + ev.encoded(Wire::Frame).len() as u64,
+        ];
+        self.entries.push_back(Entry {
+            ev: SharedEvent::clone(ev),
+            end,
+        });
+    }
+
+    /// Replayable entries.
+    pub(crate) fn replayable(&self) -> usize {
+        (self.end() - self.hist_from) as usize
+    }
+
+    /// The oldest replayable event.
+    pub(crate) fn oldest_replayable(&self) -> Option<&SharedEvent> {
+        self.entry(self.hist_from).map(|e| &e.ev)
+    }
+
+    /// Makes the oldest replayable entry unreplayable; returns its event.
+    pub(crate) fn evict_oldest(&mut self) -> Option<SharedEvent> {
+        let ev = SharedEvent::clone(&self.entry(self.hist_from)?.ev);
+        self.hist_from += 1;
+        self.evicted_through = self.evicted_through.max(ev.seq);
+        Some(ev)
+    }
+
+    /// Drops entries that are neither replayable nor ahead of any reader's cursor. Walks the
+    /// readers only when the log holds unreplayable entries, i.e. when someone is behind.
+    pub(crate) fn trim(&mut self) {
+        if self.first >= self.hist_from {
+            return;
+        }
+        let floor = self
+            .readers
+            .iter()
+            .map(|r| r.next)
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(self.hist_from);
+        while self.first < floor {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.base = entry.end;
+            self.first += 1;
+        }
+        if self.entries.is_empty() {
+            self.entries = VecDeque::new();
+        }
+    }
+
+    /// Absolute index of the first replayable entry with a seq above `seq`.
+    pub(crate) fn start_after(&self, seq: u64) -> u64 {
+        let from = (self.hist_from - self.first) as usize;
+        let (a, b) = self.entries.as_slices();
+        let skip = |part: &[Entry]| part.partition_point(|e| e.ev.seq <= seq);
+        let pos = if from < a.len() {
+            let in_a = skip(&a[from..]);
+            if from + in_a < a.len() {
+                from + in_a
+            } else {
+                a.len() + skip(b)
+            }
+        } else {
+            from + skip(&b[from - a.len()..])
+        };
+        self.first + pos as u64
+    }
+
+    /// Bytes of `wire` from absolute index `next` to the end of the log.
+    pub(crate) fn pending_bytes(&self, next: u64, wire: Wire) -> u64 {
+        let w = wire as usize;
+        let total = self.entries.back().map_or(self.base[w], |e| e.end[w]);
+        let before = match next.checked_sub(self.first + 1) {
+            None => self.base[w],
+            Some(off) => self
+                .entries
+                .get(off as usize)
+                .map_or(total, |e: &Entry| e.end[w]),
+        };
+        total.saturating_sub(before)
+    }
+
+    /// Adds a reader whose cursor starts at the end of the log (live).
+    pub(crate) fn add_reader(&mut self, conn: usize) -> usize {
+        let handle = self.handles.insert(self.readers.len());
+        self.readers.push(Reader {
+            conn,
+            next: self.end(),
+            handle,
+        });
+        handle
+    }
+
+    /// Removes a reader; false when the handle is unknown.
+    pub(crate) fn remove_reader(&mut self, handle: usize) -> bool {
+        let Some(i) = self.handles.try_remove(handle) else {
+            return false;
+        };
+        self.readers.swap_remove(i);
+        if let Some(moved) = self.readers.get(i) {
+            self.handles[moved.handle] = i;
+        }
+        if self.readers.is_empty() {
+            // After a peak, give the memory back: fan-out cost follows current readers only.
+            self.readers = Vec::new();
+            self.handles = Slab::new();
+        }
+        true
+    }
+
+    /// A reader's cursor.
+    pub(crate) fn next_of(&self, handle: usize) -> u64 {
+        self.handles
+            .get(handle)
+            .and_then(|&i| self.readers.get(i))
+            .map_or(self.end(), |r| r.next)
+    }
+
+    /// Moves a reader's cursor.
+    pub(crate) fn set_next(&mut self, handle: usize, next: u64) {
+        let (first, end) = (self.first, self.end());
+        if let Some(&i) = self.handles.get(handle) {
+            if let Some(r) = self.readers.get_mut(i) {
+                r.next = next.clamp(first, end);
+            }
+        }
+    }
+
+    /// Slab keys of the readers' connections.
+    pub(crate) fn reader_conns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.readers.iter().map(|r| r.conn)
+    }
+
+    pub(crate) fn reader_count(&self) -> usize {
+        self.readers.len()
+    }
+
+    /// Nothing replayable, nothing held, nobody reading: the channel can go.
+    pub(crate) fn is_vacant(&self) -> bool {
+        self.readers.is_empty() && self.entries.is_empty()
+    }
+
+    /// Replayable events, oldest first.
+    pub(crate) fn replayable_events(&self) -> impl Iterator<Item = &SharedEvent> {
+        let from = (self.hist_from - self.first) as usize;
+        self.entries.range(from..).map(|e| &e.ev)
+    }
+
+    /// Sets the log to `events` (seq order), all replayable (a new pattern channel's seed).
+    pub(crate) fn seed(&mut self, events: &[SharedEvent], evicted_through: u64) {
+        debug_assert!(self.entries.is_empty());
+        for ev in events {
+            self.append(ev);
+        }
+        self.evicted_through = evicted_through;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::Event;
+    use std::rc::Rc;
+
+    fn ev(seq: u64) -> SharedEvent {
+        Rc::new(Event::new(
+            seq,
+            format!("r-{seq}").into(),
+            vec!["t".into()].into(),
+            None,
+            "data".into(),
+        ))
+    }
+
+    #[test]
+    fn cursors_pin_entries_until_passed_and_history_bounds_replay() {
+        let mut ch = Channel::new("t", None);
+        let slow = ch.add_reader(1);
+        let fast = ch.add_reader(2);
+        for seq in [3, 5, 8, 9] {
+            ch.append(&ev(seq));
+        }
+        let one = ev(3).sse().len() as u64;
+        assert_eq!(ch.pending_bytes(ch.next_of(slow), Wire::Sse), 4 * one);
+        ch.set_next(slow, 1);
+        assert_eq!(ch.pending_bytes(1, Wire::Sse), 4 * one);
+        assert_eq!(ch.pending_bytes(3, Wire::Sse), 2 * one);
+        // History of 2: evict two; the slow reader still holds them.
+        ch.evict_oldest();
+        ch.evict_oldest();
+        ch.trim();
+        assert_eq!(ch.entry(1).map(|e| e.ev.seq), Some(3), "pinned by the slow reader");
+        assert_eq!(ch.start_after(0), 3, "replay starts at the history window");
+        assert_eq!(ch.start_after(8), 4);
+        assert_eq!(ch.evicted_through, 5);
+        ch.set_next(slow, 3);
+        ch.set_next(fast, 5);
+        ch.trim();
+        assert!(ch.entry(2).is_none(), "released once passed");
+        assert_eq!(ch.pending_bytes(3, Wire::Sse), 2 * one);
+        assert!(ch.remove_reader(slow));
+        assert!(!ch.remove_reader(slow));
+        assert_eq!(ch.reader_conns().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(ch.next_of(fast), 5);
+    }
+}

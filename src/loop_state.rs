@@ -1,0 +1,167 @@
+//! The state every connection handler may touch besides its own connection: configuration, the
+//! hub, timers, the chunk pool, metrics, the dirty list and the clock. The loop owns it and lends
+//! it to handlers; it lives apart from `event_loop` so that connections depend on it, not on the
+//! loop.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::buf::BufPool;
+use crate::config::Config;
+use crate::hooks::{Hooks, PublishAttempt};
+use crate::http::response::http_date;
+use crate::hub::Hub;
+use crate::metrics::{Gauges, Metrics};
+use crate::timer::Timers;
+
+/// How long a `Connection: close` response lingers for the peer's FIN before a forced close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Everything connection handlers may touch besides their own connection.
+pub struct LoopState {
+    /// The configuration.
+    pub config: Config,
+    /// Topics, subscriptions, history.
+    pub hub: Hub,
+    /// Every deadline.
+    pub timers: Timers,
+    /// Write chunks.
+    pub pool: BufPool,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The time of this iteration.
+    pub now: Instant,
+    /// `Date` header value, refreshed once a second.
+    pub date: String,
+    date_secs: u64,
+    /// Read scratch buffer.
+    pub scratch: Box<[u8]>,
+    /// Connections with output (or input) to handle before sleeping.
+    pub dirty: Vec<usize>,
+    /// Shutdown has begun: no new streams, responses close their connection.
+    pub shutting_down: bool,
+    /// Occupied slab slots (for the metrics page, which handlers render).
+    pub slab_len: usize,
+    /// Connection limit in force.
+    pub max_connections: usize,
+    /// Connections accepted over the limit, lingering only to deliver their 503 (they do not
+    /// count against the limit).
+    pub refused: usize,
+    /// Host callbacks.
+    pub hooks: Hooks,
+    rng: u64,
+}
+
+impl LoopState {
+    /// Loop state for `config`, around `hub`.
+    pub fn new(config: Config, hub: Hub, max_connections: usize) -> LoopState {
+        let rng = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        LoopState {
+            config,
+            hub,
+            timers: Timers::default(),
+            pool: BufPool::default(),
+            metrics: Metrics::default(),
+            now: Instant::now(),
+            date: http_date(SystemTime::now()),
+            date_secs: 0,
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+            dirty: Vec::new(),
+            shutting_down: false,
+            slab_len: 0,
+            max_connections,
+            refused: 0,
+            hooks: Hooks::default(),
+            rng,
+        }
+    }
+
+    /// Heartbeat period.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_ms)
+    }
+    /// Header (and body-stall) timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.header_timeout_ms)
+    }
+    /// Keep-alive idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.idle_timeout_ms)
+    }
+    /// Write-stall timeout.
+    pub fn write_stall(&self) -> Duration {
+        Duration::from_millis(self.config.write_stall_ms)
+    }
+    /// Shutdown grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.config.grace_ms)
+    }
+    /// Linger after a `Connection: close` response.
+    pub fn linger(&self) -> Duration {
+        LINGER.min(self.grace().max(Duration::from_millis(100)))
+    }
+
+    /// A `retry:` value spread over [retry, 2 × retry] (at least one second wide) so that clients
+    /// of a stopping server reconnect at different moments.
+    pub fn jittered_retry(&mut self) -> u64 {
+        // xorshift64: statistical quality is irrelevant here, speed and no dependency are not.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let spread = self.config.retry_ms.max(1000);
+        self.config.retry_ms + self.rng % (spread + 1)
+    }
+
+    /// The gauges of the metrics page.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            slab_connections: self.slab_len,
+            timers: self.timers.len(),
+            subscriptions: self.hub.subscription_count(),
+            topics: self.hub.topic_count(),
+            history_events: self.hub.history_events(),
+            history_bytes: self.hub.history_bytes(),
+            chunks_lent: self.pool.lent(),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Runs the publish hook for a client's event.
+    pub fn allow_publish(
+        &mut self,
+        topics: &[&str],
+        event_type: Option<&str>,
+        data: &str,
+        connection: u64,
+    ) -> bool {
+        let attempt = PublishAttempt {
+            topics,
+            event_type,
+            data,
+            connection,
+        };
+        let allowed = self.hooks.allow_publish(&attempt);
+        if !allowed {
+            self.metrics.publishes_vetoed += 1;
+        }
+        allowed
+    }
+
+    /// The Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.gauges())
+    }
+
+    pub(crate) fn refresh_clock(&mut self) {
+        self.now = Instant::now();
+        let wall = SystemTime::now();
+        let secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.date_secs {
+            self.date_secs = secs;
+            self.date = http_date(wall);
+        }
+    }
+}
+
