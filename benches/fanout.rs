@@ -1,50 +1,61 @@
-//! Hub fan-out in process: one event encoded once and queued to 10,000 subscriber queues, with
-//! the copy-into-chunk path (small events) and the by-reference path (large events), then the
-//! queues drained as the write path gathers them.
+//! Hub fan-out in process: events published into a channel log read by 10,000 subscribers, each
+//! subscriber's pending slice gathered for `writev` and consumed as if the socket took it all.
+//! `1ev` is one event per round (a quiet topic), `8ev` eight (a trickle of publishers: the case
+//! the write path is built for, one gather per subscriber for all eight).
 
 use std::io::IoSlice;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sseloop::buf::{chunk_size_for_mss, BufPool, OutQueue, COPY_THRESHOLD, MAX_IOVECS};
+use sseloop::buf::{BufPool, Wire, MAX_IOVECS};
+use sseloop::conn::output::Output;
 use sseloop::hub::Hub;
 
 const SUBSCRIBERS: usize = 10_000;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_10k");
-    group.throughput(Throughput::Elements(SUBSCRIBERS as u64));
-    let chunk = chunk_size_for_mss(Some(1448));
-    for size in [64usize, 512, COPY_THRESHOLD, COPY_THRESHOLD + 1, 8192] {
-        let mut hub = Hub::new("bench", 16);
-        let subs: Vec<_> = (0..SUBSCRIBERS).map(|k| hub.subscribe("t", k)).collect();
-        let body = "x".repeat(size);
-        let mut pool = BufPool::default();
-        let mut queues: Vec<OutQueue> = (0..SUBSCRIBERS).map(|_| OutQueue::default()).collect();
-        let mut outbox = Vec::new();
-        group.bench_with_input(
-            BenchmarkId::new("publish+queue+drain", size),
-            &size,
-            |b, _| {
-                b.iter(|| {
-                    hub.publish(&["t"], None, &body);
-                    hub.take_outbox(&mut outbox);
-                    for (event, topics) in outbox.drain(..) {
-                        for key in hub.subscribers(topics[0]) {
-                            queues[key].push_sse(&event, &mut pool, chunk);
-                        }
-                    }
-                    let mut total = 0;
-                    for q in queues.iter_mut() {
-                        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                        let (_, bytes) = q.gather(&mut iov, usize::MAX);
-                        total += bytes;
-                        q.consume(bytes, &mut pool);
-                    }
-                    total
+    for per_round in [1usize, 8] {
+        group.throughput(Throughput::Elements((SUBSCRIBERS * per_round) as u64));
+        for size in [64usize, 512, 8192] {
+            let mut hub = Hub::new("bench", 16);
+            let mut outs: Vec<Output> = (0..SUBSCRIBERS)
+                .map(|k| {
+                    let mut out = Output::default();
+                    out.wire = Some(Wire::Sse);
+                    out.subs.push(hub.subscribe("t", k).expect("subscribe"));
+                    out
                 })
-            },
-        );
-        drop(subs);
+                .collect();
+            let body = "x".repeat(size);
+            let mut pool = BufPool::default();
+            let mut touched = Vec::new();
+            group.bench_with_input(
+                BenchmarkId::new(format!("{per_round}ev"), size),
+                &size,
+                |b, _| {
+                    b.iter(|| {
+                        for _ in 0..per_round {
+                            hub.publish(&["t"], None, &body).expect("publish");
+                        }
+                        hub.take_touched(&mut touched);
+                        touched.clear();
+                        let mut total = 0;
+                        for out in outs.iter_mut() {
+                            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                            let (_, bytes) = out.gather(&hub, &mut iov, usize::MAX);
+                            total += bytes;
+                            out.consume(bytes, &mut hub, &mut pool);
+                        }
+                        total
+                    })
+                },
+            );
+            for out in outs.iter_mut() {
+                for sub in out.subs.drain(..) {
+                    hub.unsubscribe(sub);
+                }
+            }
+        }
     }
     group.finish();
 }

@@ -45,7 +45,8 @@ enum sseloop_code {
     SSELOOP_EEVENT = -7,     /* event type empty, over 128 bytes, or containing CR/LF/NUL */
     SSELOOP_ETOOLARGE = -8,  /* data larger than the maximum body size */
     SSELOOP_EBUSY = -9,      /* loop-side call while the loop is in use (hook, other thread) */
-    SSELOOP_EINTERNAL = -10  /* internal error (a caught panic); the loop refuses further use */
+    SSELOOP_EINTERNAL = -10, /* internal error (a caught panic); the loop refuses further use */
+    SSELOOP_EAGAIN    = -11  /* publish queue full: try again once the loop has drained it */
 };
 
 /* Bytes an id buffer passed to sseloop_publish must have (ids are shorter, NUL included). */

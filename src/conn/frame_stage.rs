@@ -138,10 +138,17 @@ impl Connection {
                     let Some(channel) = sh.hub.channel_id(name) else {
                         continue;
                     };
-                    if let Some(i) = self.out.subs.iter().position(|s| s.channel() == channel) {
-                        // Events of that topic not yet written are dropped with the cursor: the
-                        // client asked to stop receiving them.
-                        sh.hub.unsubscribe(self.out.subs.remove(i));
+                    let found = self
+                        .out
+                        .subs
+                        .iter()
+                        .position(|s| s.channel() == channel && s.is_active());
+                    if let Some(i) = found {
+                        // Events recorded before the UNSUBSCRIBE still go out (they were
+                        // acknowledged while it was subscribed); later ones do not.
+                        if sh.hub.stop_at_end(&mut self.out.subs[i]) {
+                            sh.hub.unsubscribe(self.out.subs.remove(i));
+                        }
                     }
                 }
             }
@@ -276,7 +283,13 @@ impl Connection {
             .filter(|name| {
                 sh.hub
                     .channel_id(name)
-                    .is_none_or(|id| !self.out.subs.iter().any(|s| s.channel() == id))
+                    .is_none_or(|id| {
+                        !self
+                            .out
+                            .subs
+                            .iter()
+                            .any(|s| s.channel() == id && s.is_active())
+                    })
             })
             .map(|name| (*name).to_string())
             .collect();
@@ -350,7 +363,9 @@ impl Connection {
             .into_iter()
             .filter(|e| {
                 !old.iter().any(|sub| {
-                    e.seq > sub.start_seq() && e.topics.iter().any(|t| sh.hub.covers(sub, t))
+                    sub.is_active()
+                        && e.seq > sub.start_seq()
+                        && e.topics.iter().any(|t| sh.hub.covers(sub, t))
                 })
             })
             .collect();

@@ -54,6 +54,16 @@ pub struct Written {
 }
 
 impl Output {
+    /// The entry a subscription would send next from `pos`, within its limit.
+    fn head<'h>(hub: &'h Hub, sub: &Subscription, pos: u64) -> Option<&'h SharedEvent> {
+        if pos >= sub.limit() {
+            return None;
+        }
+        hub.channel(sub.channel())
+            .and_then(|c| c.entry(pos))
+            .map(|e| &e.ev)
+    }
+
     fn walk(&self, hub: &Hub) -> Walk {
         let mut pos = [0u64; MAX_SUBS];
         for (p, sub) in pos.iter_mut().zip(&self.subs) {
@@ -66,11 +76,11 @@ impl Output {
     fn next_item<'h>(&'h self, hub: &'h Hub, walk: &mut Walk) -> Option<Item<'h>> {
         let mut best: Option<&'h SharedEvent> = None;
         for (sub, &pos) in self.subs.iter().zip(&walk.pos) {
-            let Some(entry) = hub.channel(sub.channel()).and_then(|c| c.entry(pos)) else {
+            let Some(ev) = Self::head(hub, sub, pos) else {
                 continue;
             };
-            if best.is_none_or(|b| entry.ev.seq < b.seq) {
-                best = Some(&entry.ev);
+            if best.is_none_or(|b| ev.seq < b.seq) {
+                best = Some(ev);
             }
         }
         if let Some((barrier, bytes)) = self.private.segment(walk.seg) {
@@ -81,8 +91,7 @@ impl Output {
         }
         let event = best?;
         for (sub, pos) in self.subs.iter().zip(walk.pos.iter_mut()) {
-            let here = hub.channel(sub.channel()).and_then(|c| c.entry(*pos));
-            if here.is_some_and(|e| e.ev.seq == event.seq) {
+            if Self::head(hub, sub, *pos).is_some_and(|e| e.seq == event.seq) {
                 *pos += 1;
             }
         }
@@ -96,10 +105,10 @@ impl Output {
     /// True when something is waiting to be written.
     pub fn has_output(&self, hub: &Hub) -> bool {
         !self.private.is_empty()
-            || self.subs.iter().any(|sub| {
-                hub.channel(sub.channel())
-                    .is_some_and(|c| c.entry(hub.cursor(sub)).is_some())
-            })
+            || self
+                .subs
+                .iter()
+                .any(|sub| Self::head(hub, sub, hub.cursor(sub)).is_some())
     }
 
     /// Events past the cursors (an event reached through two channels counts twice).
@@ -108,7 +117,7 @@ impl Output {
             .iter()
             .filter_map(|sub| {
                 hub.channel(sub.channel())
-                    .map(|c| c.end().saturating_sub(hub.cursor(sub)))
+                    .map(|c| c.end().min(sub.limit()).saturating_sub(hub.cursor(sub)))
             })
             .sum()
     }
@@ -121,8 +130,14 @@ impl Output {
             .subs
             .iter()
             .filter_map(|sub| {
-                hub.channel(sub.channel())
-                    .map(|c| c.pending_bytes(hub.cursor(sub), wire))
+                hub.channel(sub.channel()).map(|c| {
+                    let pending = c.pending_bytes(hub.cursor(sub), wire);
+                    if sub.limit() < c.end() {
+                        pending.saturating_sub(c.pending_bytes(sub.limit(), wire))
+                    } else {
+                        pending
+                    }
+                })
             })
             .sum();
         (self.private.len() as u64 + logs).saturating_sub(self.ev_off as u64)
@@ -199,16 +214,23 @@ impl Output {
         for (sub, &pos) in self.subs.iter().zip(&walk.pos) {
             hub.set_cursor(sub, pos);
         }
+        // Unsubscribed channels that have sent what was recorded before the UNSUBSCRIBE end.
+        let mut i = 0;
+        while i < self.subs.len() {
+            if !self.subs[i].is_active() && hub.cursor(&self.subs[i]) >= self.subs[i].limit() {
+                hub.unsubscribe(self.subs.remove(i));
+            } else {
+                i += 1;
+            }
+        }
         Written { events }
     }
 
     /// Steps back the cursors that the walk moved past event `seq` (it is not fully sent).
     fn rewind(&self, hub: &Hub, walk: &mut Walk, seq: u64) {
         for (sub, pos) in self.subs.iter().zip(walk.pos.iter_mut()) {
-            let prev = pos
-                .checked_sub(1)
-                .and_then(|p| hub.channel(sub.channel()).and_then(|c| c.entry(p)));
-            if prev.is_some_and(|e| e.ev.seq == seq) {
+            let prev = pos.checked_sub(1).and_then(|p| Self::head(hub, sub, p));
+            if prev.is_some_and(|e| e.seq == seq) {
                 *pos -= 1;
             }
         }

@@ -43,6 +43,9 @@ pub struct Subscription {
     handle: usize,
     /// Events above this seq reach the subscriber through this subscription.
     start_seq: u64,
+    /// Absolute log index where this subscription stops (an UNSUBSCRIBE lets it finish what
+    /// was recorded before it, then ends it); `u64::MAX` while subscribed.
+    limit: u64,
 }
 
 impl Subscription {
@@ -54,6 +57,16 @@ impl Subscription {
     /// Events with a higher seq reach the subscriber through this subscription.
     pub fn start_seq(&self) -> u64 {
         self.start_seq
+    }
+
+    /// Absolute log index where the subscription stops (`u64::MAX`: it does not).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// True until an UNSUBSCRIBE.
+    pub fn is_active(&self) -> bool {
+        self.limit == u64::MAX
     }
 }
 
@@ -517,6 +530,7 @@ impl Hub {
             channel,
             handle,
             start_seq: self.last_seq,
+            limit: u64::MAX,
         })
     }
 
@@ -538,6 +552,16 @@ impl Hub {
             ch.trim();
         }
         self.remove_if_vacant(sub.channel);
+    }
+
+    /// Stops `sub` at the end of its log as it is now: events already recorded are still sent,
+    /// later ones are not. True when nothing is left to send (the caller can unsubscribe).
+    pub fn stop_at_end(&self, sub: &mut Subscription) -> bool {
+        let Some(ch) = self.channels.get(sub.channel.0) else {
+            return true;
+        };
+        sub.limit = ch.end();
+        ch.next_of(sub.handle) >= sub.limit
     }
 
     /// True when `sub`'s channel carries events of `topic` (the topic itself, or a pattern
