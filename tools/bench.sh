@@ -175,7 +175,7 @@ start_target() {
             RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 2>"$log" &
             target_pid=$!
             for _ in $(seq 200); do
-                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")"
+                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
                 [ -n "$port" ] && break
                 kill -0 "$target_pid" 2>/dev/null || break
                 sleep 0.05
@@ -190,7 +190,7 @@ start_target() {
             "${pin_server[@]}" "$PROBE" --listen 127.0.0.1:0 2>"$log" &
             target_pid=$!
             for _ in $(seq 200); do
-                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")"
+                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
                 [ -n "$port" ] && break
                 kill -0 "$target_pid" 2>/dev/null || break
                 sleep 0.05
