@@ -34,6 +34,11 @@
 #   WINDOW_1K   in-flight window at 1,000 (1024)            WINDOW_10K   at 10,000 (256)
 #   LAT_EVENTS  events for the latency scenario at 200/s (2000)
 #   TRICKLE_WINDOW (32)   TRICKLE_PUBLISHERS (8)   TRICKLE_SECS (5)
+#   PERF_STAT   1: in every run, count the server's write and epoll_wait syscalls with perf stat
+#               for PERF_SECS (4) seconds starting PERF_DELAY (3) seconds after the tool starts
+#               (keep that inside the measured time, e.g. TRICKLE_SECS=10); bench_ratios.py then
+#               reports deliveries per write and events per poll round. Tracepoints cost the
+#               server some CPU: quote throughput from runs without it.
 #   SERVER_CPU / TOOL_CPU   CPUs to pin to (0 / 1)
 #   TIMEOUT     seconds before a run is abandoned (300)
 #   PRIORITY    none | autogroup | rt (none). On a shared machine other processes preempt the
@@ -66,6 +71,14 @@ LAT_EVENTS="${LAT_EVENTS:-2000}"
 TRICKLE_WINDOW="${TRICKLE_WINDOW:-32}"
 TRICKLE_PUBLISHERS="${TRICKLE_PUBLISHERS:-8}"
 TRICKLE_SECS="${TRICKLE_SECS:-5}"
+PERF_STAT="${PERF_STAT:-0}"
+PERF_DELAY="${PERF_DELAY:-3}"
+PERF_SECS="${PERF_SECS:-4}"
+PERF_EVENTS=syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
+if [ "$PERF_STAT" = 1 ] && ! perf stat -e syscalls:sys_enter_epoll_wait -- true >/dev/null 2>&1; then
+    echo "bench: PERF_STAT=1 needs perf with syscall tracepoints (apt-get install linux-perf; root)" >&2
+    exit 2
+fi
 SERVER_CPU="${SERVER_CPU:-0}"
 TOOL_CPU="${TOOL_CPU:-1}"
 PRIORITY="${PRIORITY:-none}"
@@ -304,6 +317,12 @@ for scenario in $SCENARIOS; do
                 continue
             fi
             out="$RESULTS/$target-$scenario-$i.json"
+            perf_pid=""
+            if [ "$PERF_STAT" = 1 ]; then
+                (sleep "$PERF_DELAY" && exec perf stat -x, -e "$PERF_EVENTS" -p "$target_pid" \
+                    -o "$RESULTS/$target-$scenario-$i.perf.txt" -- sleep "$PERF_SECS") &
+                perf_pid=$!
+            fi
             # shellcheck disable=SC2086 # args is a list of options
             if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs "$TIMEOUT" --transport "$transport" \
                 --publish-transport "$pub_transport" \
@@ -311,6 +330,9 @@ for scenario in $SCENARIOS; do
                 --server-pid "$target_pid" --label "$target $scenario" --json >"$out"; then
                 echo "bench: $target $scenario #$i FAILED (see $out)" >&2
                 failures=$((failures + 1))
+            fi
+            if [ -n "$perf_pid" ]; then
+                wait "$perf_pid" || echo "bench: perf stat failed for $target $scenario #$i" >&2
             fi
             stop_target
         done

@@ -156,7 +156,7 @@ fn flush_out(conn: &mut Conn) -> bool {
 fn encode_event(out: &mut Vec<u8>, run: &str, seq: u64, body: &[u8]) {
     out.extend_from_slice(b"id: ");
     out.extend_from_slice(run.as_bytes());
-    let _ = write!(out, "-{seq}\n");
+    let _ = writeln!(out, "-{seq}");
     let mut rest = body;
     loop {
         let at = rest.iter().position(|&b| b == b'\n' || b == b'\r');
