@@ -20,10 +20,12 @@
 #               subscribers, HTTP publishing), sseloop-frames-pub (frames both ways: PUBLISH
 #               frames ACKed by PUBLISH_ACK), nchan (nginx + nchan, tools/peers/nchan), gosse (Go
 #               net/http, tools/peers/gosse, GOMAXPROCS=1), probe (sseloop-probe, tools/probe:
-#               the bare coalescing writer, the ceiling the others are divided by). Default
-#               "sseloop sseloop-frames probe", or every target with PEERS=1.
+#               the bare coalescing writer, the ceiling the others are divided by), axum (axum +
+#               tokio current_thread, a broadcast channel per topic, tools/peers/axum; its crates
+#               are downloaded and built on first use). Default "sseloop sseloop-frames probe",
+#               or every target with PEERS=1.
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
-#               libnginx-mod-nchan, golang-go) and builds gosse.
+#               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
 #   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"; also fanout-100, fanout-3k,
 #               latency-1k, latency-3k, latency-10k (the scaling series: SCENARIOS=scaling),
 #               trickle-1k, trickle-10k (SCENARIOS=trickle): real publishers trickle, so
@@ -53,7 +55,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 REPEATS="${REPEATS:-5}"
 PEERS="${PEERS:-0}"
 if [ "$PEERS" = 1 ]; then
-    TARGETS="${TARGETS:-sseloop sseloop-frames probe nchan gosse}"
+    TARGETS="${TARGETS:-sseloop sseloop-frames probe nchan gosse axum}"
 else
     TARGETS="${TARGETS:-sseloop sseloop-frames probe}"
 fi
@@ -90,6 +92,7 @@ SSELOOP="$TARGET_DIR/release/sseloop"
 LOAD="$TARGET_DIR/release/sseloop-load"
 PROBE="$TARGET_DIR/release/sseloop-probe"
 GOSSE="$TARGET_DIR/gosse"
+AXUM="$TARGET_DIR/peers-axum/release/axum-sse-peer"
 NGINX=/usr/sbin/nginx
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
@@ -109,6 +112,14 @@ case " $TARGETS " in
         echo "== build gosse"
         (cd tools/peers/gosse && GOCACHE="${GOCACHE:-/tmp/gocache}" \
             go build -o "$GOSSE" .)
+        ;;
+esac
+case " $TARGETS " in
+    *" axum "*)
+        # Its own workspace and target directory: the main build never sees its crates.
+        echo "== build the axum peer"
+        cargo build --release --quiet --manifest-path tools/peers/axum/Cargo.toml \
+            --target-dir "$TARGET_DIR/peers-axum"
         ;;
 esac
 
@@ -239,6 +250,15 @@ start_target() {
             SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
             PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
             ;;
+        axum)
+            port="$(free_port)"
+            "${pin_server[@]}" "$AXUM" --listen "127.0.0.1:$port" --capacity "$GOSSE_QUEUE" \
+                2>"$log" &
+            target_pid=$!
+            wait_port "$port" || port=""
+            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            ;;
         *)
             echo "bench: unknown target '$name' (peers are not wired in yet)" >&2
             return 1
@@ -264,7 +284,7 @@ wait_port() {
     return 1
 }
 
-# gosse's per-subscriber channel holds this many events (allocated up front, 24 B each);
+# gosse's per-subscriber channel (and the axum peer's broadcast channel) holds this many events (allocated up front, 24 B each);
 # sized to the in-flight window of the scenario so it never drops a subscriber the tool paces.
 gosse_queue() {
     case "$1" in
