@@ -3,10 +3,14 @@
 #
 #   tools/bench.sh                      # every scenario, 5 repeats each, against sseloop
 #   REPEATS=1 SCENARIOS="fanout-1k latency-100" tools/bench.sh
+#   PRIORITY=rt SCENARIOS=trickle tools/bench.sh    # trickle load: sseloop vs the ceiling probe
 #
 # Each repeat starts a fresh server pinned to CPU 0 and runs the tool pinned to CPU 1, writes the
 # tool's JSON report to tools/results/<UTC time>/, and the end prints the median of each figure
-# per target and scenario (sseloop-load --summarize). net.core.netdev_max_backlog is raised to
+# per target and scenario (sseloop-load --summarize), then medians with min–max spread of the
+# throughput figures and their ratios to the probe and to each peer (tools/bench_ratios.py).
+# Repeat i of every target runs before repeat i + 1 of any, so slow drifts in the machine's
+# background load spread over all targets alike. net.core.netdev_max_backlog is raised to
 # 262144 for the run (loopback traffic queues there; the default 1000 drops packets under
 # fan-out bursts) and restored on exit. Only processes this script started are stopped, by PID.
 #
@@ -15,15 +19,28 @@
 #   TARGETS     servers to measure: sseloop (SSE subscribers), sseloop-frames (frame-mode
 #               subscribers, HTTP publishing), sseloop-frames-pub (frames both ways: PUBLISH
 #               frames ACKed by PUBLISH_ACK), nchan (nginx + nchan, tools/peers/nchan), gosse (Go
-#               net/http, tools/peers/gosse, GOMAXPROCS=1). Default "sseloop sseloop-frames", or
-#               every target with PEERS=1.
+#               net/http, tools/peers/gosse, GOMAXPROCS=1), probe (sseloop-probe, tools/probe:
+#               the bare coalescing writer, the ceiling the others are divided by), axum (axum +
+#               tokio current_thread, a broadcast channel per topic, tools/peers/axum; its crates
+#               are downloaded and built on first use). Default "sseloop sseloop-frames probe",
+#               or every target with PEERS=1.
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
-#               libnginx-mod-nchan, golang-go) and builds gosse.
+#               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
 #   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"; also fanout-100, fanout-3k,
-#               latency-1k, latency-3k, latency-10k (the scaling series: SCENARIOS=scaling)
+#               latency-1k, latency-3k, latency-10k (the scaling series: SCENARIOS=scaling),
+#               trickle-1k, trickle-10k (SCENARIOS=trickle): real publishers trickle, so
+#               coalescing has little to work with: TRICKLE_PUBLISHERS keep-alive connections
+#               all publishing the one topic, at most TRICKLE_WINDOW events ahead of the
+#               slowest subscriber, 64 B events, TRICKLE_SECS measured seconds per run
 #   EVENTS_1K   events for 1,000 subscribers (100000)      EVENTS_10K   for 10,000 (10000)
 #   WINDOW_1K   in-flight window at 1,000 (1024)            WINDOW_10K   at 10,000 (256)
 #   LAT_EVENTS  events for the latency scenario at 200/s (2000)
+#   TRICKLE_WINDOW (32)   TRICKLE_PUBLISHERS (8)   TRICKLE_SECS (5)
+#   PERF_STAT   1: in every run, count the server's write and epoll_wait syscalls with perf stat
+#               for PERF_SECS (4) seconds starting PERF_DELAY (3) seconds after the tool starts
+#               (keep that inside the measured time, e.g. TRICKLE_SECS=10); bench_ratios.py then
+#               reports deliveries per write and events per poll round. Tracepoints cost the
+#               server some CPU: quote throughput from runs without it.
 #   SERVER_CPU / TOOL_CPU   CPUs to pin to (0 / 1)
 #   TIMEOUT     seconds before a run is abandoned (300)
 #   PRIORITY    none | autogroup | rt (none). On a shared machine other processes preempt the
@@ -38,30 +55,44 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 REPEATS="${REPEATS:-5}"
 PEERS="${PEERS:-0}"
 if [ "$PEERS" = 1 ]; then
-    TARGETS="${TARGETS:-sseloop sseloop-frames nchan gosse}"
+    TARGETS="${TARGETS:-sseloop sseloop-frames probe nchan gosse axum}"
 else
-    TARGETS="${TARGETS:-sseloop sseloop-frames}"
+    TARGETS="${TARGETS:-sseloop sseloop-frames probe}"
 fi
 SCENARIOS="${SCENARIOS:-fanout-1k fanout-10k idle-10k latency-100}"
-if [ "$SCENARIOS" = scaling ]; then
-    SCENARIOS="fanout-100 fanout-1k fanout-3k fanout-10k latency-100 latency-1k latency-3k latency-10k"
-fi
+case "$SCENARIOS" in
+    scaling) SCENARIOS="fanout-100 fanout-1k fanout-3k fanout-10k latency-100 latency-1k latency-3k latency-10k" ;;
+    trickle) SCENARIOS="trickle-1k trickle-10k" ;;
+esac
 EVENTS_1K="${EVENTS_1K:-100000}"
 EVENTS_10K="${EVENTS_10K:-10000}"
 EVENTS_3K="${EVENTS_3K:-30000}"
 WINDOW_1K="${WINDOW_1K:-1024}"
 WINDOW_10K="${WINDOW_10K:-256}"
 LAT_EVENTS="${LAT_EVENTS:-2000}"
+TRICKLE_WINDOW="${TRICKLE_WINDOW:-32}"
+TRICKLE_PUBLISHERS="${TRICKLE_PUBLISHERS:-8}"
+TRICKLE_SECS="${TRICKLE_SECS:-5}"
+PERF_STAT="${PERF_STAT:-0}"
+PERF_DELAY="${PERF_DELAY:-3}"
+PERF_SECS="${PERF_SECS:-4}"
+PERF_EVENTS=syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
+if [ "$PERF_STAT" = 1 ] && ! perf stat -e syscalls:sys_enter_epoll_wait -- true >/dev/null 2>&1; then
+    echo "bench: PERF_STAT=1 needs perf with syscall tracepoints (apt-get install linux-perf; root)" >&2
+    exit 2
+fi
 SERVER_CPU="${SERVER_CPU:-0}"
 TOOL_CPU="${TOOL_CPU:-1}"
 PRIORITY="${PRIORITY:-none}"
 TIMEOUT="${TIMEOUT:-300}"
 
 echo "== build"
-cargo build --release --quiet -p sseloop -p loadgen --bins
+cargo build --release --quiet -p sseloop -p loadgen -p probe --bins
 SSELOOP="$TARGET_DIR/release/sseloop"
 LOAD="$TARGET_DIR/release/sseloop-load"
+PROBE="$TARGET_DIR/release/sseloop-probe"
 GOSSE="$TARGET_DIR/gosse"
+AXUM="$TARGET_DIR/peers-axum/release/axum-sse-peer"
 NGINX=/usr/sbin/nginx
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
@@ -81,6 +112,14 @@ case " $TARGETS " in
         echo "== build gosse"
         (cd tools/peers/gosse && GOCACHE="${GOCACHE:-/tmp/gocache}" \
             go build -o "$GOSSE" .)
+        ;;
+esac
+case " $TARGETS " in
+    *" axum "*)
+        # Its own workspace and target directory: the main build never sees its crates.
+        echo "== build the axum peer"
+        cargo build --release --quiet --manifest-path tools/peers/axum/Cargo.toml \
+            --target-dir "$TARGET_DIR/peers-axum"
         ;;
 esac
 
@@ -160,7 +199,7 @@ start_target() {
             RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 2>"$log" &
             target_pid=$!
             for _ in $(seq 200); do
-                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")"
+                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
                 [ -n "$port" ] && break
                 kill -0 "$target_pid" 2>/dev/null || break
                 sleep 0.05
@@ -168,6 +207,18 @@ start_target() {
             if [ "$(readlink "/proc/$target_pid/exe" 2>/dev/null)" != "$(readlink -f "$SSELOOP")" ]; then
                 echo "bench: PID $target_pid is not the server; CPU/RSS figures would be wrong" >&2
             fi
+            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            ;;
+        probe)
+            "${pin_server[@]}" "$PROBE" --listen 127.0.0.1:0 2>"$log" &
+            target_pid=$!
+            for _ in $(seq 200); do
+                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
+                [ -n "$port" ] && break
+                kill -0 "$target_pid" 2>/dev/null || break
+                sleep 0.05
+            done
             SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
             PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
             ;;
@@ -199,6 +250,15 @@ start_target() {
             SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
             PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
             ;;
+        axum)
+            port="$(free_port)"
+            "${pin_server[@]}" "$AXUM" --listen "127.0.0.1:$port" --capacity "$GOSSE_QUEUE" \
+                2>"$log" &
+            target_pid=$!
+            wait_port "$port" || port=""
+            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            ;;
         *)
             echo "bench: unknown target '$name' (peers are not wired in yet)" >&2
             return 1
@@ -224,11 +284,12 @@ wait_port() {
     return 1
 }
 
-# gosse's per-subscriber channel holds this many events (allocated up front, 24 B each);
+# gosse's per-subscriber channel (and the axum peer's broadcast channel) holds this many events (allocated up front, 24 B each);
 # sized to the in-flight window of the scenario so it never drops a subscriber the tool paces.
 gosse_queue() {
     case "$1" in
         fanout-100 | fanout-1k | latency-*) echo $((WINDOW_1K + 64)) ;;
+        trickle-*) echo $((TRICKLE_WINDOW + 64)) ;;
         *) echo $((WINDOW_10K + 64)) ;;
     esac
 }
@@ -244,18 +305,25 @@ scenario_args() {
         fanout-10k) echo "--subscribers 10000 --events $EVENTS_10K --size 64 --rate max --window $WINDOW_10K --warmup-secs 1" ;;
         idle-10k) echo "--subscribers 10000 --idle --duration-secs 3" ;;
         latency-100) echo "--subscribers 100 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
+        # --events is only a cap: the run ends after TRICKLE_SECS measured seconds.
+        trickle-1k | trickle-10k)
+            local n=1000
+            [ "$1" = trickle-10k ] && n=10000
+            echo "--subscribers $n --events 100000000 --duration-secs $TRICKLE_SECS --size 64 --rate max" \
+                "--window $TRICKLE_WINDOW --publishers $TRICKLE_PUBLISHERS --spread-publishers --warmup-secs 1"
+            ;;
         *) return 1 ;;
     esac
 }
 
 failures=0
-for target in $TARGETS; do
-    for scenario in $SCENARIOS; do
-        if ! args="$(scenario_args "$scenario")"; then
-            echo "bench: unknown scenario '$scenario'" >&2
-            exit 2
-        fi
-        for i in $(seq "$REPEATS"); do
+for scenario in $SCENARIOS; do
+    if ! args="$(scenario_args "$scenario")"; then
+        echo "bench: unknown scenario '$scenario'" >&2
+        exit 2
+    fi
+    for i in $(seq "$REPEATS"); do
+        for target in $TARGETS; do
             echo "== $target $scenario #$i"
             GOSSE_QUEUE="$(gosse_queue "$scenario")"
             transport=sse
@@ -269,6 +337,12 @@ for target in $TARGETS; do
                 continue
             fi
             out="$RESULTS/$target-$scenario-$i.json"
+            perf_pid=""
+            if [ "$PERF_STAT" = 1 ]; then
+                (sleep "$PERF_DELAY" && exec perf stat -x, -e "$PERF_EVENTS" -p "$target_pid" \
+                    -o "$RESULTS/$target-$scenario-$i.perf.txt" -- sleep "$PERF_SECS") &
+                perf_pid=$!
+            fi
             # shellcheck disable=SC2086 # args is a list of options
             if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs "$TIMEOUT" --transport "$transport" \
                 --publish-transport "$pub_transport" \
@@ -276,6 +350,9 @@ for target in $TARGETS; do
                 --server-pid "$target_pid" --label "$target $scenario" --json >"$out"; then
                 echo "bench: $target $scenario #$i FAILED (see $out)" >&2
                 failures=$((failures + 1))
+            fi
+            if [ -n "$perf_pid" ]; then
+                wait "$perf_pid" || echo "bench: perf stat failed for $target $scenario #$i" >&2
             fi
             stop_target
         done
@@ -286,6 +363,8 @@ echo "loadavg after: $(cat /proc/loadavg)" >>"$RESULTS/env.txt"
 echo "== medians over $REPEATS repeat(s) ($RESULTS)"
 "$LOAD" --summarize "$RESULTS"/*-[0-9]*.json | tee "$RESULTS/summary.txt" || true
 "$LOAD" --summarize "$RESULTS"/*-[0-9]*.json --json >"$RESULTS/summary.json" || true
+echo "== medians (min–max) and ratios"
+python3 tools/bench_ratios.py "$RESULTS" | tee "$RESULTS/ratios.txt" || true
 if [ "$failures" -ne 0 ]; then
     echo "bench: $failures run(s) failed" >&2
     exit 1

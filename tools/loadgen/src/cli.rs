@@ -94,6 +94,12 @@ pub struct Args {
     #[arg(long)]
     pub publishers: Option<usize>,
 
+    /// Publish each topic round-robin over all --publishers connections instead of one
+    /// connection per topic (many publishers on one topic). The server may interleave the
+    /// connections in any order, so order is checked per connection ("lane") of a topic.
+    #[arg(long)]
+    pub spread_publishers: bool,
+
     /// Server process to sample for CPU seconds and RSS (/proc/PID).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -172,6 +178,8 @@ pub struct Plan {
     pub topic_names: Vec<String>,
     /// Publisher connections.
     pub publishers: usize,
+    /// Each topic goes over every publisher connection, round-robin.
+    pub spread_publishers: bool,
     /// Server to sample.
     pub server_pid: Option<u32>,
     /// Warm-up.
@@ -194,6 +202,28 @@ pub struct Plan {
     pub publish_transport: PublishTransport,
     /// Report label.
     pub label: Option<String>,
+}
+
+impl Plan {
+    /// Publisher connections each topic is spread over: the order-checking lanes per topic.
+    pub fn lanes(&self) -> usize {
+        if self.spread_publishers {
+            self.publishers
+        } else {
+            1
+        }
+    }
+
+    /// The publisher connection of event `g` (topic `g % topics`, per-topic sequence
+    /// `g / topics`); spread, the connection is the lane [`crate::tally::Tracker`] checks.
+    pub fn publisher_for(&self, g: u64, topics: u64) -> usize {
+        let topic = g % topics;
+        if self.spread_publishers {
+            ((g / topics) % self.publishers as u64) as usize
+        } else {
+            (topic % self.publishers as u64) as usize
+        }
+    }
 }
 
 impl Args {
@@ -252,6 +282,7 @@ impl Args {
                 .map(|t| format!("{}{t}", self.topic_prefix))
                 .collect(),
             publishers,
+            spread_publishers: self.spread_publishers,
             server_pid: self.server_pid,
             warmup: Duration::from_secs_f64(self.warmup_secs),
             duration,
@@ -299,6 +330,18 @@ mod tests {
         ])
         .plan(20_000)
         .is_err());
+        let p = args(&["--publishers", "8", "--spread-publishers"])
+            .plan(20_000)
+            .unwrap();
+        assert_eq!((p.publishers, p.lanes()), (8, 8));
+        let conns: Vec<usize> = (0..10).map(|g| p.publisher_for(g, 1)).collect();
+        assert_eq!(conns, [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]);
+        let p = args(&["--publishers", "8", "--topics", "3"])
+            .plan(20_000)
+            .unwrap();
+        assert_eq!(p.lanes(), 1);
+        assert_eq!(p.publisher_for(4, 3), 1);
+
         let p = args(&["--idle"]).plan(20_000).unwrap();
         assert_eq!(p.duration, Some(Duration::from_secs(2)));
     }

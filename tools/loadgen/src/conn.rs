@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::http;
 use crate::payload;
 use crate::sys;
-use crate::tally::{SeqTracker, Tally};
+use crate::tally::{Tally, Tracker};
 use crate::transport::{Flow, StreamDecoder, Transport};
 
 /// Outcome of one read or write, classified once.
@@ -113,7 +113,7 @@ pub struct Subscriber {
     /// Lifecycle.
     pub stage: SubStage,
     /// Which events arrived.
-    pub tracker: SeqTracker,
+    pub tracker: Tracker,
     /// Reached `Streaming` at some point (its losses count even after it is closed).
     pub streamed: bool,
 }
@@ -135,24 +135,25 @@ pub struct SubCx<'a> {
 }
 
 impl Subscriber {
-    /// A subscriber whose connect has been started.
-    pub fn new(stream: TcpStream, topic: u32, request: Vec<u8>) -> Self {
+    /// A subscriber whose connect has been started; its topic is published over `lanes`
+    /// connections.
+    pub fn new(stream: TcpStream, topic: u32, request: Vec<u8>, lanes: usize) -> Self {
         Subscriber {
             stream: Some(stream),
             topic,
             stage: SubStage::Connecting(request),
-            tracker: SeqTracker::default(),
+            tracker: Tracker::new(lanes),
             streamed: false,
         }
     }
 
     /// A subscriber that could not even start connecting.
-    pub fn failed(topic: u32) -> Self {
+    pub fn failed(topic: u32, lanes: usize) -> Self {
         Subscriber {
             stream: None,
             topic,
             stage: SubStage::Closed,
-            tracker: SeqTracker::default(),
+            tracker: Tracker::new(lanes),
             streamed: false,
         }
     }
@@ -233,7 +234,7 @@ impl Subscriber {
     #[allow(clippy::too_many_arguments)]
     fn absorb(
         stage: &mut SubStage,
-        tracker: &mut SeqTracker,
+        tracker: &mut Tracker,
         streamed: &mut bool,
         topic: u32,
         bytes: &[u8],

@@ -343,11 +343,12 @@ impl<'p> Driver<'p> {
             });
             match opened {
                 Ok(stream) => {
-                    self.subs.push(Subscriber::new(stream, topic, request));
+                    self.subs
+                        .push(Subscriber::new(stream, topic, request, plan.lanes()));
                     self.handshaking += 1;
                 }
                 Err(e) => {
-                    self.subs.push(Subscriber::failed(topic));
+                    self.subs.push(Subscriber::failed(topic, plan.lanes()));
                     self.connect_failed += 1;
                     self.note_error(format!("subscriber {i}: connect: {e}"));
                 }
@@ -465,7 +466,7 @@ impl<'p> Driver<'p> {
             }
             let topic = (self.tally.window.next() % topics) as usize;
             let g = self.tally.window.push(self.live[topic]);
-            let p = topic % self.pubs.len();
+            let p = plan.publisher_for(g, topics);
             self.pubs[p].queue(&self.post_heads[topic], now_ns, g, plan.size);
             queued = true;
         }
@@ -609,6 +610,7 @@ impl<'p> Driver<'p> {
                 subscribers: plan.subscribers,
                 topics: plan.topic_names.len(),
                 publishers: if plan.idle { 0 } else { plan.publishers },
+                spread_publishers: plan.spread_publishers,
                 size: plan.size,
                 rate: match plan.rate {
                     Rate::PerSec(r) => Some(r),

@@ -40,6 +40,8 @@ pub struct Setup {
     pub topics: usize,
     /// Publisher connections.
     pub publishers: usize,
+    /// Every topic published over all publisher connections (`--spread-publishers`).
+    pub spread_publishers: bool,
     /// Body size.
     pub size: usize,
     /// Events per second, `null` for max.

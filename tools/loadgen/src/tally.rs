@@ -2,8 +2,14 @@
 //!
 //! Pure and allocation-free per event. Loss is counted at the end (events acknowledged by the
 //! server minus distinct events received); duplicates and reordering are caught as they happen by
-//! a 128-event bitmap per subscriber; the in-flight window counts an event until every live
-//! subscriber of its topic has it, which is what bounds the server's per-connection queues.
+//! a 128-event bitmap per subscriber and publishing lane; the in-flight window counts an event
+//! until every live subscriber of its topic has it, which is what bounds the server's
+//! per-connection queues.
+//!
+//! A *lane* is one publisher connection of a topic. Normally a topic has one lane, so its whole
+//! sequence must arrive in order. With `--spread-publishers` a topic's events go round-robin over
+//! P connections: the server may then interleave the connections' requests in any order, and only
+//! each lane's own sequence (per-topic sequence `s`, lane `s % P`) has an order to check.
 
 use hdrhistogram::Histogram;
 
@@ -65,6 +71,43 @@ impl SeqTracker {
         }
         let back = self.high - 1 - s;
         back >= REORDER_SPAN || self.recent & (1 << back) != 0
+    }
+}
+
+/// One subscriber's trackers, one per publishing lane of its topic.
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    lanes: Box<[SeqTracker]>,
+}
+
+impl Tracker {
+    /// A tracker for a topic published over `lanes` connections (at least one).
+    pub fn new(lanes: usize) -> Self {
+        Tracker {
+            lanes: vec![SeqTracker::default(); lanes.max(1)].into_boxed_slice(),
+        }
+    }
+
+    fn lane(&self, s: u64) -> (usize, u64) {
+        let n = self.lanes.len() as u64;
+        ((s % n) as usize, s / n)
+    }
+
+    /// Records per-topic sequence `s`.
+    pub fn observe(&mut self, s: u64) -> Seen {
+        let (lane, k) = self.lane(s);
+        self.lanes[lane].observe(k)
+    }
+
+    /// Whether per-topic sequence `s` was received (see [`SeqTracker::has_seen`]).
+    pub fn has_seen(&self, s: u64) -> bool {
+        let (lane, k) = self.lane(s);
+        self.lanes[lane].has_seen(k)
+    }
+
+    /// Distinct events received.
+    pub fn unique(&self) -> u64 {
+        self.lanes.iter().map(|t| t.unique).sum()
     }
 }
 
@@ -196,7 +239,7 @@ impl Tally {
     }
 
     /// One event body arrived at a subscriber of `topic` at `now_ns` (tool clock).
-    pub fn on_event(&mut self, tracker: &mut SeqTracker, topic: u64, body: &[u8], now_ns: u64) {
+    pub fn on_event(&mut self, tracker: &mut Tracker, topic: u64, body: &[u8], now_ns: u64) {
         let Some((ts, g)) = payload::decode(body) else {
             self.foreign += 1;
             return;
@@ -223,9 +266,9 @@ impl Tally {
     }
 
     /// Events acknowledged on `topic` that a subscriber with this tracker never received.
-    pub fn lost_for(&self, topic: u64, tracker: &SeqTracker) -> u64 {
+    pub fn lost_for(&self, topic: u64, tracker: &Tracker) -> u64 {
         let acked = self.acked.get(topic as usize).copied().unwrap_or(0);
-        acked.saturating_sub(tracker.unique)
+        acked.saturating_sub(tracker.unique())
     }
 }
 
@@ -258,6 +301,32 @@ mod tests {
     }
 
     #[test]
+    fn lanes_are_ordered_separately() {
+        // Three lanes: sequences 0, 3, 6… are lane 0; 1, 4, 7… lane 1; 2, 5, 8… lane 2.
+        let mut t = Tracker::new(3);
+        assert_eq!(t.observe(1), Seen::New);
+        assert_eq!(t.observe(0), Seen::New); // another lane: not a reorder
+        assert_eq!(t.observe(4), Seen::New);
+        assert_eq!(t.observe(2), Seen::New);
+        assert_eq!(t.observe(1), Seen::Duplicate);
+        assert_eq!(t.observe(7), Seen::New);
+        assert!(!t.has_seen(3) && t.has_seen(4));
+        assert_eq!(t.observe(3), Seen::New); // lane 0's second event, in lane order
+        assert_eq!(t.observe(10), Seen::New);
+        assert_eq!(t.observe(6), Seen::New);
+        assert_eq!(t.unique(), 8);
+        // Lane 0 in order (0, 3, 6, 9); 0 again is a duplicate.
+        assert_eq!(t.observe(9), Seen::New);
+        assert_eq!(t.observe(0), Seen::Duplicate);
+        // Lane 1 got 1, 4, 7, 10, then 16 before 13: within one lane that is a reorder.
+        assert_eq!(t.observe(16), Seen::New);
+        assert_eq!(t.observe(13), Seen::Reordered);
+        let mut one = Tracker::new(1);
+        assert_eq!(one.observe(1), Seen::New);
+        assert_eq!(one.observe(0), Seen::Reordered);
+    }
+
+    #[test]
     fn window_drains_when_every_receiver_has_the_event() {
         let mut w = DeliveryWindow::new(3);
         let a = w.push(2);
@@ -282,8 +351,8 @@ mod tests {
     fn tally_counts_loss_duplicates_wrong_topic_and_latency() {
         // Two topics, two subscribers on topic 1: events g = 1, 3, 5, 7 are theirs.
         let mut tally = Tally::new(2, 16).unwrap();
-        let mut s1 = SeqTracker::default();
-        let mut s2 = SeqTracker::default();
+        let mut s1 = Tracker::new(1);
+        let mut s2 = Tracker::new(1);
         for _ in 0..8 {
             let g = tally
                 .window

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Medians with min-max spread per target and scenario, and ratios to the probe and the peers.
+
+    tools/bench_ratios.py tools/results/<run>/            # table on stdout
+    tools/bench_ratios.py --json tools/results/<run>/     # the same as JSON
+
+Reads every `<target>-<scenario>-<i>.json` report bench.sh wrote (labels "<target> <scenario>").
+For each scenario and target: the median, min and max over the repeats of deliveries per server
+CPU-second and per wall-clock second, p99 latency, the other-cores-busy figure (above ~0.1 the
+wall-clock figures are distorted), and how many runs were clean. Ratios: each target's deliveries
+per CPU-second divided by the probe's (the bare coalescing writer, the ceiling) and by each
+peer's, as the ratio of the medians and, in brackets, the min-max of the per-repeat ratios
+(repeat i of every target runs back to back, so a pair shares the machine's background load).
+
+When the run had PERF_STAT=1, each `<target>-<scenario>-<i>.perf.txt` (perf stat -x, counts of
+the server's write-family and epoll_wait syscalls over a few seconds inside the measured time)
+adds: write syscalls and poll rounds per second, deliveries per fan-out write and events per poll
+round. Deliveries and events in the perf window are the run's steady rates times the window, and
+fan-out writes are all writes minus one per published event (a publish's response takes at most
+one write), so both figures are estimates. Stdlib only.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+# Targets a ratio column is made for, when present in the run.
+REFERENCES = ["probe", "nchan", "gosse", "axum"]
+
+
+def pick(doc, *path):
+    for key in path:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc if isinstance(doc, (int, float)) else None
+
+
+def spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def si(v):
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g} {unit}"
+    return f"{v:.3g}"
+
+
+WRITE_EVENTS = ("sendmsg", "sendto", "writev", "write")
+
+
+def perf_counts(path):
+    """{syscall: count} and the counters' running time in seconds from a `perf stat -x,` file."""
+    counts, secs = {}, None
+    for line in path.read_text().splitlines():
+        fields = line.split(",")
+        if line.startswith("#") or len(fields) < 4 or ":sys_enter_" not in fields[2]:
+            continue
+        try:
+            counts[fields[2].split(":sys_enter_")[1]] = int(fields[0])
+            secs = max(secs or 0.0, int(fields[3]) / 1e9)
+        except ValueError:
+            continue
+    return counts, secs
+
+
+def perf_figures(doc, path):
+    """Write and poll-round figures for one run, or None without a usable perf file."""
+    if not path.exists():
+        return None
+    counts, secs = perf_counts(path)
+    per_sec = pick(doc, "delivery", "per_sec")
+    events = pick(doc, "publish", "measured_events")
+    elapsed = pick(doc, "delivery", "elapsed_secs")
+    if not counts or not secs or per_sec is None or not events or not elapsed:
+        return None
+    writes = sum(counts.get(e, 0) for e in WRITE_EVENTS)
+    rounds = counts.get("epoll_wait", 0)
+    events_in = events / elapsed * secs
+    fan_out_writes = max(writes - events_in, 1.0)
+    return {
+        "writes_per_sec": writes / secs,
+        "rounds_per_sec": rounds / secs,
+        "deliveries_per_write": per_sec * secs / fan_out_writes,
+        "events_per_round": events_in / rounds if rounds else None,
+    }
+
+
+def load(run_dir):
+    groups = {}
+    for path in sorted(Path(run_dir).glob("*-[0-9]*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        doc["_perf"] = perf_figures(doc, path.with_suffix(".perf.txt"))
+        doc["_repeat"] = path.stem.rsplit("-", 1)[1]
+        label = doc.get("label") or ""
+        if " " not in label:
+            continue
+        target, scenario = label.split(" ", 1)
+        groups.setdefault(scenario, {}).setdefault(target, []).append(doc)
+    return groups
+
+
+def summarize(groups):
+    out = {}
+    for scenario, targets in groups.items():
+        rows = {}
+        for target, runs in targets.items():
+            rows[target] = {
+                "runs": len(runs),
+                "ok_runs": sum(1 for r in runs if r.get("ok") is True),
+                "per_cpu_sec": spread([pick(r, "server", "deliveries_per_cpu_sec") for r in runs]),
+                "per_sec": spread([pick(r, "delivery", "per_sec") for r in runs]),
+                "p99_us": spread([pick(r, "latency_us", "p99") for r in runs]),
+                "rss_per_conn_bytes": spread([pick(r, "server", "rss_per_conn_bytes") for r in runs]),
+                "other_cores_busy": spread([pick(r, "machine", "other_cores_busy") for r in runs]),
+            }
+            perf = [r["_perf"] for r in runs if r.get("_perf")]
+            if perf:
+                rows[target]["syscalls"] = {
+                    k: spread([p[k] for p in perf])
+                    for k in ("writes_per_sec", "rounds_per_sec", "deliveries_per_write", "events_per_round")
+                }
+        for target, row in rows.items():
+            mine = row["per_cpu_sec"]
+            ratios, paired = {}, {}
+            for ref in REFERENCES:
+                theirs = rows.get(ref, {}).get("per_cpu_sec")
+                if ref != target and mine and theirs and theirs["median"] > 0:
+                    ratios[ref] = mine["median"] / theirs["median"]
+                    by_repeat = {
+                        r["_repeat"]: pick(r, "server", "deliveries_per_cpu_sec") for r in targets[ref]
+                    }
+                    pairs = []
+                    for r in targets[target]:
+                        a, b = pick(r, "server", "deliveries_per_cpu_sec"), by_repeat.get(r["_repeat"])
+                        if a is not None and b:
+                            pairs.append(a / b)
+                    if pairs:
+                        paired[ref] = spread(pairs)
+            row["per_cpu_sec_ratio_to"] = ratios
+            row["per_cpu_sec_paired_ratio_to"] = paired
+        out[scenario] = rows
+    return out
+
+
+def table(summary):
+    lines = []
+    for scenario, rows in summary.items():
+        refs = [r for r in REFERENCES if r in rows]
+        lines.append(f"{scenario}: median [min-max] over the repeats")
+        head = f"  {'target':<20} {'deliveries/CPU-s':<24} {'deliveries/s':<24} {'p99 ms':<8} {'ok':<6} {'busy':<5}"
+        head += "".join(f" {'x' + r + ' [paired min-max]':<26}" for r in refs)
+        lines.append(head)
+        for target, row in rows.items():
+
+            def fig(s, fmt=si):
+                if not s:
+                    return "-"
+                return f"{fmt(s['median'])} [{fmt(s['min'])}-{fmt(s['max'])}]"
+
+            p99 = row["p99_us"]
+            busy = row["other_cores_busy"]
+            p99_ms = "%.2f" % (p99["median"] / 1000) if p99 else "-"
+            busy_s = "%.2f" % busy["median"] if busy else "-"
+            ok = "%d/%d" % (row["ok_runs"], row["runs"])
+            line = (
+                f"  {target:<20} {fig(row['per_cpu_sec']):<24} {fig(row['per_sec']):<24}"
+                f" {p99_ms:<8} {ok:<6} {busy_s:<5}"
+            )
+            for ref in refs:
+                r = row["per_cpu_sec_ratio_to"].get(ref)
+                shown = "%.2f" % r if r is not None else "-"
+                pr = row["per_cpu_sec_paired_ratio_to"].get(ref)
+                if pr:
+                    shown += " [%.2f-%.2f]" % (pr["min"], pr["max"])
+                line += f" {shown:<26}"
+            lines.append(line)
+            sc = row.get("syscalls")
+            if sc:
+                lines.append(
+                    "    syscalls: writes/s %s, poll rounds/s %s, deliveries per write %s,"
+                    " events per round %s"
+                    % tuple(
+                        fig(sc[k], lambda v: "%.3g" % v)
+                        for k in ("writes_per_sec", "rounds_per_sec", "deliveries_per_write", "events_per_round")
+                    )
+                )
+            if not row["per_cpu_sec"] and row["rss_per_conn_bytes"]:
+                rss = fig(row["rss_per_conn_bytes"], lambda v: "%.0f B" % v)
+                lines.append(f"    RSS per connection: {rss}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv):
+    as_json = "--json" in argv
+    dirs = [a for a in argv if a != "--json"]
+    if len(dirs) != 1:
+        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        print("usage: bench_ratios.py [--json] RESULTS_DIR", file=sys.stderr)
+        return 2
+    summary = summarize(load(dirs[0]))
+    if not summary:
+        print(f"bench_ratios: no reports in {dirs[0]}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=1) if as_json else table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
