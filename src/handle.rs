@@ -84,6 +84,9 @@ pub enum PublishError {
     TooLarge,
     /// The loop has stopped.
     Stopped,
+    /// The cross-thread queue holds `--publish-queue-bytes` already: try again once the loop has
+    /// drained it ("would block").
+    QueueFull,
 }
 
 impl fmt::Display for PublishError {
@@ -93,6 +96,7 @@ impl fmt::Display for PublishError {
             PublishError::BadEventType => "invalid event type",
             PublishError::TooLarge => "data larger than max body",
             PublishError::Stopped => "the loop has stopped",
+            PublishError::QueueFull => "publish queue full (would block): retry after the loop drains it",
         })
     }
 }

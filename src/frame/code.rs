@@ -35,6 +35,9 @@ impl ErrorCode {
     pub const UNAUTHORIZED: ErrorCode = ErrorCode(0x0204);
     /// The host embedding the server refused the request (its publish hook vetoed the event).
     pub const FORBIDDEN: ErrorCode = ErrorCode(0x0205);
+    /// The data of a PUBLISH is larger than the server's `--max-body` (the limit of every publish
+    /// path).
+    pub const TOO_LARGE: ErrorCode = ErrorCode(0x0206);
     /// The client read too slowly and its queue overflowed.
     pub const SLOW_CONSUMER: ErrorCode = ErrorCode(0x0301);
     /// The server is shutting down.
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::NOT_UTF8 => "NOT_UTF8",
             ErrorCode::UNAUTHORIZED => "UNAUTHORIZED",
             ErrorCode::FORBIDDEN => "FORBIDDEN",
+            ErrorCode::TOO_LARGE => "TOO_LARGE",
             ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
             ErrorCode::INTERNAL => "INTERNAL",
@@ -101,6 +105,7 @@ mod tests {
             (ErrorCode::NOT_UTF8, "NOT_UTF8", 0x02),
             (ErrorCode::UNAUTHORIZED, "UNAUTHORIZED", 0x02),
             (ErrorCode::FORBIDDEN, "FORBIDDEN", 0x02),
+            (ErrorCode::TOO_LARGE, "TOO_LARGE", 0x02),
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
@@ -112,6 +117,7 @@ mod tests {
             assert_eq!(code.is_fatal(), class == 0x01 && code.0 <= 0x0102, "{name}");
         }
         assert_eq!(ErrorCode(0x0299).name(), None);
+        assert_eq!(ErrorCode(0x0207).name(), None);
         assert_eq!(ErrorCode(0x0299).class(), 0x02);
         assert_eq!(ErrorCode(0x0299).to_string(), "0x0299");
     }
