@@ -546,7 +546,10 @@ mod tests {
             let err = Config::try_parse_from(["sseloop", r.flag, &over]).unwrap_err();
             let text = err.to_string();
             assert!(text.contains(r.flag), "{text}");
-            assert!(text.contains(&format!("between {} and {}", r.min, r.max)), "{text}");
+            assert!(
+                text.contains(&format!("between {} and {}", r.min, r.max)),
+                "{text}"
+            );
             if r.min > 0 {
                 let under = (r.min - 1).to_string();
                 assert!(Config::try_parse_from(["sseloop", r.flag, &under]).is_err());
@@ -559,7 +562,10 @@ mod tests {
         let err = Config::try_parse_from(["sseloop", "--retry-ms", "18446744073709551615"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--retry-ms must be between 0 and 86400000"), "{err}");
+        assert!(
+            err.contains("--retry-ms must be between 0 and 86400000"),
+            "{err}"
+        );
         let c = Config {
             retry_ms: u64::MAX,
             ..Config::default()
@@ -582,8 +588,11 @@ mod tests {
             }
         );
         let text = err.to_string();
-        assert!(text.contains("--max-queue-bytes (1048576)") && text.contains("--max-body (1048576)"));
-        let edge = Config::parse_from(["sseloop", "--max-body", "64k", "--max-queue-bytes", "128k"]);
+        assert!(
+            text.contains("--max-queue-bytes (1048576)") && text.contains("--max-body (1048576)")
+        );
+        let edge =
+            Config::parse_from(["sseloop", "--max-body", "64k", "--max-queue-bytes", "128k"]);
         assert!(edge.validate().is_ok());
         let c = Config::parse_from([
             "sseloop",

@@ -770,7 +770,15 @@ mod retry_tests {
 
     #[test]
     fn jittered_retry_never_overflows_and_stays_under_2_pow_31() {
-        for retry_ms in [0, 1, 3_000, 86_400_000, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+        for retry_ms in [
+            0,
+            1,
+            3_000,
+            86_400_000,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let config = Config {
                 retry_ms,
                 ..Config::default()

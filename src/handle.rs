@@ -96,7 +96,9 @@ impl fmt::Display for PublishError {
             PublishError::BadEventType => "invalid event type",
             PublishError::TooLarge => "data larger than max body",
             PublishError::Stopped => "the loop has stopped",
-            PublishError::QueueFull => "publish queue full (would block): retry after the loop drains it",
+            PublishError::QueueFull => {
+                "publish queue full (would block): retry after the loop drains it"
+            }
         })
     }
 }

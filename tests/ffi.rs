@@ -433,7 +433,8 @@ fn pkg_config_file_builds_and_runs_the_host() {
 /// at run time).
 #[test]
 fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_config() {
-    let have_tools = tool_available("make", "--version") && tool_available("pkg-config", "--version");
+    let have_tools =
+        tool_available("make", "--version") && tool_available("pkg-config", "--version");
     if !have_tools {
         eprintln!("note: make or pkg-config is not installed: make install not exercised");
         return;
@@ -484,7 +485,10 @@ fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_con
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     // The version comes from Cargo.toml.
-    assert_eq!(pkg_config(&["--modversion", "sseloop"]), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        pkg_config(&["--modversion", "sseloop"]),
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(
         pkg_config(&["--modversion", "sseloop-static"]),
         env!("CARGO_PKG_VERSION")
@@ -497,7 +501,10 @@ fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_con
 
     let empty = out_dir().join("no-libs");
     std::fs::create_dir_all(&empty).unwrap();
-    for (package, name) in [("sseloop", "host-installed-shared"), ("sseloop-static", "host-installed-static")] {
+    for (package, name) in [
+        ("sseloop", "host-installed-shared"),
+        ("sseloop-static", "host-installed-static"),
+    ] {
         let flags = pkg_config(&["--cflags", "--libs", package]);
         assert!(
             flags.contains(&prefix.display().to_string()),
@@ -523,7 +530,14 @@ fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_con
         // the loader's path, the static one needs none.
         let mut cmd = Command::new(&exe);
         cmd.args(["0", "3", "10"])
-            .env("LD_LIBRARY_PATH", if shared { prefix.join("lib") } else { empty.clone() })
+            .env(
+                "LD_LIBRARY_PATH",
+                if shared {
+                    prefix.join("lib")
+                } else {
+                    empty.clone()
+                },
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -539,7 +553,10 @@ fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_con
                 .stderr(Stdio::null())
                 .status()
                 .expect("run host");
-            assert!(!status.success(), "the shared build ran without libsseloop.so");
+            assert!(
+                !status.success(),
+                "the shared build ran without libsseloop.so"
+            );
         }
     }
 }

@@ -1480,7 +1480,11 @@ fn frame_publish_over_max_body_is_refused_with_too_large_like_http_413() {
     assert_eq!(resp.status, 413, "{}", resp.text());
     c.publish(&["t"], "", over.as_bytes(), b"big").unwrap();
     assert_error(&next(&mut c), ErrorCode::TOO_LARGE, PUBLISH, b"big");
-    assert_eq!(barrier(&mut watcher, b"w"), vec![], "an oversize PUBLISH was delivered");
+    assert_eq!(
+        barrier(&mut watcher, b"w"),
+        vec![],
+        "an oversize PUBLISH was delivered"
+    );
     assert_eq!(server.metric("sseloop_events_published_total"), 0.0);
     // The connection carries on, and the limit itself is accepted.
     let at = "a".repeat(4096);

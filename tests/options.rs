@@ -34,7 +34,10 @@ fn every_numeric_option_refuses_values_past_its_range_with_the_range_in_the_mess
     for range in ranges::ALL {
         let over = (range.max + 1).to_string();
         let output = refused(&[range.flag, &over]);
-        let want = format!("{} must be between {} and {}", range.flag, range.min, range.max);
+        let want = format!(
+            "{} must be between {} and {}",
+            range.flag, range.min, range.max
+        );
         assert!(output.contains(&want), "{}: {output}", range.flag);
         if range.min > 0 {
             let under = (range.min - 1).to_string();
@@ -69,7 +72,10 @@ fn help_lists_the_new_options_with_their_ranges() {
         "--max-queue-bytes",
         "--max-frame",
     ] {
-        assert!(output.contains(flag), "--help does not list {flag}:\n{output}");
+        assert!(
+            output.contains(flag),
+            "--help does not list {flag}:\n{output}"
+        );
     }
     assert!(output.contains("0..=86400000"), "{output}");
 }

@@ -175,7 +175,10 @@ fn publish_whose_body_is_still_arriving_at_sigterm_gets_503_not_200() {
     let mut server = TestServer::start(&["--grace-ms", "5000"]);
     let mut sub = server.subscribe("topic=late", &[]);
     let retries = |raw: &[u8]| raw.windows(7).filter(|w| w == b"retry: ").count();
-    assert!(sub.read_raw_until(|raw| retries(raw) == 1), "no initial retry");
+    assert!(
+        sub.read_raw_until(|raw| retries(raw) == 1),
+        "no initial retry"
+    );
     let mut publisher = ResponseReader::new(connect(server.addr));
     publisher
         .stream
@@ -200,10 +203,6 @@ fn publish_whose_body_is_still_arriving_at_sigterm_gets_503_not_200() {
     assert!(publisher.closed_within(TIMEOUT));
     // Nobody got the refused event.
     assert!(sub.ended_within(TIMEOUT));
-    assert!(
-        !sub.raw_text().contains("helloworld"),
-        "{}",
-        sub.raw_text()
-    );
+    assert!(!sub.raw_text().contains("helloworld"), "{}", sub.raw_text());
     assert_eq!(server.wait_exit(TIMEOUT), Some(0));
 }

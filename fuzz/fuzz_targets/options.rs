@@ -15,9 +15,15 @@ use sseloop::Config;
 
 fuzz_target!(|data: &[u8]| {
     let mut args: Vec<OsString> = vec!["sseloop".into()];
-    args.extend(data.split(|&b| b == 0).map(|a| OsString::from_vec(a.to_vec())));
+    args.extend(
+        data.split(|&b| b == 0)
+            .map(|a| OsString::from_vec(a.to_vec())),
+    );
     // `--listen` resolves host names: keep the fuzzer off the network.
-    if args.iter().any(|a| a.as_encoded_bytes().starts_with(b"--listen")) {
+    if args
+        .iter()
+        .any(|a| a.as_encoded_bytes().starts_with(b"--listen"))
+    {
         return;
     }
     let Ok(config) = Config::try_parse_from(args) else {
@@ -29,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let now = Instant::now();
     for (range, value) in config.numeric_options() {
-        assert!((range.min..=range.max).contains(&value), "{} = {value}", range.flag);
+        assert!(
+            (range.min..=range.max).contains(&value),
+            "{} = {value}",
+            range.flag
+        );
     }
     for ms in [
         config.heartbeat_ms,

@@ -221,7 +221,11 @@ mod tests {
             SSELOOP_VERSION_PATCH,
         ];
         let text = parts.map(|p| p.to_string()).join(".");
-        assert_eq!(text, env!("CARGO_PKG_VERSION"), "update src/ffi/error.rs and the header");
+        assert_eq!(
+            text,
+            env!("CARGO_PKG_VERSION"),
+            "update src/ffi/error.rs and the header"
+        );
         // SAFETY: no arguments; returns a static C string.
         let runtime = unsafe { CStr::from_ptr(sseloop_version()) };
         assert_eq!(runtime.to_str().unwrap(), text);

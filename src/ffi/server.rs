@@ -442,7 +442,10 @@ mod tests {
             let mut stats = sseloop_stats_t::default();
             let size = std::mem::size_of_val(&stats);
             // SAFETY: live loop, writable stats of `size` bytes.
-            assert_eq!(unsafe { sseloop_stats(lp, &mut stats, size) }, SSELOOP_EBUSY);
+            assert_eq!(
+                unsafe { sseloop_stats(lp, &mut stats, size) },
+                SSELOOP_EBUSY
+            );
             // SAFETY: live loop; refused (and not freed) while in use.
             unsafe { sseloop_free(lp) };
             assert!(last_error().contains("not freed"));
