@@ -442,10 +442,8 @@ mod tests {
             let mut stats = sseloop_stats_t::default();
             let size = std::mem::size_of_val(&stats);
             // SAFETY: live loop, writable stats of `size` bytes.
-            assert_eq!(
-                unsafe { sseloop_stats(lp, &mut stats, size) },
-                SSELOOP_EBUSY
-            );
+            let rc = unsafe { sseloop_stats(lp, &mut stats, size) };
+            assert_eq!(rc, SSELOOP_EBUSY);
             // SAFETY: live loop; refused (and not freed) while in use.
             unsafe { sseloop_free(lp) };
             assert!(last_error().contains("not freed"));
