@@ -20,7 +20,8 @@
  * where a function documents a value (a descriptor, a port, a length). SSELOOP_EDONE is not a
  * failure. After a failure, sseloop_last_error copies a message (kept per thread).
  *
- * Link: -lsseloop (the cdylib target/<profile>/libsseloop.so); pkg-config name "sseloop".
+ * Link: -lsseloop (libsseloop.so, or the static libsseloop.a plus -lpthread -ldl -lm); after
+ * `make install`, `pkg-config --cflags --libs sseloop` (add --static for the archive).
  */
 #ifndef SSELOOP_H
 #define SSELOOP_H
@@ -46,8 +47,14 @@ enum sseloop_code {
     SSELOOP_ETOOLARGE = -8,  /* data larger than the maximum body size */
     SSELOOP_EBUSY = -9,      /* loop-side call while the loop is in use (hook, other thread) */
     SSELOOP_EINTERNAL = -10, /* internal error (a caught panic); the loop refuses further use */
-    SSELOOP_EAGAIN    = -11  /* publish queue full: try again once the loop has drained it */
+    SSELOOP_EAGAIN = -11     /* would block: publish queue full; retry after the loop has run */
 };
+
+/* The version of this header (Cargo.toml's); sseloop_version() gives the library's at run time.
+ * A program may compare the two to detect a library older than the header it was built with. */
+#define SSELOOP_VERSION_MAJOR 0
+#define SSELOOP_VERSION_MINOR 1
+#define SSELOOP_VERSION_PATCH 0
 
 /* Bytes an id buffer passed to sseloop_publish must have (ids are shorter, NUL included). */
 #define SSELOOP_ID_MAX 64
@@ -80,32 +87,45 @@ void sseloop_config_free(sseloop_config_t *config);
  * are then unchanged. */
 int sseloop_config_parse_args(sseloop_config_t *config, int argc, const char *const *argv);
 
-/* Setters, one per command-line option (same names, same ranges). SSELOOP_EINVAL for a NULL
- * config or a refused value; the option is then unchanged. */
+/* Setters, one per command-line option (same names, same ranges, shown below as [min, max]).
+ * SSELOOP_EINVAL for a NULL config or a value out of range (the message names the option and its
+ * range); the option is then unchanged. Combinations are checked by sseloop_new. */
 
 /* "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 picks a free port. Host names resolve now. */
 int sseloop_config_set_listen(sseloop_config_t *config, const char *addr);
-/* Heartbeat after this much silence on a stream; at least 1. */
+/* Heartbeat after this much silence on a stream; [1, 86400000]. */
 int sseloop_config_set_heartbeat_ms(sseloop_config_t *config, uint64_t ms);
+/* The retry: value sent to clients; [0, 86400000]. */
 int sseloop_config_set_retry_ms(sseloop_config_t *config, uint64_t ms);
-/* Events kept per topic for Last-Event-ID resume; 0 disables history. */
+/* Events kept per topic for Last-Event-ID resume; 0 disables history; [0, 1048576]. */
 int sseloop_config_set_history(sseloop_config_t *config, size_t events);
+/* Bytes of history over all topics, encodings included; [0, 2^40]. Default 64 MiB. */
+int sseloop_config_set_history_bytes(sseloop_config_t *config, size_t bytes);
+/* Most topics existing at once; [1, 16777216]. Default 65536. */
+int sseloop_config_set_max_topics(sseloop_config_t *config, size_t topics);
 /* Bearer tokens; NULL removes one. An empty token is refused by sseloop_new. */
 int sseloop_config_set_publish_token(sseloop_config_t *config, const char *token);
 int sseloop_config_set_subscribe_token(sseloop_config_t *config, const char *token);
 /* Nonzero: allow token-less publishing on a non-loopback address. */
 int sseloop_config_set_open_publish(sseloop_config_t *config, int enabled);
 int sseloop_config_set_cors_origin(sseloop_config_t *config, const char *origin);
-/* Largest publish body; also the limit on sseloop_publish data. */
+/* Largest publish body on every path, sseloop_publish included; [0, 2^30]. Default 1 MiB. */
 int sseloop_config_set_max_body(sseloop_config_t *config, size_t bytes);
-/* 0 restores the default: RLIMIT_NOFILE minus a reserve. */
+/* [1, 16777216]; 0 restores the default: RLIMIT_NOFILE minus a reserve. */
 int sseloop_config_set_max_connections(sseloop_config_t *config, size_t connections);
+/* Shutdown grace period; [0, 86400000]. */
 int sseloop_config_set_grace_ms(sseloop_config_t *config, uint64_t ms);
-/* The three timeouts are at least 1. */
+/* The three timeouts: [1, 86400000]. */
 int sseloop_config_set_header_timeout_ms(sseloop_config_t *config, uint64_t ms);
 int sseloop_config_set_idle_timeout_ms(sseloop_config_t *config, uint64_t ms);
 int sseloop_config_set_write_stall_ms(sseloop_config_t *config, uint64_t ms);
+/* Output queued per connection before a slow-consumer cut; [2^16, 2^40], and sseloop_new wants
+ * at least max_body + 65536. Default 2 MiB. */
 int sseloop_config_set_max_queue_bytes(sseloop_config_t *config, size_t bytes);
+/* Bytes sseloop_publish may have queued for the loop before SSELOOP_EAGAIN; [2^16, 2^40], and
+ * sseloop_new wants at least max_body. Default 16 MiB. */
+int sseloop_config_set_publish_queue_bytes(sseloop_config_t *config, size_t bytes);
+/* Largest frame payload accepted from frame clients; [256, 2^30]. Default 1 MiB. */
 int sseloop_config_set_max_frame(sseloop_config_t *config, size_t bytes);
 
 /* ---- The loop ---------------------------------------------------------------------------- */
@@ -134,7 +154,8 @@ int sseloop_poll(sseloop_t *loop, int timeout_ms);
 int sseloop_fd(const sseloop_t *loop);
 
 /* Milliseconds until the loop needs sseloop_poll(loop, 0) even without I/O: -1 = no timer,
- * 0 = now. Never fails: NULL or a busy loop give 0. Recompute before every wait. */
+ * 0 = now. Never fails and never sets the last error: NULL or a busy loop give 0. Recompute
+ * before every wait. */
 int sseloop_timeout_ms(const sseloop_t *loop);
 
 /* The bound TCP port (after listening on port 0). Any thread. Negative code on failure. */
@@ -143,7 +164,9 @@ int sseloop_local_port(const sseloop_t *loop);
 /* Publishes one event (one id) to ntopics topics. ANY THREAD, also from hooks. event_type may
  * be NULL; data is len bytes of UTF-8 (NULL allowed when len is 0). If id_buf is not NULL it
  * must hold SSELOOP_ID_MAX bytes and receives the id. Nothing is published on failure:
- * SSELOOP_EINVAL, SSELOOP_ETOPIC, SSELOOP_EEVENT, SSELOOP_ETOOLARGE, SSELOOP_ESTOPPED. */
+ * SSELOOP_EINVAL, SSELOOP_ETOPIC, SSELOOP_EEVENT, SSELOOP_ETOOLARGE, SSELOOP_ESTOPPED, and
+ * SSELOOP_EAGAIN when the queue to the loop is full (publish_queue_bytes): the loop is busy or
+ * not being driven; retry later (back off) or drop the event, never spin. */
 int sseloop_publish(const sseloop_t *loop, const char *const *topics, size_t ntopics,
                     const char *event_type, const char *data, size_t len,
                     char *id_buf, size_t id_buf_len);
@@ -154,13 +177,14 @@ int sseloop_stop(const sseloop_t *loop);
 
 /* ---- Statistics -------------------------------------------------------------------------- */
 
-/* The numbers GET /metrics shows. Fields are only ever appended. */
+/* The numbers GET /metrics shows. Fields are only ever appended: pass sizeof(sseloop_stats_t)
+ * to sseloop_stats so that a newer library never writes past an older program's struct. */
 typedef struct sseloop_stats_t {
     uint64_t accepted;              /* connections accepted */
     uint64_t open_http;             /* open plain-HTTP connections */
     uint64_t open_sse;              /* open SSE streams */
     uint64_t open_frames;           /* open frame-mode connections */
-    uint64_t published;             /* events published */
+    uint64_t published;             /* events drained by the loop (queued publishes: not yet) */
     uint64_t deliveries;            /* events queued to subscribers (live and replayed) */
     uint64_t bytes_written;         /* bytes written to sockets */
     uint64_t heartbeats;            /* heartbeats sent */
@@ -190,8 +214,9 @@ typedef struct sseloop_stats_t {
     uint64_t max_connections;       /* connection limit in force */
 } sseloop_stats_t;
 
-/* Fills *out. Loop-side (SSELOOP_EBUSY from a hook). */
-int sseloop_stats(const sseloop_t *loop, sseloop_stats_t *out);
+/* Fills the first size bytes of *out (size = sizeof *out as the caller knows it; only whole
+ * fields; fields this library does not know are zeroed). Loop-side (SSELOOP_EBUSY from a hook). */
+int sseloop_stats(const sseloop_t *loop, sseloop_stats_t *out, size_t size);
 
 /* ---- Hooks (run on the driving thread) --------------------------------------------------- */
 /* A hook may call sseloop_publish, sseloop_stop, sseloop_fd, sseloop_local_port,

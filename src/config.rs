@@ -1,12 +1,194 @@
-//! Options, their defaults and their validation; the CLI (`--help`) is generated from this struct.
+//! Options, their defaults, their ranges and their validation; the CLI (`--help`) is generated
+//! from this struct.
 //!
-//! Validation that protects operators lives here, not in the loop: the server refuses to publish
-//! openly on a non-loopback address unless told so explicitly.
+//! Every numeric option has one [`OptionRange`] in [`ranges`]. That table is the only place a
+//! range is written down: the command-line parser (clap value parsers), the C API setters
+//! (`src/ffi/config.rs`) and [`Config::validate`] (run by `Server::bind` for every configuration,
+//! however it was built) all check against it, so no value outside a range reaches the loop.
+//! Validation that protects operators lives here too, not in the loop: the server refuses to
+//! publish openly on a non-loopback address unless told so explicitly.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::Parser;
+
+/// Room for everything an encoded event adds to its data (id, topics, event type, framing), so
+/// that the largest event fits in a connection's queue: `--max-queue-bytes` must be at least
+/// `--max-body` plus this.
+pub const EVENT_OVERHEAD_MAX: usize = 64 * 1024;
+
+/// The inclusive range of one numeric option, named by its command-line flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionRange {
+    /// The flag, e.g. `--retry-ms`.
+    pub flag: &'static str,
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+}
+
+impl OptionRange {
+    /// `value` if it is within the range, else the error naming the option and its range.
+    pub fn check(&self, value: u64) -> Result<u64, ConfigError> {
+        if (self.min..=self.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::OutOfRange {
+                range: *self,
+                value,
+            })
+        }
+    }
+
+    /// Like [`OptionRange::check`] for a `usize` option.
+    pub fn check_usize(&self, value: usize) -> Result<usize, ConfigError> {
+        self.check(value as u64).map(|_| value)
+    }
+}
+
+/// The ranges of every numeric option (the values are also in README.md and docs/SECURITY.md).
+pub mod ranges {
+    use super::OptionRange;
+
+    const KIB: u64 = 1 << 10;
+    const GIB: u64 = 1 << 30;
+    const TIB: u64 = 1 << 40;
+    /// One day: longer timers are a mistake, and `Instant + Duration` must not overflow.
+    const DAY_MS: u64 = 86_400_000;
+
+    /// `--heartbeat-ms`.
+    pub const HEARTBEAT_MS: OptionRange = OptionRange {
+        flag: "--heartbeat-ms",
+        min: 1,
+        max: DAY_MS,
+    };
+    /// `--retry-ms`: at most a day, so the shutdown jitter (up to twice the value) stays well
+    /// inside the 2^31 - 1 that EventSource implementations and the GOAWAY `u32` accept.
+    pub const RETRY_MS: OptionRange = OptionRange {
+        flag: "--retry-ms",
+        min: 0,
+        max: DAY_MS,
+    };
+    /// `--history` (events per topic).
+    pub const HISTORY: OptionRange = OptionRange {
+        flag: "--history",
+        min: 0,
+        max: 1 << 20,
+    };
+    /// `--history-bytes` (all topics, encodings included).
+    pub const HISTORY_BYTES: OptionRange = OptionRange {
+        flag: "--history-bytes",
+        min: 0,
+        max: TIB,
+    };
+    /// `--max-topics`.
+    pub const MAX_TOPICS: OptionRange = OptionRange {
+        flag: "--max-topics",
+        min: 1,
+        max: 1 << 24,
+    };
+    /// `--publish-queue-bytes`.
+    pub const PUBLISH_QUEUE_BYTES: OptionRange = OptionRange {
+        flag: "--publish-queue-bytes",
+        min: 64 * KIB,
+        max: TIB,
+    };
+    /// `--max-body`: an EVENT frame's data length is a `u32`; 1 GiB leaves room for the rest.
+    pub const MAX_BODY: OptionRange = OptionRange {
+        flag: "--max-body",
+        min: 0,
+        max: GIB,
+    };
+    /// `--max-connections`.
+    pub const MAX_CONNECTIONS: OptionRange = OptionRange {
+        flag: "--max-connections",
+        min: 1,
+        max: 1 << 24,
+    };
+    /// `--grace-ms` (0: force every connection closed at once).
+    pub const GRACE_MS: OptionRange = OptionRange {
+        flag: "--grace-ms",
+        min: 0,
+        max: DAY_MS,
+    };
+    /// `--header-timeout-ms`.
+    pub const HEADER_TIMEOUT_MS: OptionRange = OptionRange {
+        flag: "--header-timeout-ms",
+        min: 1,
+        max: DAY_MS,
+    };
+    /// `--idle-timeout-ms`.
+    pub const IDLE_TIMEOUT_MS: OptionRange = OptionRange {
+        flag: "--idle-timeout-ms",
+        min: 1,
+        max: DAY_MS,
+    };
+    /// `--write-stall-ms`.
+    pub const WRITE_STALL_MS: OptionRange = OptionRange {
+        flag: "--write-stall-ms",
+        min: 1,
+        max: DAY_MS,
+    };
+    /// `--max-queue-bytes` (also at least `--max-body` + 64 KiB, checked by `validate`).
+    pub const MAX_QUEUE_BYTES: OptionRange = OptionRange {
+        flag: "--max-queue-bytes",
+        min: 64 * KIB,
+        max: TIB,
+    };
+    /// `--max-frame`: at least room for any control frame naming one topic.
+    pub const MAX_FRAME: OptionRange = OptionRange {
+        flag: "--max-frame",
+        min: 256,
+        max: GIB,
+    };
+
+    /// Every range, in `--help` order.
+    pub const ALL: [OptionRange; 14] = [
+        HEARTBEAT_MS,
+        RETRY_MS,
+        HISTORY,
+        HISTORY_BYTES,
+        MAX_TOPICS,
+        MAX_BODY,
+        MAX_CONNECTIONS,
+        GRACE_MS,
+        HEADER_TIMEOUT_MS,
+        IDLE_TIMEOUT_MS,
+        WRITE_STALL_MS,
+        MAX_QUEUE_BYTES,
+        PUBLISH_QUEUE_BYTES,
+        MAX_FRAME,
+    ];
+}
+
+/// A clap value parser for a millisecond or count option: a plain integer within `range`.
+fn number_in(range: OptionRange) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let value: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s}: expected a whole number"))?;
+        range.check(value).map_err(|e| e.to_string())
+    }
+}
+
+/// A clap value parser for a count option held in a `usize`.
+fn count_in(range: OptionRange) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let value = number_in(range)(s)?;
+        usize::try_from(value).map_err(|_| format!("{s}: too large for this platform"))
+    }
+}
+
+/// A clap value parser for a byte size (`64k`, `1M`, ...) within `range`.
+fn size_in(range: OptionRange) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let value = parse_size(s)?;
+        range.check_usize(value).map_err(|e| e.to_string())
+    }
+}
 
 /// Every option of the server. `Config::default()` is what the binary runs with no flag.
 #[derive(Parser, Clone)]
@@ -24,17 +206,26 @@ pub struct Config {
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// Milliseconds of silence after which a stream gets a heartbeat comment.
-    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Milliseconds of silence after which a stream gets a heartbeat comment (1..=86400000).
+    #[arg(long, default_value = "15000", value_parser = number_in(ranges::HEARTBEAT_MS))]
     pub heartbeat_ms: u64,
 
-    /// Reconnection delay sent to clients in the `retry:` field, in milliseconds.
-    #[arg(long, default_value_t = 3_000)]
+    /// Reconnection delay sent to clients in the `retry:` field, in milliseconds (0..=86400000).
+    #[arg(long, default_value = "3000", value_parser = number_in(ranges::RETRY_MS))]
     pub retry_ms: u64,
 
-    /// Events retained per topic for Last-Event-ID resume (0 disables history).
-    #[arg(long, default_value_t = 1024)]
+    /// Events retained per topic for Last-Event-ID resume (0 disables history; at most 1048576).
+    #[arg(long, default_value = "1024", value_parser = count_in(ranges::HISTORY))]
     pub history: usize,
+
+    /// Bytes of history retained over all topics, encodings included; the oldest events go first
+    /// past it (k/M/G suffixes; 0..=1T).
+    #[arg(long, default_value = "64M", value_parser = size_in(ranges::HISTORY_BYTES))]
+    pub history_bytes: usize,
+
+    /// Most topics that may exist at once (1..=16777216).
+    #[arg(long, default_value = "65536", value_parser = count_in(ranges::MAX_TOPICS))]
+    pub max_topics: usize,
 
     /// Bearer token required to publish (also read from SSELOOP_PUBLISH_TOKEN).
     #[arg(long, env = "SSELOOP_PUBLISH_TOKEN", hide_env_values = true)]
@@ -53,53 +244,48 @@ pub struct Config {
     #[arg(long, default_value = "*")]
     pub cors_origin: String,
 
-    /// Largest accepted publish body (bytes; k/M/G suffixes are binary multiples).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    /// Largest accepted publish body on every path (bytes; k/M/G suffixes are binary multiples;
+    /// 0..=1G).
+    #[arg(long, default_value = "1M", value_parser = size_in(ranges::MAX_BODY))]
     pub max_body: usize,
 
-    /// Most simultaneous client connections [default: RLIMIT_NOFILE minus a reserve].
-    #[arg(long)]
+    /// Most simultaneous client connections, 1..=16777216 [default: RLIMIT_NOFILE minus a
+    /// reserve].
+    #[arg(long, value_parser = count_in(ranges::MAX_CONNECTIONS))]
     pub max_connections: Option<usize>,
 
-    /// Time given to connections to finish when shutting down, in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
+    /// Time given to connections to finish when shutting down, in milliseconds (0..=86400000).
+    #[arg(long, default_value = "5000", value_parser = number_in(ranges::GRACE_MS))]
     pub grace_ms: u64,
 
     /// A request head must be complete this many milliseconds after its first byte (or after
-    /// accept); a request body may not stall longer than this between reads.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// accept); a request body may not stall longer than this between reads (1..=86400000).
+    #[arg(long, default_value = "10000", value_parser = number_in(ranges::HEADER_TIMEOUT_MS))]
     pub header_timeout_ms: u64,
 
-    /// A keep-alive connection with no request in progress is closed after this many milliseconds.
-    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// A keep-alive connection with no request in progress is closed after this many
+    /// milliseconds (1..=86400000).
+    #[arg(long, default_value = "60000", value_parser = number_in(ranges::IDLE_TIMEOUT_MS))]
     pub idle_timeout_ms: u64,
 
     /// A connection whose socket accepts no byte of pending output for this many milliseconds is
-    /// closed.
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// closed (1..=86400000).
+    #[arg(long, default_value = "30000", value_parser = number_in(ranges::WRITE_STALL_MS))]
     pub write_stall_ms: u64,
 
     /// Most output bytes queued for one connection; a subscriber past it is a slow consumer and is
-    /// disconnected (it can resume with Last-Event-ID).
-    #[arg(long, default_value = "2M", value_parser = parse_size)]
+    /// disconnected (it can resume with Last-Event-ID). At least --max-body + 64k; at most 1T.
+    #[arg(long, default_value = "2M", value_parser = size_in(ranges::MAX_QUEUE_BYTES))]
     pub max_queue_bytes: usize,
 
-    /// Largest frame payload accepted in frame mode (bytes; k/M/G suffixes).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
-    pub max_frame: usize,
-
-    /// Total bytes of retained history over all topics, encodings included; the oldest events
-    /// are evicted first (k/M/G suffixes).
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    pub history_bytes: usize,
-
-    /// Most topics (and patterns) that may exist at once.
-    #[arg(long, default_value_t = 65_536)]
-    pub max_topics: usize,
-
-    /// Bytes the cross-thread publish queue may hold before publishing "would block".
-    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    /// Bytes of events other threads (PublishHandle, sseloop_publish) may have queued for the loop;
+    /// past it a publish fails with "would block". At least --max-body and 64k; at most 1T.
+    #[arg(long, default_value = "16M", value_parser = size_in(ranges::PUBLISH_QUEUE_BYTES))]
     pub publish_queue_bytes: usize,
+
+    /// Largest frame payload accepted in frame mode (bytes; k/M/G suffixes; 256..=1G).
+    #[arg(long, default_value = "1M", value_parser = size_in(ranges::MAX_FRAME))]
+    pub max_frame: usize,
 }
 
 impl Default for Config {
@@ -117,6 +303,8 @@ impl fmt::Debug for Config {
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("retry_ms", &self.retry_ms)
             .field("history", &self.history)
+            .field("history_bytes", &self.history_bytes)
+            .field("max_topics", &self.max_topics)
             .field("publish_token", &redact(&self.publish_token))
             .field("subscribe_token", &redact(&self.subscribe_token))
             .field("open_publish", &self.open_publish)
@@ -128,6 +316,7 @@ impl fmt::Debug for Config {
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("write_stall_ms", &self.write_stall_ms)
             .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("publish_queue_bytes", &self.publish_queue_bytes)
             .field("max_frame", &self.max_frame)
             .finish()
     }
@@ -142,6 +331,27 @@ pub enum ConfigError {
     EmptyToken(&'static str),
     /// A CORS origin with characters that cannot go in a header.
     BadCorsOrigin,
+    /// A numeric option outside its range.
+    OutOfRange {
+        /// The option and its range.
+        range: OptionRange,
+        /// The value given.
+        value: u64,
+    },
+    /// `--max-queue-bytes` cannot hold the largest event `--max-body` allows.
+    QueueBelowBody {
+        /// `--max-queue-bytes`.
+        max_queue_bytes: usize,
+        /// `--max-body`.
+        max_body: usize,
+    },
+    /// `--publish-queue-bytes` cannot hold one event of `--max-body` bytes.
+    PublishQueueBelowBody {
+        /// `--publish-queue-bytes`.
+        publish_queue_bytes: usize,
+        /// `--max-body`.
+        max_body: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -157,6 +367,27 @@ impl fmt::Display for ConfigError {
             ConfigError::BadCorsOrigin => {
                 write!(f, "--cors-origin must be visible ASCII without spaces")
             }
+            ConfigError::OutOfRange { range, value } => write!(
+                f,
+                "{} must be between {} and {} (got {value})",
+                range.flag, range.min, range.max
+            ),
+            ConfigError::QueueBelowBody {
+                max_queue_bytes,
+                max_body,
+            } => write!(
+                f,
+                "--max-queue-bytes ({max_queue_bytes}) must be at least --max-body ({max_body}) \
+                 + {EVENT_OVERHEAD_MAX}, so that the largest event fits in a connection's queue"
+            ),
+            ConfigError::PublishQueueBelowBody {
+                publish_queue_bytes,
+                max_body,
+            } => write!(
+                f,
+                "--publish-queue-bytes ({publish_queue_bytes}) must be at least --max-body \
+                 ({max_body}), so that the largest event fits in the publish queue"
+            ),
         }
     }
 }
@@ -164,8 +395,46 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Checks the combination of options.
+    /// Every numeric option with its range (the table [`Config::validate`] checks).
+    pub fn numeric_options(&self) -> [(OptionRange, u64); 14] {
+        use ranges::*;
+        let n = |v: usize| v as u64;
+        [
+            (HEARTBEAT_MS, self.heartbeat_ms),
+            (RETRY_MS, self.retry_ms),
+            (HISTORY, n(self.history)),
+            (HISTORY_BYTES, n(self.history_bytes)),
+            (MAX_TOPICS, n(self.max_topics)),
+            (MAX_BODY, n(self.max_body)),
+            // Unset means "derived from RLIMIT_NOFILE", which is always in range.
+            (MAX_CONNECTIONS, n(self.max_connections.unwrap_or(1))),
+            (GRACE_MS, self.grace_ms),
+            (HEADER_TIMEOUT_MS, self.header_timeout_ms),
+            (IDLE_TIMEOUT_MS, self.idle_timeout_ms),
+            (WRITE_STALL_MS, self.write_stall_ms),
+            (MAX_QUEUE_BYTES, n(self.max_queue_bytes)),
+            (PUBLISH_QUEUE_BYTES, n(self.publish_queue_bytes)),
+            (MAX_FRAME, n(self.max_frame)),
+        ]
+    }
+
+    /// Checks every option against its range, then the combination of options.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (range, value) in self.numeric_options() {
+            range.check(value)?;
+        }
+        if self.max_queue_bytes < self.max_body.saturating_add(EVENT_OVERHEAD_MAX) {
+            return Err(ConfigError::QueueBelowBody {
+                max_queue_bytes: self.max_queue_bytes,
+                max_body: self.max_body,
+            });
+        }
+        if self.publish_queue_bytes < self.max_body {
+            return Err(ConfigError::PublishQueueBelowBody {
+                publish_queue_bytes: self.publish_queue_bytes,
+                max_body: self.max_body,
+            });
+        }
         if self.publish_token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken("--publish-token"));
         }
@@ -181,7 +450,6 @@ impl Config {
         Ok(())
     }
 }
-
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse() {
         return Ok(addr);
@@ -223,6 +491,11 @@ mod tests {
             (15_000, 3_000, 1024)
         );
         assert_eq!((c.max_body, c.grace_ms), (1 << 20, 5_000));
+        assert_eq!(
+            (c.max_queue_bytes, c.publish_queue_bytes, c.history_bytes),
+            (2 << 20, 16 << 20, 64 << 20)
+        );
+        assert_eq!((c.max_topics, c.max_frame), (65_536, 1 << 20));
         assert_eq!(c.cors_origin, "*");
         assert!(c.validate().is_ok());
     }
@@ -248,5 +521,97 @@ mod tests {
         assert!(parse_size("").is_err());
         let c = Config::parse_from(["sseloop", "--publish-token", "hunter2"]);
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_range_table_covers_every_numeric_option_once() {
+        let c = Config::default();
+        let flags: Vec<&str> = c.numeric_options().iter().map(|(r, _)| r.flag).collect();
+        let all: Vec<&str> = ranges::ALL.iter().map(|r| r.flag).collect();
+        let mut sorted = flags.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), flags.len(), "a flag twice: {flags:?}");
+        let mut all_sorted = all.clone();
+        all_sorted.sort_unstable();
+        assert_eq!(sorted, all_sorted);
+        // Every flag in the table is a real flag, and its bounds parse.
+        for r in ranges::ALL {
+            assert!(r.min <= r.max, "{}", r.flag);
+            for v in [r.min, r.max] {
+                let args = ["sseloop", r.flag, &v.to_string()];
+                assert!(Config::try_parse_from(args).is_ok(), "{} {v}", r.flag);
+            }
+            let over = (r.max + 1).to_string();
+            let err = Config::try_parse_from(["sseloop", r.flag, &over]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(r.flag), "{text}");
+            assert!(
+                text.contains(&format!("between {} and {}", r.min, r.max)),
+                "{text}"
+            );
+            if r.min > 0 {
+                let under = (r.min - 1).to_string();
+                assert!(Config::try_parse_from(["sseloop", r.flag, &under]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn huge_retry_is_refused_by_the_parser_and_by_validate() {
+        let err = Config::try_parse_from(["sseloop", "--retry-ms", "18446744073709551615"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--retry-ms must be between 0 and 86400000"),
+            "{err}"
+        );
+        let c = Config {
+            retry_ms: u64::MAX,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--retry-ms must be between 0 and 86400000 (got 18446744073709551615)"
+        );
+    }
+
+    #[test]
+    fn queue_caps_must_hold_the_largest_event() {
+        let c = Config::parse_from(["sseloop", "--max-body", "1M", "--max-queue-bytes", "1M"]);
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::QueueBelowBody {
+                max_queue_bytes: 1 << 20,
+                max_body: 1 << 20
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("--max-queue-bytes (1048576)") && text.contains("--max-body (1048576)")
+        );
+        let edge =
+            Config::parse_from(["sseloop", "--max-body", "64k", "--max-queue-bytes", "128k"]);
+        assert!(edge.validate().is_ok());
+        let c = Config::parse_from([
+            "sseloop",
+            "--max-body",
+            "1M",
+            "--publish-queue-bytes",
+            "512k",
+        ]);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::PublishQueueBelowBody { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_shows_the_new_options() {
+        let text = format!("{:?}", Config::default());
+        for field in ["history_bytes", "max_topics", "publish_queue_bytes"] {
+            assert!(text.contains(field), "{text}");
+        }
     }
 }

@@ -104,14 +104,17 @@ impl LoopState {
     }
 
     /// A `retry:` value spread over [retry, 2 × retry] (at least one second wide) so that clients
-    /// of a stopping server reconnect at different moments.
+    /// of a stopping server reconnect at different moments. Never above 2^31 - 1, whatever the
+    /// configuration holds (browsers and the GOAWAY `u32` both take that).
     pub fn jittered_retry(&mut self) -> u64 {
+        const CEILING: u64 = i32::MAX as u64;
         // xorshift64: statistical quality is irrelevant here, speed and no dependency are not.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let spread = self.config.retry_ms.max(1000);
-        self.config.retry_ms + self.rng % (spread + 1)
+        let retry = self.config.retry_ms.min(CEILING);
+        let spread = retry.max(1000);
+        (retry + self.rng % (spread + 1)).min(CEILING)
     }
 
     /// The gauges of the metrics page.
@@ -165,3 +168,33 @@ impl LoopState {
     }
 }
 
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::Hub;
+
+    #[test]
+    fn jittered_retry_never_overflows_and_stays_under_2_pow_31() {
+        for retry_ms in [
+            0,
+            1,
+            3_000,
+            86_400_000,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let config = Config {
+                retry_ms,
+                ..Config::default()
+            };
+            let mut sh = LoopState::new(config, Hub::new("t", 0), 1);
+            for _ in 0..1000 {
+                let r = sh.jittered_retry();
+                assert!(r <= i32::MAX as u64, "{retry_ms}: {r}");
+                assert!(r >= retry_ms.min(i32::MAX as u64), "{retry_ms}: {r}");
+            }
+        }
+    }
+}

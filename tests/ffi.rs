@@ -82,12 +82,12 @@ fn tool_available(tool: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let required = ["valgrind", "pkg-config", "nm"].contains(&tool)
+    let required = ["valgrind", "pkg-config", "nm", "make"].contains(&tool)
         && std::env::var("SSELOOP_REQUIRE_TOOLS").as_deref() == Ok("1");
     assert!(
         found || !required,
         "SSELOOP_REQUIRE_TOOLS=1 but {tool} is not installed (apt-get install valgrind pkg-config \
-         binutils)"
+         binutils make)"
     );
     found
 }
@@ -295,7 +295,12 @@ fn start_host(exe: &Path, args: &[&str], valgrind_ok: bool) -> (Running, SocketA
             .stderr(Stdio::piped());
         cmd
     };
-    let mut host = Running::start(cmd, "examples/c/host");
+    start_host_with(cmd, "examples/c/host")
+}
+
+/// Starts a prepared host command and reads its address line.
+fn start_host_with(cmd: Command, name: &str) -> (Running, SocketAddr) {
+    let mut host = Running::start(cmd, name);
     let line = host
         .line(Duration::from_secs(120))
         .expect("host printed no address");
@@ -359,12 +364,14 @@ fn write_pc_file() -> PathBuf {
     let template = std::fs::read_to_string(root().join("sseloop.pc.in")).expect("sseloop.pc.in");
     let version = env!("CARGO_PKG_VERSION");
     let text = template
+        .replace("@PREFIX@", &root().display().to_string())
         .replace("@LIBDIR@", &libdir().display().to_string())
         .replace(
             "@INCLUDEDIR@",
             &root().join("include").display().to_string(),
         )
-        .replace("@VERSION@", version);
+        .replace("@VERSION@", version)
+        .replace("@RPATH@", "-Wl,-rpath,${libdir} ");
     assert!(
         !text.contains('@'),
         "unreplaced placeholder in sseloop.pc.in"
@@ -418,6 +425,140 @@ fn pkg_config_file_builds_and_runs_the_host() {
     let (host, _) = start_host(&exe, &["0", "3", "10"], false);
     let stdout = host.finish(Duration::from_secs(60));
     assert!(stdout.contains("stopped: published="), "{stdout}");
+}
+
+/// `make install PREFIX=<tmp>` (the top-level Makefile), then the example host built against the
+/// installed files through pkg-config twice: with the shared library (found through
+/// LD_LIBRARY_PATH, as an installed library is) and with the static one (no libsseloop.so needed
+/// at run time).
+#[test]
+fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_config() {
+    let have_tools =
+        tool_available("make", "--version") && tool_available("pkg-config", "--version");
+    if !have_tools {
+        eprintln!("note: make or pkg-config is not installed: make install not exercised");
+        return;
+    }
+    let prefix = out_dir().join("prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let lib = libdir();
+    assert!(
+        lib.join("libsseloop.a").is_file(),
+        "libsseloop.a not built next to the cdylib in {}: is staticlib in crate-type?",
+        lib.display()
+    );
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(root())
+        .arg("install")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .arg(format!("BUILD_DIR={}", lib.display()))
+        .output()
+        .expect("run make");
+    assert!(
+        out.status.success(),
+        "make install failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "lib/libsseloop.so",
+        "lib/libsseloop.a",
+        "include/sseloop.h",
+        "lib/pkgconfig/sseloop.pc",
+        "lib/pkgconfig/sseloop-static.pc",
+    ] {
+        assert!(prefix.join(file).is_file(), "{file} not installed");
+    }
+    let pc_path = prefix.join("lib/pkgconfig");
+    let pkg_config = |args: &[&str]| {
+        let out = Command::new("pkg-config")
+            .args(args)
+            .env("PKG_CONFIG_PATH", &pc_path)
+            .output()
+            .expect("run pkg-config");
+        assert!(
+            out.status.success(),
+            "pkg-config {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // The version comes from Cargo.toml.
+    assert_eq!(
+        pkg_config(&["--modversion", "sseloop"]),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        pkg_config(&["--modversion", "sseloop-static"]),
+        env!("CARGO_PKG_VERSION")
+    );
+    let installed_header = std::fs::read_to_string(prefix.join("include/sseloop.h")).unwrap();
+    assert_eq!(
+        installed_header,
+        std::fs::read_to_string(root().join("include/sseloop.h")).unwrap()
+    );
+
+    let empty = out_dir().join("no-libs");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (package, name) in [
+        ("sseloop", "host-installed-shared"),
+        ("sseloop-static", "host-installed-static"),
+    ] {
+        let flags = pkg_config(&["--cflags", "--libs", package]);
+        assert!(
+            flags.contains(&prefix.display().to_string()),
+            "{package}: {flags}"
+        );
+        let exe = out_dir().join(name);
+        let out = Command::new(cc())
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg(root().join("examples/c/host.c"))
+            .args(flags.split_whitespace())
+            .arg("-lpthread")
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .expect("run cc");
+        assert!(
+            out.status.success(),
+            "cc with {package} flags failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shared = package == "sseloop";
+        // The installed .pc carries no rpath: the shared build finds the library only through
+        // the loader's path, the static one needs none.
+        let mut cmd = Command::new(&exe);
+        cmd.args(["0", "3", "10"])
+            .env(
+                "LD_LIBRARY_PATH",
+                if shared {
+                    prefix.join("lib")
+                } else {
+                    empty.clone()
+                },
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (host, _) = start_host_with(cmd, name);
+        let stdout = host.finish(Duration::from_secs(60));
+        assert!(stdout.contains("stopped: published="), "{stdout}");
+        if shared {
+            // Proof that it is linked dynamically: without the loader path it cannot start.
+            let status = Command::new(&exe)
+                .args(["0", "3", "10"])
+                .env("LD_LIBRARY_PATH", &empty)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run host");
+            assert!(
+                !status.success(),
+                "the shared build ran without libsseloop.so"
+            );
+        }
+    }
 }
 
 // ---- Header drift check (parsing and generation in tests/ffi/abi.rs) ----------------------

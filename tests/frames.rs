@@ -657,7 +657,15 @@ fn never_reading_frame_client_is_cut_at_the_queue_cap_while_a_healthy_one_gets_e
     // Publish a few events per round trip, so that the healthy client's queue is written out
     // between batches (see the burst test below for what happens otherwise).
     const BATCH: usize = 4;
-    let server = TestServer::start(&["--max-queue-bytes", "128k", "--history", "16"]);
+    // The cap must hold the largest event: --max-body + 64 KiB at least.
+    let server = TestServer::start(&[
+        "--max-queue-bytes",
+        "128k",
+        "--max-body",
+        "64k",
+        "--history",
+        "16",
+    ]);
     let body = vec![b'x'; 8 * 1024];
 
     let slow = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -747,16 +755,18 @@ fn healthy_frame_client_is_not_cut_by_a_publish_burst_it_was_never_offered() {
     // queues all of their events for every subscriber before it tries to write any of them. A
     // subscriber that has read everything it was ever sent is not "reading too slowly"
     // (section 6.2), so it must not be cut as a slow consumer.
-    const EVENTS: u8 = 8;
-    let server = TestServer::start(&["--max-queue-bytes", "16k"]);
+    const EVENTS: u8 = 12;
+    // The smallest cap the server accepts for 8 KiB events (--max-body + 64 KiB), and a burst
+    // larger than it.
+    let server = TestServer::start(&["--max-queue-bytes", "72k", "--max-body", "8k"]);
     let mut healthy = open(&server, &["burst"]);
     let mut publisher = open(&server, &["publisher"]);
-    let body = vec![b'b'; 4 * 1024];
+    let body = vec![b'b'; 8 * 1024];
     let mut bytes = Vec::new();
     for i in 0..EVENTS {
         bytes.extend(publish_frame(&[i], &["burst"], "", &body));
     }
-    // 33 KiB: well within the loopback receive window, so the whole burst is buffered for the
+    // 97 KiB: within the loopback receive window, so the whole burst is buffered for the
     // server's next read.
     server.signal(SIGSTOP);
     publisher.send_raw(&bytes).unwrap();
@@ -1455,4 +1465,118 @@ fn frame_connections_and_received_frames_are_counted() {
     drop(clients);
     assert!(wait_until(TIMEOUT, || server.metric(FRAMES_OPEN) == 0.0));
     assert_eq!(server.metric("sseloop_subscriptions"), 0.0);
+}
+
+// ----- 9. limits shared with the other publish paths, and the publish credential ----------------
+
+#[test]
+fn frame_publish_over_max_body_is_refused_with_too_large_like_http_413() {
+    let server = TestServer::start(&["--max-body", "4k"]);
+    let mut watcher = open(&server, &["t"]);
+    let mut c = open(&server, &["other"]);
+    // The HTTP path refuses the same data with 413.
+    let over = "o".repeat(4097);
+    let resp = server.post("topic=t", &over, &[]);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    c.publish(&["t"], "", over.as_bytes(), b"big").unwrap();
+    assert_error(&next(&mut c), ErrorCode::TOO_LARGE, PUBLISH, b"big");
+    assert_eq!(
+        barrier(&mut watcher, b"w"),
+        vec![],
+        "an oversize PUBLISH was delivered"
+    );
+    assert_eq!(server.metric("sseloop_events_published_total"), 0.0);
+    // The connection carries on, and the limit itself is accepted.
+    let at = "a".repeat(4096);
+    c.publish(&["t"], "", at.as_bytes(), b"at").unwrap();
+    let id = ack_id(next(&mut c), b"at");
+    assert_eq!(next(&mut watcher), event(&id, &["t"], "", &at));
+}
+
+#[test]
+fn an_event_frame_is_at_most_max_body_plus_64_kib_whatever_max_frame_is() {
+    // Section 2: --max-frame bounds what the server reads; EVENT frames carry up to --max-body
+    // of data plus at most 64 KiB of id, topics and event type.
+    const MAX_BODY: usize = 64 * 1024;
+    let server = TestServer::start(&["--max-frame", "1k", "--max-body", "64k"]);
+    let topics: Vec<String> = (0..64).map(|i| format!("{i:0>128}")).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut sub = open(&server, &topics[..1]);
+    sub.set_max_payload(MAX_BODY + 64 * 1024);
+    let data = "d".repeat(MAX_BODY);
+    let event_type = "e".repeat(128);
+    let mut query = topics
+        .iter()
+        .map(|t| format!("topic={t}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    query.push_str(&format!("&event={event_type}"));
+    let id = server.publish(&query, &data);
+    let got = next(&mut sub);
+    let mut encoded = Vec::new();
+    sseloop::frame::encode_event_frame(&mut encoded, &id, &topics, &event_type, data.as_bytes())
+        .unwrap();
+    let payload_len = encoded.len() - HEADER_LEN;
+    assert!(payload_len > 1024, "the EVENT is larger than --max-frame");
+    assert!(payload_len <= MAX_BODY + 64 * 1024, "{payload_len}");
+    assert_eq!(got, event(&id, &topics, &event_type, &data));
+}
+
+#[test]
+fn publish_token_header_authorizes_frame_publishes_when_the_tokens_differ() {
+    let server = TestServer::start(&["--subscribe-token", "sub", "--publish-token", "pub"]);
+    let mut watcher = FrameClient::connect(server.addr, &["t"], None, Some("sub")).unwrap();
+    let auth = ("Authorization", "Bearer sub");
+
+    // The subscribe token alone lets the connection in, not publish.
+    let mut reader = RawFrames::open(server.addr, "/frames?topic=x", &[auth], b"");
+    assert_eq!(reader.status, 101, "{}", reader.head);
+    reader
+        .stream
+        .write_all(&publish_frame(b"r1", &["t"], "", b"denied"))
+        .unwrap();
+    assert_error(&reader.next(), ErrorCode::UNAUTHORIZED, PUBLISH, b"r1");
+
+    // A wrong publish token: subscribed, publishes refused.
+    let wrong = ("Sseloop-Publish-Token", "nope");
+    let mut bad = RawFrames::open(server.addr, "/frames?topic=x", &[auth, wrong], b"");
+    assert_eq!(bad.status, 101, "{}", bad.head);
+    bad.stream
+        .write_all(&publish_frame(b"b1", &["t"], "", b"denied"))
+        .unwrap();
+    assert_error(&bad.next(), ErrorCode::UNAUTHORIZED, PUBLISH, b"b1");
+
+    // The publish token alone does not subscribe: the subscribe token is still required.
+    let only_pub = RawFrames::open(
+        server.addr,
+        "/frames?topic=x",
+        &[("Sseloop-Publish-Token", "pub")],
+        b"",
+    );
+    assert_eq!(only_pub.status, 401, "{}", only_pub.head);
+
+    // Both: subscribed with one, publishing with the other.
+    let both = ("Sseloop-Publish-Token", "pub");
+    let mut c = RawFrames::open(server.addr, "/frames?topic=t", &[auth, both], b"");
+    assert_eq!(c.status, 101, "{}", c.head);
+    c.stream
+        .write_all(&publish_frame(b"p1", &["t"], "", b"allowed"))
+        .unwrap();
+    let mut acked = None;
+    let mut own = None;
+    for _ in 0..2 {
+        match c.next() {
+            OwnedPayload::PublishAck { correlation, id } => {
+                assert_eq!(correlation, b"p1");
+                acked = Some(id);
+            }
+            OwnedPayload::Event { id, .. } => own = Some(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let id = acked.expect("PUBLISH_ACK");
+    assert_eq!(own.as_deref(), Some(id.as_str()), "its own EVENT");
+    assert_eq!(next(&mut watcher), event(&id, &["t"], "", "allowed"));
+    // Nothing the refused connections sent was delivered.
+    assert_eq!(barrier(&mut watcher, b"w"), vec![]);
 }

@@ -77,7 +77,15 @@ fn never_reading_subscriber_is_cut_at_the_queue_cap_while_healthy_ones_get_every
     const HEALTHY: usize = 100;
     const SLOW: usize = 3;
     const CAP: u64 = 128 * 1024;
-    let server = TestServer::start(&["--max-queue-bytes", "128k", "--history", "16"]);
+    // The cap must hold the largest event (--max-body + 64 KiB).
+    let server = TestServer::start(&[
+        "--max-queue-bytes",
+        "128k",
+        "--max-body",
+        "64k",
+        "--history",
+        "16",
+    ]);
     let body = "x".repeat(8 * 1024);
     // Warm up the allocator and the code paths so the RSS baseline is fair.
     let warm = server.subscribe("topic=warm", &[]);

@@ -169,3 +169,40 @@ fn keep_alive_connection_with_a_response_in_flight_closes_after_it_on_shutdown()
         "waited for the grace period"
     );
 }
+
+#[test]
+fn publish_whose_body_is_still_arriving_at_sigterm_gets_503_not_200() {
+    let mut server = TestServer::start(&["--grace-ms", "5000"]);
+    let mut sub = server.subscribe("topic=late", &[]);
+    let retries = |raw: &[u8]| raw.windows(7).filter(|w| w == b"retry: ").count();
+    assert!(
+        sub.read_raw_until(|raw| retries(raw) == 1),
+        "no initial retry"
+    );
+    let mut publisher = ResponseReader::new(connect(server.addr));
+    publisher
+        .stream
+        .write_all(
+            b"POST /publish?topic=late HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
+        )
+        .unwrap();
+    // The head and half the body are in: the request is in progress when the signal comes.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(SIGTERM);
+    // The subscriber's farewell proves the shutdown has begun before the body completes.
+    assert!(
+        sub.read_raw_until(|raw| retries(raw) == 2),
+        "no farewell retry: {}",
+        sub.raw_text()
+    );
+    publisher.stream.write_all(b"world").unwrap();
+    let resp = publisher.next().expect("a response to the publish");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(resp.header("retry-after").as_deref(), Some("1"));
+    assert!(resp.text().contains("shutting down"), "{}", resp.text());
+    assert!(publisher.closed_within(TIMEOUT));
+    // Nobody got the refused event.
+    assert!(sub.ended_within(TIMEOUT));
+    assert!(!sub.raw_text().contains("helloworld"), "{}", sub.raw_text());
+    assert_eq!(server.wait_exit(TIMEOUT), Some(0));
+}

@@ -242,7 +242,7 @@ def main():
     args = ap.parse_args()
 
     server = subprocess.Popen(
-        [args.binary, "--listen", "127.0.0.1:0", "--history", "8192", "--max-queue-bytes", "256k",
+        [args.binary, "--listen", "127.0.0.1:0", "--history", "8192", "--max-queue-bytes", "256k", "--max-body", "64k",
          "--write-stall-ms", "4000", "--header-timeout-ms", "2000"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     port = None

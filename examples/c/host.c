@@ -153,7 +153,7 @@ int main(int argc, char **argv) {
     sseloop_stop(loop); /* in case the loop ended on an error: lets the ticker finish */
     pthread_join(tick_thread, NULL);
     sseloop_stats_t stats;
-    if (sseloop_stats(loop, &stats) == SSELOOP_OK)
+    if (sseloop_stats(loop, &stats, sizeof stats) == SSELOOP_OK)
         printf("stopped: published=%llu deliveries=%llu accepted=%llu iterations=%llu\n",
                (unsigned long long)stats.published, (unsigned long long)stats.deliveries,
                (unsigned long long)stats.accepted, (unsigned long long)stats.loop_iterations);

@@ -179,6 +179,11 @@ impl Connection {
         data: &[u8],
         sh: &mut LoopState,
     ) -> Flow {
+        // Nobody would receive an event accepted now: the farewell is already on its way.
+        if sh.shutting_down {
+            let msg = "server shutting down";
+            return self.refuse_publish(key, ErrorCode::SHUTTING_DOWN, correlation, msg, sh);
+        }
         let may_publish = matches!(&self.stage, Stage::Frames(f) if f.may_publish);
         if !may_publish {
             sh.metrics.auth_failures += 1;
@@ -212,6 +217,11 @@ impl Connection {
                 )
             }
         };
+        // The same limit as an HTTP body or a PublishHandle event.
+        if data.len() > sh.config.max_body {
+            let msg = "data larger than --max-body";
+            return self.refuse_publish(key, ErrorCode::TOO_LARGE, correlation, msg, sh);
+        }
         let Ok(data) = std::str::from_utf8(data) else {
             return self.refuse_publish(
                 key,

@@ -206,7 +206,13 @@ impl Connection {
     }
 
     pub(super) fn finish_publish(&mut self, key: usize, req: BodyInProgress, sh: &mut LoopState) {
-        let keep_alive = req.head.keep_alive && !sh.shutting_down;
+        if sh.shutting_down {
+            // The streams already have their farewell: an event accepted now would reach nobody,
+            // so it is refused rather than acknowledged.
+            let retry = [("Retry-After", "1")];
+            return self.respond_error(key, &HttpError::SHUTTING_DOWN, false, &retry, sh);
+        }
+        let keep_alive = req.head.keep_alive;
         let Ok(data) = String::from_utf8(req.data) else {
             return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
         };

@@ -124,12 +124,12 @@ impl Connection {
         let Some(req) = self.accept_stream_request(key, head, sh) else {
             return;
         };
+        // `Sseloop-Publish-Token` carries the publish credential when it differs from the
+        // subscribe one; without it, the handshake's credential is checked as before.
+        let publish_credential = head.publish_token.as_deref().or(req.credential.as_deref());
         let may_publish = match sh.config.publish_token.as_deref() {
             None => true,
-            Some(expected) => req
-                .credential
-                .as_deref()
-                .is_some_and(|t| http::token_matches(t, expected)),
+            Some(expected) => publish_credential.is_some_and(|t| http::token_matches(t, expected)),
         };
         if !self.subscribe_all(key, &req.topics, sh) {
             return;

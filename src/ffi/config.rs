@@ -1,8 +1,9 @@
 //! `sseloop_config_t`: the options of a loop, set one by one or parsed from a command line.
 //!
 //! A config is a plain value owned by the host: single-threaded, copied by `sseloop_new`, freed
-//! with `sseloop_config_free`. Setters check each value the way the command line does (ranges,
-//! address syntax); the combination is checked by `sseloop_new`.
+//! with `sseloop_config_free`. Setters check each value against the same range table the command
+//! line uses (`crate::config::ranges`), and address syntax; the combination (e.g. the queue caps
+//! against `max_body`) is checked by `sseloop_new`, since setters may come in any order.
 
 use std::ffi::{c_char, c_int};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,6 +12,7 @@ use clap::Parser;
 
 use super::error::{Error, SSELOOP_ECONFIG, SSELOOP_EINTERNAL, SSELOOP_EINVAL, SSELOOP_OK};
 use super::str_arg;
+use crate::config::{ranges, OptionRange};
 use crate::Config;
 
 /// The options object behind `sseloop_config_t *`.
@@ -109,15 +111,18 @@ fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
         .ok_or_else(|| bad("no address".to_string()))
 }
 
-/// A millisecond option that must be at least 1.
-fn at_least_one(value: u64, what: &str) -> Result<u64, Error> {
-    if value == 0 {
-        return Err(Error::new(
-            SSELOOP_EINVAL,
-            format!("{what} must be at least 1"),
-        ));
-    }
-    Ok(value)
+/// `value` if it is within `range`, else SSELOOP_EINVAL with the range's message.
+fn in_range(range: OptionRange, value: u64) -> Result<u64, Error> {
+    range
+        .check(value)
+        .map_err(|e| Error::new(SSELOOP_EINVAL, e.to_string()))
+}
+
+/// Like [`in_range`] for a `usize` option.
+fn size_in_range(range: OptionRange, value: usize) -> Result<usize, Error> {
+    range
+        .check_usize(value)
+        .map_err(|e| Error::new(SSELOOP_EINVAL, e.to_string()))
 }
 
 /// Applies `set` to the options behind `config`, mapping a refused value to its code.
@@ -162,30 +167,30 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// `--heartbeat-ms` (at least 1).
+    /// `--heartbeat-ms` (1..=86400000).
     fn sseloop_config_set_heartbeat_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.heartbeat_ms = at_least_one(ms, "heartbeat_ms")?;
+            c.heartbeat_ms = in_range(ranges::HEARTBEAT_MS, ms)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--retry-ms`: the `retry:` value sent to clients.
+    /// `--retry-ms`: the `retry:` value sent to clients (0..=86400000).
     fn sseloop_config_set_retry_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.retry_ms = ms;
+            c.retry_ms = in_range(ranges::RETRY_MS, ms)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--history`: events retained per topic for resume (0 disables history).
+    /// `--history`: events retained per topic for resume (0 disables history; at most 1048576).
     fn sseloop_config_set_history(config: *mut sseloop_config_t, events: usize) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.history = events;
+            c.history = size_in_range(ranges::HISTORY, events)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
@@ -251,83 +256,123 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// `--max-body`: largest publish body, in bytes (also the limit of `sseloop_publish` data).
+    /// `--max-body`: largest publish body, in bytes, on every path (also the limit of
+    /// `sseloop_publish` data); at most 1 GiB.
     fn sseloop_config_set_max_body(config: *mut sseloop_config_t, bytes: usize) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.max_body = bytes;
+            c.max_body = size_in_range(ranges::MAX_BODY, bytes)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--max-connections`; 0 restores the default (RLIMIT_NOFILE minus a reserve).
+    /// `--max-connections` (1..=16777216); 0 restores the default (RLIMIT_NOFILE minus a reserve).
     fn sseloop_config_set_max_connections(
         config: *mut sseloop_config_t,
         connections: usize,
     ) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.max_connections = (connections != 0).then_some(connections);
+            c.max_connections = match connections {
+                0 => None,
+                n => Some(size_in_range(ranges::MAX_CONNECTIONS, n)?),
+            };
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--grace-ms`: time connections get to finish when the loop stops.
+    /// `--grace-ms`: time connections get to finish when the loop stops (0..=86400000).
     fn sseloop_config_set_grace_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.grace_ms = ms;
+            c.grace_ms = in_range(ranges::GRACE_MS, ms)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--header-timeout-ms` (at least 1).
+    /// `--header-timeout-ms` (1..=86400000).
     fn sseloop_config_set_header_timeout_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.header_timeout_ms = at_least_one(ms, "header_timeout_ms")?;
+            c.header_timeout_ms = in_range(ranges::HEADER_TIMEOUT_MS, ms)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--idle-timeout-ms` (at least 1).
+    /// `--idle-timeout-ms` (1..=86400000).
     fn sseloop_config_set_idle_timeout_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.idle_timeout_ms = at_least_one(ms, "idle_timeout_ms")?;
+            c.idle_timeout_ms = in_range(ranges::IDLE_TIMEOUT_MS, ms)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--write-stall-ms` (at least 1).
+    /// `--write-stall-ms` (1..=86400000).
     fn sseloop_config_set_write_stall_ms(config: *mut sseloop_config_t, ms: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.write_stall_ms = at_least_one(ms, "write_stall_ms")?;
+            c.write_stall_ms = in_range(ranges::WRITE_STALL_MS, ms)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--max-queue-bytes`: output queued per connection before it is cut as a slow consumer.
+    /// `--max-queue-bytes`: output queued per connection before it is cut as a slow consumer
+    /// (64 KiB..=1 TiB; `sseloop_new` also wants at least `max_body` + 64 KiB).
     fn sseloop_config_set_max_queue_bytes(config: *mut sseloop_config_t, bytes: usize) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.max_queue_bytes = bytes;
+            c.max_queue_bytes = size_in_range(ranges::MAX_QUEUE_BYTES, bytes)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;
 }
 
 ffi_fn! {
-    /// `--max-frame`: largest frame payload accepted in frame mode, in bytes.
+    /// `--max-frame`: largest frame payload accepted in frame mode, in bytes (256..=1 GiB).
     fn sseloop_config_set_max_frame(config: *mut sseloop_config_t, bytes: usize) -> c_int {
         apply(non_null_mut!(config), |c| {
-            c.max_frame = bytes;
+            c.max_frame = size_in_range(ranges::MAX_FRAME, bytes)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--history-bytes`: bytes of history retained over all topics, encodings included
+    /// (0..=1 TiB).
+    fn sseloop_config_set_history_bytes(config: *mut sseloop_config_t, bytes: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.history_bytes = size_in_range(ranges::HISTORY_BYTES, bytes)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-topics`: most topics that may exist at once (1..=16777216).
+    fn sseloop_config_set_max_topics(config: *mut sseloop_config_t, topics: usize) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_topics = size_in_range(ranges::MAX_TOPICS, topics)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--publish-queue-bytes`: bytes `sseloop_publish` may have queued for the loop before it
+    /// answers SSELOOP_EAGAIN (64 KiB..=1 TiB; `sseloop_new` also wants at least `max_body`).
+    fn sseloop_config_set_publish_queue_bytes(
+        config: *mut sseloop_config_t,
+        bytes: usize,
+    ) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.publish_queue_bytes = size_in_range(ranges::PUBLISH_QUEUE_BYTES, bytes)?;
             Ok(())
         })
     } ?= SSELOOP_EINTERNAL;

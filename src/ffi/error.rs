@@ -38,7 +38,8 @@ pub const SSELOOP_EBUSY: c_int = -9;
 /// A bug inside sseloop (a caught panic). The loop that hit it refuses further loop-side calls;
 /// it can still be freed.
 pub const SSELOOP_EINTERNAL: c_int = -10;
-/// The publish queue is full: try again later.
+/// Would block: the cross-thread publish queue is full (`publish_queue_bytes`). Nothing was
+/// published; retry after the loop has run (back off, or drop the event).
 pub const SSELOOP_EAGAIN: c_int = -11;
 
 /// A failure on its way to the host: a code and the message for `sseloop_last_error`.
@@ -100,6 +101,14 @@ impl Error {
         self.code
     }
 }
+
+/// Compile-time version of the header (`SSELOOP_VERSION_MAJOR` ...); equal to Cargo.toml's
+/// version (a unit test checks) and to what `sseloop_version` returns at run time.
+pub const SSELOOP_VERSION_MAJOR: c_int = 0;
+/// See [`SSELOOP_VERSION_MAJOR`].
+pub const SSELOOP_VERSION_MINOR: c_int = 1;
+/// See [`SSELOOP_VERSION_MAJOR`].
+pub const SSELOOP_VERSION_PATCH: c_int = 0;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -173,6 +182,7 @@ fn describe(code: c_int) -> &'static CStr {
         SSELOOP_ETOOLARGE => c"SSELOOP_ETOOLARGE: data larger than the maximum body size",
         SSELOOP_EBUSY => c"SSELOOP_EBUSY: the loop is in use (re-entrant or concurrent call)",
         SSELOOP_EINTERNAL => c"SSELOOP_EINTERNAL: internal error",
+        SSELOOP_EAGAIN => c"SSELOOP_EAGAIN: publish queue full, try again later",
         _ => c"unknown code",
     }
 }
@@ -195,11 +205,30 @@ mod tests {
             (SSELOOP_ETOOLARGE, "SSELOOP_ETOOLARGE"),
             (SSELOOP_EBUSY, "SSELOOP_EBUSY"),
             (SSELOOP_EINTERNAL, "SSELOOP_EINTERNAL"),
+            (SSELOOP_EAGAIN, "SSELOOP_EAGAIN"),
         ] {
             let text = describe(code).to_str().unwrap();
             assert!(text.starts_with(&format!("{name}:")), "{code}: {text}");
         }
         assert_eq!(describe(-99), c"unknown code");
+    }
+
+    #[test]
+    fn version_constants_match_cargo_toml_and_sseloop_version() {
+        let parts = [
+            SSELOOP_VERSION_MAJOR,
+            SSELOOP_VERSION_MINOR,
+            SSELOOP_VERSION_PATCH,
+        ];
+        let text = parts.map(|p| p.to_string()).join(".");
+        assert_eq!(
+            text,
+            env!("CARGO_PKG_VERSION"),
+            "update src/ffi/error.rs and the header"
+        );
+        // SAFETY: no arguments; returns a static C string.
+        let runtime = unsafe { CStr::from_ptr(sseloop_version()) };
+        assert_eq!(runtime.to_str().unwrap(), text);
     }
 
     #[test]

@@ -90,20 +90,6 @@ macro_rules! non_null_mut {
     };
 }
 
-/// Like `non_null!`, for exports whose failure value is not a code (`$fallback` is returned).
-macro_rules! non_null_or {
-    ($ptr:ident, $fallback:expr) => {
-        // SAFETY: as for `non_null!`.
-        match unsafe { $ptr.as_ref() } {
-            Some(r) => r,
-            None => {
-                $crate::ffi::error::Error::null(stringify!($ptr)).report();
-                return $fallback;
-            }
-        }
-    };
-}
-
 pub mod config;
 pub mod error;
 pub mod hooks;
@@ -112,8 +98,9 @@ pub mod server;
 
 pub use config::sseloop_config_t;
 pub use error::{
-    SSELOOP_EBUSY, SSELOOP_ECONFIG, SSELOOP_EDONE, SSELOOP_EEVENT, SSELOOP_EINTERNAL,
-    SSELOOP_EINVAL, SSELOOP_EIO, SSELOOP_ESTOPPED, SSELOOP_ETOOLARGE, SSELOOP_ETOPIC, SSELOOP_OK,
+    SSELOOP_EAGAIN, SSELOOP_EBUSY, SSELOOP_ECONFIG, SSELOOP_EDONE, SSELOOP_EEVENT,
+    SSELOOP_EINTERNAL, SSELOOP_EINVAL, SSELOOP_EIO, SSELOOP_ESTOPPED, SSELOOP_ETOOLARGE,
+    SSELOOP_ETOPIC, SSELOOP_OK,
 };
 pub use hooks::{
     sseloop_connection_event_t, sseloop_connection_hook, sseloop_publish_attempt_t,

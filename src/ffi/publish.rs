@@ -33,7 +33,8 @@ ffi_fn! {
     /// when `len` is 0). When `id_buf` is not NULL it must have at least SSELOOP_ID_MAX bytes and
     /// receives the event's id, NUL-terminated; ids are assigned here, in publish order, and are
     /// final. Errors: SSELOOP_EINVAL, SSELOOP_ETOPIC, SSELOOP_EEVENT, SSELOOP_ETOOLARGE,
-    /// SSELOOP_ESTOPPED (after `sseloop_stop`). Nothing is published on error.
+    /// SSELOOP_ESTOPPED (after `sseloop_stop`), SSELOOP_EAGAIN (the queue to the loop holds
+    /// `publish_queue_bytes`: retry after the loop has run). Nothing is published on error.
     fn sseloop_publish(
         lp: *const sseloop_t,
         topics: *const *const c_char,

@@ -103,7 +103,9 @@ pub struct sseloop_stats_t {
     pub open_sse: u64,
     /// Open frame-mode connections.
     pub open_frames: u64,
-    /// Events published (one per publish, whatever the number of topics).
+    /// Events drained by the loop: one per publish whatever the number of topics, counted when
+    /// the loop takes the event in (a `sseloop_publish` still queued for the loop is not counted
+    /// yet).
     pub published: u64,
     /// Events queued to a subscriber (live and replayed).
     pub deliveries: u64,
@@ -314,16 +316,17 @@ ffi_fn! {
 ffi_fn! {
     /// Milliseconds the host may wait before calling `sseloop_poll(loop, 0)` even if the
     /// descriptor stays quiet: -1 when no timer is armed, 0 when work is pending (rounded up so
-    /// a host never spins on a sub-millisecond timer). Never fails: NULL, a loop in use or a
-    /// failed loop give 0 (poll now; `sseloop_poll` then reports the error).
+    /// a host never spins on a sub-millisecond timer). Never fails and never sets the last
+    /// error: NULL, a loop in use or a failed loop give 0 (poll now; `sseloop_poll` then reports
+    /// the error).
     fn sseloop_timeout_ms(lp: *const sseloop_t) -> c_int {
-        let lp = non_null_or!(lp, 0);
-        let mut busy = match Busy::enter(lp, "sseloop_timeout_ms") {
-            Ok(busy) => busy,
-            Err(e) => {
-                e.report();
-                return 0;
-            }
+        // SAFETY: NULL or a live loop (contract).
+        let Some(lp) = (unsafe { lp.as_ref() }) else {
+            return 0;
+        };
+        // Not a failure (0 means "poll now"), so the last error is left alone.
+        let Ok(mut busy) = Busy::enter(lp, "sseloop_timeout_ms") else {
+            return 0;
         };
         match busy.core().server.next_timeout() {
             None => -1,
@@ -343,17 +346,34 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Fills `*out` with the loop's counters and gauges (the numbers `/metrics` shows).
+    /// Fills the caller's `sseloop_stats_t` with the loop's counters and gauges (the numbers
+    /// `/metrics` shows). `size` is the size of the caller's struct (`sizeof(sseloop_stats_t)` as
+    /// its header declares it): fields are only ever appended, so a caller built against an older
+    /// header gets the fields it knows and nothing is written past `size` bytes; fields the
+    /// caller knows and this library does not are zeroed. Only whole fields are written.
     /// Loop-side: SSELOOP_EBUSY from inside a hook.
-    fn sseloop_stats(lp: *const sseloop_t, out: *mut sseloop_stats_t) -> c_int {
+    fn sseloop_stats(lp: *const sseloop_t, out: *mut sseloop_stats_t, size: usize) -> c_int {
         let lp = non_null!(lp);
         if out.is_null() {
             return Error::null("out").report();
         }
         let mut busy = enter!(lp, "sseloop_stats");
         let stats = sseloop_stats_t::of(&busy.core().server);
-        // SAFETY: `out` is non-NULL and points to a writable `sseloop_stats_t` (contract).
-        unsafe { out.write(stats) };
+        let field = std::mem::size_of::<u64>();
+        let size = size - size % field;
+        let known = size.min(std::mem::size_of::<sseloop_stats_t>());
+        let dst = out.cast::<u8>();
+        // SAFETY: `out` is non-NULL and has `size` writable bytes (contract); `known <= size`,
+        // and `stats` is a local of `known` bytes or more, so the ranges cannot overlap. The
+        // struct is `repr(C)` u64 fields with no padding, so every byte copied is initialised.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(stats).cast::<u8>(),
+                dst,
+                known,
+            );
+            std::ptr::write_bytes(dst.add(known), 0, size - known);
+        }
         SSELOOP_OK
     } ?= SSELOOP_EINTERNAL;
 }
@@ -420,8 +440,10 @@ mod tests {
         {
             let _busy = Busy::enter(shared, "test").unwrap();
             let mut stats = sseloop_stats_t::default();
-            // SAFETY: live loop, writable stats.
-            assert_eq!(unsafe { sseloop_stats(lp, &mut stats) }, SSELOOP_EBUSY);
+            let size = std::mem::size_of_val(&stats);
+            // SAFETY: live loop, writable stats of `size` bytes.
+            let rc = unsafe { sseloop_stats(lp, &mut stats, size) };
+            assert_eq!(rc, SSELOOP_EBUSY);
             // SAFETY: live loop; refused (and not freed) while in use.
             unsafe { sseloop_free(lp) };
             assert!(last_error().contains("not freed"));

@@ -121,6 +121,7 @@ mod tests {
             assert_eq!(code.is_fatal(), class == 0x01 && code.0 <= 0x0102, "{name}");
         }
         assert_eq!(ErrorCode(0x0299).name(), None);
+        assert_eq!(ErrorCode(0x0207).name(), None);
         assert_eq!(ErrorCode(0x0299).class(), 0x02);
         assert_eq!(ErrorCode(0x0299).to_string(), "0x0299");
     }

@@ -84,6 +84,9 @@ pub struct RequestHead {
     pub last_event_id: Option<String>,
     /// `Authorization` header value, if any.
     pub authorization: Option<Vec<u8>>,
+    /// `Sseloop-Publish-Token` header value, if any: the publish credential of a frame
+    /// connection whose subscribe credential goes in `Authorization`.
+    pub publish_token: Option<Vec<u8>>,
     /// `Upgrade` header value, if any.
     pub upgrade: Option<String>,
     /// `Connection` lists `upgrade`.
@@ -133,6 +136,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut expect_continue = false;
     let mut last_event_id = None;
     let mut authorization = None;
+    let mut publish_token = None;
     let mut upgrade = None;
     let mut host_seen = false;
     for h in req.headers.iter() {
@@ -181,6 +185,11 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
                 return Err(HttpError::MALFORMED);
             }
             authorization = Some(h.value.to_vec());
+        } else if name.eq_ignore_ascii_case("sseloop-publish-token") {
+            if publish_token.is_some() {
+                return Err(HttpError::MALFORMED);
+            }
+            publish_token = Some(h.value.trim_ascii().to_vec());
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(String::from_utf8_lossy(h.value).trim().to_string());
         } else if name.eq_ignore_ascii_case("host") {
@@ -221,6 +230,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             expect_continue: expect_continue && !http10,
             last_event_id,
             authorization,
+            publish_token,
             upgrade,
             connection_upgrade,
         }),

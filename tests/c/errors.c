@@ -10,8 +10,14 @@ static void check_codes(void) {
     CHECK(strstr(sseloop_strerror(SSELOOP_EBUSY), "SSELOOP_EBUSY") != NULL);
     CHECK(strstr(sseloop_strerror(SSELOOP_EDONE), "nothing to do") != NULL);
     CHECK(strcmp(sseloop_strerror(12345), "unknown code") == 0);
+    CHECK(strstr(sseloop_strerror(SSELOOP_EAGAIN), "SSELOOP_EAGAIN") != NULL);
     const char *v = sseloop_version();
     CHECK(v != NULL && strchr(v, '.') != NULL);
+    /* The header's compile-time version is the library's run-time version. */
+    char want[64];
+    snprintf(want, sizeof want, "%d.%d.%d", SSELOOP_VERSION_MAJOR, SSELOOP_VERSION_MINOR,
+             SSELOOP_VERSION_PATCH);
+    CHECK(strcmp(v, want) == 0);
     /* Nothing failed on this thread yet. */
     CHECK(sseloop_last_error(NULL, 0) == 0);
 }
@@ -35,6 +41,9 @@ static void check_nulls(void) {
     CHECK_LAST_ERROR("addr must not be NULL");
     CHECK_RC(sseloop_config_set_cors_origin(config, NULL), SSELOOP_EINVAL);
     CHECK_RC(sseloop_config_set_heartbeat_ms(NULL, 5), SSELOOP_EINVAL);
+    /* sseloop_timeout_ms never fails, so it leaves the last error alone. */
+    CHECK(sseloop_timeout_ms(NULL) == 0);
+    CHECK_LAST_ERROR("config must not be NULL");
     CHECK_RC(sseloop_config_parse_args(NULL, 0, NULL), SSELOOP_EINVAL);
     CHECK_RC(sseloop_config_parse_args(config, 2, NULL), SSELOOP_EINVAL);
     CHECK_LAST_ERROR("argv must not be NULL");
@@ -49,7 +58,7 @@ static void check_nulls(void) {
     CHECK_RC(sseloop_fd(NULL), SSELOOP_EINVAL);
     CHECK_RC(sseloop_local_port(NULL), SSELOOP_EINVAL);
     CHECK(sseloop_timeout_ms(NULL) == 0);
-    CHECK_RC(sseloop_stats(NULL, &stats), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_stats(NULL, &stats, sizeof stats), SSELOOP_EINVAL);
     CHECK_RC(sseloop_publish(NULL, topics, 1, NULL, "x", 1, id, sizeof id), SSELOOP_EINVAL);
     CHECK_RC(sseloop_stop(NULL), SSELOOP_EINVAL);
     CHECK_RC(sseloop_set_publish_hook(NULL, NULL, NULL), SSELOOP_EINVAL);
@@ -68,8 +77,42 @@ static void check_config_errors(void) {
     CHECK_LAST_ERROR("invalid listen address 'not an address'");
     CHECK_RC(sseloop_config_set_listen(config, "127.0.0.1:99999"), SSELOOP_EINVAL);
     CHECK_RC(sseloop_config_set_heartbeat_ms(config, 0), SSELOOP_EINVAL);
-    CHECK_LAST_ERROR("heartbeat_ms must be at least 1");
+    CHECK_LAST_ERROR("--heartbeat-ms must be between 1 and 86400000 (got 0)");
     CHECK_RC(sseloop_config_set_idle_timeout_ms(config, 0), SSELOOP_EINVAL);
+
+    /* Every numeric setter checks the option's range (the table the command line uses). */
+    CHECK_RC(sseloop_config_set_retry_ms(config, UINT64_MAX), SSELOOP_EINVAL);
+    CHECK_LAST_ERROR("--retry-ms must be between 0 and 86400000 (got 18446744073709551615)");
+    CHECK_RC(sseloop_config_set_retry_ms(config, 86400000), SSELOOP_OK);
+    CHECK_RC(sseloop_config_set_grace_ms(config, UINT64_MAX), SSELOOP_EINVAL);
+    CHECK_LAST_ERROR("--grace-ms");
+    CHECK_RC(sseloop_config_set_write_stall_ms(config, 86400001), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_max_frame(config, 10), SSELOOP_EINVAL);
+    CHECK_LAST_ERROR("--max-frame must be between 256 and");
+    CHECK_RC(sseloop_config_set_max_body(config, SIZE_MAX), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_history(config, SIZE_MAX), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_history_bytes(config, SIZE_MAX), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_history_bytes(config, 0), SSELOOP_OK);
+    CHECK_RC(sseloop_config_set_max_topics(config, 0), SSELOOP_EINVAL);
+    CHECK_LAST_ERROR("--max-topics must be between 1 and 16777216 (got 0)");
+    CHECK_RC(sseloop_config_set_max_topics(config, 1000), SSELOOP_OK);
+    CHECK_RC(sseloop_config_set_publish_queue_bytes(config, 1024), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_max_connections(config, SIZE_MAX), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_max_connections(config, 0), SSELOOP_OK);
+    const char *huge_retry[] = {"host", "--retry-ms", "18446744073709551615"};
+    CHECK_RC(sseloop_config_parse_args(config, 3, huge_retry), SSELOOP_ECONFIG);
+    CHECK_LAST_ERROR("--retry-ms must be between 0 and 86400000");
+
+    /* Combinations are checked by sseloop_new: the queue caps must hold the largest event. */
+    CHECK_RC(sseloop_config_set_max_queue_bytes(config, 1 << 20), SSELOOP_OK);
+    CHECK_RC(sseloop_new(config, &loop), SSELOOP_ECONFIG);
+    CHECK(loop == NULL);
+    CHECK_LAST_ERROR("--max-queue-bytes (1048576) must be at least --max-body (1048576)");
+    CHECK_RC(sseloop_config_set_max_queue_bytes(config, 2 << 20), SSELOOP_OK);
+    CHECK_RC(sseloop_config_set_publish_queue_bytes(config, 65536), SSELOOP_OK);
+    CHECK_RC(sseloop_new(config, &loop), SSELOOP_ECONFIG);
+    CHECK_LAST_ERROR("--publish-queue-bytes (65536) must be at least --max-body");
+    CHECK_RC(sseloop_config_set_publish_queue_bytes(config, 16 << 20), SSELOOP_OK);
 
     /* Non-loopback without a token: refused before anything is bound. */
     CHECK_RC(sseloop_config_set_listen(config, "0.0.0.0:0"), SSELOOP_OK);
@@ -112,11 +155,11 @@ static void check_last_error_buffer(void) {
     sseloop_config_t *config = sseloop_config_new();
     CHECK_RC(sseloop_config_set_heartbeat_ms(config, 0), SSELOOP_EINVAL);
     int full = sseloop_last_error(NULL, 0);
-    CHECK(full == (int)strlen("heartbeat_ms must be at least 1"));
+    CHECK(full == (int)strlen("--heartbeat-ms must be between 1 and 86400000 (got 0)"));
     char small[5];
     memset(small, 'x', sizeof small);
     CHECK(sseloop_last_error(small, sizeof small) == full);
-    CHECK(strcmp(small, "hear") == 0);
+    CHECK(strcmp(small, "--he") == 0);
     /* A success leaves the message alone (like errno). */
     CHECK_RC(sseloop_config_set_heartbeat_ms(config, 10), SSELOOP_OK);
     CHECK(sseloop_last_error(NULL, 0) == full);
@@ -171,10 +214,30 @@ static void check_publish_and_stop(void) {
     CHECK_RC(sseloop_stop(loop), SSELOOP_OK);
 
     sseloop_stats_t stats;
-    CHECK_RC(sseloop_stats(loop, &stats), SSELOOP_OK);
-    CHECK_RC(sseloop_stats(loop, NULL), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
+    CHECK_RC(sseloop_stats(loop, NULL, sizeof(sseloop_stats_t)), SSELOOP_EINVAL);
     CHECK_LAST_ERROR("out must not be NULL");
     CHECK(stats.history_events == 4); /* two topics for the first event */
+
+    /* The caller's struct size bounds what is written: an older, shorter struct gets only the
+     * fields it knows; a newer, longer one gets zeros past the fields this library knows. */
+    uint64_t older[3];
+    memset(older, 0xab, sizeof older);
+    CHECK_RC(sseloop_stats(loop, (sseloop_stats_t *)(void *)older, 2 * sizeof(uint64_t)),
+             SSELOOP_OK);
+    CHECK(older[0] == stats.accepted && older[1] == stats.open_http);
+    CHECK(older[2] == UINT64_C(0xabababababababab));
+    /* A size that is not a whole number of fields: the partial field is not written. */
+    memset(older, 0xab, sizeof older);
+    CHECK_RC(sseloop_stats(loop, (sseloop_stats_t *)(void *)older, sizeof(uint64_t) + 3),
+             SSELOOP_OK);
+    CHECK(older[0] == stats.accepted && older[1] == UINT64_C(0xabababababababab));
+    enum { KNOWN = sizeof(sseloop_stats_t) / sizeof(uint64_t) };
+    uint64_t newer[KNOWN + 4];
+    memset(newer, 0xab, sizeof newer);
+    CHECK_RC(sseloop_stats(loop, (sseloop_stats_t *)(void *)newer, sizeof newer), SSELOOP_OK);
+    CHECK(newer[KNOWN - 1] == stats.max_connections);
+    for (int i = KNOWN; i < KNOWN + 4; i++) CHECK(newer[i] == 0);
     sseloop_free(loop);
 }
 

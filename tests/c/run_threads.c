@@ -104,7 +104,7 @@ int main(void) {
 
     /* Loop-side calls from this thread while another drives the loop are refused, not raced. */
     sseloop_stats_t stats;
-    int rc = sseloop_stats(loop, &stats);
+    int rc = sseloop_stats(loop, &stats, sizeof stats);
     CHECK(rc == SSELOOP_OK || rc == SSELOOP_EBUSY);
 
     for (int i = 0; i < PUBLISHERS; i++)
@@ -125,7 +125,7 @@ int main(void) {
     CHECK_RC(sseloop_poll(loop, 0), SSELOOP_EDONE);
     CHECK_RC(sseloop_run(loop), SSELOOP_OK);
 
-    CHECK_RC(sseloop_stats(loop, &stats), SSELOOP_OK);
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
     CHECK(stats.history_events == TOTAL);
     CHECK(stats.deliveries == (uint64_t)TOTAL * CLIENTS);
     CHECK(stats.accepted == CLIENTS);

@@ -39,7 +39,7 @@ static int on_publish(void *userdata, const sseloop_publish_attempt_t *a) {
     CHECK_RC(sseloop_poll(loop, 0), SSELOOP_EBUSY);
     CHECK_LAST_ERROR("in use");
     CHECK_RC(sseloop_run(loop), SSELOOP_EBUSY);
-    CHECK_RC(sseloop_stats(loop, &stats), SSELOOP_EBUSY);
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_EBUSY);
     CHECK_RC(sseloop_set_publish_hook(loop, NULL, NULL), SSELOOP_EBUSY);
     CHECK(sseloop_timeout_ms(loop) == 0);
     CHECK(sseloop_local_port(loop) == port);
@@ -138,7 +138,7 @@ int main(void) {
     drive_until(step_is, (void *)1, "the subscription");
 
     sseloop_stats_t stats;
-    CHECK_RC(sseloop_stats(loop, &stats), SSELOOP_OK);
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
     CHECK(stats.open_sse == 1 && stats.subscriptions == 2 && stats.accepted == 1);
     int timeout = sseloop_timeout_ms(loop); /* the stream's heartbeat is armed */
     CHECK(timeout >= 0 && timeout <= 60000);
@@ -150,7 +150,7 @@ int main(void) {
     CHECK(pthread_join(thread, NULL) == 0);
     CHECK(counts.attempts == 2 && counts.denied == 1 && counts.reentry_checked == 1);
 
-    CHECK_RC(sseloop_stats(loop, &stats), SSELOOP_OK);
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
     CHECK(stats.publishes_vetoed == 1);
     CHECK(stats.published == 2); /* the news and the hook's audit copy */
     CHECK(stats.history_events == 2);

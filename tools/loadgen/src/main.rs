@@ -37,7 +37,7 @@ const EXIT_FAILED_RUN: u8 = 1;
 /// Exit status for usage errors and runs that could not start.
 const EXIT_SETUP: u8 = 2;
 /// sseloop's default `--max-queue-bytes`, for the window-size warning.
-const SSELOOP_DEFAULT_MAX_QUEUE: u64 = 1 << 20;
+const SSELOOP_DEFAULT_MAX_QUEUE: u64 = 2 << 20;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -76,7 +76,7 @@ fn real_main(args: &Args) -> Result<bool> {
     if !plan.idle && queue_bound > SSELOOP_DEFAULT_MAX_QUEUE {
         eprintln!(
             "sseloop-load: warning: --window {} x ~{} B per event may queue {} KiB per subscriber; \
-             sseloop cuts subscribers past --max-queue-bytes (1 MiB by default)",
+             sseloop cuts subscribers past --max-queue-bytes (2 MiB by default)",
             plan.window,
             plan.size + 48,
             queue_bound / 1024
