@@ -87,6 +87,11 @@ pub struct Config {
     /// Largest frame payload accepted in frame mode (bytes; k/M/G suffixes).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub max_frame: usize,
+
+    /// Serve the web console at /ui/ and its JSON stats at /stats (off by default). When a
+    /// subscribe token is set, /stats needs it as `Authorization: Bearer`.
+    #[arg(long)]
+    pub ui: bool,
 }
 
 impl Default for Config {
@@ -116,6 +121,7 @@ impl fmt::Debug for Config {
             .field("write_stall_ms", &self.write_stall_ms)
             .field("max_queue_bytes", &self.max_queue_bytes)
             .field("max_frame", &self.max_frame)
+            .field("ui", &self.ui)
             .finish()
     }
 }

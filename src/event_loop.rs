@@ -106,6 +106,8 @@ pub struct LoopState {
     pub refused: usize,
     /// Host callbacks.
     pub hooks: Hooks,
+    /// When the loop state was made (the console's uptime).
+    pub started: Instant,
     rng: u64,
 }
 
@@ -132,6 +134,7 @@ impl LoopState {
             max_connections,
             refused: 0,
             hooks: Hooks::default(),
+            started: Instant::now(),
             rng,
         }
     }

@@ -88,6 +88,8 @@ pub struct RequestHead {
     pub upgrade: Option<String>,
     /// `Connection` lists `upgrade`.
     pub connection_upgrade: bool,
+    /// `If-None-Match` header value, if any and short (console asset revalidation).
+    pub if_none_match: Option<String>,
 }
 
 /// Outcome of parsing the bytes buffered so far.
@@ -135,6 +137,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut authorization = None;
     let mut upgrade = None;
     let mut host_seen = false;
+    let mut if_none_match = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -183,6 +186,8 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             authorization = Some(h.value.to_vec());
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(String::from_utf8_lossy(h.value).trim().to_string());
+        } else if name.eq_ignore_ascii_case("if-none-match") && h.value.len() <= 256 {
+            if_none_match = Some(String::from_utf8_lossy(h.value).into_owned());
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
                 return Err(HttpError::MALFORMED);
@@ -223,6 +228,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             authorization,
             upgrade,
             connection_upgrade,
+            if_none_match,
         }),
         len,
     ))

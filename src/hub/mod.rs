@@ -12,6 +12,7 @@
 //! id from an earlier run is recognised, and `seq` is strictly increasing across all topics.
 
 mod ring;
+mod summary;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 pub use ring::Ring;
+pub use summary::TopicSummary;
 
 use crate::buf::{Event, SharedEvent};
 use crate::handle::{QueuedEvent, Sequencer};
