@@ -17,10 +17,11 @@ export function formatCount(v) {
 }
 
 export function formatBytes(v) {
-  const units = ["B", "KiB", "MiB", "GiB"];
+  // Decimal units, so that the charts' round axis values read as round numbers.
+  const units = ["B", "kB", "MB", "GB"];
   let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
     i++;
   }
   return (i === 0 || v >= 100 ? Math.round(v) : v.toFixed(1)) + " " + units[i];
@@ -219,17 +220,17 @@ export class ServerView {
   }
 
   fillConfig(config) {
-    const body = document.querySelector("#config tbody");
-    const rows = Object.entries(config).map(([key, value]) => {
-      const tr = document.createElement("tr");
-      const th = document.createElement("th");
-      th.scope = "row";
-      th.textContent = key;
-      tr.append(th);
-      cell(tr, value === null ? "not set" : String(value));
-      return tr;
+    const items = Object.entries(config).map(([key, value]) => {
+      const div = document.createElement("div");
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = key;
+      dd.textContent = value === null ? "not set" : String(value);
+      dd.title = dd.textContent;
+      div.append(dt, dd);
+      return div;
     });
-    body.replaceChildren(...rows);
+    document.getElementById("config").replaceChildren(...items);
   }
 
   /** Hides every figure (no token yet, or a wrong one). */
@@ -238,6 +239,6 @@ export class ServerView {
     this.prev = null;
     for (const id of ["version", "run", "uptime"]) setText(id, "—");
     document.querySelector("#topics tbody").replaceChildren();
-    document.querySelector("#config tbody").replaceChildren();
+    document.getElementById("config").replaceChildren();
   }
 }
