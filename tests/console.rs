@@ -60,7 +60,10 @@ fn assets_have_type_etag_csp_and_fit_the_budget() {
         let resp = get(&server, path, &[]);
         assert_eq!(resp.status, 200, "{path}");
         assert_eq!(resp.header("Content-Type").as_deref(), Some(content_type));
-        assert_eq!(resp.header("X-Content-Type-Options").as_deref(), Some("nosniff"));
+        assert_eq!(
+            resp.header("X-Content-Type-Options").as_deref(),
+            Some("nosniff")
+        );
         assert_eq!(resp.header("Cache-Control").as_deref(), Some("no-cache"));
         let csp = resp.header("Content-Security-Policy").expect("CSP");
         assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
@@ -92,8 +95,14 @@ fn assets_have_type_etag_csp_and_fit_the_budget() {
     let mut reader = util::ResponseReader::new(sock);
     let head = reader.next_head_only().expect("HEAD response");
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("ETag"), get(&server, "/ui/app.js", &[]).header("ETag"));
-    assert!(reader.closed_within(util::TIMEOUT), "no body after a HEAD answer");
+    assert_eq!(
+        head.header("ETag"),
+        get(&server, "/ui/app.js", &[]).header("ETag")
+    );
+    assert!(
+        reader.closed_within(util::TIMEOUT),
+        "no body after a HEAD answer"
+    );
     let redirect = get(&server, "/ui", &[]);
     assert_eq!(redirect.status, 308);
     assert_eq!(redirect.header("Location").as_deref(), Some("ui/"));
@@ -190,10 +199,7 @@ fn browser_tools(dir: &Path) -> Result<(PathBuf, String), String> {
         std::env::var("SSELOOP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
     );
     if !chromium.exists() {
-        return Err(format!(
-            "{} (apt-get install chromium)",
-            chromium.display()
-        ));
+        return Err(format!("{} (apt-get install chromium)", chromium.display()));
     }
     if !dir.join("node_modules/playwright-core").is_dir() {
         return Err("tests/console/node_modules (npm ci in tests/console)".into());

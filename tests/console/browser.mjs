@@ -192,6 +192,11 @@ async function openServerChecks(browser) {
   ok("pause holds events (count still moves), resume shows them in order, clear empties");
 
   // --- publish from the page, received by a curl subscriber ----------------------------------
+  await page.fill("#publish-form input[name=topics]", "bad topic!");
+  await page.click("#publish-form button[type=submit]");
+  await page.waitForSelector("#publish-result.error", { timeout: TIMEOUT });
+  assert.match(await page.textContent("#publish-result"), /^400 Bad Request: .*topic/);
+  ok("a refused publish shows the status and the server's message");
   const sub = curlSubscribe(`${BASE}/events?topic=from-page`);
   await until("curl subscriber ready", () => sub.out.startsWith("retry:"));
   await page.fill("#publish-form input[name=topics]", "from-page");
@@ -205,11 +210,6 @@ async function openServerChecks(browser) {
   sub.child.kill();
   ok(`a publish made in the page reaches a curl subscriber (${pageId})`);
 
-  await page.fill("#publish-form input[name=topics]", "bad topic!");
-  await page.click("#publish-form button[type=submit]");
-  await page.waitForSelector("#publish-result.error", { timeout: TIMEOUT });
-  assert.match(await page.textContent("#publish-result"), /^400 Bad Request: .*topic/);
-  ok("a refused publish shows the status and the server's message");
 
   // --- load: charts move, busiest topics lists the topic --------------------------------------
   const base = {};
@@ -234,16 +234,17 @@ async function openServerChecks(browser) {
   await first.locator("button.subscribe").click(); // Subscribe to load
   await first.locator(".state[data-state=open]").waitFor({ timeout: TIMEOUT });
   const seen = { "chart-deliveries": 0, "chart-publishes": 0, "chart-bytes": 0, "chart-connections": 0 };
-  const payload = JSON.stringify({ price: 101.25, note: "y".repeat(180) });
+  const tick = (i) => JSON.stringify({ symbol: "ACME", price: 101.25 + (i % 17) / 4, qty: 100 + (i % 9) * 50 });
   const big = "z".repeat(4096);
   const loadStart = Date.now();
   let n = 0;
   let shot = false;
   while (Date.now() - loadStart < 7000) {
-    const tick = Date.now();
+    const started = Date.now();
     const batch = [];
-    for (let i = 0; i < 15; i++) batch.push(post("topic=load&event=tick", payload));
-    batch.push(post("topic=sport&event=score", JSON.stringify({ n: n++, home: n % 3, away: n % 2 })));
+    for (let i = 0; i < 15; i++) batch.push(post("topic=load&event=tick", tick(n * 15 + i)));
+    n++;
+    if (n % 5 === 0) batch.push(post("topic=sport&event=score", JSON.stringify({ minute: n / 5, home: n % 3, away: n % 2 })));
     for (let i = 0; i < 40; i++) batch.push(post("topic=slow", big));
     await Promise.all(batch);
     if (n % 10 === 3) {
@@ -252,12 +253,23 @@ async function openServerChecks(browser) {
       r.sock.once("data", () => r.sock.destroy());
     }
     for (const card of Object.keys(seen)) seen[card] = Math.max(seen[card], (await value(page, card)) ?? 0);
-    if (!shot && Date.now() - loadStart > 4500) {
+    if (n === 30) {
+      // A third panel resuming from an id of no run: the reset notice, then the replay of
+      // "news" (multi-line and folded events among it).
+      await page.click("#add-panel");
+      const third = panels.nth(2);
+      await third.locator("input[name=topics]").fill("news");
+      await third.locator("input[name=last-event-id]").fill("earlier-run-41");
+      await third.locator("button.subscribe").click();
+    }
+    if (!shot && Date.now() - loadStart > 5000) {
       shot = true;
-      await page.screenshot({ path: path.join(SHOTS, "console.png") });
+      await page.evaluate(() => window.scrollTo(0, 0));
+      const server = await page.locator("#server").boundingBox();
+      await page.screenshot({ path: path.join(SHOTS, "console.png"), clip: { x: 0, y: 0, width: 1400, height: server.y + server.height + 8 } });
       await page.locator("#streams").screenshot({ path: path.join(SHOTS, "console-streams.png") });
     }
-    await sleep(Math.max(0, 100 - (Date.now() - tick)));
+    await sleep(Math.max(0, 100 - (Date.now() - started)));
   }
   agent.destroy();
   for (const card of ["chart-deliveries", "chart-publishes", "chart-bytes"]) {

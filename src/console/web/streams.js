@@ -34,9 +34,10 @@ function dataNode(data) {
     return el("pre", "data", data);
   }
   const details = el("details", "data folded");
-  const first = lines[0].length > 120 ? lines[0].slice(0, 120) + "…" : lines[0];
+  const first = lines[0].length > 200 ? lines[0].slice(0, 200) : lines[0];
   const summary = el("summary");
-  summary.append(el("span", "preview", first), el("span", "size", ` ${lines.length} lines, ${data.length} chars`));
+  const shape = lines.length === 1 ? `${data.length} chars` : `${lines.length} lines, ${data.length} chars`;
+  summary.append(el("span", "preview", first), el("span", "size", `folded: ${shape}`));
   details.append(summary, el("pre", "data", data));
   return details;
 }
@@ -140,7 +141,7 @@ class Panel {
       const reason = resetReason(event.data);
       row.className = "reset";
       meta.append(el("span", "type", "reset"));
-      row.append(meta, el("p", "notice", `Events were missed (${reason}): the retained events follow.`));
+      row.append(meta, el("p", "reset-text", `Events were missed (${reason}): the retained events follow.`));
     } else {
       row.className = "event";
       meta.append(el("span", "type", event.type));
