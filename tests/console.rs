@@ -218,21 +218,42 @@ fn browser_tools(dir: &Path) -> Result<(PathBuf, String), String> {
     Ok((chromium, "node".into()))
 }
 
+fn tool_missing(missing: &str) {
+    let required = std::env::var("SSELOOP_REQUIRE_TOOLS").as_deref() == Ok("1");
+    assert!(
+        !required,
+        "SSELOOP_REQUIRE_TOOLS=1 but the console test lacks {missing}"
+    );
+    eprintln!("skipping: missing {missing}");
+}
+
+#[test]
+fn page_sse_parser_handles_every_split_and_line_ending() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let out = match Command::new("node")
+        .args(["--test", "sse_parser.test.mjs"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => return tool_missing("node (not on PATH)"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("# fail 0"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn browser_drives_the_console() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/console");
     let (chromium, node) = match browser_tools(&dir) {
         Ok(tools) => tools,
-        Err(missing) => {
-            let required = std::env::var("SSELOOP_REQUIRE_TOOLS").as_deref() == Ok("1");
-            assert!(
-                !required,
-                "SSELOOP_REQUIRE_TOOLS=1 but the browser test lacks {missing}"
-            );
-            eprintln!("skipping the browser test: missing {missing}");
-            return;
-        }
+        Err(missing) => return tool_missing(&missing),
     };
     let screens = if std::env::var("SSELOOP_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
         root.join("docs")

@@ -17,6 +17,7 @@
 #               frames ACKed by PUBLISH_ACK), nchan (nginx + nchan, tools/peers/nchan), gosse (Go
 #               net/http, tools/peers/gosse, GOMAXPROCS=1). Default "sseloop sseloop-frames", or
 #               every target with PEERS=1.
+#   SSELOOP_ARGS  extra options for the sseloop targets (e.g. "--ui" for the A/B in CONSOLE.md)
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
 #               libnginx-mod-nchan, golang-go) and builds gosse.
 #   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"; also fanout-100, fanout-3k,
@@ -157,7 +158,8 @@ start_target() {
     local name="$1" log="$2" port=""
     case "$name" in
         sseloop)
-            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 2>"$log" &
+            # shellcheck disable=SC2086 # SSELOOP_ARGS is a list of options
+            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 ${SSELOOP_ARGS:-} 2>"$log" &
             target_pid=$!
             for _ in $(seq 200); do
                 port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")"

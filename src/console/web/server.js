@@ -113,10 +113,13 @@ export class ServerView {
   start() {
     clearTimeout(this.timer);
     this.polling = true;
+    // An answer to a request made with the previous token must not overwrite the new state.
+    this.generation = (this.generation || 0) + 1;
     this.poll();
   }
 
   async poll() {
+    const generation = this.generation;
     const headers = {};
     const token = this.token();
     if (token) headers.Authorization = "Bearer " + token;
@@ -124,9 +127,11 @@ export class ServerView {
     try {
       res = await fetch("../stats?topics=10", { headers, cache: "no-store" });
     } catch (err) {
+      if (generation !== this.generation) return;
       this.onState("offline", String(err.message || err));
       return this.next();
     }
+    if (generation !== this.generation) return;
     if (res.status === 401) {
       // Show nothing and stop asking until a token is entered (one refusal, not one a second).
       this.clear();
