@@ -286,6 +286,11 @@ pub struct Config {
     /// Largest frame payload accepted in frame mode (bytes; k/M/G suffixes; 256..=1G).
     #[arg(long, default_value = "1M", value_parser = size_in(ranges::MAX_FRAME))]
     pub max_frame: usize,
+
+    /// Serve the web console at /ui/ and its JSON stats at /stats (off by default). When a
+    /// subscribe token is set, /stats needs it as `Authorization: Bearer`.
+    #[arg(long)]
+    pub ui: bool,
 }
 
 impl Default for Config {
@@ -318,6 +323,7 @@ impl fmt::Debug for Config {
             .field("max_queue_bytes", &self.max_queue_bytes)
             .field("publish_queue_bytes", &self.publish_queue_bytes)
             .field("max_frame", &self.max_frame)
+            .field("ui", &self.ui)
             .finish()
     }
 }

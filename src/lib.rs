@@ -16,6 +16,7 @@
 //! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
 //!   last-error text, drive modes for hosts.
 //! - [`frame`]: the binary frame protocol (codec, payloads, a blocking client). Pure.
+//! - [`console`]: the web console's compiled-in files and the `/stats` JSON (`--ui`). Pure.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -23,6 +24,7 @@
 pub mod buf;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod event_loop;
 pub mod ffi;
 pub mod frame;

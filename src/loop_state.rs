@@ -48,6 +48,8 @@ pub struct LoopState {
     pub refused: usize,
     /// Host callbacks.
     pub hooks: Hooks,
+    /// When the loop was built (uptime on the stats page).
+    pub started: Instant,
     rng: u64,
 }
 
@@ -74,6 +76,7 @@ impl LoopState {
             max_connections,
             refused: 0,
             hooks: Hooks::default(),
+            started: Instant::now(),
             rng,
         }
     }

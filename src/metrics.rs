@@ -11,8 +11,8 @@ use std::time::Duration;
 const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
 
 /// HTTP statuses counted individually in `sseloop_http_responses_total`.
-const COUNTED_STATUSES: [u16; 17] = [
-    101, 200, 204, 400, 401, 403, 404, 405, 408, 413, 417, 426, 431, 500, 501, 503, 0,
+const COUNTED_STATUSES: [u16; 19] = [
+    101, 200, 204, 304, 308, 400, 401, 403, 404, 405, 408, 413, 417, 426, 431, 500, 501, 503, 0,
 ];
 
 /// The connection kinds of the `sseloop_connections_open` gauge.
@@ -64,7 +64,8 @@ pub enum CloseCause {
     Internal = 6,
 }
 
-const CLOSE_CAUSES: [(&str, CloseCause); 7] = [
+/// Label of each [`CloseCause`], in index order.
+pub const CLOSE_CAUSES: [(&str, CloseCause); 7] = [
     ("header_timeout", CloseCause::HeaderTimeout),
     ("idle_timeout", CloseCause::IdleTimeout),
     ("write_stall", CloseCause::WriteStall),

@@ -24,6 +24,7 @@
 #               tokio current_thread, a broadcast channel per topic, tools/peers/axum; its crates
 #               are downloaded and built on first use). Default "sseloop sseloop-frames probe",
 #               or every target with PEERS=1.
+#   SSELOOP_ARGS  extra options for the sseloop targets (e.g. "--ui" for the A/B in CONSOLE.md)
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
 #               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
 #   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"; also fanout-100, fanout-3k,
@@ -196,7 +197,8 @@ start_target() {
     local name="$1" log="$2" port=""
     case "$name" in
         sseloop)
-            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 2>"$log" &
+            # shellcheck disable=SC2086 # SSELOOP_ARGS is a list of options
+            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 ${SSELOOP_ARGS:-} 2>"$log" &
             target_pid=$!
             for _ in $(seq 200); do
                 port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"

@@ -148,6 +148,8 @@ impl Connection {
             Route::Events => self.start_sse(key, &head, sh),
             Route::Frames => self.start_frames(key, &head, sh),
             Route::Publish => self.start_publish(key, head, keep_alive, sh),
+            Route::Console => self.serve_console(key, &head, reuse, sh),
+            Route::Stats => self.serve_stats(key, &head, reuse, sh),
         }
     }
 

@@ -5,6 +5,7 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
+mod console;
 mod frame_stage;
 #[cfg(any(test, fuzzing))]
 pub mod harness;

@@ -104,6 +104,10 @@ pub enum Route {
     Frames,
     /// `OPTIONS` on a known path (CORS preflight).
     Preflight,
+    /// `GET|HEAD /ui` and `/ui/<asset>`: the web console (404 without `--ui`).
+    Console,
+    /// `GET|HEAD /stats`: the console's JSON numbers (404 without `--ui`).
+    Stats,
 }
 
 /// Maps method and path to a route, or to 404/405.
@@ -114,6 +118,8 @@ pub fn route(method: Method, path: &str) -> Result<Route, HttpError> {
         "/healthz" => (Route::Healthz, "GET, HEAD, OPTIONS"),
         "/metrics" => (Route::Metrics, "GET, HEAD, OPTIONS"),
         "/frames" => (Route::Frames, "GET, OPTIONS"),
+        "/stats" => (Route::Stats, "GET, HEAD, OPTIONS"),
+        p if p == "/ui" || p.starts_with("/ui/") => (Route::Console, "GET, HEAD, OPTIONS"),
         "*" if method == Method::Options => return Ok(Route::Preflight),
         _ => return Err(HttpError::NOT_FOUND),
     };
@@ -122,6 +128,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, HttpError> {
         (Route::Events | Route::Frames, Method::Get) => true,
         (Route::Publish, Method::Post) => true,
         (Route::Healthz | Route::Metrics, Method::Get | Method::Head) => true,
+        (Route::Console | Route::Stats, Method::Get | Method::Head) => true,
         _ => false,
     };
     if allowed {
@@ -171,6 +178,11 @@ mod tests {
         assert_eq!((err.status, err.allow), (405, Some("POST, OPTIONS")));
         assert_eq!(route(Method::Post, "/events").unwrap_err().status, 405);
         assert_eq!(route(Method::Delete, "/metrics").unwrap_err().status, 405);
+        assert_eq!(route(Method::Get, "/ui"), Ok(Route::Console));
+        assert_eq!(route(Method::Head, "/ui/app.js"), Ok(Route::Console));
+        assert_eq!(route(Method::Get, "/uix"), Err(HttpError::NOT_FOUND));
+        assert_eq!(route(Method::Get, "/stats"), Ok(Route::Stats));
+        assert_eq!(route(Method::Post, "/stats").unwrap_err().status, 405);
     }
 
     #[test]

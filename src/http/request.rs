@@ -91,6 +91,8 @@ pub struct RequestHead {
     pub upgrade: Option<String>,
     /// `Connection` lists `upgrade`.
     pub connection_upgrade: bool,
+    /// `If-None-Match` header value, if any and short (console asset revalidation).
+    pub if_none_match: Option<String>,
 }
 
 /// Outcome of parsing the bytes buffered so far.
@@ -139,6 +141,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut publish_token = None;
     let mut upgrade = None;
     let mut host_seen = false;
+    let mut if_none_match = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -192,6 +195,8 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             publish_token = Some(h.value.trim_ascii().to_vec());
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(String::from_utf8_lossy(h.value).trim().to_string());
+        } else if name.eq_ignore_ascii_case("if-none-match") && h.value.len() <= 256 {
+            if_none_match = Some(String::from_utf8_lossy(h.value).into_owned());
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
                 return Err(HttpError::MALFORMED);
@@ -233,6 +238,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             publish_token,
             upgrade,
             connection_upgrade,
+            if_none_match,
         }),
         len,
     ))

@@ -26,6 +26,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
+        304 => "Not Modified",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -73,7 +75,9 @@ pub fn write_response(
     for (name, value) in extra_headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
-    if status != 204 {
+    // 204 and 304 have no content (RFC 9110 §15.3.5, §15.4.5).
+    let no_content = status == 204 || status == 304;
+    if !no_content {
         let _ = write!(
             head,
             "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
@@ -88,7 +92,7 @@ pub fn write_response(
     });
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
-    if !head_only && status != 204 {
+    if !head_only && !no_content {
         out.extend_from_slice(body);
     }
 }

@@ -19,6 +19,7 @@
 //! read from it would be recorded by the same call.
 
 mod channel;
+mod summary;
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 pub use channel::Channel;
+pub use summary::TopicSummary;
 
 use crate::buf::{encoded_len_bound, Event, SharedEvent};
 use crate::handle::{QueuedEvent, Sequencer};
@@ -132,19 +134,6 @@ impl Default for HubLimits {
             max_event_bytes: 2 << 20,
         }
     }
-}
-
-/// Summary of one topic, for the console and stats.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicSummary {
-    /// Topic (or pattern) name.
-    pub name: String,
-    /// Subscribers reading it.
-    pub subscribers: usize,
-    /// Events retained for resume.
-    pub retained_events: usize,
-    /// Bytes those events hold.
-    pub retained_bytes: usize,
 }
 
 /// Channels, subscriptions, history and the backlog.
@@ -728,28 +717,6 @@ impl Hub {
     /// Bytes waiting in the backlog.
     pub fn backlog_bytes(&self) -> usize {
         self.backlog_bytes
-    }
-
-    /// The `limit` channels with the most subscribers.
-    pub fn topic_summaries(&self, limit: usize) -> Vec<TopicSummary> {
-        let mut all: Vec<TopicSummary> = self
-            .channels
-            .iter()
-            .map(|(_, ch)| TopicSummary {
-                name: ch.name.to_string(),
-                subscribers: ch.reader_count(),
-                retained_events: ch.replayable(),
-                retained_bytes: ch.replayable_events().map(|e| e.footprint()).sum(),
-            })
-            .collect();
-        all.sort_by(|a, b| {
-            b.subscribers
-                .cmp(&a.subscribers)
-                .then(b.retained_events.cmp(&a.retained_events))
-                .then(a.name.cmp(&b.name))
-        });
-        all.truncate(limit);
-        all
     }
 }
 

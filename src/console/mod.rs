@@ -1,0 +1,69 @@
+//! The web console (`--ui`): its compiled-in assets and the `/stats` JSON document.
+//!
+//! Pure: nothing here touches a connection or the loop. `conn/console.rs` answers the requests
+//! with what this module builds. The console costs nothing on the hot path: the page polls
+//! `/stats` once a second and computes rates in the browser from counter deltas, and the figures
+//! it reads are the counters and gauges the loop keeps anyway.
+
+mod assets;
+mod stats;
+
+pub use assets::{lookup, Asset, Lookup, ASSETS};
+pub use stats::{render_stats, StatsInput, DEFAULT_TOPICS, MAX_TOPICS};
+
+/// Policy for every console response: scripts, styles, images and fetches from this origin only;
+/// no inline script or style, no plugins, no framing, no form posts elsewhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// True when an `If-None-Match` value names `etag` (weak comparison, RFC 9110 §13.1.2).
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// Characters escaped for a JSON string.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // `<` too, so the document can never close a script element it is pasted into.
+            c if c < ' ' || c == '<' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_comparison_is_weak_and_handles_lists() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", \"abc\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+        assert!(!etag_matches("", "\"abc\""));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_str(&mut out, "a\"b\\c\nd\u{1}</");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001\u003c/""#);
+    }
+}
