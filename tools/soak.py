@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Soak test for sseloop: churning subscribers, slow consumers, publishers and garbage clients at
-once, for a bounded time. Records RSS, open descriptors and deliveries every second (CSV in
+"""Soak test for sseloop: churning subscribers, slow consumers, resumers with bogus ids that never
+read (each asks for the whole history), large events with a reader that checks them, publishers
+and garbage clients at once, for a bounded time. Records RSS, open descriptors and deliveries every second (CSV in
 tools/results/) and fails when memory or descriptors keep growing or any healthy subscriber misses
 an event.
 
@@ -186,6 +187,72 @@ def slow_consumers(port):
         s.close()
 
 
+def bogus_resumers(port):
+    """Resumes with an id the server never issued (a full replay) and never reads; these must be
+    cut as slow consumers without the replay growing the server."""
+    held = []
+    while not STOP.is_set():
+        for topic in ("soak", "big"):
+            try:
+                held.append(Sse(port, topic, last_id="bogus", rcvbuf=4096))
+            except OSError:
+                pass
+        while len(held) > 10:
+            held.pop(0).close()
+        STOP.wait(1)
+    for s in held:
+        s.close()
+
+
+BIG = 60 * 1024
+
+
+def big_publisher(port, stats):
+    """Events close to --max-body (64k), four a second, on their own topic."""
+    n = 0
+    while not STOP.is_set():
+        n += 1
+        body = (f"seq={n} ".encode() + b"b" * BIG)[:BIG]
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"POST /publish?topic=big HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            resp = b""
+            while b"\r\n\r\n" not in resp:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                resp += chunk
+            s.close()
+            if not resp.startswith(b"HTTP/1.1 200"):
+                fail("big publish refused: %r" % resp[:60])
+            stats["big_published"] = n
+        except OSError as e:
+            fail(f"big publisher: {e}")
+        STOP.wait(0.25)
+
+
+def big_reader(port, stats):
+    """Reads the large events; each must arrive whole and in order."""
+    sub = Sse(port, "big")
+    last = None
+    try:
+        for _id, _type, data in sub.events():
+            s = seq_of(data)
+            if s is None:
+                continue
+            if len(data) != BIG:
+                fail(f"big event {s} arrived with {len(data)} bytes")
+            if last is not None and s != last + 1:
+                fail(f"big reader: expected seq {last + 1}, got {s}")
+            last = s
+    except (OSError, IOError) as e:
+        if not STOP.is_set():
+            fail(f"big reader: {e}")
+    stats["big_last"] = last
+    sub.close()
+
+
 def garbage(port, seed):
     rng = random.Random(seed)
     samples = [
@@ -263,12 +330,16 @@ def main():
     threads = [threading.Thread(target=healthy, args=(port, i, stats)) for i in range(args.healthy)]
     for t in threads:
         t.start()
+    threads.append(threading.Thread(target=big_reader, args=(port, stats)))
+    threads[-1].start()
     time.sleep(0.5)
     threads.append(threading.Thread(target=publisher, args=(port, args.rate, stats)))
+    threads.append(threading.Thread(target=big_publisher, args=(port, stats)))
+    threads.append(threading.Thread(target=bogus_resumers, args=(port,)))
     threads += [threading.Thread(target=churner, args=(port, i)) for i in range(args.churners)]
     threads.append(threading.Thread(target=slow_consumers, args=(port,)))
     threads += [threading.Thread(target=garbage, args=(port, i)) for i in range(args.garbage)]
-    for t in threads[args.healthy:]:
+    for t in threads[args.healthy + 1:]:
         t.start()
 
     os.makedirs("tools/results", exist_ok=True)
@@ -316,6 +387,9 @@ def main():
         fail(f"descriptors keep growing: {max(fds_mid)} -> {max(fds_last)}")
     if final and final[1] > baseline[1] + 4:
         fail(f"descriptors not released after the clients left: baseline {baseline[1]}, final {final[1]}")
+    big = stats.get("big_published", 0)
+    if big == 0 or stats.get("big_last") is None or big - stats["big_last"] > 8:
+        fail(f"big reader fell behind: last {stats.get('big_last')} of {big}")
     published = stats.get("published", 0)
     for i in range(args.healthy):
         count, last_seq = stats.get(f"healthy{i}", (0, None))
