@@ -22,6 +22,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::auth::Auth;
 use crate::buf::{chunk_size_for_mss, BufPool};
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
@@ -106,6 +107,8 @@ pub struct LoopState {
     pub refused: usize,
     /// Host callbacks.
     pub hooks: Hooks,
+    /// JWT authorization (inert unless configured).
+    pub auth: Auth,
     rng: u64,
 }
 
@@ -132,6 +135,7 @@ impl LoopState {
             max_connections,
             refused: 0,
             hooks: Hooks::default(),
+            auth: Auth::default(),
             rng,
         }
     }
@@ -193,12 +197,14 @@ impl LoopState {
         event_type: Option<&str>,
         data: &str,
         connection: u64,
+        subject: Option<&str>,
     ) -> bool {
         let attempt = PublishAttempt {
             topics,
             event_type,
             data,
             connection,
+            subject,
         };
         let allowed = self.hooks.allow_publish(&attempt);
         if !allowed {
@@ -262,6 +268,8 @@ impl Server {
     /// Validates the configuration, binds the listener and prepares the loop.
     pub fn bind(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let auth = Auth::from_config(&config)
+            .map_err(|e| StartError::Config(ConfigError::JwtKey(e.to_string())))?;
         let poll = Poll::new()?;
         let mut listener = bind_listener(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -281,13 +289,15 @@ impl Server {
             config.heartbeat_ms
         );
         log::debug!("{config:?}");
+        let mut sh = LoopState::new(config, hub, max_connections);
+        sh.auth = auth;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
-            sh: LoopState::new(config, hub, max_connections),
+            sh,
             seq,
             waker,
             signals: None,

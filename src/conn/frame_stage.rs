@@ -3,11 +3,14 @@
 //! reserved), each frame is handled before the next, and every reply goes into the same ordered
 //! output queue as the events, so replies keep the order of the frames they answer.
 
+use super::authz::{distinct_wanted, Need};
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
+use crate::auth::AuthFailure;
 use crate::event_loop::LoopState;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
 use crate::http::request::{topic_is_new, valid_event_type};
+use crate::http::HttpError;
 
 use super::http_stage::MAX_TOPICS_PER_REQUEST;
 
@@ -167,7 +170,7 @@ impl Connection {
     ) -> Flow {
         let may_publish = matches!(&self.stage, Stage::Frames(f) if f.may_publish);
         if !may_publish {
-            sh.metrics.auth_failures += 1;
+            sh.metrics.count_auth_failure(AuthFailure::WrongToken);
             return self.refuse_publish(
                 key,
                 ErrorCode::UNAUTHORIZED,
@@ -185,6 +188,9 @@ impl Connection {
                 sh,
             );
         };
+        if let Err((code, why)) = self.authorize_frame(&names, Need::Publish, sh) {
+            return self.refuse_publish(key, code, correlation, why, sh);
+        }
         let event_type = match event_type {
             "" => None,
             t if valid_event_type(t) => Some(t),
@@ -207,7 +213,8 @@ impl Connection {
                 sh,
             );
         };
-        if !sh.allow_publish(&names, event_type, data, self.id) {
+        let (id, subject) = (self.id, self.subject());
+        if !sh.allow_publish(&names, event_type, data, id, subject) {
             return self.refuse_publish(
                 key,
                 ErrorCode::FORBIDDEN,
@@ -249,7 +256,7 @@ impl Connection {
         sh: &mut LoopState,
     ) {
         let about = Kind::Subscribe.byte();
-        let Some(names) = distinct_topics(topics) else {
+        let Some(names) = distinct_wanted(topics) else {
             return self.queue_frame_error(
                 key,
                 ErrorCode::BAD_TOPIC,
@@ -259,6 +266,13 @@ impl Connection {
                 sh,
             );
         };
+        if let Err((code, why)) = self.authorize_frame(&names, Need::Subscribe, sh) {
+            return self.queue_frame_error(key, code, about, b"", why, sh);
+        }
+        if crate::auth::check_patterns_supported(&names).is_err() {
+            let why = HttpError::PATTERN_UNSUPPORTED.reason;
+            return self.queue_frame_error(key, ErrorCode::BAD_TOPIC, about, b"", why, sh);
+        }
         let added: Vec<String> = names
             .iter()
             .filter(|name| {

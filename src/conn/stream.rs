@@ -2,10 +2,12 @@
 //! live events with the slow-consumer check, and heartbeats (a comment line on SSE, a PING frame
 //! on frame streams).
 
+use super::authz::push_wanted;
 use super::frame_stage::FrameConn;
-use super::http_stage::{common, push_topic};
+use super::http_stage::common;
 use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
+use crate::auth::Grants;
 use crate::buf::{SharedEvent, Wire};
 use crate::event_loop::LoopState;
 use crate::frame::{self, ErrorCode};
@@ -23,6 +25,8 @@ struct StreamRequest {
     last_event_id: Option<String>,
     /// The credential presented (header or `access_token`), checked later for frame publishes.
     credential: Option<Vec<u8>>,
+    /// What the stream's JWT allows (JWT authorization only).
+    grants: Option<Grants>,
 }
 
 impl Connection {
@@ -65,6 +69,10 @@ impl Connection {
                 return None;
             }
         }
+        let access_token = query.access_token.as_deref();
+        let grants = self
+            .authorize_stream(key, head, access_token, &query.topics, sh)
+            .ok()?;
         // The header wins over the query parameter; an empty id means "no id" (browsers never
         // send one, and the spec resets the last event id to "" on an empty `id:`).
         let last_event_id = head
@@ -76,6 +84,7 @@ impl Connection {
             topics: query.topics,
             last_event_id,
             credential,
+            grants,
         })
     }
 
@@ -96,6 +105,7 @@ impl Connection {
             req.last_event_id.as_deref(),
             sh,
         );
+        self.arm_token_expiry(key, req.grants, sh);
     }
 
     /// `GET /frames` with `Upgrade: cafe`: answers 101 and hands the bytes read past the request
@@ -145,6 +155,7 @@ impl Connection {
             req.last_event_id.as_deref(),
             sh,
         );
+        self.arm_token_expiry(key, req.grants, sh);
     }
 
     /// Subscribes to `topics` and queues the replay after `last_event_id` (with a reset notice
@@ -354,7 +365,7 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     for pair in query_pairs(query) {
         let (name, value) = pair?;
         match &*name {
-            "topic" => push_topic(&mut q.topics, &value)?,
+            "topic" => push_wanted(&mut q.topics, &value)?,
             "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
             "access_token" => q.access_token = Some(value.into_owned()),
             _ => {}

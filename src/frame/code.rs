@@ -39,6 +39,8 @@ impl ErrorCode {
     pub const SLOW_CONSUMER: ErrorCode = ErrorCode(0x0301);
     /// The server is shutting down.
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(0x0302);
+    /// The token the connection was opened with has expired: reconnect with a fresh one.
+    pub const TOKEN_EXPIRED: ErrorCode = ErrorCode(0x0303);
     /// The server failed in a way that is not the client's fault.
     pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
 
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::FORBIDDEN => "FORBIDDEN",
             ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
+            ErrorCode::TOKEN_EXPIRED => "TOKEN_EXPIRED",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => return None,
         })
@@ -103,6 +106,7 @@ mod tests {
             (ErrorCode::FORBIDDEN, "FORBIDDEN", 0x02),
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
+            (ErrorCode::TOKEN_EXPIRED, "TOKEN_EXPIRED", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
         ];
         for (code, name, class) in table {

@@ -88,6 +88,8 @@ pub struct RequestHead {
     pub upgrade: Option<String>,
     /// `Connection` lists `upgrade`.
     pub connection_upgrade: bool,
+    /// `Cookie` header value(s), joined with `; ` when repeated (RFC 9113 allows splitting).
+    pub cookie: Option<Vec<u8>>,
 }
 
 /// Outcome of parsing the bytes buffered so far.
@@ -134,6 +136,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut last_event_id = None;
     let mut authorization = None;
     let mut upgrade = None;
+    let mut cookie: Option<Vec<u8>> = None;
     let mut host_seen = false;
     for h in req.headers.iter() {
         let name = h.name;
@@ -183,6 +186,14 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             authorization = Some(h.value.to_vec());
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(String::from_utf8_lossy(h.value).trim().to_string());
+        } else if name.eq_ignore_ascii_case("cookie") {
+            match &mut cookie {
+                Some(joined) => {
+                    joined.extend_from_slice(b"; ");
+                    joined.extend_from_slice(h.value);
+                }
+                None => cookie = Some(h.value.to_vec()),
+            }
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
                 return Err(HttpError::MALFORMED);
@@ -223,6 +234,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             authorization,
             upgrade,
             connection_upgrade,
+            cookie,
         }),
         len,
     ))
@@ -394,6 +406,9 @@ mod tests {
         assert_eq!((h.body, h.keep_alive), (BodyKind::Chunked, false));
         let h = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(h.keep_alive);
+        assert_eq!(h.cookie, None);
+        let h = head("GET / HTTP/1.1\r\nCookie: a=1\r\ncookie: b=2\r\n\r\n").unwrap();
+        assert_eq!(h.cookie.as_deref(), Some(&b"a=1; b=2"[..]));
     }
 
     #[test]
