@@ -177,6 +177,13 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
+        // RFC 7519 §4.1.4: the token is expired from `exp` on (the crate still accepts it
+        // during that second). This is also the instant the stream timer uses, so a stream
+        // ended for expiry cannot reconnect with the same token.
+        let now = jsonwebtoken::get_current_timestamp();
+        if now >= claims.exp.saturating_add(self.validation.leeway) {
+            return Err(AuthFailure::Expired);
+        }
         let parse_all = |list: Vec<String>| -> Result<Vec<Pattern>, AuthFailure> {
             if list.len() > MAX_GRANT_PATTERNS {
                 return Err(AuthFailure::BadClaims);
