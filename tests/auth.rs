@@ -491,3 +491,51 @@ impl PublishAs for TestServer {
         json_id(&resp.text())
     }
 }
+
+// ----- the publish hook sees the verified subject ------------------------------------------------
+
+#[test]
+fn publish_hook_receives_the_verified_subject() {
+    use std::sync::mpsc;
+    use sseloop::hooks::Verdict;
+    use sseloop::{Config, Server};
+
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel::<Option<String>>();
+    // The server is not Send: it is built and driven on its own thread.
+    let loop_thread = std::thread::spawn(move || {
+        let mut config = Config::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.jwt_secret = Some(SECRET.to_string());
+        let mut server = Server::bind(config).unwrap();
+        server.set_publish_hook(move |attempt| {
+            let _ = seen_tx.send(attempt.subject.map(str::to_string));
+            Verdict::Allow
+        });
+        addr_tx.send((server.local_addr(), server.handle())).unwrap();
+        server.run().unwrap();
+    });
+    let (addr, handle) = addr_rx.recv_timeout(TIMEOUT).unwrap();
+    let post = |token: &str| {
+        let raw = format!(
+            "POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Length: 1\r\n\r\nx"
+        );
+        request(addr, &raw).status
+    };
+    assert_eq!(post(&hs(&claims(&[], &["t"]))), 200);
+    assert_eq!(seen_rx.recv_timeout(TIMEOUT).unwrap().as_deref(), Some("alice"));
+    let mut anonymous = claims(&[], &["t"]);
+    anonymous.as_object_mut().unwrap().remove("sub");
+    assert_eq!(post(&hs(&anonymous)), 200);
+    assert_eq!(seen_rx.recv_timeout(TIMEOUT).unwrap(), None);
+
+    // Frames: the handshake token's subject.
+    let token = hs(&claims(&["t"], &["t"]));
+    let mut frames = FrameClient::connect(addr, &["t"], None, Some(&token)).unwrap();
+    frames.publish(&["t"], "", b"y", b"c").unwrap();
+    assert_eq!(seen_rx.recv_timeout(TIMEOUT).unwrap().as_deref(), Some("alice"));
+    drop(frames);
+    handle.stop();
+    loop_thread.join().unwrap();
+}
