@@ -496,9 +496,9 @@ impl PublishAs for TestServer {
 
 #[test]
 fn publish_hook_receives_the_verified_subject() {
-    use std::sync::mpsc;
     use sseloop::hooks::Verdict;
     use sseloop::{Config, Server};
+    use std::sync::mpsc;
 
     let (addr_tx, addr_rx) = mpsc::channel();
     let (seen_tx, seen_rx) = mpsc::channel::<Option<String>>();
@@ -512,7 +512,9 @@ fn publish_hook_receives_the_verified_subject() {
             let _ = seen_tx.send(attempt.subject.map(str::to_string));
             Verdict::Allow
         });
-        addr_tx.send((server.local_addr(), server.handle())).unwrap();
+        addr_tx
+            .send((server.local_addr(), server.handle()))
+            .unwrap();
         server.run().unwrap();
     });
     let (addr, handle) = addr_rx.recv_timeout(TIMEOUT).unwrap();
@@ -524,7 +526,10 @@ fn publish_hook_receives_the_verified_subject() {
         request(addr, &raw).status
     };
     assert_eq!(post(&hs(&claims(&[], &["t"]))), 200);
-    assert_eq!(seen_rx.recv_timeout(TIMEOUT).unwrap().as_deref(), Some("alice"));
+    assert_eq!(
+        seen_rx.recv_timeout(TIMEOUT).unwrap().as_deref(),
+        Some("alice")
+    );
     let mut anonymous = claims(&[], &["t"]);
     anonymous.as_object_mut().unwrap().remove("sub");
     assert_eq!(post(&hs(&anonymous)), 200);
@@ -534,7 +539,10 @@ fn publish_hook_receives_the_verified_subject() {
     let token = hs(&claims(&["t"], &["t"]));
     let mut frames = FrameClient::connect(addr, &["t"], None, Some(&token)).unwrap();
     frames.publish(&["t"], "", b"y", b"c").unwrap();
-    assert_eq!(seen_rx.recv_timeout(TIMEOUT).unwrap().as_deref(), Some("alice"));
+    assert_eq!(
+        seen_rx.recv_timeout(TIMEOUT).unwrap().as_deref(),
+        Some("alice")
+    );
     drop(frames);
     handle.stop();
     loop_thread.join().unwrap();
