@@ -504,9 +504,11 @@ fn publish_hook_receives_the_verified_subject() {
     let (seen_tx, seen_rx) = mpsc::channel::<Option<String>>();
     // The server is not Send: it is built and driven on its own thread.
     let loop_thread = std::thread::spawn(move || {
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.jwt_secret = Some(SECRET.to_string());
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            jwt_secret: Some(SECRET.to_string()),
+            ..Config::default()
+        };
         let mut server = Server::bind(config).unwrap();
         server.set_publish_hook(move |attempt| {
             let _ = seen_tx.send(attempt.subject.map(str::to_string));

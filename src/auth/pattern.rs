@@ -48,7 +48,8 @@ impl Pattern {
         };
         // The prefix of `*` is empty, which `valid_topic` refuses; every other prefix is checked
         // like a topic, which also refuses a second `*`.
-        if !(wildcard && prefix.is_empty()) && !valid_topic(prefix) {
+        let bare_star = wildcard && prefix.is_empty();
+        if !bare_star && !valid_topic(prefix) {
             return Err(PatternError);
         }
         Ok(Pattern {
