@@ -116,7 +116,7 @@ int sseloop_config_set_jwt_secret(sseloop_config_t *config, const char *secret);
 int sseloop_config_set_jwt_public_key(sseloop_config_t *config, const char *path);
 int sseloop_config_set_jwt_issuer(sseloop_config_t *config, const char *issuer);
 int sseloop_config_set_jwt_audience(sseloop_config_t *config, const char *audience);
-/* Clock skew tolerated on exp and nbf, in seconds (default 5). */
+/* Clock skew tolerated on exp and nbf, in seconds (default 5, at most 86400). */
 int sseloop_config_set_jwt_leeway(sseloop_config_t *config, uint64_t seconds);
 /* Cookie the subscribe token may also come from (EventSource withCredentials). */
 int sseloop_config_set_jwt_cookie(sseloop_config_t *config, const char *name);

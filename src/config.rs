@@ -110,7 +110,7 @@ pub struct Config {
     pub jwt_audience: Option<String>,
 
     /// Clock skew tolerated on JWT `exp` and `nbf`, in seconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(..=crate::auth::MAX_LEEWAY_SECS))]
     pub jwt_leeway: u64,
 
     /// Also read the subscribe JWT from this cookie (EventSource with withCredentials). Needs a
@@ -382,5 +382,6 @@ mod tests {
             "JWT also protects publishing on a public address"
         );
         assert_eq!(Config::default().jwt_leeway, 5);
+        assert!(Config::try_parse_from(["sseloop", "--jwt-leeway", "86401"]).is_err());
     }
 }

@@ -25,6 +25,10 @@ use crate::config::Config;
 /// so the coverage rules are already enforced where the requests arrive.
 pub const PATTERN_SUBSCRIPTIONS: bool = false;
 
+/// Largest `--jwt-leeway`: a day. More would make `exp` meaningless (and the time arithmetic of
+/// the JWT crate is unchecked near the epoch).
+pub const MAX_LEEWAY_SECS: u64 = 86_400;
+
 /// The event that ends an SSE stream whose token expired. It has no `id:`, so the browser keeps
 /// the id of the last real event and a reconnect (with a fresh token) resumes from there.
 pub const REAUTH_EVENT: &[u8] = b"event: sseloop-reauth\ndata: {\"reason\":\"token_expired\"}\n\n";
@@ -262,7 +266,9 @@ impl Auth {
     /// which a reconnect with that token is refused. `now_wall` is the wall clock.
     pub fn time_left(&self, grants: &Grants, now_wall: SystemTime) -> Duration {
         let now = now_wall.duration_since(UNIX_EPOCH).unwrap_or_default();
-        (Duration::from_secs(grants.expires_at) + self.leeway).saturating_sub(now)
+        Duration::from_secs(grants.expires_at)
+            .saturating_add(self.leeway)
+            .saturating_sub(now)
     }
 }
 
@@ -385,6 +391,22 @@ mod tests {
             check_publish(&grants(&[], &[]), &["a"]),
             Err(AuthFailure::ForbiddenTopic)
         );
+    }
+
+    #[test]
+    fn time_left_saturates() {
+        let auth = Auth {
+            leeway: Duration::from_secs(5),
+            ..Auth::default()
+        };
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let g = |exp| Grants {
+            expires_at: exp,
+            ..Grants::default()
+        };
+        assert_eq!(auth.time_left(&g(100), at(90)), Duration::from_secs(15));
+        assert_eq!(auth.time_left(&g(100), at(200)), Duration::ZERO);
+        assert!(auth.time_left(&g(u64::MAX), at(0)) > Duration::from_secs(1 << 62));
     }
 
     #[test]

@@ -131,7 +131,11 @@ impl Connection {
             return;
         };
         let left = sh.auth.time_left(&grants, SystemTime::now());
-        let expiry = Some(sh.timers.arm(sh.now + left, key, TimerKind::TokenExpiry));
+        // An `exp` past what `Instant` can represent (centuries away) arms nothing.
+        let expiry = sh
+            .now
+            .checked_add(left)
+            .map(|at| sh.timers.arm(at, key, TimerKind::TokenExpiry));
         self.auth = Some(Box::new(StreamAuth { grants, expiry }));
     }
 

@@ -6,7 +6,8 @@ use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
 use super::config::{apply, opt_str, sseloop_config_t};
-use super::error::SSELOOP_EINTERNAL;
+use super::error::{Error, SSELOOP_EINTERNAL, SSELOOP_EINVAL};
+use crate::auth::MAX_LEEWAY_SECS;
 
 ffi_fn! {
     /// `--jwt-secret`: the HMAC secret (at least 32 bytes) of HS256/384/512 tokens; NULL removes
@@ -63,9 +64,16 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// `--jwt-leeway`: seconds of clock skew tolerated on `exp` and `nbf` (default 5).
+    /// `--jwt-leeway`: seconds of clock skew tolerated on `exp` and `nbf` (default 5, at most
+    /// 86400). SSELOOP_EINVAL above the limit.
     fn sseloop_config_set_jwt_leeway(config: *mut sseloop_config_t, seconds: u64) -> c_int {
         apply(non_null_mut!(config), |c| {
+            if seconds > MAX_LEEWAY_SECS {
+                return Err(Error::new(
+                    SSELOOP_EINVAL,
+                    format!("jwt leeway must be at most {MAX_LEEWAY_SECS} seconds"),
+                ));
+            }
             c.jwt_leeway = seconds;
             Ok(())
         })
