@@ -128,6 +128,20 @@ int sseloop_config_set_publish_queue_bytes(sseloop_config_t *config, size_t byte
 /* Largest frame payload accepted from frame clients; [256, 2^30]. Default 1 MiB. */
 int sseloop_config_set_max_frame(sseloop_config_t *config, size_t bytes);
 
+/* JWT authorization (--jwt-*; docs/SECURITY.md). NULL removes a string option. JWT and the static
+ * tokens are exclusive, and a cookie needs a specific CORS origin: sseloop_new checks the
+ * combination and reads the key (SSELOOP_ECONFIG). */
+/* HMAC secret (at least 32 bytes): HS256/384/512 tokens. */
+int sseloop_config_set_jwt_secret(sseloop_config_t *config, const char *secret);
+/* Path of a PEM public key (RSA, EC P-256/P-384, Ed25519), read by sseloop_new. */
+int sseloop_config_set_jwt_public_key(sseloop_config_t *config, const char *path);
+int sseloop_config_set_jwt_issuer(sseloop_config_t *config, const char *issuer);
+int sseloop_config_set_jwt_audience(sseloop_config_t *config, const char *audience);
+/* Clock skew tolerated on exp and nbf, in seconds (default 5, at most 86400). */
+int sseloop_config_set_jwt_leeway(sseloop_config_t *config, uint64_t seconds);
+/* Cookie the subscribe token may also come from (EventSource withCredentials). */
+int sseloop_config_set_jwt_cookie(sseloop_config_t *config, const char *name);
+
 /* ---- The loop ---------------------------------------------------------------------------- */
 
 typedef struct sseloop_t sseloop_t;
@@ -237,6 +251,7 @@ typedef struct sseloop_publish_attempt_t {
     const char *data;          /* data_len bytes of UTF-8, NOT NUL-terminated */
     size_t data_len;
     uint64_t connection;       /* the publishing connection's id */
+    const char *subject;       /* the publisher's verified JWT sub, NUL-terminated; NULL without */
 } sseloop_publish_attempt_t;
 
 typedef int (*sseloop_publish_hook)(void *userdata, const sseloop_publish_attempt_t *attempt);

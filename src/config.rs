@@ -199,7 +199,10 @@ fn size_in(range: OptionRange) -> impl Fn(&str) -> Result<usize, String> + Clone
     long_about = "Single-threaded Server-Sent Events publish/subscribe server.\n\n\
         GET /events?topic=A[&topic=B] streams events (Last-Event-ID resumes from history);\n\
         POST /publish?topic=A[&event=TYPE] publishes the request body; GET /metrics, GET /healthz.\n\
-        Logging is controlled by RUST_LOG (e.g. RUST_LOG=info, RUST_LOG=sseloop=debug)."
+        Logging is controlled by RUST_LOG (e.g. RUST_LOG=info, RUST_LOG=sseloop=debug).\n\n\
+        Authorization is either static tokens (--publish-token, --subscribe-token: all topics) or\n\
+        JWT (--jwt-secret or --jwt-public-key: per-topic grants in the token's \"sseloop\" claim),\n\
+        never both: the server refuses to start with both kinds configured."
 )]
 pub struct Config {
     /// Address to listen on (HOST:PORT; port 0 picks a free port).
@@ -291,6 +294,32 @@ pub struct Config {
     /// subscribe token is set, /stats needs it as `Authorization: Bearer`.
     #[arg(long)]
     pub ui: bool,
+    /// HMAC secret (at least 32 bytes) for HS256/384/512 JWTs: turns on per-topic JWT
+    /// authorization (also read from SSELOOP_JWT_SECRET). Not with the static tokens.
+    #[arg(long, env = "SSELOOP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file (RSA: RS256/384/512; EC P-256/P-384: ES256/384; Ed25519: EdDSA)
+    /// for JWTs: turns on per-topic JWT authorization. Not with --jwt-secret or static tokens.
+    #[arg(long, value_name = "FILE", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+
+    /// Required `iss` claim of JWTs.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim of JWTs (without it, tokens carrying an `aud` are refused).
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on JWT `exp` and `nbf`, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(..=crate::auth::MAX_LEEWAY_SECS))]
+    pub jwt_leeway: u64,
+
+    /// Also read the subscribe JWT from this cookie (EventSource with withCredentials). Needs a
+    /// specific --cors-origin; responses then allow credentials.
+    #[arg(long, value_name = "NAME")]
+    pub jwt_cookie: Option<String>,
 }
 
 impl Default for Config {
@@ -324,6 +353,12 @@ impl fmt::Debug for Config {
             .field("publish_queue_bytes", &self.publish_queue_bytes)
             .field("max_frame", &self.max_frame)
             .field("ui", &self.ui)
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway", &self.jwt_leeway)
+            .field("jwt_cookie", &self.jwt_cookie)
             .finish()
     }
 }
@@ -358,6 +393,10 @@ pub enum ConfigError {
         /// `--max-body`.
         max_body: usize,
     },
+    /// A JWT option the combination refuses (see the message).
+    Jwt(&'static str),
+    /// The JWT key cannot be read or used.
+    JwtKey(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -394,6 +433,8 @@ impl fmt::Display for ConfigError {
                 "--publish-queue-bytes ({publish_queue_bytes}) must be at least --max-body \
                  ({max_body}), so that the largest event fits in the publish queue"
             ),
+            ConfigError::Jwt(why) => f.write_str(why),
+            ConfigError::JwtKey(why) => f.write_str(why),
         }
     }
 }
@@ -450,12 +491,66 @@ impl Config {
         if self.cors_origin.is_empty() || !self.cors_origin.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::BadCorsOrigin);
         }
-        if !self.listen.ip().is_loopback() && self.publish_token.is_none() && !self.open_publish {
+        self.validate_jwt()?;
+        if !self.listen.ip().is_loopback()
+            && self.publish_token.is_none()
+            && !self.jwt_enabled()
+            && !self.open_publish
+        {
             return Err(ConfigError::OpenPublish(self.listen));
         }
         Ok(())
     }
 }
+
+impl Config {
+    /// Whether JWT authorization is configured (a secret or a public key).
+    pub fn jwt_enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some()
+    }
+
+    fn validate_jwt(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return Err(ConfigError::Jwt(
+                "--jwt-secret and --jwt-public-key are exclusive: the key fixes the algorithm family",
+            ));
+        }
+        let jwt = self.jwt_enabled();
+        if jwt && (self.publish_token.is_some() || self.subscribe_token.is_some()) {
+            return Err(ConfigError::Jwt(
+                "JWT authorization and static tokens (--publish-token, --subscribe-token) are \
+                 exclusive: mint a JWT with the grants the static token gave",
+            ));
+        }
+        if !jwt
+            && (self.jwt_cookie.is_some()
+                || self.jwt_issuer.is_some()
+                || self.jwt_audience.is_some())
+        {
+            return Err(ConfigError::Jwt(
+                "--jwt-cookie, --jwt-issuer and --jwt-audience need --jwt-secret or --jwt-public-key",
+            ));
+        }
+        if let Some(name) = &self.jwt_cookie {
+            // RFC 6265 cookie-name: an HTTP token.
+            let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token_char) {
+                return Err(ConfigError::Jwt(
+                    "--jwt-cookie must be a cookie name (an HTTP token)",
+                ));
+            }
+            if self.cors_origin == "*" {
+                // Browsers refuse credentialed responses with a wildcard origin, and allowing any
+                // origin to use the cookie would let every site read the user's streams.
+                return Err(ConfigError::Jwt(
+                    "--jwt-cookie needs a specific --cors-origin (not *)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse() {
         return Ok(addr);
@@ -527,6 +622,59 @@ mod tests {
         assert!(parse_size("").is_err());
         let c = Config::parse_from(["sseloop", "--publish-token", "hunter2"]);
         assert!(!format!("{c:?}").contains("hunter2"));
+        let c = Config::parse_from(["sseloop", "--jwt-secret", "hunter2"]);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn jwt_combinations() {
+        let refused = |args: &[&str]| {
+            let mut all = vec!["sseloop"];
+            all.extend_from_slice(args);
+            matches!(Config::parse_from(all).validate(), Err(ConfigError::Jwt(_)))
+        };
+        let secret = ["--jwt-secret", "s"];
+        assert!(refused(&[&secret[..], &["--publish-token", "p"]].concat()));
+        assert!(refused(
+            &[&secret[..], &["--subscribe-token", "p"]].concat()
+        ));
+        assert!(refused(&[&secret[..], &["--jwt-cookie", "tok"]].concat()));
+        assert!(refused(
+            &[
+                &secret[..],
+                &["--jwt-cookie", "a b", "--cors-origin", "https://x"]
+            ]
+            .concat()
+        ));
+        assert!(refused(&[
+            "--jwt-cookie",
+            "tok",
+            "--cors-origin",
+            "https://x"
+        ]));
+        assert!(refused(&["--jwt-issuer", "me"]));
+        assert!(
+            Config::try_parse_from(["sseloop", "--jwt-secret", "s", "--jwt-public-key", "f"])
+                .is_err()
+        );
+        let ok = Config::parse_from([
+            "sseloop",
+            "--jwt-secret",
+            "s",
+            "--jwt-cookie",
+            "tok",
+            "--cors-origin",
+            "https://x",
+            "--listen",
+            "0.0.0.0:1",
+        ]);
+        assert_eq!(
+            ok.validate(),
+            Ok(()),
+            "JWT also protects publishing on a public address"
+        );
+        assert_eq!(Config::default().jwt_leeway, 5);
+        assert!(Config::try_parse_from(["sseloop", "--jwt-leeway", "86401"]).is_err());
     }
 
     #[test]

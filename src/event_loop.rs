@@ -22,6 +22,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::auth::Auth;
 use crate::buf::chunk_size_for_mss;
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
@@ -110,6 +111,8 @@ impl Server {
     /// Validates the configuration, binds the listener and prepares the loop.
     pub fn bind(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let auth = Auth::from_config(&config)
+            .map_err(|e| StartError::Config(ConfigError::JwtKey(e.to_string())))?;
         let poll = Poll::new()?;
         let mut listener = bind_listener(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -142,13 +145,15 @@ impl Server {
             config.heartbeat_ms
         );
         log::debug!("{config:?}");
+        let mut sh = LoopState::new(config, hub, max_connections);
+        sh.auth = auth;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
-            sh: LoopState::new(config, hub, max_connections),
+            sh,
             seq,
             waker,
             signals: None,

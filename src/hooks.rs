@@ -19,6 +19,8 @@ pub struct PublishAttempt<'a> {
     pub data: &'a str,
     /// The publishing connection's id (as given to the connection hook).
     pub connection: u64,
+    /// The verified `sub` of the publisher's JWT (JWT authorization only), for auditing.
+    pub subject: Option<&'a str>,
 }
 
 /// The publish hook's verdict.

@@ -1,6 +1,7 @@
 //! sseloop: one thread, one `mio::Poll`, every connection in a slab, Server-Sent Events out.
 //!
 //! Module map (who owns what):
+//! - [`auth`]: JWT verification, topic patterns and their coverage, token sources.
 //! - [`config`]: options, defaults, validation (the CLI is generated from it).
 //! - [`event_loop`]: the `Poll`, accept, dispatch, fan-out, flush, shutdown. Dispatches only.
 //! - [`conn`]: a connection's stage (HTTP / SSE), lifecycle ([`conn::state`]), output queue and
@@ -21,6 +22,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod buf;
 pub mod config;
 pub mod conn;

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::auth::Auth;
 use crate::buf::BufPool;
 use crate::config::Config;
 use crate::hooks::{Hooks, PublishAttempt};
@@ -48,6 +49,8 @@ pub struct LoopState {
     pub refused: usize,
     /// Host callbacks.
     pub hooks: Hooks,
+    /// JWT authorization (inert unless configured).
+    pub auth: Auth,
     /// When the loop was built (uptime on the stats page).
     pub started: Instant,
     rng: u64,
@@ -76,6 +79,7 @@ impl LoopState {
             max_connections,
             refused: 0,
             hooks: Hooks::default(),
+            auth: Auth::default(),
             started: Instant::now(),
             rng,
         }
@@ -141,12 +145,14 @@ impl LoopState {
         event_type: Option<&str>,
         data: &str,
         connection: u64,
+        subject: Option<&str>,
     ) -> bool {
         let attempt = PublishAttempt {
             topics,
             event_type,
             data,
             connection,
+            subject,
         };
         let allowed = self.hooks.allow_publish(&attempt);
         if !allowed {

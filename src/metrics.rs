@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::auth::AuthFailure;
+
 /// Upper bounds (seconds) of the connection-lifetime histogram buckets.
 const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
 
@@ -102,10 +104,14 @@ pub struct Metrics {
     pub accept_fd_exhausted: u64,
     /// Other `accept` failures.
     pub accept_errors: u64,
-    /// Requests rejected for authentication.
+    /// Requests rejected for authentication or authorization (the sum of the next field).
     pub auth_failures: u64,
+    /// The same by [`AuthFailure`] (index [`AuthFailure::index`]).
+    pub auth_failures_by_reason: [u64; AuthFailure::ALL.len()],
     /// Frames received in frame mode.
     pub frames_received: u64,
+    /// Streams ended because their JWT expired.
+    pub streams_token_expired: u64,
     /// Client publishes refused by the host's publish hook.
     pub publishes_vetoed: u64,
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
@@ -137,6 +143,12 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// Counts a refused authorization.
+    pub fn count_auth_failure(&mut self, reason: AuthFailure) {
+        self.auth_failures += 1;
+        self.auth_failures_by_reason[reason.index()] += 1;
+    }
+
     /// Counts a response status.
     pub fn count_response(&mut self, status: u16) {
         let slot = COUNTED_STATUSES
@@ -235,10 +247,10 @@ impl Metrics {
                 self.accept_errors,
             ),
             (
-                "sseloop_auth_failures_total",
+                "sseloop_streams_token_expired_total",
                 "counter",
-                "Requests refused with 401.",
-                self.auth_failures,
+                "Streams ended because their JWT expired (sseloop-reauth or GOAWAY TOKEN_EXPIRED).",
+                self.streams_token_expired,
             ),
             (
                 "sseloop_frames_received_total",
@@ -305,6 +317,17 @@ impl Metrics {
             family(o, name, kind, help);
             let _ = writeln!(o, "{name} {value}");
         }
+        let name = "sseloop_auth_failures_total";
+        family(
+            o,
+            name,
+            "counter",
+            "Requests and frames refused authorization (401, 403, UNAUTHORIZED, FORBIDDEN), by reason.",
+        );
+        for reason in AuthFailure::ALL {
+            let v = self.auth_failures_by_reason[reason.index()];
+            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.label());
+        }
         let name = "sseloop_resume_resets_total";
         family(
             o,
@@ -368,6 +391,7 @@ mod tests {
         m.open[ConnKind::Sse as usize] = 2;
         m.count_response(404);
         m.count_response(299);
+        m.count_auth_failure(AuthFailure::Expired);
         m.observe_lifetime(Duration::from_millis(50));
         let text = m.render(&Gauges {
             timers: 4,
@@ -382,5 +406,8 @@ mod tests {
         assert!(text.contains("sseloop_connection_lifetime_seconds_bucket{le=\"0.1\"} 1\n"));
         assert!(text.contains("sseloop_connection_lifetime_seconds_count 1\n"));
         assert_eq!(m.responses(404), 1);
+        assert!(text.contains("sseloop_auth_failures_total{reason=\"expired\"} 1\n"));
+        assert!(text.contains("sseloop_auth_failures_total{reason=\"missing\"} 0\n"));
+        assert_eq!(m.auth_failures, 1);
     }
 }

@@ -17,6 +17,8 @@ pub enum TimerKind {
     Deadline,
     /// Heartbeat comment on a quiet stream.
     Heartbeat,
+    /// A stream's JWT expires: it is told to re-authenticate and closed.
+    TokenExpiry,
 }
 
 /// Identifies one armed timer.

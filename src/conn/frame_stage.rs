@@ -5,8 +5,10 @@
 //! events published before them (a publisher gets its own EVENT after its PUBLISH_ACK and before
 //! the replies to its later frames).
 
+use super::authz::{distinct_wanted, Need};
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
+use crate::auth::AuthFailure;
 use crate::buf::Wire;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
 use crate::http::request::{topic_is_new, valid_event_type};
@@ -186,7 +188,7 @@ impl Connection {
         }
         let may_publish = matches!(&self.stage, Stage::Frames(f) if f.may_publish);
         if !may_publish {
-            sh.metrics.auth_failures += 1;
+            sh.metrics.count_auth_failure(AuthFailure::WrongToken);
             return self.refuse_publish(
                 key,
                 ErrorCode::UNAUTHORIZED,
@@ -204,6 +206,9 @@ impl Connection {
                 sh,
             );
         };
+        if let Err((code, why)) = self.authorize_frame(&names, Need::Publish, sh) {
+            return self.refuse_publish(key, code, correlation, why, sh);
+        }
         let event_type = match event_type {
             "" => None,
             t if valid_event_type(t) => Some(t),
@@ -231,7 +236,8 @@ impl Connection {
                 sh,
             );
         };
-        if !sh.allow_publish(&names, event_type, data, self.id) {
+        let (id, subject) = (self.id, self.subject());
+        if !sh.allow_publish(&names, event_type, data, id, subject) {
             return self.refuse_publish(
                 key,
                 ErrorCode::FORBIDDEN,
@@ -278,7 +284,7 @@ impl Connection {
         sh: &mut LoopState,
     ) {
         let about = Kind::Subscribe.byte();
-        let Some(names) = distinct_topics(topics) else {
+        let Some(names) = distinct_wanted(topics) else {
             return self.queue_frame_error(
                 key,
                 ErrorCode::BAD_TOPIC,
@@ -288,6 +294,9 @@ impl Connection {
                 sh,
             );
         };
+        if let Err((code, why)) = self.authorize_frame(&names, Need::Subscribe, sh) {
+            return self.queue_frame_error(key, code, about, b"", why, sh);
+        }
         let added: Vec<String> = names
             .iter()
             .filter(|name| {

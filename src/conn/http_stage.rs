@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
+use crate::auth::AuthFailure;
 use crate::hub::HubError;
 use crate::loop_state::LoopState;
 use crate::http::request::{query_pairs, topic_is_new, valid_event_type, TopicError};
@@ -39,6 +40,8 @@ pub(super) enum BodyFraming {
 pub(super) struct PublishTarget {
     topics: Vec<String>,
     event_type: Option<String>,
+    /// The verified JWT subject, for the publish hook.
+    subject: Option<String>,
 }
 
 impl Connection {
@@ -170,10 +173,14 @@ impl Connection {
                 return self.refuse_unauthorized(key, presented.is_some(), reuse_on_error, sh);
             }
         }
-        let target = match parse_publish_query(&head.query) {
+        let mut target = match parse_publish_query(&head.query) {
             Ok(target) => target,
             Err(err) => return self.respond_error(key, &err, reuse_on_error, &[], sh),
         };
+        match self.authorize_publish(key, &head, &target.topics, reuse_on_error, sh) {
+            Ok(subject) => target.subject = subject,
+            Err(_) => return,
+        }
         let framing = match head.body {
             BodyKind::None => {
                 let done = BodyInProgress {
@@ -220,7 +227,8 @@ impl Connection {
         };
         let topics: Vec<&str> = req.publish.topics.iter().map(String::as_str).collect();
         let event_type = req.publish.event_type.as_deref();
-        if !sh.allow_publish(&topics, event_type, &data, self.id) {
+        let subject = req.publish.subject.as_deref();
+        if !sh.allow_publish(&topics, event_type, &data, self.id, subject) {
             return self.respond_error(key, &HttpError::FORBIDDEN, keep_alive, &[], sh);
         }
         let event = match sh.hub.publish(&topics, event_type, &data) {
@@ -331,7 +339,11 @@ impl Connection {
         keep_alive: bool,
         sh: &mut LoopState,
     ) {
-        sh.metrics.auth_failures += 1;
+        sh.metrics.count_auth_failure(if token_given {
+            AuthFailure::WrongToken
+        } else {
+            AuthFailure::Missing
+        });
         let challenge = if token_given {
             "Bearer realm=\"sseloop\", error=\"invalid_token\""
         } else {
@@ -351,6 +363,7 @@ pub(super) fn common(sh: &LoopState) -> Common<'_> {
     Common {
         cors_origin: &sh.config.cors_origin,
         date: &sh.date,
+        allow_credentials: sh.config.jwt_cookie.is_some(),
     }
 }
 
@@ -374,6 +387,7 @@ fn parse_publish_query(query: &str) -> Result<PublishTarget, HttpError> {
     let mut target = PublishTarget {
         topics: Vec::new(),
         event_type: None,
+        subject: None,
     };
     for pair in query_pairs(query) {
         let (name, value) = pair?;

@@ -6,6 +6,7 @@
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
 mod console;
+mod authz;
 mod frame_stage;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
@@ -123,6 +124,8 @@ pub struct Connection {
     read_pending: bool,
     /// Accepted over `--max-connections`: only here to deliver its 503.
     refused: bool,
+    /// A JWT-authorized stream's grants and expiry timer.
+    auth: Option<Box<authz::StreamAuth>>,
 }
 
 impl Connection {
@@ -153,6 +156,7 @@ impl Connection {
             shut_write: false,
             read_pending: false,
             refused: false,
+            auth: None,
         }
     }
 
@@ -591,6 +595,7 @@ impl Connection {
                 self.heartbeat = None;
                 self.on_heartbeat(key, sh)
             }
+            TimerKind::TokenExpiry => self.on_token_expiry_timer(key, timer, sh),
             TimerKind::Deadline if self.deadline.is_some_and(|(t, _)| t == timer) => {
                 self.deadline = None;
                 match self.wanted_deadline(sh) {
@@ -630,6 +635,7 @@ impl Connection {
         if let Some(timer) = self.heartbeat.take() {
             sh.timers.cancel(timer);
         }
+        self.release_auth(sh);
         for sub in self.out.subs.drain(..) {
             sh.hub.unsubscribe(sub);
         }

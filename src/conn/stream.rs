@@ -3,10 +3,12 @@
 //! and farewells. Events themselves are never queued here: the write path reads them from the
 //! shared logs (`output`).
 
+use super::authz::push_wanted;
 use super::frame_stage::FrameConn;
-use super::http_stage::{common, push_topic};
+use super::http_stage::common;
 use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
+use crate::auth::Grants;
 use crate::buf::Wire;
 use crate::loop_state::LoopState;
 use crate::frame::{self, ErrorCode};
@@ -24,6 +26,8 @@ struct StreamRequest {
     last_event_id: Option<String>,
     /// The credential presented (header or `access_token`), checked later for frame publishes.
     credential: Option<Vec<u8>>,
+    /// What the stream's JWT allows (JWT authorization only).
+    grants: Option<Grants>,
 }
 
 impl Connection {
@@ -66,6 +70,10 @@ impl Connection {
                 return None;
             }
         }
+        let access_token = query.access_token.as_deref();
+        let grants = self
+            .authorize_stream(key, head, access_token, &query.topics, sh)
+            .ok()?;
         // The header wins over the query parameter; an empty id means "no id" (browsers never
         // send one, and the spec resets the last event id to "" on an empty `id:`).
         let last_event_id = head
@@ -77,6 +85,7 @@ impl Connection {
             topics: query.topics,
             last_event_id,
             credential,
+            grants,
         })
     }
 
@@ -102,6 +111,7 @@ impl Connection {
             req.last_event_id.as_deref(),
             sh,
         );
+        self.arm_token_expiry(key, req.grants, sh);
     }
 
     /// `GET /frames` with `Upgrade: cafe`: answers 101 and hands the bytes read past the request
@@ -155,6 +165,7 @@ impl Connection {
             req.last_event_id.as_deref(),
             sh,
         );
+        self.arm_token_expiry(key, req.grants, sh);
     }
 
     /// Subscribes the connection to every topic of a stream request; on refusal (no room for
@@ -300,8 +311,17 @@ impl Connection {
             }
             Stage::Http(_) => return,
         }
-        // After every event already recorded: the farewell is the stream's last word.
+        // After every event already recorded, and nothing after it: the stream's last word.
+        self.freeze_streams(sh);
         self.push_private(key, &bytes, u64::MAX, sh);
+    }
+
+    /// Stops every cursor at the current end of its log: what is recorded goes out, nothing
+    /// later does (the stream is ending).
+    pub(super) fn freeze_streams(&mut self, sh: &mut LoopState) {
+        for sub in self.out.subs.iter_mut() {
+            sh.hub.stop_at_end(sub);
+        }
     }
 }
 
@@ -320,7 +340,7 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     for pair in query_pairs(query) {
         let (name, value) = pair?;
         match &*name {
-            "topic" => push_topic(&mut q.topics, &value)?,
+            "topic" => push_wanted(&mut q.topics, &value)?,
             "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
             "access_token" => q.access_token = Some(value.into_owned()),
             _ => {}

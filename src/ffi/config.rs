@@ -20,13 +20,15 @@ pub struct sseloop_config_t {
     pub(crate) config: Config,
 }
 
-/// The defaults, without the environment: the command line reads the token variables, a library
+/// The defaults, without the environment: the command line reads the token and JWT secret
+/// variables, a library
 /// caller should get the same loop whatever its process environment holds.
 fn defaults() -> Result<Config, Error> {
     let mut config = Config::try_parse_from(["sseloop"])
         .map_err(|e| Error::new(SSELOOP_ECONFIG, e.to_string()))?;
     config.publish_token = None;
     config.subscribe_token = None;
+    config.jwt_secret = None;
     Ok(config)
 }
 
@@ -126,7 +128,7 @@ fn size_in_range(range: OptionRange, value: usize) -> Result<usize, Error> {
 }
 
 /// Applies `set` to the options behind `config`, mapping a refused value to its code.
-fn apply(
+pub(super) fn apply(
     config: &mut sseloop_config_t,
     set: impl FnOnce(&mut Config) -> Result<(), Error>,
 ) -> c_int {
@@ -141,7 +143,7 @@ fn apply(
 /// # Safety
 ///
 /// `value` must be NULL or a NUL-terminated string.
-unsafe fn opt_str(value: *const c_char, what: &str) -> Result<Option<String>, Error> {
+pub(super) unsafe fn opt_str(value: *const c_char, what: &str) -> Result<Option<String>, Error> {
     if value.is_null() {
         return Ok(None);
     }

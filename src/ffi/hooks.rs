@@ -39,6 +39,9 @@ pub struct sseloop_publish_attempt_t {
     pub data_len: usize,
     /// The publishing connection's id (as given to the connection hook).
     pub connection: u64,
+    /// The verified `sub` of the publisher's JWT, NUL-terminated; NULL without JWT
+    /// authorization or when the token has no `sub`.
+    pub subject: *const c_char,
 }
 
 /// A connection opened or closed. `peer` is valid only during the hook call.
@@ -78,6 +81,11 @@ fn ask(
     let Ok(event_type) = attempt.event_type.map(CString::new).transpose() else {
         return Verdict::Deny;
     };
+    // A `sub` with a NUL in it cannot be shown to C faithfully: refuse rather than truncate
+    // the identity an audit would record.
+    let Ok(subject) = attempt.subject.map(CString::new).transpose() else {
+        return Verdict::Deny;
+    };
     let pointers: Vec<*const c_char> = topics.iter().map(|t| t.as_ptr()).collect();
     let view = sseloop_publish_attempt_t {
         topics: pointers.as_ptr(),
@@ -86,6 +94,7 @@ fn ask(
         data: attempt.data.as_ptr().cast(),
         data_len: attempt.data.len(),
         connection: attempt.connection,
+        subject: subject.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
     };
     // SAFETY: the host registered `hook` as a function of this type and `userdata` as its
     // argument; `view` and everything it points to live until the call returns.

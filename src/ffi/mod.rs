@@ -6,6 +6,7 @@
 //! - [`server`]: the loop object (`sseloop_t`): create, free, the three drive modes, stats.
 //! - [`publish`]: the two calls allowed from any thread, publish and stop.
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
+//! - [`jwt`]: the JWT authorization options.
 //!
 //! Invariants kept here:
 //! - Every export goes through `ffi_fn!`: `extern "C"`, `#[no_mangle]`, and `catch_unwind`
@@ -93,6 +94,7 @@ macro_rules! non_null_mut {
 pub mod config;
 pub mod error;
 pub mod hooks;
+pub mod jwt;
 pub mod publish;
 pub mod server;
 

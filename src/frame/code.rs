@@ -43,7 +43,9 @@ impl ErrorCode {
     /// The server is shutting down.
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(0x0302);
     /// A server-wide capacity limit is reached (e.g. `--max-topics`); retry later.
-    pub const OVERLOADED: ErrorCode = ErrorCode(0x0303);
+    pub const OVERLOADED: ErrorCode = ErrorCode(0x0304);
+    /// The token the connection was opened with has expired: reconnect with a fresh one.
+    pub const TOKEN_EXPIRED: ErrorCode = ErrorCode(0x0303);
     /// The server failed in a way that is not the client's fault.
     pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
 
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
             ErrorCode::OVERLOADED => "OVERLOADED",
+            ErrorCode::TOKEN_EXPIRED => "TOKEN_EXPIRED",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => return None,
         })
@@ -112,6 +115,7 @@ mod tests {
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
             (ErrorCode::OVERLOADED, "OVERLOADED", 0x03),
+            (ErrorCode::TOKEN_EXPIRED, "TOKEN_EXPIRED", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
         ];
         for (code, name, class) in table {

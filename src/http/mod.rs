@@ -55,6 +55,9 @@ impl HttpError {
     /// Missing or wrong bearer token.
     pub const UNAUTHORIZED: HttpError =
         HttpError::new(401, "missing or invalid bearer token", false);
+    /// A valid JWT that does not cover a requested topic.
+    pub const FORBIDDEN_TOPIC: HttpError =
+        HttpError::new(403, "token does not cover the topic", false);
     /// Refused by the host's publish hook.
     pub const FORBIDDEN: HttpError = HttpError::new(403, "refused by the host", false);
     /// Unknown path.

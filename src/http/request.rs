@@ -93,6 +93,8 @@ pub struct RequestHead {
     pub connection_upgrade: bool,
     /// `If-None-Match` header value, if any and short (console asset revalidation).
     pub if_none_match: Option<String>,
+    /// `Cookie` header value(s), joined with `; ` when repeated (RFC 9113 allows splitting).
+    pub cookie: Option<Vec<u8>>,
 }
 
 /// Outcome of parsing the bytes buffered so far.
@@ -140,6 +142,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut authorization = None;
     let mut publish_token = None;
     let mut upgrade = None;
+    let mut cookie: Option<Vec<u8>> = None;
     let mut host_seen = false;
     let mut if_none_match = None;
     for h in req.headers.iter() {
@@ -197,6 +200,14 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             upgrade = Some(String::from_utf8_lossy(h.value).trim().to_string());
         } else if name.eq_ignore_ascii_case("if-none-match") && h.value.len() <= 256 {
             if_none_match = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if name.eq_ignore_ascii_case("cookie") {
+            match &mut cookie {
+                Some(joined) => {
+                    joined.extend_from_slice(b"; ");
+                    joined.extend_from_slice(h.value);
+                }
+                None => cookie = Some(h.value.to_vec()),
+            }
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
                 return Err(HttpError::MALFORMED);
@@ -239,6 +250,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             upgrade,
             connection_upgrade,
             if_none_match,
+            cookie,
         }),
         len,
     ))
@@ -413,6 +425,9 @@ mod tests {
         assert_eq!((h.body, h.keep_alive), (BodyKind::Chunked, false));
         let h = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(h.keep_alive);
+        assert_eq!(h.cookie, None);
+        let h = head("GET / HTTP/1.1\r\nCookie: a=1\r\ncookie: b=2\r\n\r\n").unwrap();
+        assert_eq!(h.cookie.as_deref(), Some(&b"a=1; b=2"[..]));
     }
 
     #[test]

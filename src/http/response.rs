@@ -17,6 +17,9 @@ pub struct Common<'a> {
     pub cors_origin: &'a str,
     /// The cached `Date` value.
     pub date: &'a str,
+    /// Send `Access-Control-Allow-Credentials: true` (a JWT cookie is configured, so a page's
+    /// `EventSource` with `withCredentials` may read the stream; the origin is then specific).
+    pub allow_credentials: bool,
 }
 
 /// The reason phrase of a status.
@@ -55,6 +58,9 @@ fn status_line_and_common(out: &mut String, status: u16, common: &Common<'_>) {
     );
     if common.cors_origin != "*" {
         out.push_str("Vary: Origin\r\n");
+    }
+    if common.allow_credentials {
+        out.push_str("Access-Control-Allow-Credentials: true\r\n");
     }
 }
 
@@ -208,6 +214,7 @@ mod tests {
         let common = Common {
             cors_origin: "https://a.example",
             date: "D",
+            allow_credentials: true,
         };
         let mut out = Vec::new();
         write_error(
@@ -223,6 +230,7 @@ mod tests {
             text.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n")
         );
         assert!(text.contains("\r\nAllow: GET\r\n"));
+        assert!(text.contains("\r\nAccess-Control-Allow-Credentials: true\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"error\":\"method not allowed\",\"status\":405}\n"));
         assert!(text.contains("Connection: keep-alive\r\n"));
     }
@@ -232,6 +240,7 @@ mod tests {
         let common = Common {
             cors_origin: "*",
             date: "D",
+            allow_credentials: false,
         };
         let mut out = Vec::new();
         write_preflight(&mut out, &common, false);
@@ -241,6 +250,7 @@ mod tests {
             .contains("Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID"));
         assert!(!text.contains("Content-Length"));
         assert!(!text.contains("Vary"));
+        assert!(!text.contains("Credentials"));
         assert!(text.ends_with("Connection: close\r\n\r\n"));
     }
 }
