@@ -245,7 +245,8 @@ impl OutQueue {
             }
         }
         if bytes.len() > chunk_cap {
-            self.segs.push_back((barrier, Segment::Owned(bytes.to_vec())));
+            self.segs
+                .push_back((barrier, Segment::Owned(bytes.to_vec())));
             return;
         }
         let mut chunk = pool.take(chunk_cap);
@@ -264,7 +265,14 @@ impl OutQueue {
     pub fn segment(&self, i: usize) -> Option<(u64, &[u8])> {
         let (barrier, seg) = self.segs.get(i)?;
         let bytes = seg.bytes();
-        Some((*barrier, if i == 0 { &bytes[self.head_off..] } else { bytes }))
+        Some((
+            *barrier,
+            if i == 0 {
+                &bytes[self.head_off..]
+            } else {
+                bytes
+            },
+        ))
     }
 
     /// Fills `iov` with the pending bytes, at most `budget` of them; returns (iovecs, bytes).
@@ -423,7 +431,10 @@ mod tests {
                     data.into(),
                 );
                 let bound = encoded_len_bound(5, &["t", "u/v"], et, data);
-                assert!(e.sse().len() <= bound && e.frame().len() <= bound, "{data:?}");
+                assert!(
+                    e.sse().len() <= bound && e.frame().len() <= bound,
+                    "{data:?}"
+                );
                 assert!(e.footprint() >= e.sse().len() + e.frame().len());
             }
         }

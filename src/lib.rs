@@ -34,9 +34,9 @@ pub mod handle;
 pub mod hooks;
 pub mod http;
 pub mod hub;
+pub mod loop_state;
 pub mod metrics;
 pub mod sse;
-pub mod loop_state;
 pub mod timer;
 
 pub use config::Config;

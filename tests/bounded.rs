@@ -48,8 +48,8 @@ fn publish_many(addr: std::net::SocketAddr, query: &str, body: &str, n: usize) -
 /// A client that subscribes and then never reads (a tiny receive buffer, so the server's socket
 /// fills at once).
 fn non_reader(addr: std::net::SocketAddr, query: &str, last_event_id: &str) -> TcpStream {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(4096).expect("rcvbuf");
     sock.connect(&addr.into()).expect("connect");
     let mut sock: TcpStream = sock.into();
@@ -73,13 +73,17 @@ fn non_reading_resumers_cost_no_copy_of_history_and_are_cut() {
     let body = "h".repeat(900);
     let topics: Vec<String> = (0..8).map(|i| format!("topic=t{i}")).collect();
     for q in &topics {
-        assert!(publish_many(server.addr, q, &body, 512).iter().all(|&s| s == 200));
+        assert!(publish_many(server.addr, q, &body, 512)
+            .iter()
+            .all(|&s| s == 200));
     }
     let history = server.metric("sseloop_history_bytes");
     assert!(history > 8.0 * 512.0 * 900.0, "history filled: {history}");
     let before = rss(server.child.id());
     let all = topics.join("&");
-    let clients: Vec<TcpStream> = (0..50).map(|_| non_reader(server.addr, &all, "bogus")).collect();
+    let clients: Vec<TcpStream> = (0..50)
+        .map(|_| non_reader(server.addr, &all, "bogus"))
+        .collect();
     assert!(
         wait_until(TIMEOUT, || {
             server.metric("sseloop_closes_total{cause=\"slow_consumer\"}") >= 50.0
@@ -105,11 +109,17 @@ fn topics_without_subscribers_or_history_are_not_kept() {
     let mut writer = sock.try_clone().expect("clone");
     let mut reader = ResponseReader::new(sock);
     for i in 0..2000 {
-        let req = format!("POST /publish?topic=leak{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+        let req = format!(
+            "POST /publish?topic=leak{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx"
+        );
         writer.write_all(req.as_bytes()).expect("write");
         assert_eq!(reader.next().expect("response").status, 200);
     }
-    assert_eq!(server.metric("sseloop_topics"), 0.0, "no topic outlives its publish");
+    assert_eq!(
+        server.metric("sseloop_topics"),
+        0.0,
+        "no topic outlives its publish"
+    );
 }
 
 #[test]
@@ -119,9 +129,14 @@ fn max_topics_bounds_topics_with_history() {
     let mut writer = sock.try_clone().expect("clone");
     let mut reader = ResponseReader::new(sock);
     for i in 0..500 {
-        let req = format!("POST /publish?topic=t{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
+        let req =
+            format!("POST /publish?topic=t{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx");
         writer.write_all(req.as_bytes()).expect("write");
-        assert_eq!(reader.next().expect("response").status, 200, "old history makes room");
+        assert_eq!(
+            reader.next().expect("response").status,
+            200,
+            "old history makes room"
+        );
     }
     assert!(server.metric("sseloop_topics") <= 100.0);
     // With every slot held by a subscriber, a new topic is refused rather than created.
@@ -150,12 +165,18 @@ fn history_counts_encodings_and_is_bounded_in_bytes() {
         assert_eq!(server.post("topic=lf", &body, &[]).status, 200);
     }
     let gauge = server.metric("sseloop_history_bytes");
-    assert!(gauge <= 24.0 * 1048576.0, "history within --history-bytes: {gauge}");
-    assert!(gauge >= 7.0 * 1048576.0, "the gauge counts the encodings: {gauge}");
+    assert!(
+        gauge <= 24.0 * 1048576.0,
+        "history within --history-bytes: {gauge}"
+    );
+    assert!(
+        gauge >= 7.0 * 1048576.0,
+        "the gauge counts the encodings: {gauge}"
+    );
     // Replaying it all must not keep more alive than the history bound.
     let mut client = server.subscribe("topic=lf", &[("Last-Event-ID", "bogus")]);
     let first = client.next_event_within(TIMEOUT).expect("reset notice");
-    assert_eq!(first.event.as_deref(), Some("sseloop-reset"));
+    assert_eq!(first.event, "sseloop-reset");
     let rss_after = rss(server.child.id());
     assert!(
         rss_after < 24 * 1048576 + 48 * 1048576,
@@ -224,7 +245,9 @@ fn cross_thread_backlog_is_bounded_and_drained_in_slices() {
     reader.set_nonblocking(true).expect("nonblocking");
     let idle: Vec<TcpStream> = (0..10).map(|_| non_reader(addr, "topic=t", "")).collect();
     for _ in 0..50 {
-        server.poll_once(Some(Duration::from_millis(2))).expect("poll");
+        server
+            .poll_once(Some(Duration::from_millis(2)))
+            .expect("poll");
     }
     let rss_before = rss(std::process::id());
     // The loop is not stepped while 20,000 events of 1 KiB are published.
@@ -238,8 +261,14 @@ fn cross_thread_backlog_is_bounded_and_drained_in_slices() {
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
-    assert!(full > 0, "the queue said 'would block' past --publish-queue-bytes");
-    assert!(accepted < 4200, "at most ~4 MiB queued: {accepted} accepted");
+    assert!(
+        full > 0,
+        "the queue said 'would block' past --publish-queue-bytes"
+    );
+    assert!(
+        accepted < 4200,
+        "at most ~4 MiB queued: {accepted} accepted"
+    );
     server.poll_once(Some(Duration::ZERO)).expect("poll");
     assert!(
         server.metrics().published < accepted,
@@ -250,7 +279,9 @@ fn cross_thread_backlog_is_bounded_and_drained_in_slices() {
     let mut buf = vec![0u8; 1 << 16];
     let deadline = Instant::now() + Duration::from_secs(20);
     while got < accepted && Instant::now() < deadline {
-        server.poll_once(Some(Duration::from_millis(1))).expect("poll");
+        server
+            .poll_once(Some(Duration::from_millis(1)))
+            .expect("poll");
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => panic!("reader closed"),
@@ -259,13 +290,22 @@ fn cross_thread_backlog_is_bounded_and_drained_in_slices() {
             }
         }
     }
-    assert_eq!(got, accepted, "the reading subscriber received every accepted event");
+    assert_eq!(
+        got, accepted,
+        "the reading subscriber received every accepted event"
+    );
     assert!(server.metrics().closes[sseloop::metrics::CloseCause::SlowConsumer as usize] >= 10);
     let grown = rss(std::process::id()).saturating_sub(rss_before);
-    assert!(grown < 64 << 20, "process grew {grown} bytes (bound: queue + history)");
+    assert!(
+        grown < 64 << 20,
+        "process grew {grown} bytes (bound: queue + history)"
+    );
     // The same cap on topics as every other publish path.
     let many: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
     let names: Vec<&str> = many.iter().map(String::as_str).collect();
-    assert_eq!(handle.publish(&names, None, "x"), Err(PublishError::BadTopic));
+    assert_eq!(
+        handle.publish(&names, None, "x"),
+        Err(PublishError::BadTopic)
+    );
     drop(idle);
 }

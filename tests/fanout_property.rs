@@ -104,7 +104,10 @@ struct World {
 }
 
 fn seq_of(id: &str) -> u64 {
-    id.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+    id.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn connect(world: &World) -> TcpStream {
@@ -264,9 +267,10 @@ impl World {
             buf: Vec::new(),
             topics: mask,
             since_ack: usize::MAX,
-            resumed_after: resume_id.as_deref().map(seq_of).filter(|_| {
-                !matches!(resume, Resume::Bogus)
-            }),
+            resumed_after: resume_id
+                .as_deref()
+                .map(seq_of)
+                .filter(|_| !matches!(resume, Resume::Bogus)),
             got: Vec::new(),
             resets: 0,
             head: false,
@@ -392,15 +396,25 @@ impl World {
                 s.got
             );
             for seq in &s.got {
-                prop_assert!(all.contains(seq) && matching(seq), "sse {i}: stray event {seq}");
+                prop_assert!(
+                    all.contains(seq) && matching(seq),
+                    "sse {i}: stray event {seq}"
+                );
                 if let Some(after) = s.resumed_after {
-                    prop_assert!(*seq > after, "sse {i}: replayed {seq} <= resume point {after}");
+                    prop_assert!(
+                        *seq > after,
+                        "sse {i}: replayed {seq} <= resume point {after}"
+                    );
                 }
             }
             let got: BTreeSet<u64> = s.got.iter().copied().collect();
             for &(seq, mask) in &self.acked[s.since_ack.min(self.acked.len())..] {
                 if mask & s.topics != 0 {
-                    prop_assert!(got.contains(&seq), "sse {i}: missed live {seq}: {:?}", s.got);
+                    prop_assert!(
+                        got.contains(&seq),
+                        "sse {i}: missed live {seq}: {:?}",
+                        s.got
+                    );
                 }
             }
             let floor = match s.resumed_after {
@@ -418,7 +432,13 @@ impl World {
         }
         for (i, f) in self.frames.iter().enumerate() {
             let unique: BTreeSet<u64> = f.got.iter().copied().collect();
-            prop_assert_eq!(unique.len(), f.got.len(), "frames {}: duplicates {:?}", i, f.got);
+            prop_assert_eq!(
+                unique.len(),
+                f.got.len(),
+                "frames {}: duplicates {:?}",
+                i,
+                f.got
+            );
             prop_assert!(
                 f.got.windows(2).all(|w| w[0] < w[1]),
                 "frames {i}: out of order: {:?}",

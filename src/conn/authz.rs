@@ -9,9 +9,9 @@ use std::time::SystemTime;
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage};
 use crate::auth::{self, AuthFailure, Grants, Pattern, SubscriptionError, TokenSources};
-use crate::loop_state::LoopState;
 use crate::frame::{self, ErrorCode, TopicList};
 use crate::http::{HttpError, RequestHead};
+use crate::loop_state::LoopState;
 use crate::timer::{TimerKey, TimerKind};
 
 use super::http_stage::MAX_TOPICS_PER_REQUEST;

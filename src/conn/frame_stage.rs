@@ -300,15 +300,13 @@ impl Connection {
         let added: Vec<String> = names
             .iter()
             .filter(|name| {
-                sh.hub
-                    .channel_id(name)
-                    .is_none_or(|id| {
-                        !self
-                            .out
-                            .subs
-                            .iter()
-                            .any(|s| s.channel() == id && s.is_active())
-                    })
+                sh.hub.channel_id(name).is_none_or(|id| {
+                    !self
+                        .out
+                        .subs
+                        .iter()
+                        .any(|s| s.channel() == id && s.is_active())
+                })
             })
             .map(|name| (*name).to_string())
             .collect();
@@ -372,9 +370,7 @@ impl Connection {
             None
         };
         if let Some(reason) = reason {
-            let reset_id = sh
-                .hub
-                .id_for(events.first().map_or(barrier, |e| e.seq - 1));
+            let reset_id = sh.hub.id_for(events.first().map_or(barrier, |e| e.seq - 1));
             self.queue_reset_notice(key, reason, &reset_id, &names, barrier, sh);
         }
         let (old, _) = self.out.subs.split_at(before);

@@ -12,8 +12,8 @@ use super::state::Life;
 use super::{Connection, Flow, Stage};
 use crate::buf::MAX_IOVECS;
 use crate::config::Config;
-use crate::loop_state::LoopState;
 use crate::hub::Hub;
+use crate::loop_state::LoopState;
 use crate::metrics::ConnKind;
 
 thread_local! {

@@ -5,8 +5,8 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
-mod console;
 mod authz;
+mod console;
 mod frame_stage;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
@@ -25,9 +25,9 @@ use crate::buf::MAX_IOVECS;
 use crate::http::HttpError;
 use crate::loop_state::LoopState;
 use crate::metrics::{CloseCause, ConnKind};
-use output::Output;
 use crate::timer::{TimerKey, TimerKind};
 use io::Io;
+use output::Output;
 use state::{Life, LifeEvent};
 
 /// Most bytes one connection may write per loop iteration, so one fast reader with a large backlog

@@ -280,7 +280,11 @@ mod tests {
         ch.evict_oldest();
         ch.evict_oldest();
         ch.trim();
-        assert_eq!(ch.entry(1).map(|e| e.ev.seq), Some(3), "pinned by the slow reader");
+        assert_eq!(
+            ch.entry(1).map(|e| e.ev.seq),
+            Some(3),
+            "pinned by the slow reader"
+        );
         assert_eq!(ch.start_after(0), 3, "replay starts at the history window");
         assert_eq!(ch.start_after(8), 4);
         assert_eq!(ch.evicted_through, 5);

@@ -556,10 +556,12 @@ impl Hub {
     /// True when `sub`'s channel carries events of `topic` (the topic itself, or a pattern
     /// matching it).
     pub fn covers(&self, sub: &Subscription, topic: &str) -> bool {
-        self.channels.get(sub.channel.0).is_some_and(|c| match &c.prefix {
-            Some(prefix) => topic.starts_with(&**prefix),
-            None => *c.name == *topic,
-        })
+        self.channels
+            .get(sub.channel.0)
+            .is_some_and(|c| match &c.prefix {
+                Some(prefix) => topic.starts_with(&**prefix),
+                None => *c.name == *topic,
+            })
     }
 
     /// The channel id of `name`, if it exists.

@@ -74,11 +74,21 @@ mod tests {
         }
         let top = hub.topic_summaries(10);
         let names: Vec<&str> = top.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["b", "c", "a"], "by subscribers, then retained events");
+        assert_eq!(
+            names,
+            ["b", "c", "a"],
+            "by subscribers, then retained events"
+        );
         assert_eq!((top[0].subscribers, top[0].retained_events), (3, 0));
         let size = |seq: u64, data: &str| {
-            Event::new(seq, format!("r-{seq}").into(), vec!["c".into()].into(), None, data.into())
-                .footprint()
+            Event::new(
+                seq,
+                format!("r-{seq}").into(),
+                vec!["c".into()].into(),
+                None,
+                data.into(),
+            )
+            .footprint()
         };
         assert_eq!(
             (top[1].retained_events, top[1].retained_bytes),

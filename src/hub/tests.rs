@@ -55,7 +55,10 @@ fn stream_start_places_cursors_in_history_and_reports_resets() {
     assert_eq!(pending(&hub, &subs[0]), vec![4, 5]);
     assert_eq!(start.reset_id, "r-3");
     let start = hub.start_stream(&mut subs, Resume::After(3));
-    assert!(start.reset.is_none(), "3 was the last evicted: nothing missed");
+    assert!(
+        start.reset.is_none(),
+        "3 was the last evicted: nothing missed"
+    );
     assert_eq!(hub.parse_resume("other-3"), Resume::Foreign);
     assert_eq!(hub.parse_resume("r-6"), Resume::Foreign, "from the future");
     assert_eq!(hub.parse_resume("r-+3"), Resume::Foreign);
@@ -81,7 +84,11 @@ fn topics_without_readers_or_history_do_not_survive_their_publish() {
     hub.publish(&["a"], None, "x").unwrap();
     hub.take_touched(&mut touched);
     assert_eq!(hub.readers(touched[0]).collect::<Vec<_>>(), vec![7]);
-    assert_eq!(pending(&hub, &s), vec![1001], "held for the reader despite history 0");
+    assert_eq!(
+        pending(&hub, &s),
+        vec![1001],
+        "held for the reader despite history 0"
+    );
     hub.unsubscribe(s);
     assert_eq!(hub.topic_count(), 0);
     assert_eq!(hub.subscription_count(), 0);
@@ -89,8 +96,14 @@ fn topics_without_readers_or_history_do_not_survive_their_publish() {
 
 #[test]
 fn history_bytes_evict_oldest_first_across_topics() {
-    let one = Event::new(1, "r-1".into(), vec!["a".into()].into(), None, "x".repeat(100).into())
-        .footprint();
+    let one = Event::new(
+        1,
+        "r-1".into(),
+        vec!["a".into()].into(),
+        None,
+        "x".repeat(100).into(),
+    )
+    .footprint();
     let mut hub = hub(100, one * 3 + one / 2, 100);
     for (i, t) in ["a", "b", "a", "c", "b"].iter().enumerate() {
         hub.publish(&[t], None, &format!("{i:0>100}")).unwrap();
@@ -125,7 +138,9 @@ fn max_topics_evicts_old_history_or_refuses() {
 #[test]
 fn readers_shrink_back_after_a_peak() {
     let mut hub = hub(4, usize::MAX, 10);
-    let subs: Vec<_> = (0..10_000).map(|k| hub.subscribe("t", k).unwrap()).collect();
+    let subs: Vec<_> = (0..10_000)
+        .map(|k| hub.subscribe("t", k).unwrap())
+        .collect();
     for s in subs.into_iter().skip(1) {
         hub.unsubscribe(s);
     }
@@ -151,5 +166,8 @@ fn patterns_see_topics_created_later_and_seed_from_history() {
     assert!(hub.covers(&subs[0], "news/x"));
     assert!(!hub.covers(&subs[0], "newsy"));
     hub.unsubscribe(subs.pop().unwrap());
-    assert!(hub.channel_id("news/*").is_none(), "pattern log dropped with its readers");
+    assert!(
+        hub.channel_id("news/*").is_none(),
+        "pattern log dropped with its readers"
+    );
 }
