@@ -188,7 +188,13 @@ fn stats_need_the_subscribe_token_but_assets_do_not() {
     for (path, _) in ASSETS {
         assert_eq!(get(&server, path, &[]).status, 200, "{path} holds no data");
     }
-    assert_eq!(server.metric("sseloop_auth_failures_total"), 3.0);
+    let failures: f64 = server
+        .metrics()
+        .iter()
+        .filter(|(k, _)| k.starts_with("sseloop_auth_failures_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(failures, 3.0);
 }
 
 // ----- the browser ------------------------------------------------------------------------------

@@ -228,6 +228,10 @@ impl Hub {
         if encoded_len_bound(id_len, topics, event_type, data) > self.limits.max_event_bytes {
             return Err(HubError::TooLarge);
         }
+        // Refuse before an id is given, rather than acknowledge an event with nowhere to go.
+        for topic in topics {
+            self.channel_or_insert(topic)?;
+        }
         let (seq, queued) = {
             let mut state = self.seq.lock();
             state.last += 1;
