@@ -132,10 +132,12 @@ fn read_some(sock: &mut TcpStream, buf: &mut Vec<u8>) {
 
 impl World {
     fn new() -> World {
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.history = 100_000;
-        config.heartbeat_ms = 60_000;
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            history: 100_000,
+            heartbeat_ms: 60_000,
+            ..Config::default()
+        };
         let server = Server::bind(config).expect("bind");
         let handle = server.handle();
         let publisher = TcpStream::connect(server.local_addr()).expect("connect");

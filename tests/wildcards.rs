@@ -105,5 +105,9 @@ fn frames_subscribe_to_a_pattern_and_unsubscribe_from_it() {
         OwnedPayload::Pong { .. } => {}
         other => panic!("nothing after UNSUBSCRIBE, got {other:?}"),
     }
-    assert_eq!(server.metric("sseloop_subscriptions"), 1.0, "only the handshake topic is left");
+    assert_eq!(
+        server.metric("sseloop_subscriptions"),
+        1.0,
+        "only the handshake topic is left"
+    );
 }

@@ -602,8 +602,8 @@ impl Hub {
                 ch.trim();
             }
         }
-        for i in 0..into.len() {
-            self.remove_if_vacant(into[i]);
+        for &id in into.iter() {
+            self.remove_if_vacant(id);
         }
     }
 
