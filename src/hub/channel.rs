@@ -47,6 +47,18 @@ pub struct Channel {
     pub(crate) touched: bool,
     /// For a topic: the pattern channels that match it.
     pub(crate) patterns: Vec<usize>,
+    /// Index of the first entry appended in the current iteration.
+    pub(crate) round_start: u64,
+    /// The SSE encodings of one iteration's entries, end to end: a reader caught up with the
+    /// start of that iteration sends them as one iovec instead of one per event.
+    batch: Option<Batch>,
+}
+
+/// Consecutive entries' SSE bytes in one buffer.
+struct Batch {
+    first: u64,
+    end: u64,
+    bytes: Box<[u8]>,
 }
 
 impl Channel {
@@ -63,7 +75,37 @@ impl Channel {
             handles: Slab::new(),
             touched: false,
             patterns: Vec::new(),
+            round_start: 1,
+            batch: None,
         }
+    }
+
+    /// Joins the SSE encodings of the entries appended this iteration (two or more) into one
+    /// buffer, once per channel, so that every caught-up reader writes them with one iovec.
+    pub(crate) fn build_batch(&mut self) {
+        let (first, end) = (self.round_start.max(self.first), self.end());
+        if end.saturating_sub(first) < 2 {
+            return;
+        }
+        let mut bytes = Vec::new();
+        for idx in first..end {
+            if let Some(e) = self.entry(idx) {
+                bytes.extend_from_slice(e.ev.sse());
+            }
+        }
+        self.batch = Some(Batch {
+            first,
+            end,
+            bytes: bytes.into_boxed_slice(),
+        });
+    }
+
+    /// The joined SSE bytes of entries `[pos, end)`, when a batch starts exactly at `pos`.
+    pub(crate) fn batch_at(&self, pos: u64) -> Option<(u64, &[u8])> {
+        self.batch
+            .as_ref()
+            .filter(|b| b.first == pos)
+            .map(|b| (b.end, &*b.bytes))
     }
 
     /// Absolute index one past the newest entry.

@@ -329,6 +329,9 @@ impl Hub {
                 }
             };
             let ch = &mut self.channels[id.0];
+            if !ch.touched {
+                ch.round_start = ch.end();
+            }
             ch.append(&event);
             Self::touch(&mut self.touched, ch, id);
             if self.limits.history > 0 {
@@ -350,6 +353,9 @@ impl Hub {
                 };
                 if pc.last_seq() == event.seq {
                     continue; // matched through another of its topics already
+                }
+                if !pc.touched {
+                    pc.round_start = pc.end();
                 }
                 pc.append(&event);
                 if pc.replayable() > self.limits.history {
@@ -600,6 +606,9 @@ impl Hub {
             if let Some(ch) = self.channels.get_mut(id.0) {
                 ch.touched = false;
                 ch.trim();
+                if ch.reader_count() > 1 {
+                    ch.build_batch();
+                }
             }
         }
         for &id in into.iter() {
