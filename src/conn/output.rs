@@ -181,6 +181,29 @@ impl Output {
                     walk.pos[0] = end;
                 }
             }
+            if self.private.is_empty() {
+                // One channel, nothing private: the log's entries in order, no merge.
+                if let Some(ch) = hub.channel(sub.channel()) {
+                    let mut pos = walk.pos[0];
+                    while count < iov.len() && total < budget && pos < sub.limit() {
+                        let Some(e) = ch.entry(pos) else {
+                            break;
+                        };
+                        let bytes = e.ev.encoded(wire);
+                        let bytes = if count == 0 {
+                            &bytes[self.ev_off..]
+                        } else {
+                            bytes
+                        };
+                        let take = bytes.len().min(budget - total);
+                        iov[count] = IoSlice::new(&bytes[..take]);
+                        count += 1;
+                        total += take;
+                        pos += 1;
+                    }
+                    return (count, total);
+                }
+            }
         }
         while count < iov.len() && total < budget {
             let bytes = match self.next_item(hub, &mut walk) {
@@ -199,7 +222,45 @@ impl Output {
 
     /// Applies a write of `written` bytes: pops private segments, moves cursors past the events
     /// sent, remembers how far into the front item the write got.
-    pub fn consume(&mut self, mut written: usize, hub: &mut Hub, pool: &mut BufPool) -> Written {
+    pub fn consume(&mut self, written: usize, hub: &mut Hub, pool: &mut BufPool) -> Written {
+        if let Some(done) = self.consume_single(written, hub) {
+            return done;
+        }
+        self.consume_merged(written, hub, pool)
+    }
+
+    /// The common case, one channel and nothing private: step the cursor over the events the
+    /// write covered, reading the log once.
+    fn consume_single(&mut self, mut written: usize, hub: &mut Hub) -> Option<Written> {
+        let [sub] = self.subs.as_slice() else {
+            return None;
+        };
+        if !self.private.is_empty() || !sub.is_active() {
+            return None;
+        }
+        let wire = self.wire();
+        let ch = hub.channel(sub.channel())?;
+        let mut pos = ch.next_of_sub(sub);
+        let mut events = 0;
+        while written > 0 {
+            let Some(e) = ch.entry(pos) else {
+                break;
+            };
+            let len = e.ev.encoded(wire).len() - self.ev_off;
+            if written < len {
+                self.ev_off += written;
+                break;
+            }
+            written -= len;
+            self.ev_off = 0;
+            events += 1;
+            pos += 1;
+        }
+        hub.set_cursor(sub, pos);
+        Some(Written { events })
+    }
+
+    fn consume_merged(&mut self, mut written: usize, hub: &mut Hub, pool: &mut BufPool) -> Written {
         let wire = self.wire();
         let mut events = 0;
         let mut walk = self.walk(hub);

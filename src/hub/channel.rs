@@ -241,6 +241,11 @@ impl Channel {
         true
     }
 
+    /// The cursor of subscription `sub` (of this channel).
+    pub(crate) fn next_of_sub(&self, sub: &crate::hub::Subscription) -> u64 {
+        self.next_of(sub.handle())
+    }
+
     /// A reader's cursor.
     pub(crate) fn next_of(&self, handle: usize) -> u64 {
         self.handles

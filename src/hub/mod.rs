@@ -70,6 +70,10 @@ impl Subscription {
     pub fn is_active(&self) -> bool {
         self.limit == u64::MAX
     }
+
+    pub(crate) fn handle(&self) -> usize {
+        self.handle
+    }
 }
 
 /// How a client's `Last-Event-ID` relates to this run's ids.
