@@ -12,6 +12,18 @@ use sseloop::hub::Hub;
 
 const SUBSCRIBERS: usize = 10_000;
 
+/// Every subscriber's pending slice gathered and consumed, as if each socket took it all.
+fn flush_all(outs: &mut [Output], hub: &mut Hub, pool: &mut BufPool) -> usize {
+    let mut total = 0;
+    for out in outs.iter_mut() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+        let (_, bytes) = out.gather(hub, &mut iov, usize::MAX);
+        total += bytes;
+        out.consume(bytes, hub, pool);
+    }
+    total
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_10k");
     for per_round in [1usize, 8] {
@@ -39,14 +51,7 @@ fn bench(c: &mut Criterion) {
                         }
                         hub.take_touched(&mut touched);
                         touched.clear();
-                        let mut total = 0;
-                        for out in outs.iter_mut() {
-                            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                            let (_, bytes) = out.gather(&hub, &mut iov, usize::MAX);
-                            total += bytes;
-                            out.consume(bytes, &mut hub, &mut pool);
-                        }
-                        total
+                        flush_all(&mut outs, &mut hub, &mut pool)
                     })
                 },
             );
@@ -89,14 +94,7 @@ fn bench_pattern(c: &mut Criterion) {
             }
             hub.take_touched(&mut touched);
             touched.clear();
-            let mut total = 0;
-            for out in outs.iter_mut() {
-                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-                let (_, bytes) = out.gather(&hub, &mut iov, usize::MAX);
-                total += bytes;
-                out.consume(bytes, &mut hub, &mut pool);
-            }
-            total
+            flush_all(&mut outs, &mut hub, &mut pool)
         })
     });
     group.finish();
