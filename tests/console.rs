@@ -267,7 +267,7 @@ fn browser_drives_the_console() {
         root.join("target/console-screens")
     };
     std::fs::create_dir_all(&screens).expect("screenshot dir");
-    let open = TestServer::start(&["--ui", "--max-queue-bytes", "64k"]);
+    let open = TestServer::start(&["--ui", "--max-queue-bytes", "72k", "--max-body", "8k"]);
     let token = "console-test-token";
     let locked = TestServer::start(&["--ui", "--subscribe-token", token]);
     let out = Command::new(node)
