@@ -86,7 +86,8 @@ struct Frames {
     /// Per topic, the ack counts between which it was subscribed (end open while subscribed).
     windows: [Vec<(usize, Option<usize>)>; 3],
     got: Vec<u64>,
-    acks: Vec<u64>,
+    /// PUBLISH_ACK ids, whole (the run prefix is learnt from them).
+    acks: Vec<String>,
     pongs: usize,
 }
 
@@ -220,8 +221,7 @@ impl World {
         f.sock.write_all(&out).expect("write");
         let before = f.acks.len();
         self.until("PUBLISH_ACK", |w| w.frames[client].acks.len() > before);
-        let seq = self.frames[client].acks[before];
-        let id = format!("{}-{seq}", self.run);
+        let id = self.frames[client].acks[before].clone();
         self.ack(&id, mask);
     }
 
@@ -511,7 +511,7 @@ fn parse_frames(f: &mut Frames) {
             Ok(Payload::Event { id, event_type, .. }) if event_type != "sseloop-reset" => {
                 f.got.push(seq_of(id))
             }
-            Ok(Payload::PublishAck { id, .. }) => f.acks.push(seq_of(id)),
+            Ok(Payload::PublishAck { id, .. }) => f.acks.push(id.to_string()),
             Ok(Payload::Pong { .. }) => f.pongs += 1,
             _ => {}
         }

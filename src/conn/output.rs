@@ -162,29 +162,25 @@ impl Output {
         budget: usize,
     ) -> (usize, usize) {
         let wire = self.wire();
-        let mut walk = self.walk(hub);
         let (mut count, mut total) = (0, 0);
-        // A caught-up single-channel SSE reader with nothing private pending sends the whole
-        // iteration's events as one iovec (the channel joined them once for all its readers).
-        // `consume` walks the same events one by one, so partial writes need nothing special.
         if let [sub] = self.subs.as_slice() {
-            if wire == Wire::Sse && self.ev_off == 0 && self.private.is_empty() {
-                let batch = hub
-                    .channel(sub.channel())
-                    .and_then(|c| c.batch_at(walk.pos[0]))
-                    .filter(|&(end, _)| end <= sub.limit());
-                if let Some((end, bytes)) = batch {
-                    let take = bytes.len().min(budget);
-                    iov[0] = IoSlice::new(&bytes[..take]);
-                    count = 1;
-                    total = take;
-                    walk.pos[0] = end;
-                }
-            }
             if self.private.is_empty() {
-                // One channel, nothing private: the log's entries in order, no merge.
                 if let Some(ch) = hub.channel(sub.channel()) {
-                    let mut pos = walk.pos[0];
+                    let mut pos = ch.next_of_sub(sub);
+                    // A caught-up SSE reader sends the whole iteration's events as one iovec
+                    // (the channel joined them once for all its readers). `consume` walks the
+                    // same events one by one, so partial writes need nothing special.
+                    if wire == Wire::Sse && self.ev_off == 0 {
+                        let batch = ch.batch_at(pos).filter(|&(end, _)| end <= sub.limit());
+                        if let Some((end, bytes)) = batch {
+                            let take = bytes.len().min(budget);
+                            iov[0] = IoSlice::new(&bytes[..take]);
+                            count = 1;
+                            total = take;
+                            pos = end;
+                        }
+                    }
+                    // One channel, nothing private: the log's entries in order, no merge.
                     while count < iov.len() && total < budget && pos < sub.limit() {
                         let Some(e) = ch.entry(pos) else {
                             break;
@@ -205,6 +201,7 @@ impl Output {
                 }
             }
         }
+        let mut walk = self.walk(hub);
         while count < iov.len() && total < budget {
             let bytes = match self.next_item(hub, &mut walk) {
                 None => break,
