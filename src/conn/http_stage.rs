@@ -322,13 +322,13 @@ impl Connection {
                 };
                 self.respond_error(key, &err, keep_alive, &[], sh)
             }
-            HubError::TooManyTopics => {
-                let err = HttpError {
-                    reason: "too many topics on this server (--max-topics)",
-                    ..HttpError::SHUTTING_DOWN
-                };
-                self.respond_error(key, &err, keep_alive, &[("Retry-After", "1")], sh)
-            }
+            HubError::TooManyTopics => self.respond_error(
+                key,
+                &HttpError::TOO_MANY_TOPICS,
+                keep_alive,
+                &[("Retry-After", "1")],
+                sh,
+            ),
         }
     }
 

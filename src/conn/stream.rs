@@ -178,11 +178,8 @@ impl Connection {
                     for sub in self.out.subs.drain(..) {
                         sh.hub.unsubscribe(sub);
                     }
-                    let err = HttpError {
-                        reason: "too many topics on this server (--max-topics)",
-                        ..HttpError::SHUTTING_DOWN
-                    };
-                    self.respond_error(key, &err, false, &[("Retry-After", "1")], sh);
+                    let err = &HttpError::TOO_MANY_TOPICS;
+                    self.respond_error(key, err, false, &[("Retry-After", "1")], sh);
                     return false;
                 }
             }

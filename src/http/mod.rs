@@ -80,6 +80,10 @@ impl HttpError {
     pub const OVER_CAPACITY: HttpError = HttpError::new(503, "server at connection limit", true);
     /// Shutting down.
     pub const SHUTTING_DOWN: HttpError = HttpError::new(503, "server shutting down", true);
+    /// `--max-topics` reached and no topic can be released (a publish or subscription that needs
+    /// a new one).
+    pub const TOO_MANY_TOPICS: HttpError =
+        HttpError::new(503, "too many topics on this server (--max-topics)", true);
 
     /// 405 listing the methods the path allows.
     pub const fn method_not_allowed(allow: &'static str) -> HttpError {

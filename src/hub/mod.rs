@@ -149,7 +149,6 @@ pub struct Hub {
     /// Events with ids, waiting to be recorded behind earlier ones (cross-thread publishes, and
     /// local ones that arrive while a backlog is being worked off).
     backlog: VecDeque<Event>,
-    backlog_bytes: usize,
     by_name: HashMap<Box<str>, ChannelId>,
     /// Pattern prefix -> pattern channel.
     patterns: HashMap<Box<str>, ChannelId>,
@@ -184,7 +183,6 @@ impl Hub {
             limits,
             last_seq: 0,
             backlog: VecDeque::new(),
-            backlog_bytes: 0,
             by_name: HashMap::new(),
             patterns: HashMap::new(),
             channels: Slab::new(),
@@ -196,11 +194,6 @@ impl Hub {
             history_bytes: 0,
             recorded: 0,
         }
-    }
-
-    /// The limits in force.
-    pub fn limits(&self) -> HubLimits {
-        self.limits
     }
 
     /// The run prefix of every id this hub issues.
@@ -257,7 +250,6 @@ impl Hub {
                 log::warn!("event {id} not recorded: {e:?}");
             }
         } else {
-            self.backlog_bytes += event.footprint();
             self.backlog.push_back(event);
         }
         Ok(Published { seq, id })
@@ -284,7 +276,6 @@ impl Hub {
                 q.event_type.map(String::into_boxed_str),
                 q.data.into_boxed_str(),
             );
-            self.backlog_bytes += event.footprint();
             self.backlog.push_back(event);
         }
     }
@@ -298,9 +289,7 @@ impl Hub {
             let Some(event) = self.backlog.pop_front() else {
                 break;
             };
-            let size = event.footprint();
-            self.backlog_bytes -= size;
-            done += size;
+            done += event.footprint();
             let seq = event.seq;
             if let Err(e) = self.record(event) {
                 log::warn!("event {} not recorded: {e:?}", self.id_for(seq));
@@ -731,11 +720,6 @@ impl Hub {
     /// Bytes of retained history (each event once, encodings included).
     pub fn history_bytes(&self) -> usize {
         self.history_bytes
-    }
-
-    /// Bytes waiting in the backlog.
-    pub fn backlog_bytes(&self) -> usize {
-        self.backlog_bytes
     }
 }
 
