@@ -1,0 +1,1282 @@
+//! The Redis Streams backplane (`--backplane redis://…`), black-box: several `sseloop` nodes
+//! sharing one throwaway `redis-server`, talking to them only over HTTP, SSE and frames.
+//!
+//! What is checked: one global order (every subscriber on every node sees the same ids, strictly
+//! increasing, each event once); publishes acknowledged only once Redis has the event and refused
+//! with `503` + `Retry-After` / ERROR 0x0305 while it cannot; subscribers kept (with heartbeats)
+//! through a Redis pause or restart and given everything Redis accepted, with no reset notice
+//! unless the dataset itself was lost (`backplane_lost`, new epoch); resume across nodes;
+//! idempotency keys; `/readyz`; the backplane metrics and the secrecy of the Redis password;
+//! `--reuse-port`; `--backplane-prefix`.
+//!
+//! Every node is waited for on `/readyz` before anything is published through it. Without
+//! `redis-server` installed the tests return early with a note, unless `SSELOOP_REQUIRE_TOOLS=1`.
+
+#[path = "util/redis.rs"]
+mod redis;
+mod util;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use redis::{free_port, redis_available, Persistence, RedisServer};
+use sseloop::frame::{ErrorCode, FrameClient, OwnedPayload};
+use util::*;
+
+const RESET: &str = "sseloop-reset";
+const BACKPLANE_LOST: &str = r#"{"reason":"backplane_lost"}"#;
+/// ERROR code of a PUBLISH frame refused because the backplane did not take the event.
+const BACKPLANE_UNAVAILABLE: ErrorCode = ErrorCode(0x0305);
+/// Kind byte of PUBLISH (the `about` of an ERROR answering one).
+const PUBLISH_KIND: u8 = 0x02;
+/// Allowed on top of the append timeout before a refused publish is answered (loaded 2-core CI).
+const SLACK: Duration = Duration::from_millis(2500);
+
+const UP: &str = "sseloop_backplane_up";
+const RECONNECTS: &str = "sseloop_backplane_reconnects_total";
+const APPENDS: &str = "sseloop_backplane_appends_total";
+const APPEND_FAILURES: &str = "sseloop_backplane_append_failures_total";
+const EVENTS_READ: &str = "sseloop_backplane_events_read_total";
+const READ_BYTES: &str = "sseloop_backplane_read_bytes_total";
+const SSE_OPEN: &str = "sseloop_connections_open{kind=\"sse\"}";
+
+// ----- helpers -----------------------------------------------------------------------------------
+
+/// A node on `redis` (`--backplane <url>` plus `args`). Not yet waited for: see [`wait_ready`].
+fn node(redis: &RedisServer, args: &[&str]) -> TestServer {
+    let url = redis.url();
+    let mut all = vec!["--backplane", url.as_str()];
+    all.extend_from_slice(args);
+    TestServer::start_with(&all, |cmd| {
+        cmd.env_remove("SSELOOP_BACKPLANE");
+    })
+}
+
+/// A node without a backplane (whatever the environment says).
+fn standalone(args: &[&str]) -> TestServer {
+    TestServer::start_with(args, |cmd| {
+        cmd.env_remove("SSELOOP_BACKPLANE");
+    })
+}
+
+fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+    .status
+}
+
+fn readyz(server: &TestServer) -> u16 {
+    get_status(server.addr, "/readyz")
+}
+
+fn healthz(server: &TestServer) -> u16 {
+    get_status(server.addr, "/healthz")
+}
+
+/// Waits until the node's `/readyz` answers 200 (its backplane connected and caught up).
+#[track_caller]
+fn wait_ready(server: &TestServer) {
+    assert!(
+        wait_until(TIMEOUT, || readyz(server) == 200),
+        "/readyz of {} never became 200 (last {}); log: {:?}",
+        server.addr,
+        readyz(server),
+        server.log.lock().unwrap()
+    );
+}
+
+/// Waits until the node's `/readyz` answers 503 (it noticed its backplane is gone).
+#[track_caller]
+fn wait_unready(server: &TestServer) {
+    assert!(
+        wait_until(TIMEOUT, || readyz(server) == 503),
+        "/readyz of {} never became 503 (last {})",
+        server.addr,
+        readyz(server)
+    );
+}
+
+fn epoch(id: &str) -> String {
+    split_id(id).0
+}
+
+fn seq(id: &str) -> u64 {
+    split_id(id).1
+}
+
+/// Asserts the ids share one epoch and have strictly increasing sequence numbers.
+#[track_caller]
+fn assert_one_epoch_increasing(ids: &[String], what: &str) {
+    for pair in ids.windows(2) {
+        assert_eq!(epoch(&pair[0]), epoch(&pair[1]), "{what}: epochs differ");
+        assert!(
+            seq(&pair[0]) < seq(&pair[1]),
+            "{what}: {} then {} is not strictly increasing",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// The next frame that is not a PING (PINGs are answered, so heartbeats never cut the client).
+fn next_frame(c: &mut FrameClient) -> OwnedPayload {
+    loop {
+        match c
+            .recv(Some(TIMEOUT))
+            .unwrap_or_else(|e| panic!("expected a frame: {e}"))
+        {
+            OwnedPayload::Ping { opaque } => c.pong(&opaque).expect("send PONG"),
+            other => return other,
+        }
+    }
+}
+
+/// The id of the PUBLISH_ACK answering `correlation`; panics on anything else.
+#[track_caller]
+fn ack_id(reply: OwnedPayload, correlation: &[u8]) -> String {
+    match reply {
+        OwnedPayload::PublishAck {
+            correlation: got,
+            id,
+        } if got == correlation => id,
+        other => panic!(
+            "expected PUBLISH_ACK {:?}, got {other:?}",
+            String::from_utf8_lossy(correlation)
+        ),
+    }
+}
+
+/// Publishes one event through a new frame connection and returns the reply (PUBLISH_ACK or
+/// ERROR) and how long it took to come.
+fn frame_publish_once(
+    addr: SocketAddr,
+    topics: &[&str],
+    data: &str,
+    correlation: &[u8],
+) -> (OwnedPayload, Duration) {
+    let mut c = FrameClient::connect(addr, &["frame-publisher"], None, None)
+        .unwrap_or_else(|e| panic!("frame handshake: {e}"));
+    let started = Instant::now();
+    c.publish(topics, "", data.as_bytes(), correlation)
+        .expect("send PUBLISH");
+    let reply = next_frame(&mut c);
+    (reply, started.elapsed())
+}
+
+/// Reads SSE events until one whose data is `last` (included); panics after [`TIMEOUT`] without
+/// an event.
+fn read_through(client: &mut SseClient, last: &str) -> Vec<SseEvent> {
+    let mut got = Vec::new();
+    loop {
+        let ev = client
+            .next_event_within(TIMEOUT)
+            .unwrap_or_else(|| panic!("no event {last:?}; so far {got:?}"));
+        let done = ev.data == last;
+        got.push(ev);
+        if done {
+            return got;
+        }
+    }
+}
+
+fn id_data(events: &[SseEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| (e.id.clone(), e.data.clone()))
+        .collect()
+}
+
+/// Publishes `sentinel` to `topic` through `via`, then asserts it is the very next event of each
+/// client: nothing was delivered twice (or late) before it. Returns its id.
+#[track_caller]
+fn assert_next_is_sentinel(
+    via: &TestServer,
+    topic: &str,
+    clients: &mut [&mut SseClient],
+) -> String {
+    let id = via.publish(&format!("topic={topic}"), "sentinel");
+    for (i, client) in clients.iter_mut().enumerate() {
+        let ev = client.next_event();
+        assert_eq!(
+            (ev.id.as_str(), ev.data.as_str()),
+            (id.as_str(), "sentinel"),
+            "client {i}: something other than the sentinel came next"
+        );
+    }
+    id
+}
+
+/// One published event as the publisher saw it.
+#[derive(Clone, Debug)]
+struct Published {
+    id: String,
+    topics: Vec<&'static str>,
+    event_type: String,
+    data: String,
+}
+
+// ----- 1. one global order over three nodes ------------------------------------------------------
+
+#[test]
+fn three_nodes_deliver_every_event_once_in_one_global_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    // The third node takes its URL from the environment.
+    let url = redis.url();
+    let c = TestServer::start_with(&[], |cmd| {
+        cmd.env("SSELOOP_BACKPLANE", &url);
+    });
+    let nodes = [&a, &b, &c];
+    for n in nodes {
+        wait_ready(n);
+    }
+    let mut subs_a: Vec<SseClient> = nodes.iter().map(|n| n.subscribe("topic=a", &[])).collect();
+    let mut subs_ab: Vec<SseClient> = nodes
+        .iter()
+        .map(|n| n.subscribe("topic=a&topic=b", &[]))
+        .collect();
+    let mut frames_ab = FrameClient::connect(b.addr, &["a", "b"], None, None).unwrap();
+    let mut publisher = FrameClient::connect(c.addr, &["unused"], None, None).unwrap();
+
+    const TOPICS: [&[&str]; 3] = [&["a"], &["b"], &["a", "b"]];
+    let mut published = Vec::new();
+
+    // Phase 1, one at a time, spread over HTTP on each node and frames on C: each publish is
+    // acknowledged before the next is sent, so the ids increase in publish order.
+    for i in 0..24 {
+        let topics = TOPICS[i % 3];
+        let event_type = format!("t{}", i % 2);
+        let data = format!("seq-{i}");
+        let id = match i % 4 {
+            3 => {
+                let corr = format!("c{i}");
+                publisher
+                    .publish(topics, &event_type, data.as_bytes(), corr.as_bytes())
+                    .unwrap();
+                ack_id(next_frame(&mut publisher), corr.as_bytes())
+            }
+            via => {
+                let query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
+                nodes[via].publish(&format!("{}&event={event_type}", query.join("&")), &data)
+            }
+        };
+        published.push(Published {
+            id,
+            topics: topics.to_vec(),
+            event_type,
+            data,
+        });
+    }
+    let ids: Vec<String> = published.iter().map(|p| p.id.clone()).collect();
+    assert_one_epoch_increasing(&ids, "sequential publishes over three nodes");
+
+    // Phase 2, concurrently: one publishing thread per node.
+    let concurrent: Vec<Published> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                s.spawn(move || {
+                    (0..12)
+                        .map(|i| {
+                            let topics = TOPICS[(i + n) % 3];
+                            let data = format!("par-{n}-{i}");
+                            let query: Vec<String> =
+                                topics.iter().map(|t| format!("topic={t}")).collect();
+                            let id = node.publish(&format!("{}&event=p", query.join("&")), &data);
+                            Published {
+                                id,
+                                topics: topics.to_vec(),
+                                event_type: "p".into(),
+                                data,
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    published.extend(concurrent);
+    let distinct: HashSet<&str> = published.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(distinct.len(), published.len(), "two publishes got one id");
+    assert!(
+        published
+            .iter()
+            .all(|p| epoch(&p.id) == epoch(&published[0].id)),
+        "one Redis dataset, one epoch: {published:?}"
+    );
+
+    // What every node must deliver: the events of the subscription's topics in global order.
+    let mut in_order = published.clone();
+    in_order.sort_by_key(|p| seq(&p.id));
+    let expect = |topic_filter: &dyn Fn(&Published) -> bool| -> Vec<(String, String, String)> {
+        in_order
+            .iter()
+            .filter(|p| topic_filter(p))
+            .map(|p| (p.id.clone(), p.event_type.clone(), p.data.clone()))
+            .collect()
+    };
+    let want_a = expect(&|p| p.topics.contains(&"a"));
+    let want_ab = expect(&|_| true);
+    let triple = |events: Vec<SseEvent>| -> Vec<(String, String, String)> {
+        events
+            .into_iter()
+            .map(|e| (e.id, e.event, e.data))
+            .collect()
+    };
+    for (n, sub) in subs_a.iter_mut().enumerate() {
+        assert_eq!(
+            triple(sub.events(want_a.len())),
+            want_a,
+            "node {n}, topic=a"
+        );
+    }
+    for (n, sub) in subs_ab.iter_mut().enumerate() {
+        assert_eq!(
+            triple(sub.events(want_ab.len())),
+            want_ab,
+            "node {n}, topic=a&topic=b"
+        );
+    }
+    // The frame subscriber on B: same ids, every topic of a multi-topic event named, once.
+    for p in &in_order {
+        let want = OwnedPayload::Event {
+            id: p.id.clone(),
+            topics: p.topics.iter().map(|t| t.to_string()).collect(),
+            event_type: p.event_type.clone(),
+            data: p.data.as_bytes().to_vec(),
+        };
+        assert_eq!(next_frame(&mut frames_ab), want, "frame subscriber on B");
+    }
+
+    // Nothing (in particular no second copy of a multi-topic event) before a fresh event.
+    let sentinel = c.publish("topic=a", "sentinel");
+    let mut all: Vec<&mut SseClient> = subs_a.iter_mut().chain(subs_ab.iter_mut()).collect();
+    for (i, sub) in all.iter_mut().enumerate() {
+        let ev = sub.next_event();
+        assert_eq!(
+            (ev.id.as_str(), ev.data.as_str()),
+            (sentinel.as_str(), "sentinel"),
+            "sub {i}"
+        );
+    }
+    match next_frame(&mut frames_ab) {
+        OwnedPayload::Event { id, .. } => assert_eq!(id, sentinel, "frame subscriber"),
+        other => panic!("expected the sentinel EVENT, got {other:?}"),
+    }
+}
+
+// ----- 2. resume across nodes --------------------------------------------------------------------
+
+#[test]
+fn last_event_id_from_node_a_resumes_on_node_c_with_the_same_ids() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    for n in [&a, &b, &c] {
+        wait_ready(n);
+    }
+    let mut watch_b = b.subscribe("topic=r", &[]);
+    let mut watch_c = c.subscribe("topic=r", &[]);
+    let ids: Vec<String> = (0..10)
+        .map(|i| a.publish("topic=r", &format!("r{i}")))
+        .collect();
+    assert_one_epoch_increasing(&ids, "publishes on A");
+    // B and C have seen all ten live, with A's ids (so they are caught up before the resumes).
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("r{i}")))
+        .collect();
+    assert_eq!(id_data(&watch_b.events(10)), expected, "live on B");
+    assert_eq!(id_data(&watch_c.events(10)), expected, "live on C");
+
+    // Resume on C after the 4th: events 5..10, same ids and data, no reset.
+    let mut resumed = c.subscribe("topic=r", &[("Last-Event-ID", &ids[3])]);
+    assert_eq!(
+        id_data(&resumed.events(6)),
+        expected[4..].to_vec(),
+        "replay on C"
+    );
+    // The query-parameter spelling, on B, from the 8th.
+    let mut by_query = b.subscribe(&format!("topic=r&lastEventId={}", ids[7]), &[]);
+    assert_eq!(
+        id_data(&by_query.events(2)),
+        expected[8..].to_vec(),
+        "replay on B"
+    );
+
+    // Then live events, with nothing replayed twice in between.
+    assert_next_is_sentinel(
+        &b,
+        "r",
+        &mut [&mut resumed, &mut by_query, &mut watch_b, &mut watch_c],
+    );
+    for client in [&resumed, &by_query] {
+        assert!(!client.raw_text().contains(RESET), "{}", client.raw_text());
+    }
+}
+
+// ----- 3. Redis paused ---------------------------------------------------------------------------
+
+#[test]
+fn redis_paused_refuses_publishes_in_time_keeps_streams_and_loses_nothing_acked() {
+    if !redis_available() {
+        return;
+    }
+    const APPEND_TIMEOUT: Duration = Duration::from_millis(500);
+    const PAUSE: Duration = Duration::from_secs(3);
+    let mut redis = RedisServer::start(Persistence::None);
+    let args = ["--backplane-timeout-ms", "500", "--heartbeat-ms", "200"];
+    let (a, b) = (node(&redis, &args), node(&redis, &args));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut subs = [a.subscribe("topic=p", &[]), b.subscribe("topic=p", &[])];
+
+    // Acknowledged before the pause (HTTP on both nodes, a frame on A).
+    let mut acked: Vec<(String, String)> = vec![
+        (a.publish("topic=p", "before-a"), "before-a".into()),
+        (b.publish("topic=p", "before-b"), "before-b".into()),
+    ];
+    let (reply, _) = frame_publish_once(a.addr, &["p"], "before-f", b"bf");
+    acked.push((ack_id(reply, b"bf"), "before-f".into()));
+    for (i, sub) in subs.iter_mut().enumerate() {
+        assert_eq!(
+            id_data(&sub.events(3)),
+            acked,
+            "subscriber {i} before the pause"
+        );
+    }
+    let failures_before = a.metric(APPEND_FAILURES);
+
+    redis.pause();
+    let paused_at = Instant::now();
+    // Refused (503 + Retry-After) within the append timeout plus slack. Redis may still append
+    // these once it resumes: they may then be delivered, at most once each.
+    let mut refused: Vec<String> = Vec::new();
+    for (i, via) in [&a, &b, &a].into_iter().enumerate() {
+        let data = format!("during-{i}");
+        let started = Instant::now();
+        let resp = via.post("topic=p", &data, &[]);
+        let took = started.elapsed();
+        assert_eq!(
+            resp.status,
+            503,
+            "publish {i} during the pause: {}",
+            resp.text()
+        );
+        assert!(
+            resp.header("retry-after").is_some(),
+            "503 without Retry-After: {}",
+            resp.head
+        );
+        assert!(
+            took < APPEND_TIMEOUT + SLACK,
+            "publish {i} refused after {took:?}"
+        );
+        refused.push(data);
+    }
+    let (reply, took) = frame_publish_once(b.addr, &["p"], "during-f", b"df");
+    match &reply {
+        OwnedPayload::Error {
+            code,
+            about,
+            correlation,
+            ..
+        } => assert_eq!(
+            (*code, *about, correlation.as_slice()),
+            (BACKPLANE_UNAVAILABLE, PUBLISH_KIND, b"df".as_slice()),
+            "{reply:?}"
+        ),
+        other => panic!("PUBLISH during the pause: expected ERROR 0x0305, got {other:?}"),
+    }
+    assert!(
+        took < APPEND_TIMEOUT + SLACK,
+        "frame publish refused after {took:?}"
+    );
+    refused.push("during-f".into());
+    assert!(
+        a.metric(APPEND_FAILURES) > failures_before,
+        "a timed-out append is not counted as a failure"
+    );
+
+    // Subscribers stay connected and keep getting heartbeats while Redis is paused: first take
+    // in whatever is buffered (heartbeats sent before the pause included), then count new ones.
+    for (i, sub) in subs.iter_mut().enumerate() {
+        sub.wait_comments(usize::MAX, Duration::from_millis(100));
+        let seen = sub.comments;
+        assert!(
+            sub.wait_comments(seen + 2, TIMEOUT),
+            "subscriber {i}: no heartbeats during the pause"
+        );
+    }
+    // Hold the pause for its full length (this sleep only shapes the scenario).
+    std::thread::sleep(PAUSE.saturating_sub(paused_at.elapsed()));
+    redis.resume();
+
+    wait_ready(&a);
+    wait_ready(&b);
+    acked.push((a.publish("topic=p", "after-a"), "after-a".into()));
+    acked.push((b.publish("topic=p", "after-b"), "after-b".into()));
+    let (reply, _) = frame_publish_once(a.addr, &["p"], "after-f", b"af");
+    acked.push((ack_id(reply, b"af"), "after-f".into()));
+    let acked_ids: Vec<String> = acked.iter().map(|(id, _)| id.clone()).collect();
+    assert_one_epoch_increasing(&acked_ids, "acknowledged publishes");
+
+    let mut sequences = Vec::new();
+    for (i, sub) in subs.iter_mut().enumerate() {
+        // Everything after the three events read before the pause.
+        let got = read_through(sub, "after-f");
+        assert!(
+            got.iter().all(|e| e.event == "message"),
+            "subscriber {i}: unexpected notice in {got:?}"
+        );
+        assert!(
+            !sub.raw_text().contains(RESET),
+            "subscriber {i}: reset notice"
+        );
+        let ids: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
+        assert_one_epoch_increasing(&ids, &format!("subscriber {i}"));
+        // Every acknowledged event exactly once (and so in order, ids being increasing)...
+        let pairs = id_data(&got);
+        for ack in &acked[3..] {
+            assert_eq!(
+                pairs.iter().filter(|p| *p == ack).count(),
+                1,
+                "subscriber {i}: acknowledged {ack:?} in {pairs:?}"
+            );
+        }
+        // ...and anything else is a refused publish Redis took anyway, at most once.
+        for (id, data) in &pairs {
+            if !acked[3..].iter().any(|(aid, _)| aid == id) {
+                assert!(
+                    refused.contains(data),
+                    "subscriber {i}: stray {id} {data:?}"
+                );
+                assert_eq!(
+                    pairs.iter().filter(|(_, d)| d == data).count(),
+                    1,
+                    "subscriber {i}: {data:?} twice"
+                );
+            }
+        }
+        sequences.push(pairs);
+    }
+    assert_eq!(
+        sequences[0], sequences[1],
+        "the two nodes delivered different sequences"
+    );
+    let [s0, s1] = &mut subs;
+    assert_next_is_sentinel(&b, "p", &mut [s0, s1]);
+}
+
+// ----- 4. Redis restarted with its AOF -----------------------------------------------------------
+
+#[test]
+fn redis_restarted_from_its_aof_loses_nothing_and_sends_no_reset() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start(Persistence::Aof);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut subs = [a.subscribe("topic=q", &[]), b.subscribe("topic=q", &[])];
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for i in 0..4 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let data = format!("old{i}");
+        expected.push((via.publish("topic=q", &data), data));
+    }
+    for sub in subs.iter_mut() {
+        assert_eq!(id_data(&sub.events(4)), expected);
+    }
+    let reconnects_before = a.metric(RECONNECTS);
+
+    redis.stop();
+    wait_unready(&a);
+    wait_unready(&b);
+    redis.launch();
+    wait_ready(&a);
+    wait_ready(&b);
+
+    for i in 0..4 {
+        let via = if i % 2 == 0 { &b } else { &a };
+        let data = format!("new{i}");
+        expected.push((via.publish("topic=q", &data), data));
+    }
+    let ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+    assert_one_epoch_increasing(&ids, "same dataset across the restart");
+    for (i, sub) in subs.iter_mut().enumerate() {
+        assert_eq!(
+            id_data(&sub.events(4)),
+            expected[4..].to_vec(),
+            "subscriber {i}"
+        );
+        assert!(
+            !sub.raw_text().contains(RESET),
+            "subscriber {i}: {}",
+            sub.raw_text()
+        );
+    }
+    let [s0, s1] = &mut subs;
+    let sentinel = assert_next_is_sentinel(&a, "q", &mut [s0, s1]);
+    assert!(
+        a.metric(RECONNECTS) > reconnects_before,
+        "{RECONNECTS} did not move"
+    );
+    assert_eq!(a.metric(UP), 1.0);
+
+    // A client resuming from before the restart misses nothing either.
+    let mut resumed = b.subscribe("topic=q", &[("Last-Event-ID", &expected[1].0)]);
+    let mut want = expected[2..].to_vec();
+    want.push((sentinel, "sentinel".into()));
+    assert_eq!(id_data(&resumed.events(want.len())), want);
+    assert!(!resumed.raw_text().contains(RESET));
+}
+
+// ----- 5. Redis restarted empty ------------------------------------------------------------------
+
+#[test]
+fn redis_restarted_without_persistence_sends_backplane_lost_before_new_events() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut subs = [
+        a.subscribe("topic=z", &[]),
+        b.subscribe("topic=z", &[]),
+        b.subscribe("topic=z&topic=other", &[]),
+    ];
+    let mut frames = FrameClient::connect(a.addr, &["z"], None, None).unwrap();
+    let old: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let data = format!("old{i}");
+            (a.publish("topic=z", &data), data)
+        })
+        .collect();
+    for sub in subs.iter_mut() {
+        assert_eq!(id_data(&sub.events(3)), old);
+    }
+    for (id, _) in &old {
+        match next_frame(&mut frames) {
+            OwnedPayload::Event { id: got, .. } => assert_eq!(&got, id),
+            other => panic!("expected an EVENT, got {other:?}"),
+        }
+    }
+
+    redis.stop();
+    wait_unready(&a);
+    wait_unready(&b);
+    redis.launch();
+    wait_ready(&a);
+    wait_ready(&b);
+
+    let new = vec![
+        (b.publish("topic=z", "new0"), "new0".to_string()),
+        (a.publish("topic=z", "new1"), "new1".to_string()),
+    ];
+    let old_epoch = epoch(&old[0].0);
+    for (id, _) in &new {
+        assert_ne!(epoch(id), old_epoch, "new dataset, same epoch: {id}");
+    }
+    assert_one_epoch_increasing(&[new[0].0.clone(), new[1].0.clone()], "new events");
+
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let reset = sub.next_event();
+        assert_eq!(
+            (reset.event.as_str(), reset.data.as_str()),
+            (RESET, BACKPLANE_LOST),
+            "stream {i}: first thing after the loss"
+        );
+        assert_eq!(id_data(&sub.events(2)), new, "stream {i}");
+        let raw = sub.raw_text();
+        let notice = format!("event: {RESET}\ndata: {BACKPLANE_LOST}\n\n");
+        assert_eq!(raw.matches(&notice).count(), 1, "stream {i}: {raw:?}");
+    }
+    match next_frame(&mut frames) {
+        OwnedPayload::Event {
+            event_type, data, ..
+        } => assert_eq!(
+            (event_type.as_str(), data.as_slice()),
+            (RESET, BACKPLANE_LOST.as_bytes()),
+            "frame stream: first thing after the loss"
+        ),
+        other => panic!("expected the reset EVENT, got {other:?}"),
+    }
+    for (id, data) in &new {
+        match next_frame(&mut frames) {
+            OwnedPayload::Event {
+                id: got, data: d, ..
+            } => assert_eq!((&got, d.as_slice()), (id, data.as_bytes())),
+            other => panic!("expected an EVENT, got {other:?}"),
+        }
+    }
+    // Exactly one notice: the next thing is a fresh event.
+    let [s0, s1, s2] = &mut subs;
+    assert_next_is_sentinel(&b, "z", &mut [s0, s1, s2]);
+}
+
+// ----- 6. a node killed --------------------------------------------------------------------------
+
+#[test]
+fn clients_of_a_killed_node_resume_on_other_nodes_without_missing_anything() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (mut a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    for n in [&a, &b, &c] {
+        wait_ready(n);
+    }
+    let mut sse = a.subscribe("topic=k", &[]);
+    let mut frames = FrameClient::connect(a.addr, &["k"], None, None).unwrap();
+    let mut watch_b = b.subscribe("topic=k", &[]);
+    let mut watch_c = c.subscribe("topic=k", &[]);
+    let mut all: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let data = format!("k{i}");
+            (b.publish("topic=k", &data), data)
+        })
+        .collect();
+    let received = sse.events(3);
+    assert_eq!(id_data(&received), all);
+    let sse_last = received[2].id.clone();
+    let mut frame_last = String::new();
+    for (id, _) in &all {
+        match next_frame(&mut frames) {
+            OwnedPayload::Event { id: got, .. } => {
+                assert_eq!(&got, id);
+                frame_last = got;
+            }
+            other => panic!("expected an EVENT, got {other:?}"),
+        }
+    }
+
+    a.signal(libc::SIGKILL);
+    assert!(
+        wait_until(TIMEOUT, || a.child.try_wait().unwrap().is_some()),
+        "node A survived SIGKILL"
+    );
+    assert!(sse.ended_within(TIMEOUT), "SSE stream on A not ended");
+    match frames.recv(Some(TIMEOUT)) {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ),
+            "{e}"
+        ),
+        Ok(p) => panic!("frame stream on A not ended: {p:?}"),
+    }
+
+    // Published through the surviving nodes while the clients are disconnected.
+    let missed: Vec<(String, String)> = (3..7)
+        .map(|i| {
+            let data = format!("k{i}");
+            let via = if i % 2 == 0 { &b } else { &c };
+            (via.publish("topic=k", &data), data)
+        })
+        .collect();
+    all.extend(missed.iter().cloned());
+    // Both surviving nodes have seen everything.
+    assert_eq!(id_data(&watch_b.events(7)), all, "watcher on B");
+    assert_eq!(id_data(&watch_c.events(7)), all, "watcher on C");
+
+    let mut sse = c.subscribe("topic=k", &[("Last-Event-ID", &sse_last)]);
+    assert_eq!(id_data(&sse.events(4)), missed, "SSE resumed on C");
+    assert!(!sse.raw_text().contains(RESET));
+    let mut frames = FrameClient::connect(b.addr, &["k"], Some(&frame_last), None).unwrap();
+    for (id, data) in &missed {
+        match next_frame(&mut frames) {
+            OwnedPayload::Event {
+                id: got,
+                event_type,
+                data: d,
+                ..
+            } => assert_eq!(
+                (got.as_str(), event_type.as_str(), d.as_slice()),
+                (id.as_str(), "", data.as_bytes()),
+                "frames resumed on B"
+            ),
+            other => panic!("expected an EVENT, got {other:?}"),
+        }
+    }
+    // Then live events only.
+    let live = b.publish("topic=k", "live");
+    assert_eq!(sse.next_event().id, live);
+    match next_frame(&mut frames) {
+        OwnedPayload::Event { id, .. } => assert_eq!(id, live),
+        other => panic!("expected the live EVENT, got {other:?}"),
+    }
+}
+
+// ----- 7. idempotency keys -----------------------------------------------------------------------
+
+#[test]
+fn idempotency_key_repeated_on_another_node_answers_the_same_id_and_delivers_once() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut subs = [a.subscribe("topic=i", &[]), b.subscribe("topic=i", &[])];
+    let key = [("Idempotency-Key", "order-17")];
+
+    let first = a.post("topic=i", "once", &key);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let id = json_id(&first.text());
+    for (n, via) in [("B", &b), ("A", &a), ("B", &b)] {
+        let again = via.post("topic=i", "once", &key);
+        assert_eq!(again.status, 200, "repeat on {n}: {}", again.text());
+        assert_eq!(json_id(&again.text()), id, "repeat on {n}");
+    }
+    // Another key is another event.
+    let other = b.post("topic=i", "once", &[("Idempotency-Key", "order-18")]);
+    assert_eq!(other.status, 200);
+    let other_id = json_id(&other.text());
+    assert_ne!(other_id, id);
+    assert!(seq(&other_id) > seq(&id));
+
+    let want = vec![(id, "once".to_string()), (other_id, "once".to_string())];
+    for (i, sub) in subs.iter_mut().enumerate() {
+        assert_eq!(id_data(&sub.events(2)), want, "subscriber {i}");
+    }
+    let [s0, s1] = &mut subs;
+    assert_next_is_sentinel(&a, "i", &mut [s0, s1]);
+}
+
+#[test]
+fn idempotency_key_sent_concurrently_to_two_nodes_makes_one_event() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut sub = a.subscribe("topic=j", &[]);
+    let mut expected = Vec::new();
+    for round in 0..5 {
+        let key = format!("race-{round}");
+        let data = format!("r{round}");
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = [&a, &b]
+                .into_iter()
+                .map(|via| {
+                    let (key, data) = (&key, &data);
+                    s.spawn(move || {
+                        let resp = via.post("topic=j", data, &[("Idempotency-Key", key)]);
+                        assert_eq!(resp.status, 200, "{}", resp.text());
+                        json_id(&resp.text())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(ids[0], ids[1], "round {round}: two ids for one key");
+        expected.push((ids[0].clone(), data));
+    }
+    assert_eq!(id_data(&sub.events(5)), expected);
+    assert_next_is_sentinel(&b, "j", &mut [&mut sub]);
+}
+
+#[test]
+fn idempotency_key_without_a_backplane_works_on_one_node() {
+    let server = standalone(&[]);
+    let mut sub = server.subscribe("topic=s", &[]);
+    let key = [("Idempotency-Key", "k-1")];
+    let first = server.post("topic=s", "once", &key);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let id = json_id(&first.text());
+    let again = server.post("topic=s", "once", &key);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(json_id(&again.text()), id);
+    let other = server.post("topic=s", "once", &[("Idempotency-Key", "k-2")]);
+    assert_eq!(other.status, 200);
+    let other_id = json_id(&other.text());
+    assert_ne!(other_id, id);
+    let plain = server.publish("topic=s", "no key");
+    assert_eq!(
+        id_data(&sub.events(3)),
+        vec![
+            (id, "once".to_string()),
+            (other_id, "once".to_string()),
+            (plain, "no key".to_string())
+        ]
+    );
+    assert_next_is_sentinel(&server, "s", &mut [&mut sub]);
+}
+
+// ----- 8. /readyz --------------------------------------------------------------------------------
+
+#[test]
+fn readyz_follows_the_backplane_while_healthz_stays_200() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start(Persistence::Aof);
+    let a = node(&redis, &[]);
+    wait_ready(&a);
+    assert_eq!(healthz(&a), 200);
+    a.publish("topic=h", "up");
+
+    redis.stop();
+    assert!(
+        wait_until(TIMEOUT, || {
+            assert_eq!(healthz(&a), 200, "/healthz while Redis is down");
+            readyz(&a) == 503
+        }),
+        "/readyz still 200 with Redis stopped"
+    );
+    let started = Instant::now();
+    let resp = a.post("topic=h", "down", &[]);
+    let took = started.elapsed();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(resp.header("retry-after").is_some(), "{}", resp.head);
+    assert!(
+        took < Duration::from_millis(1000) + SLACK,
+        "refused after {took:?} (default append timeout 1000 ms)"
+    );
+    assert_eq!(readyz(&a), 503);
+    assert_eq!(healthz(&a), 200);
+
+    redis.launch();
+    wait_ready(&a);
+    assert_eq!(healthz(&a), 200);
+    let mut sub = a.subscribe("topic=h", &[]);
+    let id = a.publish("topic=h", "back");
+    assert_eq!(sub.next_event().id, id);
+}
+
+#[test]
+fn readyz_is_503_until_redis_first_comes_up() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::prepare(Persistence::None, None);
+    let a = node(&redis, &[]);
+    // Nothing listens on the port yet: the node runs, healthy but not ready.
+    for _ in 0..5 {
+        assert_eq!(readyz(&a), 503);
+        assert_eq!(healthz(&a), 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = a.post("topic=f", "early", &[]);
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(resp.header("retry-after").is_some(), "{}", resp.head);
+    assert_eq!(a.metric(UP), 0.0);
+
+    redis.launch();
+    wait_ready(&a);
+    let mut sub = a.subscribe("topic=f", &[]);
+    let id = a.publish("topic=f", "first");
+    assert_eq!(sub.next_event().id, id);
+    assert_eq!(a.metric(UP), 1.0);
+}
+
+#[test]
+fn readyz_is_200_without_a_backplane() {
+    let server = standalone(&[]);
+    assert_eq!(readyz(&server), 200);
+    assert_eq!(healthz(&server), 200);
+    assert_eq!(server.metric(UP), 0.0, "no backplane, not up");
+}
+
+// ----- 9. password secrecy and backplane_up ------------------------------------------------------
+
+#[test]
+fn redis_password_never_appears_in_logs_or_metrics_and_up_follows_redis() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "secretpw";
+    const WRONG: &str = "wrongpw-91";
+    let mut redis = RedisServer::start_with_password(Persistence::Aof, PASSWORD);
+    assert_eq!(
+        redis.url(),
+        format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port)
+    );
+    let a = node(&redis, &[]);
+    // A node with the wrong password never becomes ready.
+    let wrong_url = format!("redis://:{WRONG}@127.0.0.1:{}", redis.port);
+    let w = standalone(&["--backplane", &wrong_url]);
+    wait_ready(&a);
+    assert_eq!(a.metric(UP), 1.0);
+    let mut sub = a.subscribe("topic=pw", &[]);
+    let id = a.publish("topic=pw", "one");
+    assert_eq!(sub.next_event().id, id);
+
+    redis.stop();
+    assert!(
+        wait_until(TIMEOUT, || a.metric(UP) == 0.0),
+        "{UP} still 1 with Redis stopped"
+    );
+    assert_eq!(a.post("topic=pw", "refused", &[]).status, 503);
+    redis.launch();
+    wait_ready(&a);
+    assert!(wait_until(TIMEOUT, || a.metric(UP) == 1.0));
+    let id = a.publish("topic=pw", "two");
+    assert_eq!(sub.next_event().id, id);
+
+    // The wrong-password node has been retrying all along.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(1) {
+        assert_eq!(readyz(&w), 503, "ready with a wrong password");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(w.metric(UP), 0.0);
+
+    for (name, server, secret) in [("A", &a, PASSWORD), ("W", &w, WRONG)] {
+        let metrics = request(
+            server.addr,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .text();
+        assert!(
+            !metrics.contains(secret),
+            "node {name}: password in /metrics"
+        );
+        let log = server.log.lock().unwrap();
+        assert!(!log.is_empty());
+        for line in log.iter() {
+            assert!(
+                !line.contains(secret),
+                "node {name}: password logged: {line}"
+            );
+        }
+    }
+}
+
+// ----- 10. --reuse-port --------------------------------------------------------------------------
+
+/// Samples `GET /metrics` on a port shared by several nodes until every node (told apart by its
+/// `--max-connections`, which `sseloop_max_connections` reports) has answered with metrics that
+/// satisfy `cond`; returns the last sample of each.
+fn sample_nodes(
+    addr: SocketAddr,
+    max_connections: &[f64],
+    cond: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<u64, HashMap<String, f64>> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen: HashMap<u64, HashMap<String, f64>> = HashMap::new();
+    loop {
+        let resp = request(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(resp.status, 200);
+        let m = parse_metrics(&resp.text());
+        let which = m.get("sseloop_max_connections").copied().unwrap_or(-1.0);
+        assert!(max_connections.contains(&which), "unknown node {which}");
+        if cond(&m) {
+            seen.insert(which as u64, m);
+        }
+        if seen.len() == max_connections.len() {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only nodes {:?} of {max_connections:?} answered as wanted",
+            seen.keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn reuse_port_lets_two_nodes_share_a_port_and_the_backplane_joins_them() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let url = redis.url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let a = TestServer::start_on(
+        &listen,
+        &[
+            "--reuse-port",
+            "--backplane",
+            &url,
+            "--max-connections",
+            "1000",
+        ],
+    );
+    let b = TestServer::start_on(
+        &listen,
+        &[
+            "--reuse-port",
+            "--backplane",
+            &url,
+            "--max-connections",
+            "1001",
+        ],
+    );
+    assert_eq!(a.addr, b.addr);
+    let shared = a.addr;
+    // Both ready: each reports its backplane up, and /readyz answers 200 many times over.
+    sample_nodes(shared, &[1000.0, 1001.0], |m| m.get(UP) == Some(&1.0));
+    let mut streak = 0;
+    assert!(
+        wait_until(TIMEOUT, || {
+            streak = if get_status(shared, "/readyz") == 200 {
+                streak + 1
+            } else {
+                0
+            };
+            streak >= 20
+        }),
+        "/readyz on the shared port not steadily 200"
+    );
+
+    // 40 streams through the shared port: the kernel spreads them over both nodes.
+    let mut subs: Vec<SseClient> = (0..40)
+        .map(|_| {
+            let c = SseClient::open(shared, "/events?topic=rp", &[]);
+            assert_eq!(c.status, 200, "{}", c.head);
+            c
+        })
+        .collect();
+    let per_node = sample_nodes(shared, &[1000.0, 1001.0], |m| {
+        m.get(SSE_OPEN).copied().unwrap_or(0.0) >= 1.0
+    });
+    let total = sample_nodes(shared, &[1000.0, 1001.0], |_| true)
+        .values()
+        .map(|m| m.get(SSE_OPEN).copied().unwrap_or(0.0))
+        .sum::<f64>();
+    assert_eq!(total, 40.0, "streams per node: {per_node:?}");
+
+    // One publish through the shared port reaches the subscribers of both nodes.
+    let resp = request(
+        shared,
+        "POST /publish?topic=rp HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 4\r\n\r\nboth",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let id = json_id(&resp.text());
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let ev = sub.next_event();
+        assert_eq!(
+            (ev.id.as_str(), ev.data.as_str()),
+            (id.as_str(), "both"),
+            "stream {i}"
+        );
+    }
+}
+
+// ----- 11. --backplane-prefix --------------------------------------------------------------------
+
+#[test]
+fn backplane_prefix_namespaces_the_redis_keys_and_separates_clusters() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let d = node(&redis, &[]);
+    let x1 = node(&redis, &["--backplane-prefix", "tenant-x:"]);
+    let x2 = node(&redis, &["--backplane-prefix", "tenant-x:"]);
+    for n in [&d, &x1, &x2] {
+        wait_ready(n);
+    }
+    let mut sub_d = d.subscribe("topic=t", &[]);
+    let mut sub_x = x2.subscribe("topic=t", &[]);
+    let for_x = x1.publish("topic=t", "for-x");
+    let for_d = d.publish("topic=t", "for-default");
+    assert_eq!(
+        id_data(&[sub_x.next_event()]),
+        vec![(for_x, "for-x".into())]
+    );
+    assert_eq!(
+        id_data(&[sub_d.next_event()]),
+        vec![(for_d, "for-default".into())]
+    );
+    // Neither saw the other cluster's event.
+    assert_next_is_sentinel(&x1, "t", &mut [&mut sub_x]);
+    assert_next_is_sentinel(&d, "t", &mut [&mut sub_d]);
+
+    let keys = redis.keys();
+    assert!(keys.iter().any(|k| k.starts_with("sseloop:")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("tenant-x:")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("sseloop:") || k.starts_with("tenant-x:")),
+        "a key outside both prefixes: {keys:?}"
+    );
+}
+
+// ----- 12. backplane counters --------------------------------------------------------------------
+
+#[test]
+fn backplane_counters_count_appends_and_reads_per_node() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    for n in [&a, &b] {
+        let m = n.metrics();
+        for name in [
+            UP,
+            RECONNECTS,
+            APPENDS,
+            APPEND_FAILURES,
+            EVENTS_READ,
+            READ_BYTES,
+        ] {
+            assert!(m.contains_key(name), "{name} missing from /metrics");
+        }
+        assert_eq!(m[UP], 1.0);
+        assert_eq!(m[APPEND_FAILURES], 0.0);
+    }
+    let before: Vec<HashMap<String, f64>> = [&a, &b].iter().map(|n| n.metrics()).collect();
+    let mut sub = b.subscribe("topic=m", &[]);
+    let body = "x".repeat(1000);
+    // 3 publishes on A, 2 on B (one of them to two topics: still one event).
+    a.publish("topic=m", &body);
+    a.publish("topic=m", &body);
+    a.publish("topic=m", &body);
+    b.publish("topic=m", &body);
+    b.publish("topic=m&topic=n", &body);
+    sub.events(5);
+    let delta = |n: usize, server: &TestServer, name: &str| server.metric(name) - before[n][name];
+    assert_eq!(delta(0, &a, APPENDS), 3.0);
+    assert_eq!(delta(1, &b, APPENDS), 2.0);
+    for (n, server) in [&a, &b].into_iter().enumerate() {
+        assert!(
+            wait_until(TIMEOUT, || delta(n, server, EVENTS_READ) >= 5.0),
+            "node {n}: {EVENTS_READ} did not reach 5"
+        );
+        assert_eq!(
+            delta(n, server, EVENTS_READ),
+            5.0,
+            "node {n}: each event read once"
+        );
+        assert!(
+            delta(n, server, READ_BYTES) >= 5000.0,
+            "node {n}: {READ_BYTES} grew by {}",
+            delta(n, server, READ_BYTES)
+        );
+        assert_eq!(delta(n, server, APPEND_FAILURES), 0.0);
+        assert_eq!(delta(n, server, RECONNECTS), 0.0);
+    }
+}
