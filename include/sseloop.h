@@ -47,7 +47,8 @@ enum sseloop_code {
     SSELOOP_ETOOLARGE = -8,  /* data larger than the maximum body size */
     SSELOOP_EBUSY = -9,      /* loop-side call while the loop is in use (hook, other thread) */
     SSELOOP_EINTERNAL = -10, /* internal error (a caught panic); the loop refuses further use */
-    SSELOOP_EAGAIN = -11     /* would block: publish queue full; retry after the loop has run */
+    SSELOOP_EAGAIN = -11,    /* would block: publish queue full; retry after the loop has run */
+    SSELOOP_EUNAVAILABLE = -12 /* backplane: Redis did not accept the event in time; retry */
 };
 
 /* The version of this header (Cargo.toml's); sseloop_version() gives the library's at run time.
@@ -108,6 +109,9 @@ int sseloop_config_set_publish_token(sseloop_config_t *config, const char *token
 int sseloop_config_set_subscribe_token(sseloop_config_t *config, const char *token);
 /* Nonzero: allow token-less publishing on a non-loopback address. */
 int sseloop_config_set_open_publish(sseloop_config_t *config, int enabled);
+/* --backplane: "redis://[USER:PASSWORD@]HOST:PORT[/DB]", NULL removes it (SSELOOP_EINVAL for a
+ * malformed URL). Other backplane options: sseloop_config_parse_args. */
+int sseloop_config_set_backplane(sseloop_config_t *config, const char *url);
 int sseloop_config_set_cors_origin(sseloop_config_t *config, const char *origin);
 /* Largest publish body on every path, sseloop_publish included; [0, 2^30]. Default 1 MiB. */
 int sseloop_config_set_max_body(sseloop_config_t *config, size_t bytes);
@@ -180,7 +184,11 @@ int sseloop_local_port(const sseloop_t *loop);
  * must hold SSELOOP_ID_MAX bytes and receives the id. Nothing is published on failure:
  * SSELOOP_EINVAL, SSELOOP_ETOPIC, SSELOOP_EEVENT, SSELOOP_ETOOLARGE, SSELOOP_ESTOPPED, and
  * SSELOOP_EAGAIN when the queue to the loop is full (publish_queue_bytes): the loop is busy or
- * not being driven; retry later (back off) or drop the event, never spin. */
+ * not being driven; retry later (back off) or drop the event, never spin.
+ * With a backplane, the call waits until Redis accepted the event (at most the append timeout)
+ * and the id is the cluster-wide one; SSELOOP_EUNAVAILABLE when Redis did not answer in time
+ * (the event may still have been appended), SSELOOP_EBUSY when called on the thread that drives
+ * the loop (it would wait for itself: publish from another thread). */
 int sseloop_publish(const sseloop_t *loop, const char *const *topics, size_t ntopics,
                     const char *event_type, const char *data, size_t len,
                     char *id_buf, size_t id_buf_len);

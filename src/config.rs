@@ -143,9 +143,27 @@ pub mod ranges {
         min: 256,
         max: GIB,
     };
+    /// `--backplane-timeout-ms`: how long a publish waits for Redis before it is refused.
+    pub const BACKPLANE_TIMEOUT_MS: OptionRange = OptionRange {
+        flag: "--backplane-timeout-ms",
+        min: 10,
+        max: 60_000,
+    };
+    /// `--backplane-retention` (events kept in the Redis stream).
+    pub const BACKPLANE_RETENTION: OptionRange = OptionRange {
+        flag: "--backplane-retention",
+        min: 1,
+        max: 1 << 32,
+    };
+    /// `--idempotency-window-secs`.
+    pub const IDEMPOTENCY_WINDOW_SECS: OptionRange = OptionRange {
+        flag: "--idempotency-window-secs",
+        min: 1,
+        max: 86_400,
+    };
 
     /// Every range, in `--help` order.
-    pub const ALL: [OptionRange; 14] = [
+    pub const ALL: [OptionRange; 17] = [
         HEARTBEAT_MS,
         RETRY_MS,
         HISTORY,
@@ -160,6 +178,9 @@ pub mod ranges {
         MAX_QUEUE_BYTES,
         PUBLISH_QUEUE_BYTES,
         MAX_FRAME,
+        BACKPLANE_TIMEOUT_MS,
+        BACKPLANE_RETENTION,
+        IDEMPOTENCY_WINDOW_SECS,
     ];
 }
 
@@ -320,6 +341,43 @@ pub struct Config {
     /// specific --cors-origin; responses then allow credentials.
     #[arg(long, value_name = "NAME")]
     pub jwt_cookie: Option<String>,
+
+    /// Share one hub with other nodes through Redis Streams:
+    /// redis://[USER:PASSWORD@]HOST:PORT[/DB] (also read from SSELOOP_BACKPLANE; the password
+    /// is never logged). Ids then come from Redis and every node delivers every event. See
+    /// docs/SCALING.md.
+    #[arg(long, env = "SSELOOP_BACKPLANE", hide_env_values = true, value_name = "URL",
+          value_parser = parse_backplane)]
+    pub backplane: Option<crate::backplane::RedisUrl>,
+
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    #[arg(long, default_value = "sseloop:", value_name = "PREFIX")]
+    pub backplane_prefix: String,
+
+    /// A publish not accepted by Redis within this many milliseconds is refused (503 with
+    /// Retry-After, ERROR frame BACKPLANE_UNAVAILABLE); it may still have been appended, so
+    /// retry with the same Idempotency-Key (10..=60000).
+    #[arg(long, default_value = "1000", value_parser = number_in(ranges::BACKPLANE_TIMEOUT_MS))]
+    pub backplane_timeout_ms: u64,
+
+    /// Events kept in the Redis stream (approximately: trimmed with MAXLEN ~), for nodes that
+    /// reconnect or start and for resumes older than a node's own history (1..=4294967296).
+    #[arg(long, default_value = "100000", value_parser = number_in(ranges::BACKPLANE_RETENTION))]
+    pub backplane_retention: u64,
+
+    /// How long a publish's Idempotency-Key is remembered, in seconds (1..=86400). Without a
+    /// backplane the node remembers at most 65536 keys.
+    #[arg(long, default_value = "300", value_parser = number_in(ranges::IDEMPOTENCY_WINDOW_SECS))]
+    pub idempotency_window_secs: u64,
+
+    /// Set SO_REUSEPORT on the listener so several nodes (one per core) share the address; the
+    /// kernel spreads connections among them. With --backplane they form one hub.
+    #[arg(long)]
+    pub reuse_port: bool,
+}
+
+fn parse_backplane(s: &str) -> Result<crate::backplane::RedisUrl, String> {
+    crate::backplane::RedisUrl::parse(s)
 }
 
 impl Default for Config {
@@ -359,6 +417,12 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway", &self.jwt_leeway)
             .field("jwt_cookie", &self.jwt_cookie)
+            .field("backplane", &self.backplane)
+            .field("backplane_prefix", &self.backplane_prefix)
+            .field("backplane_timeout_ms", &self.backplane_timeout_ms)
+            .field("backplane_retention", &self.backplane_retention)
+            .field("idempotency_window_secs", &self.idempotency_window_secs)
+            .field("reuse_port", &self.reuse_port)
             .finish()
     }
 }
@@ -397,6 +461,8 @@ pub enum ConfigError {
     Jwt(&'static str),
     /// The JWT key cannot be read or used.
     JwtKey(String),
+    /// A backplane option the combination refuses (see the message).
+    Backplane(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -435,6 +501,7 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Jwt(why) => f.write_str(why),
             ConfigError::JwtKey(why) => f.write_str(why),
+            ConfigError::Backplane(why) => f.write_str(why),
         }
     }
 }
@@ -443,7 +510,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Every numeric option with its range (the table [`Config::validate`] checks).
-    pub fn numeric_options(&self) -> [(OptionRange, u64); 14] {
+    pub fn numeric_options(&self) -> [(OptionRange, u64); 17] {
         use ranges::*;
         let n = |v: usize| v as u64;
         [
@@ -462,6 +529,9 @@ impl Config {
             (MAX_QUEUE_BYTES, n(self.max_queue_bytes)),
             (PUBLISH_QUEUE_BYTES, n(self.publish_queue_bytes)),
             (MAX_FRAME, n(self.max_frame)),
+            (BACKPLANE_TIMEOUT_MS, self.backplane_timeout_ms),
+            (BACKPLANE_RETENTION, self.backplane_retention),
+            (IDEMPOTENCY_WINDOW_SECS, self.idempotency_window_secs),
         ]
     }
 
@@ -492,6 +562,21 @@ impl Config {
             return Err(ConfigError::BadCorsOrigin);
         }
         self.validate_jwt()?;
+        if self.backplane.is_some()
+            && (self.backplane_prefix.is_empty()
+                || self.backplane_prefix.len() > 64
+                || !self.backplane_prefix.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::Backplane(
+                "--backplane-prefix must be 1..=64 visible ASCII characters",
+            ));
+        }
+        if self.backplane.is_some() && (self.backplane_retention as usize) < self.history {
+            return Err(ConfigError::Backplane(
+                "--backplane-retention must be at least --history: Redis must hold what a node \
+                 may be asked to replay",
+            ));
+        }
         if !self.listen.ip().is_loopback()
             && self.publish_token.is_none()
             && !self.jwt_enabled()

@@ -23,6 +23,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::auth::Auth;
+use crate::backplane::{self, Backplane, BackplaneConfig, Completion, Notice, Origin};
 use crate::buf::chunk_size_for_mss;
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
@@ -114,7 +115,7 @@ impl Server {
         let auth = Auth::from_config(&config)
             .map_err(|e| StartError::Config(ConfigError::JwtKey(e.to_string())))?;
         let poll = Poll::new()?;
-        let mut listener = bind_listener(config.listen)?;
+        let mut listener = bind_listener(config.listen, config.reuse_port)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -145,8 +146,35 @@ impl Server {
             config.heartbeat_ms
         );
         log::debug!("{config:?}");
+        let backplane = match &config.backplane {
+            None => None,
+            Some(url) => {
+                let bp = Backplane::new(BackplaneConfig {
+                    url: url.clone(),
+                    prefix: config.backplane_prefix.clone(),
+                    timeout: Duration::from_millis(config.backplane_timeout_ms),
+                    retention: config.backplane_retention,
+                    idempotency_secs: config.idempotency_window_secs,
+                    warm_events: config.backplane_retention.min(1 << 20) as usize,
+                    warm_bytes: config.history_bytes,
+                })
+                .map_err(|e| StartError::Io(io::Error::other(e)))?;
+                seq.use_backplane(bp.timeout());
+                log::info!(
+                    "backplane {} (prefix {:?}, append timeout {} ms, retention {} events)",
+                    bp.describe(),
+                    config.backplane_prefix,
+                    config.backplane_timeout_ms,
+                    config.backplane_retention
+                );
+                Some(bp)
+            }
+        };
+        let window = Duration::from_secs(config.idempotency_window_secs);
         let mut sh = LoopState::new(config, hub, max_connections);
         sh.auth = auth;
+        sh.backplane = backplane;
+        sh.idempotency = crate::idempotency::Idempotency::new(window);
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -223,7 +251,12 @@ impl Server {
         let now = Instant::now();
         let mut wait = self.sh.timers.next_timeout(now);
         let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
-        if self.accept_pending {
+        if let Some(bp) = &self.sh.backplane {
+            if let Some(at) = bp.next_deadline() {
+                consider(at.saturating_duration_since(now));
+            }
+        }
+        if self.accept_pending && self.accepting() {
             consider(match self.accept_paused_until {
                 Some(until) => until.saturating_duration_since(now),
                 None => Duration::ZERO,
@@ -251,6 +284,7 @@ impl Server {
             (a, b) => a.or(b),
         };
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        self.seq.note_loop_thread();
         let polled = self.poll.poll(&mut events, timeout);
         self.sh.refresh_clock();
         self.sh.metrics.loop_iterations += 1;
@@ -282,6 +316,16 @@ impl Server {
                     }
                 }
                 SIGNALS => self.on_signals(),
+                token @ (backplane::WRITER | backplane::READER) => {
+                    if let Some(bp) = self.sh.backplane.as_mut() {
+                        bp.on_ready(
+                            token,
+                            self.poll.registry(),
+                            self.sh.now,
+                            &mut self.sh.scratch,
+                        );
+                    }
+                }
                 Token(key) => {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
@@ -299,13 +343,125 @@ impl Server {
     fn after_dispatch(&mut self) {
         self.accept_batch();
         self.fire_timers();
-        self.sh.hub.drain_queued();
+        if self.sh.backplane.is_some() {
+            self.pump_backplane();
+        } else {
+            self.sh.hub.drain_queued();
+        }
         // A backlog goes out in slices small enough for a healthy reader to take in one round.
         let slice = (self.sh.config.max_queue_bytes / 2).max(64 * 1024);
         self.sh.hub.record_backlog(slice);
         self.fan_out();
         self.flush_dirty();
         self.check_shutdown();
+    }
+
+    /// The backplane's turn: other threads' publishes become appends; links reconnect and read;
+    /// events read are queued for recording (notices in their place); answers go to the
+    /// publishers.
+    fn pump_backplane(&mut self) {
+        let Some(bp) = self.sh.backplane.as_mut() else {
+            return;
+        };
+        for q in self.seq.take_queued() {
+            let Some(reply) = q.reply else { continue };
+            let request = backplane::AppendRequest {
+                origin: Origin::Handle(reply),
+                topics: q.topics,
+                event_type: q.event_type,
+                data: q.data,
+                idempotency_key: None,
+            };
+            bp.append(request, self.sh.now);
+        }
+        let unrecorded = self.sh.hub.backlog_len();
+        let floor = self.sh.hub.last_seq();
+        bp.tick(self.poll.registry(), self.sh.now, unrecorded, floor);
+        let events = std::mem::take(&mut bp.events);
+        let notices = std::mem::take(&mut bp.notices);
+        let completions = std::mem::take(&mut bp.completions);
+        let mut notices = notices.into_iter().peekable();
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (i, ev) in events.into_iter().enumerate() {
+            while let Some((_, notice)) = notices.next_if(|(at, _)| *at <= i) {
+                self.on_backplane_notice(notice, ev.seq);
+            }
+            if ev.appended_ms > 0 {
+                let lag = wall_ms.saturating_sub(ev.appended_ms) as f64 / 1000.0;
+                self.sh.metrics.observe_read_lag(lag);
+            }
+            self.sh
+                .hub
+                .record_remote(ev.seq, ev.topics, ev.event_type, ev.data);
+        }
+        for (_, notice) in notices {
+            let next = self.sh.hub.last_seq() + 1;
+            self.on_backplane_notice(notice, next);
+        }
+        for c in completions {
+            self.complete(c);
+        }
+    }
+
+    /// A notice from the backplane, placed before the event with seq `next`.
+    fn on_backplane_notice(&mut self, notice: Notice, next: u64) {
+        match notice {
+            Notice::Epoch { epoch, lost: false } => self.sh.hub.set_epoch(&epoch),
+            Notice::Epoch { epoch, lost: true } => {
+                // Everything of the old dataset goes out first; then each stream hears that
+                // the ids before this point name nothing, and history forgets them.
+                self.sh.hub.record_backlog(usize::MAX);
+                self.fan_out();
+                self.sh.hub.forget_history();
+                self.sh.hub.set_epoch(&epoch);
+                let reset_id = self.sh.hub.id_for(0);
+                self.reset_streams(crate::metrics::ResetReason::BackplaneLost, &reset_id);
+            }
+            Notice::Gap => {
+                self.sh.hub.record_backlog(usize::MAX);
+                self.fan_out();
+                let reset_id = self.sh.hub.id_for(next.saturating_sub(1));
+                self.reset_streams(crate::metrics::ResetReason::Expired, &reset_id);
+            }
+        }
+    }
+
+    fn reset_streams(&mut self, reason: crate::metrics::ResetReason, reset_id: &str) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.backplane_reset(key, reason, reset_id, &mut self.sh);
+            }
+        }
+    }
+
+    /// Delivers the backplane's answer to a publish.
+    fn complete(&mut self, c: Completion) {
+        match c.origin {
+            Origin::Handle(slot) => slot.set(c.outcome.map(|(id, _)| id)),
+            Origin::Http { key, conn } => {
+                if let Some(cn) = self.conns.get_mut(key).filter(|cn| cn.id() == conn) {
+                    cn.http_publish_done(key, c.outcome, &mut self.sh);
+                }
+            }
+            Origin::Frame {
+                key,
+                conn,
+                correlation,
+            } => {
+                if let Some(cn) = self.conns.get_mut(key).filter(|cn| cn.id() == conn) {
+                    cn.frame_publish_done(key, &correlation, c.outcome, &mut self.sh);
+                }
+            }
+        }
+    }
+
+    /// New connections are taken once the backplane has filled the history cache (or given up
+    /// waiting for Redis), so that a resume is not served from an empty cache.
+    fn accepting(&self) -> bool {
+        self.sh.backplane.as_ref().is_none_or(Backplane::started)
     }
 
     /// Applies a handler's verdict.
@@ -334,7 +490,7 @@ impl Server {
     }
 
     fn accept_batch(&mut self) {
-        if !self.accept_pending {
+        if !self.accept_pending || !self.accepting() {
             return;
         }
         if let Some(until) = self.accept_paused_until {
@@ -548,6 +704,14 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(bp) = self.sh.backplane.as_mut() {
+            bp.close(self.poll.registry());
+            for c in std::mem::take(&mut bp.completions) {
+                if let Origin::Handle(slot) = c.origin {
+                    slot.set(c.outcome.map(|(id, _)| id));
+                }
+            }
+        }
         self.seq.mark_loop_gone();
         self.stopped = true;
     }
@@ -569,10 +733,14 @@ fn register(registry: &Registry, conn: &mut Connection, key: usize) -> io::Resul
     )
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        // Several processes share the address; the kernel spreads connections among them.
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
@@ -594,7 +762,7 @@ fn default_max_connections() -> usize {
 
 /// The run prefix of ids: the start time in milliseconds and 20 random bits, base 36. Different for
 /// every run, even two starting in the same millisecond or after the clock stepped back.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)

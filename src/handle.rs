@@ -6,18 +6,28 @@
 //! whole queue into the hub's backlog per wake and records it in slices. The queue holds at most
 //! `--publish-queue-bytes`; past that, publishing answers [`PublishError::QueueFull`] ("would
 //! block") until the loop has drained it.
+//!
+//! With a backplane, ids come from Redis: a publish is queued without an id, the loop appends it,
+//! and the calling thread waits (at most the append timeout) for Redis's answer. The thread that
+//! drives the loop cannot wait for itself, so it is refused ([`PublishError::OnLoopThread`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+use std::time::Duration;
 
 use mio::Waker;
 
+use crate::backplane::{AppendError, ReplySlot};
 use crate::http::request::{topic_is_new, valid_event_type, MAX_TOPICS_PER_REQUEST};
 
-/// An event queued by another thread, id already assigned.
+/// An event queued by another thread, id already assigned (0 with a backplane: Redis gives it).
 pub(crate) struct QueuedEvent {
     pub seq: u64,
+    /// With a backplane: where the waiting thread gets its answer.
+    pub reply: Option<Arc<ReplySlot>>,
     pub topics: Vec<String>,
     pub event_type: Option<String>,
     pub data: String,
@@ -34,6 +44,10 @@ pub(crate) struct Sequencer {
     state: Mutex<SeqState>,
     stop: AtomicBool,
     loop_gone: AtomicBool,
+    /// The backplane's append timeout in ms; 0 without a backplane.
+    backplane_timeout_ms: AtomicU64,
+    /// The thread that last ran an iteration of the loop.
+    loop_thread: Mutex<Option<ThreadId>>,
 }
 
 #[derive(Default)]
@@ -54,7 +68,42 @@ impl Sequencer {
             state: Mutex::new(SeqState::default()),
             stop: AtomicBool::new(false),
             loop_gone: AtomicBool::new(false),
+            backplane_timeout_ms: AtomicU64::new(0),
+            loop_thread: Mutex::new(None),
         }
+    }
+
+    /// Publishes now wait for the backplane's answer, at most `timeout` (plus a margin).
+    pub fn use_backplane(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.backplane_timeout_ms.store(ms, Ordering::Release);
+    }
+
+    /// Notes the thread running the loop (called once per iteration; cheap when unchanged).
+    pub fn note_loop_thread(&self) {
+        let me = std::thread::current().id();
+        let mut t = self
+            .loop_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *t != Some(me) {
+            *t = Some(me);
+        }
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        let t = self
+            .loop_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *t == Some(std::thread::current().id())
+    }
+
+    /// Takes everything other threads queued.
+    pub fn take_queued(&self) -> Vec<QueuedEvent> {
+        let mut state = self.lock();
+        state.queued_bytes = 0;
+        std::mem::take(&mut state.queued)
     }
 
     /// Locks the state; a panic elsewhere while holding it cannot leave it inconsistent (every
@@ -108,6 +157,11 @@ pub enum PublishError {
     /// The queue to the loop holds `--publish-queue-bytes` already: try again once the loop has
     /// caught up ("would block"; `SSELOOP_EAGAIN` in the C API).
     QueueFull,
+    /// With a backplane: Redis did not accept the event (unreachable, or no answer within
+    /// `--backplane-timeout-ms`). It may still have been appended.
+    Unavailable,
+    /// With a backplane: called on the thread that runs the loop, which would wait for itself.
+    OnLoopThread,
 }
 
 impl fmt::Display for PublishError {
@@ -118,6 +172,10 @@ impl fmt::Display for PublishError {
             PublishError::TooLarge => "data larger than max body",
             PublishError::Stopped => "the loop has stopped",
             PublishError::QueueFull => "publish queue full, try again later",
+            PublishError::Unavailable => "backplane unavailable, try again later",
+            PublishError::OnLoopThread => {
+                "with a backplane, publish from another thread than the loop's"
+            }
         })
     }
 }
@@ -162,6 +220,10 @@ impl PublishHandle {
             return Err(PublishError::TooLarge);
         }
         let names: Vec<&str> = distinct.iter().map(String::as_str).collect();
+        let backplane_ms = self.seq.backplane_timeout_ms.load(Ordering::Acquire);
+        if backplane_ms > 0 && self.seq.on_loop_thread() {
+            return Err(PublishError::OnLoopThread);
+        }
         let id_len = self.seq.run.len() + 21;
         if crate::buf::encoded_len_bound(id_len, &names, event_type, data)
             > self.seq.max_event_bytes.load(Ordering::Relaxed)
@@ -172,16 +234,22 @@ impl PublishHandle {
         if self.seq.loop_gone.load(Ordering::Acquire) || self.seq.stop_requested() {
             return Err(PublishError::Stopped);
         }
+        let reply = (backplane_ms > 0).then(|| Arc::new(ReplySlot::default()));
         let (seq, first) = {
             let mut state = self.seq.lock();
             if state.queued_bytes + cost > self.seq.queue_bytes && !state.queued.is_empty() {
                 return Err(PublishError::QueueFull);
             }
             state.queued_bytes += cost;
-            state.last += 1;
-            let seq = state.last;
+            let seq = if reply.is_some() {
+                0
+            } else {
+                state.last += 1;
+                state.last
+            };
             state.queued.push(QueuedEvent {
                 seq,
+                reply: reply.clone(),
                 topics: distinct,
                 event_type: event_type.map(str::to_string),
                 data: data.to_string(),
@@ -192,7 +260,15 @@ impl PublishHandle {
             // Later pushes before the loop drains ride on this wake-up.
             let _ = self.waker.wake();
         }
-        Ok(self.seq.id_for(seq))
+        let Some(reply) = reply else {
+            return Ok(self.seq.id_for(seq));
+        };
+        // The loop answers within its append timeout; the margin covers a busy iteration.
+        let wait = Duration::from_millis(backplane_ms) + Duration::from_millis(500);
+        match reply.wait(wait) {
+            Some(Ok(id)) => Ok(id),
+            Some(Err(AppendError::Unavailable)) | None => Err(PublishError::Unavailable),
+        }
     }
 
     /// Asks the loop to shut down gracefully (as SIGTERM does). Idempotent.

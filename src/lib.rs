@@ -9,6 +9,9 @@
 //! - [`http`]: request heads and bodies, routing, canned responses, CORS.
 //! - [`sse`]: event → `text/event-stream` bytes.
 //! - [`hub`]: topics, subscriptions, the id sequence, per-topic history and replay.
+//! - [`backplane`]: the Redis Streams backplane (N nodes, one hub): its two Redis links in the
+//!   loop, the append and read scripts, reconnection.
+//! - [`idempotency`]: `Idempotency-Key` answers without a backplane.
 //! - [`buf`]: the shared encoded event, output queues, pooled MSS-sized write chunks.
 //! - [`timer`]: every deadline in one structure; drives the poll timeout.
 //! - [`metrics`]: counters and the Prometheus page.
@@ -23,6 +26,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
+pub mod backplane;
 pub mod buf;
 pub mod config;
 pub mod conn;
@@ -34,6 +38,7 @@ pub mod handle;
 pub mod hooks;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod loop_state;
 pub mod metrics;
 pub mod sse;

@@ -6,11 +6,13 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::Auth;
+use crate::backplane::{AppendRequest, Backplane, Origin};
 use crate::buf::BufPool;
 use crate::config::Config;
 use crate::hooks::{Hooks, PublishAttempt};
 use crate::http::response::http_date;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubError, Published};
+use crate::idempotency::Idempotency;
 use crate::metrics::{Gauges, Metrics};
 use crate::timer::Timers;
 
@@ -53,7 +55,19 @@ pub struct LoopState {
     pub auth: Auth,
     /// When the loop was built (uptime on the stats page).
     pub started: Instant,
+    /// The Redis backplane, when configured: publishes go through it.
+    pub backplane: Option<Backplane>,
+    /// `Idempotency-Key` answers (without a backplane; Redis keeps them with one).
+    pub idempotency: Idempotency,
     rng: u64,
+}
+
+/// How a publish went, as far as the connection that asked can tell now.
+pub enum PublishStart {
+    /// Answered: the event has its id (or was refused by the hub).
+    Done(Result<Published, HubError>),
+    /// Sent to the backplane: the answer comes as a completion, to the origin.
+    Pending,
 }
 
 impl LoopState {
@@ -81,6 +95,8 @@ impl LoopState {
             hooks: Hooks::default(),
             auth: Auth::default(),
             started: Instant::now(),
+            backplane: None,
+            idempotency: Idempotency::new(Duration::from_secs(60)),
             rng,
         }
     }
@@ -161,9 +177,57 @@ impl LoopState {
         allowed
     }
 
+    /// Publishes one event (validated topics, type and data) for a client: through the
+    /// backplane when there is one (answered later, to `origin`), else at once in the hub. A
+    /// repeated `idempotency_key` gets the original answer.
+    pub fn publish(
+        &mut self,
+        origin: impl FnOnce() -> Origin,
+        topics: &[&str],
+        event_type: Option<&str>,
+        data: &str,
+        idempotency_key: Option<&str>,
+    ) -> PublishStart {
+        if let Err(e) = self.hub.check_size(topics, event_type, data) {
+            return PublishStart::Done(Err(e));
+        }
+        if let Some(bp) = self.backplane.as_mut() {
+            bp.append(
+                AppendRequest {
+                    origin: origin(),
+                    topics: topics.iter().map(|t| (*t).to_string()).collect(),
+                    event_type: event_type.map(str::to_string),
+                    data: data.to_string(),
+                    idempotency_key: idempotency_key.map(str::to_string),
+                },
+                self.now,
+            );
+            return PublishStart::Pending;
+        }
+        if let Some(key) = idempotency_key {
+            if let Some((seq, id)) = self.idempotency.get(key, self.now) {
+                return PublishStart::Done(Ok(Published { seq, id }));
+            }
+        }
+        let result = self.hub.publish(topics, event_type, data);
+        if let (Ok(p), Some(key)) = (&result, idempotency_key) {
+            self.idempotency.put(key, p.seq, &p.id, self.now);
+        }
+        PublishStart::Done(result)
+    }
+
+    /// Publishing works: not shutting down, and the backplane (if any) is up.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down && self.backplane.as_ref().is_none_or(Backplane::up)
+    }
+
     /// The Prometheus text.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.gauges())
+        let mut text = self.metrics.render(&self.gauges());
+        if let Some(bp) = &self.backplane {
+            self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
+        }
+        text
     }
 
     pub(crate) fn refresh_clock(&mut self) {

@@ -7,7 +7,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::backplane::BackplaneStats;
 use crate::auth::AuthFailure;
+
+/// Upper bounds (seconds) of the backplane read-lag histogram buckets.
+const LAG_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
 
 /// Upper bounds (seconds) of the connection-lifetime histogram buckets.
 const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
@@ -35,6 +39,8 @@ pub enum ResetReason {
     Expired = 0,
     /// The id is not from this run (an earlier run, or not an id of ours at all).
     Unknown = 1,
+    /// The backplane's Redis came back without its data: ids before the notice name nothing.
+    BackplaneLost = 2,
 }
 
 impl ResetReason {
@@ -43,6 +49,7 @@ impl ResetReason {
         match self {
             ResetReason::Expired => "expired",
             ResetReason::Unknown => "unknown",
+            ResetReason::BackplaneLost => "backplane_lost",
         }
     }
 }
@@ -95,7 +102,7 @@ pub struct Metrics {
     /// Loop iterations (poll returns).
     pub loop_iterations: u64,
     /// Resumes that could not be served in full, by [`ResetReason`].
-    pub resume_resets: [u64; 2],
+    pub resume_resets: [u64; 3],
     /// Events replayed from history.
     pub replayed: u64,
     /// Server-initiated closes by [`CloseCause`].
@@ -117,6 +124,9 @@ pub struct Metrics {
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
     lifetime_buckets: [u64; LIFETIME_BUCKETS.len()],
+    lag_buckets: [u64; LAG_BUCKETS.len()],
+    lag_count: u64,
+    lag_sum: f64,
     lifetime_count: u64,
     lifetime_sum: f64,
 }
@@ -176,6 +186,76 @@ impl Metrics {
         }
         self.lifetime_count += 1;
         self.lifetime_sum += secs;
+    }
+
+    /// Records the time from an event's append in Redis to its local fan-out.
+    pub fn observe_read_lag(&mut self, secs: f64) {
+        for (bucket, bound) in self.lag_buckets.iter_mut().zip(LAG_BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        self.lag_count += 1;
+        self.lag_sum += secs;
+    }
+
+    /// Appends the backplane's families (only rendered when one is configured).
+    pub fn render_backplane(&self, o: &mut String, up: bool, stats: &BackplaneStats) {
+        let simple: [(&str, &str, &str, u64); 6] = [
+            (
+                "sseloop_backplane_up",
+                "gauge",
+                "1 while publishing through the backplane works (writer and reader connected).",
+                u64::from(up),
+            ),
+            (
+                "sseloop_backplane_reconnects_total",
+                "counter",
+                "Backplane connections re-established after a loss.",
+                stats.reconnects,
+            ),
+            (
+                "sseloop_backplane_appends_total",
+                "counter",
+                "Events appended to the backplane by this node.",
+                stats.appends,
+            ),
+            (
+                "sseloop_backplane_append_failures_total",
+                "counter",
+                "Publishes refused because the backplane was unavailable or timed out.",
+                stats.append_failures,
+            ),
+            (
+                "sseloop_backplane_events_read_total",
+                "counter",
+                "Events read from the backplane stream (every node's, this one's included).",
+                stats.events_read,
+            ),
+            (
+                "sseloop_backplane_read_bytes_total",
+                "counter",
+                "Bytes of events read from the backplane (data, topics, type).",
+                stats.read_bytes,
+            ),
+        ];
+        for (name, kind, help, v) in simple {
+            family(o, name, kind, help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+        let name = "sseloop_backplane_read_lag_seconds";
+        family(
+            o,
+            name,
+            "histogram",
+            "Time from an event's append in Redis (Redis's clock) to its fan-out on this node.",
+        );
+        for (bound, v) in LAG_BUCKETS.iter().zip(self.lag_buckets) {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {v}");
+        }
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", self.lag_count);
+        let _ = writeln!(o, "{name}_sum {}", self.lag_sum);
+        let _ = writeln!(o, "{name}_count {}", self.lag_count);
     }
 
     /// Renders the exposition text.
@@ -335,7 +415,11 @@ impl Metrics {
             "counter",
             "Resumes told in-band that events were missed, by reason.",
         );
-        for reason in [ResetReason::Expired, ResetReason::Unknown] {
+        for reason in [
+            ResetReason::Expired,
+            ResetReason::Unknown,
+            ResetReason::BackplaneLost,
+        ] {
             let v = self.resume_resets[reason as usize];
             let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.as_str());
         }

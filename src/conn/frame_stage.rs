@@ -13,7 +13,8 @@ use crate::buf::Wire;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
 use crate::http::request::{topic_is_new, valid_event_type};
 use crate::hub::{HubError, Resume};
-use crate::loop_state::LoopState;
+use crate::backplane::{AppendError, Origin};
+use crate::loop_state::{LoopState, PublishStart};
 use crate::metrics::ResetReason;
 
 use super::http_stage::MAX_TOPICS_PER_REQUEST;
@@ -246,13 +247,20 @@ impl Connection {
                 sh,
             );
         }
-        let event = match sh.hub.publish(&names, event_type, data) {
-            Ok(event) => event,
-            Err(HubError::TooLarge) => {
+        let conn = self.id;
+        let origin = || Origin::Frame {
+            key,
+            conn,
+            correlation: correlation.to_vec(),
+        };
+        let event = match sh.publish(origin, &names, event_type, data, None) {
+            PublishStart::Pending => return Flow::Keep,
+            PublishStart::Done(Ok(event)) => event,
+            PublishStart::Done(Err(HubError::TooLarge)) => {
                 let msg = "encoded event would exceed --max-queue-bytes";
                 return self.refuse_publish(key, ErrorCode::TOO_LARGE, correlation, msg, sh);
             }
-            Err(HubError::TooManyTopics) => {
+            PublishStart::Done(Err(HubError::TooManyTopics)) => {
                 let msg = "too many topics on this server";
                 return self.refuse_publish(key, ErrorCode::OVERLOADED, correlation, msg, sh);
             }
@@ -262,6 +270,35 @@ impl Connection {
         // Before its own event (seq), after everything earlier.
         self.push_private(key, &ack, event.seq - 1, sh);
         Flow::Keep
+    }
+
+    /// The backplane answered one of this connection's PUBLISH frames.
+    pub fn frame_publish_done(
+        &mut self,
+        key: usize,
+        correlation: &[u8],
+        outcome: Result<(String, u64), AppendError>,
+        sh: &mut LoopState,
+    ) {
+        if !matches!(self.stage, Stage::Frames(_)) || self.life != Life::Active {
+            return;
+        }
+        match outcome {
+            Ok((id, _)) => {
+                let mut ack = Vec::with_capacity(16 + correlation.len() + id.len());
+                let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &id);
+                // The event itself comes back through the backplane's stream, before or after
+                // this answer: the ack only follows what this node has recorded so far.
+                let barrier = sh.hub.last_seq();
+                self.push_private(key, &ack, barrier, sh);
+            }
+            Err(AppendError::Unavailable) => {
+                let msg = "backplane unavailable; retry later";
+                let code = ErrorCode::BACKPLANE_UNAVAILABLE;
+                self.refuse_publish(key, code, correlation, msg, sh);
+            }
+        }
+        self.mark_dirty(key, sh);
     }
 
     fn refuse_publish(

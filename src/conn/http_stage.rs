@@ -10,7 +10,8 @@ use crate::http::request::{query_pairs, topic_is_new, valid_event_type, TopicErr
 use crate::http::response::{self, Common};
 use crate::http::{self, BodyKind, ChunkedDecoder, HeadParse, HttpError, RequestHead, Route};
 use crate::hub::HubError;
-use crate::loop_state::LoopState;
+use crate::backplane::{AppendError, Origin};
+use crate::loop_state::{LoopState, PublishStart};
 
 pub use crate::http::request::MAX_TOPICS_PER_REQUEST;
 
@@ -22,6 +23,9 @@ pub(super) struct HttpConn {
     pub(super) body: Option<Box<BodyInProgress>>,
     /// When the current request's first byte arrived (header deadline).
     pub(super) request_started: Option<Instant>,
+    /// A publish is with the backplane: later requests wait for its answer (responses go out
+    /// in request order).
+    pub(super) awaiting_ack: Option<bool>,
 }
 
 pub(super) struct BodyInProgress {
@@ -54,6 +58,9 @@ impl Connection {
             let Stage::Http(http) = &mut self.stage else {
                 return Flow::Keep;
             };
+            if http.awaiting_ack.is_some() {
+                return Flow::Keep;
+            }
             if let Some(body) = http.body.as_mut() {
                 let consumed = match &mut body.framing {
                     BodyFraming::Length(left) => {
@@ -143,6 +150,13 @@ impl Connection {
                 self.queue_response(key, 204, &bytes, reuse, sh);
             }
             Route::Healthz => self.respond_ok(key, "text/plain", b"ok\n", reuse, head_only, sh),
+            Route::Readyz if sh.ready() => {
+                self.respond_ok(key, "text/plain", b"ready\n", reuse, head_only, sh)
+            }
+            Route::Readyz => {
+                let retry = [("Retry-After", "1")];
+                self.respond_error(key, &HttpError::NOT_READY, reuse, &retry, sh)
+            }
             Route::Metrics => {
                 let text = sh.render_metrics();
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
@@ -177,6 +191,12 @@ impl Connection {
             Ok(target) => target,
             Err(err) => return self.respond_error(key, &err, reuse_on_error, &[], sh),
         };
+        if let Some(k) = &head.idempotency_key {
+            if !crate::idempotency::valid_key(k) {
+                let err = &HttpError::BAD_IDEMPOTENCY_KEY;
+                return self.respond_error(key, err, reuse_on_error, &[], sh);
+            }
+        }
         match self.authorize_publish(key, &head, &target.topics, reuse_on_error, sh) {
             Ok(subject) => target.subject = subject,
             Err(_) => return,
@@ -231,11 +251,24 @@ impl Connection {
         if !sh.allow_publish(&topics, event_type, &data, self.id, subject) {
             return self.respond_error(key, &HttpError::FORBIDDEN, keep_alive, &[], sh);
         }
-        let event = match sh.hub.publish(&topics, event_type, &data) {
-            Ok(event) => event,
-            Err(err) => return self.refuse_publish_http(key, err, keep_alive, sh),
-        };
-        let body = format!("{{\"id\":\"{}\"}}\n", event.id);
+        let conn = self.id;
+        let idem = req.head.idempotency_key.as_deref();
+        let origin = || Origin::Http { key, conn };
+        match sh.publish(origin, &topics, event_type, &data, idem) {
+            PublishStart::Done(Ok(event)) => self.answer_publish(key, &event.id, keep_alive, sh),
+            PublishStart::Done(Err(err)) => self.refuse_publish_http(key, err, keep_alive, sh),
+            PublishStart::Pending => {
+                if let Stage::Http(http) = &mut self.stage {
+                    http.awaiting_ack = Some(keep_alive);
+                }
+                // Reading resumes once the answer is written (on_drained).
+                self.read_paused = true;
+            }
+        }
+    }
+
+    fn answer_publish(&mut self, key: usize, id: &str, keep_alive: bool, sh: &mut LoopState) {
+        let body = format!("{{\"id\":\"{id}\"}}\n");
         self.respond_ok(
             key,
             "application/json",
@@ -244,6 +277,30 @@ impl Connection {
             false,
             sh,
         );
+    }
+
+    /// The backplane answered this connection's publish.
+    pub fn http_publish_done(
+        &mut self,
+        key: usize,
+        outcome: Result<(String, u64), AppendError>,
+        sh: &mut LoopState,
+    ) {
+        let Stage::Http(http) = &mut self.stage else {
+            return;
+        };
+        let Some(keep_alive) = http.awaiting_ack.take() else {
+            return;
+        };
+        match outcome {
+            Ok((id, _)) => self.answer_publish(key, &id, keep_alive, sh),
+            Err(AppendError::Unavailable) => {
+                let retry = [("Retry-After", "1")];
+                let err = &HttpError::BACKPLANE_UNAVAILABLE;
+                self.respond_error(key, err, keep_alive, &retry, sh);
+            }
+        }
+        self.mark_dirty(key, sh);
     }
 
     // ----- responses ---------------------------------------------------------------------------

@@ -250,6 +250,11 @@ impl Connection {
                 // Streaming SSE, or answering with Connection: close: input is over.
                 return Flow::Keep;
             }
+            if matches!(&self.stage, Stage::Http(h) if h.awaiting_ack.is_some()) {
+                // A publish is with the backplane: read on once it is answered.
+                self.read_paused = true;
+                return Flow::Keep;
+            }
             if self.out.private.len() >= PIPELINE_OUTPUT_LIMIT {
                 // Resumed by on_drained once the client has read its responses.
                 self.read_paused = true;

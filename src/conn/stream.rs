@@ -221,6 +221,31 @@ impl Connection {
         self.mark_dirty(key, sh);
     }
 
+    /// Tells a live stream that events were lost on the backplane (its dataset was lost, or a
+    /// gap was trimmed before this node read it): the notice follows everything recorded so far
+    /// and precedes what comes next.
+    pub fn backplane_reset(
+        &mut self,
+        key: usize,
+        reason: crate::metrics::ResetReason,
+        reset_id: &str,
+        sh: &mut LoopState,
+    ) {
+        if self.life != Life::Active || self.out.subs.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self
+            .out
+            .subs
+            .iter()
+            .filter_map(|s| sh.hub.channel(s.channel()).map(|c| c.name.to_string()))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let barrier = sh.hub.last_seq();
+        self.queue_reset_notice(key, reason, reset_id, &names, barrier, sh);
+        self.mark_dirty(key, sh);
+    }
+
     /// Queues the `sseloop-reset` notice (SSE event or EVENT frame) after the events up to
     /// `barrier`.
     pub(super) fn queue_reset_notice(

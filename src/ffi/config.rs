@@ -229,6 +229,23 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// `--backplane`: redis://[USER:PASSWORD@]HOST:PORT[/DB]; NULL removes it. The password is
+    /// never logged. Further backplane options go through `sseloop_config_parse_args`.
+    fn sseloop_config_set_backplane(config: *mut sseloop_config_t, url: *const c_char) -> c_int {
+        let config = non_null_mut!(config);
+        apply(config, |c| {
+            // SAFETY: NULL or NUL-terminated (contract).
+            let url = unsafe { opt_str(url, "url") }?;
+            c.backplane = url
+                .map(|u| crate::backplane::RedisUrl::parse(&u))
+                .transpose()
+                .map_err(|e| Error::new(SSELOOP_EINVAL, e))?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
     /// `--open-publish`: nonzero allows publishing without a token on a non-loopback address.
     fn sseloop_config_set_open_publish(config: *mut sseloop_config_t, enabled: c_int) -> c_int {
         apply(non_null_mut!(config), |c| {

@@ -41,6 +41,9 @@ pub const SSELOOP_EINTERNAL: c_int = -10;
 /// Would block: the cross-thread publish queue is full (`publish_queue_bytes`). Nothing was
 /// published; retry after the loop has run (back off, or drop the event).
 pub const SSELOOP_EAGAIN: c_int = -11;
+/// With a backplane: Redis did not accept the event within the append timeout (or is
+/// unreachable). It may still have been appended; retry later.
+pub const SSELOOP_EUNAVAILABLE: c_int = -12;
 
 /// A failure on its way to the host: a code and the message for `sseloop_last_error`.
 #[derive(Debug)]
@@ -81,6 +84,8 @@ impl Error {
             PublishError::TooLarge => SSELOOP_ETOOLARGE,
             PublishError::Stopped => SSELOOP_ESTOPPED,
             PublishError::QueueFull => SSELOOP_EAGAIN,
+            PublishError::Unavailable => SSELOOP_EUNAVAILABLE,
+            PublishError::OnLoopThread => SSELOOP_EBUSY,
         };
         Error::new(code, e.to_string())
     }
@@ -183,6 +188,7 @@ fn describe(code: c_int) -> &'static CStr {
         SSELOOP_EBUSY => c"SSELOOP_EBUSY: the loop is in use (re-entrant or concurrent call)",
         SSELOOP_EINTERNAL => c"SSELOOP_EINTERNAL: internal error",
         SSELOOP_EAGAIN => c"SSELOOP_EAGAIN: publish queue full, try again later",
+        SSELOOP_EUNAVAILABLE => c"SSELOOP_EUNAVAILABLE: backplane unavailable, try again later",
         _ => c"unknown code",
     }
 }
@@ -206,6 +212,7 @@ mod tests {
             (SSELOOP_EBUSY, "SSELOOP_EBUSY"),
             (SSELOOP_EINTERNAL, "SSELOOP_EINTERNAL"),
             (SSELOOP_EAGAIN, "SSELOOP_EAGAIN"),
+            (SSELOOP_EUNAVAILABLE, "SSELOOP_EUNAVAILABLE"),
         ] {
             let text = describe(code).to_str().unwrap();
             assert!(text.starts_with(&format!("{name}:")), "{code}: {text}");

@@ -102,7 +102,7 @@ pub use config::sseloop_config_t;
 pub use error::{
     SSELOOP_EAGAIN, SSELOOP_EBUSY, SSELOOP_ECONFIG, SSELOOP_EDONE, SSELOOP_EEVENT,
     SSELOOP_EINTERNAL, SSELOOP_EINVAL, SSELOOP_EIO, SSELOOP_ESTOPPED, SSELOOP_ETOOLARGE,
-    SSELOOP_ETOPIC, SSELOOP_OK,
+    SSELOOP_ETOPIC, SSELOOP_EUNAVAILABLE, SSELOOP_OK,
 };
 pub use hooks::{
     sseloop_connection_event_t, sseloop_connection_hook, sseloop_publish_attempt_t,

@@ -46,6 +46,9 @@ impl ErrorCode {
     pub const OVERLOADED: ErrorCode = ErrorCode(0x0304);
     /// The token the connection was opened with has expired: reconnect with a fresh one.
     pub const TOKEN_EXPIRED: ErrorCode = ErrorCode(0x0303);
+    /// The backplane did not accept a PUBLISH (Redis unreachable, or no answer within the
+    /// append timeout). The event may still have been appended; retry later.
+    pub const BACKPLANE_UNAVAILABLE: ErrorCode = ErrorCode(0x0305);
     /// The server failed in a way that is not the client's fault.
     pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
 
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
             ErrorCode::OVERLOADED => "OVERLOADED",
             ErrorCode::TOKEN_EXPIRED => "TOKEN_EXPIRED",
+            ErrorCode::BACKPLANE_UNAVAILABLE => "BACKPLANE_UNAVAILABLE",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => return None,
         })
@@ -116,6 +120,7 @@ mod tests {
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
             (ErrorCode::OVERLOADED, "OVERLOADED", 0x03),
             (ErrorCode::TOKEN_EXPIRED, "TOKEN_EXPIRED", 0x03),
+            (ErrorCode::BACKPLANE_UNAVAILABLE, "BACKPLANE_UNAVAILABLE", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
         ];
         for (code, name, class) in table {

@@ -85,6 +85,19 @@ impl HttpError {
     pub const TOO_MANY_TOPICS: HttpError =
         HttpError::new(503, "too many topics on this server (--max-topics)", true);
 
+    /// The backplane did not accept a publish (unreachable, or no answer within
+    /// `--backplane-timeout-ms`); sent with `Retry-After`.
+    pub const BACKPLANE_UNAVAILABLE: HttpError =
+        HttpError::new(503, "backplane unavailable, retry (with the same Idempotency-Key)", false);
+    /// `/readyz` while publishing does not work.
+    pub const NOT_READY: HttpError = HttpError::new(503, "not ready: backplane unavailable", false);
+    /// An `Idempotency-Key` that is not 1..=128 visible ASCII characters.
+    pub const BAD_IDEMPOTENCY_KEY: HttpError = HttpError::new(
+        400,
+        "Idempotency-Key must be 1..=128 visible ASCII characters",
+        false,
+    );
+
     /// 405 listing the methods the path allows.
     pub const fn method_not_allowed(allow: &'static str) -> HttpError {
         HttpError {
@@ -105,6 +118,8 @@ pub enum Route {
     Publish,
     /// `GET|HEAD /healthz`.
     Healthz,
+    /// `GET|HEAD /readyz`: 200 while publishing works.
+    Readyz,
     /// `GET|HEAD /metrics`.
     Metrics,
     /// `GET /frames` with `Upgrade: cafe`.
@@ -123,6 +138,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, HttpError> {
         "/events" => (Route::Events, "GET, OPTIONS"),
         "/publish" => (Route::Publish, "POST, OPTIONS"),
         "/healthz" => (Route::Healthz, "GET, HEAD, OPTIONS"),
+        "/readyz" => (Route::Readyz, "GET, HEAD, OPTIONS"),
         "/metrics" => (Route::Metrics, "GET, HEAD, OPTIONS"),
         "/frames" => (Route::Frames, "GET, OPTIONS"),
         "/stats" => (Route::Stats, "GET, HEAD, OPTIONS"),
@@ -134,7 +150,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, HttpError> {
         (_, Method::Options) => return Ok(Route::Preflight),
         (Route::Events | Route::Frames, Method::Get) => true,
         (Route::Publish, Method::Post) => true,
-        (Route::Healthz | Route::Metrics, Method::Get | Method::Head) => true,
+        (Route::Healthz | Route::Readyz | Route::Metrics, Method::Get | Method::Head) => true,
         (Route::Console | Route::Stats, Method::Get | Method::Head) => true,
         _ => false,
     };

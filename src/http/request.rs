@@ -95,6 +95,8 @@ pub struct RequestHead {
     pub if_none_match: Option<String>,
     /// `Cookie` header value(s), joined with `; ` when repeated (RFC 9113 allows splitting).
     pub cookie: Option<Vec<u8>>,
+    /// `Idempotency-Key` header value, if any (checked by the publish route).
+    pub idempotency_key: Option<String>,
 }
 
 /// Outcome of parsing the bytes buffered so far.
@@ -145,6 +147,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut cookie: Option<Vec<u8>> = None;
     let mut host_seen = false;
     let mut if_none_match = None;
+    let mut idempotency_key = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -208,6 +211,12 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
                 }
                 None => cookie = Some(h.value.to_vec()),
             }
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            if idempotency_key.is_some() {
+                return Err(HttpError::MALFORMED);
+            }
+            let value = &h.value[..h.value.len().min(crate::idempotency::MAX_KEY_LEN + 1)];
+            idempotency_key = Some(String::from_utf8_lossy(value).trim().to_string());
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
                 return Err(HttpError::MALFORMED);
@@ -251,6 +260,7 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             connection_upgrade,
             if_none_match,
             cookie,
+            idempotency_key,
         }),
         len,
     ))

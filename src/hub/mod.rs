@@ -15,8 +15,10 @@
 //! first). Resume starts a cursor inside it. A topic with no reader and nothing retained does not
 //! exist, and `--max-topics` bounds how many channels exist at once.
 //!
-//! `record` is the seam where a backplane would sit: ids would come from its sequencer and events
-//! read from it would be recorded by the same call.
+//! `record` is the one entry point of every event. Without a backplane, `publish` assigns the id
+//! and records; with one (see `backplane`), ids come from Redis and the events read back from the
+//! shared stream enter through `record_remote`, then the same backlog and `record`: fan-out,
+//! history, replay and the slow-consumer rules are one code path either way.
 
 mod channel;
 mod summary;
@@ -140,9 +142,27 @@ impl Default for HubLimits {
     }
 }
 
+/// A resumed reader whose id is ahead of what this node has recorded (a backplane node lagging
+/// the node that served the client before): events up to `through` are skipped for it as they
+/// arrive, since the client has them.
+struct Skip {
+    channel: ChannelId,
+    handle: usize,
+    through: u64,
+}
+
+/// How far ahead of the last recorded seq a resume id may be on a backplane node (ids further
+/// ahead are not believed: they would make the stream skip events).
+const AHEAD_MAX: u64 = 1 << 20;
+
 /// Channels, subscriptions, history and the backlog.
 pub struct Hub {
     seq: Arc<Sequencer>,
+    /// The id prefix: the run id, or the backplane dataset's epoch.
+    run: Box<str>,
+    /// Ids ahead of `last_seq` may be resumed from (the events are on their way from Redis).
+    ahead_ok: bool,
+    skips: Vec<Skip>,
     limits: HubLimits,
     /// Highest seq recorded (ids above it were never seen by any client).
     last_seq: u64,
@@ -179,6 +199,9 @@ impl Hub {
 
     pub(crate) fn with_sequencer(seq: Arc<Sequencer>, limits: HubLimits) -> Hub {
         Hub {
+            run: seq.run().into(),
+            ahead_ok: false,
+            skips: Vec::new(),
             seq,
             limits,
             last_seq: 0,
@@ -198,12 +221,44 @@ impl Hub {
 
     /// The run prefix of every id this hub issues.
     pub fn run(&self) -> &str {
-        self.seq.run()
+        &self.run
     }
 
     /// The id string of sequence number `seq`.
     pub fn id_for(&self, seq: u64) -> String {
-        self.seq.id_for(seq)
+        format!("{}-{}", self.run, seq)
+    }
+
+    /// Takes ids from a backplane: they are prefixed by its dataset's `epoch`, and a resume id
+    /// may be ahead of what this node has recorded.
+    pub fn set_epoch(&mut self, epoch: &str) {
+        self.run = epoch.into();
+        self.ahead_ok = true;
+    }
+
+    /// Makes every retained event unreplayable (the backplane's dataset was lost: those ids name
+    /// nothing any more). Live cursors are not moved.
+    pub fn forget_history(&mut self) {
+        while self.evict_oldest_retained() {}
+    }
+
+    /// Queues an event read from the backplane, to be recorded in turn. Seqs not above the last
+    /// one queued are dropped (a duplicate read cannot reach a subscriber twice).
+    pub fn record_remote(
+        &mut self,
+        seq: u64,
+        topics: Vec<Box<str>>,
+        event_type: Option<Box<str>>,
+        data: Box<str>,
+    ) {
+        let last = self.backlog.back().map_or(self.last_seq, |e| e.seq);
+        if seq <= last {
+            log::error!("backplane event {seq} is not after {last}: dropped");
+            return;
+        }
+        let id = self.id_for(seq).into_boxed_str();
+        self.backlog
+            .push_back(Event::new(seq, id, topics.into(), event_type, data));
     }
 
     /// Highest sequence number recorded.
@@ -221,10 +276,7 @@ impl Hub {
         event_type: Option<&str>,
         data: &str,
     ) -> Result<Published, HubError> {
-        let id_len = self.seq.run().len() + 21;
-        if encoded_len_bound(id_len, topics, event_type, data) > self.limits.max_event_bytes {
-            return Err(HubError::TooLarge);
-        }
+        self.check_size(topics, event_type, data)?;
         // Refuse before an id is given, rather than acknowledge an event with nowhere to go.
         for topic in topics {
             self.channel_or_insert(topic)?;
@@ -253,6 +305,21 @@ impl Hub {
             self.backlog.push_back(event);
         }
         Ok(Published { seq, id })
+    }
+
+    /// Refuses an event whose encoding could exceed the per-connection queue cap.
+    pub fn check_size(
+        &self,
+        topics: &[&str],
+        event_type: Option<&str>,
+        data: &str,
+    ) -> Result<(), HubError> {
+        // Room for an id of this run or of a backplane epoch (same shape) and a 20-digit seq.
+        let id_len = self.run.len() + 21;
+        if encoded_len_bound(id_len, topics, event_type, data) > self.limits.max_event_bytes {
+            return Err(HubError::TooLarge);
+        }
+        Ok(())
     }
 
     /// Moves the events other threads queued (ids already assigned) into the backlog.
@@ -326,6 +393,9 @@ impl Hub {
                 ch.round_start = ch.end();
             }
             ch.append(&event);
+            if !self.skips.is_empty() {
+                Self::skip_for(&self.skips, ch, id, event.seq);
+            }
             Self::touch(&mut self.touched, ch, id);
             if self.limits.history > 0 {
                 event.holders.set(event.holders.get() + 1);
@@ -351,12 +421,18 @@ impl Hub {
                     pc.round_start = pc.end();
                 }
                 pc.append(&event);
+                if !self.skips.is_empty() {
+                    Self::skip_for(&self.skips, pc, ChannelId(p), event.seq);
+                }
                 if pc.replayable() > self.limits.history {
                     pc.evict_oldest();
                 }
                 Self::touch(&mut self.touched, pc, ChannelId(p));
             }
             self.channels[id.0].patterns = patterns;
+        }
+        if !self.skips.is_empty() {
+            self.skips.retain(|s| s.through > event.seq);
         }
         if event.holders.get() > 0 {
             self.history_bytes += event.footprint();
@@ -366,6 +442,16 @@ impl Hub {
         // A topic nobody reads and that keeps nothing (history 0) is removed by `take_touched`
         // once the loop has seen it: it does not outlive its publish.
         result
+    }
+
+    /// Moves the cursors of readers resumed ahead past the entry just appended (seq `seq`).
+    fn skip_for(skips: &[Skip], ch: &mut Channel, id: ChannelId, seq: u64) {
+        let last = ch.end() - 1;
+        for s in skips {
+            if s.channel == id && s.through >= seq && ch.next_of(s.handle) == last {
+                ch.set_next(s.handle, last + 1);
+            }
+        }
     }
 
     fn touch(touched: &mut Vec<ChannelId>, ch: &mut Channel, id: ChannelId) {
@@ -535,6 +621,10 @@ impl Hub {
         if ch.remove_reader(sub.handle) {
             self.subscriptions -= 1;
         }
+        if !self.skips.is_empty() {
+            self.skips
+                .retain(|s| !(s.channel == sub.channel && s.handle == sub.handle));
+        }
         if ch.prefix.is_some() && ch.reader_count() == 0 {
             // A pattern's log is a view of its topics' logs: rebuilt when next needed.
             let ch = &mut self.channels[sub.channel.0];
@@ -627,7 +717,7 @@ impl Hub {
     /// Interprets a client's `Last-Event-ID`.
     pub fn parse_resume(&self, last_event_id: &str) -> Resume {
         let seq = last_event_id
-            .strip_prefix(self.seq.run())
+            .strip_prefix(&*self.run)
             .and_then(|rest| rest.strip_prefix('-'))
             .and_then(|digits| {
                 // Plain decimal only, so that one seq has exactly one spelling.
@@ -637,8 +727,10 @@ impl Hub {
                     digits.parse::<u64>().ok()
                 }
             });
+        let head = self.backlog.back().map_or(self.last_seq, |e| e.seq);
         match seq {
-            Some(seq) if seq <= self.last_seq => Resume::After(seq),
+            Some(seq) if seq <= head => Resume::After(seq),
+            Some(seq) if self.ahead_ok && seq - head <= AHEAD_MAX => Resume::After(seq),
             _ => Resume::Foreign,
         }
     }
@@ -664,6 +756,13 @@ impl Hub {
                 first_replayed = first_replayed.min(e.ev.seq);
             }
             ch.set_next(sub.handle, start);
+            if after > self.last_seq {
+                self.skips.push(Skip {
+                    channel: sub.channel,
+                    handle: sub.handle,
+                    through: after,
+                });
+            }
         }
         let before_first = if first_replayed == u64::MAX {
             self.last_seq

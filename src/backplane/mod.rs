@@ -1,0 +1,991 @@
+//! The Redis Streams backplane: N nodes sharing one Redis act as one hub.
+//!
+//! Owns the two Redis connections of a node, both non-blocking sockets in the node's own loop:
+//! - the *writer* pipelines appends. Each publish (any path) becomes one `EVALSHA` of the APPEND
+//!   script, which takes the next seq from the one counter in Redis and adds the event to the
+//!   shared stream atomically; the publisher is answered when Redis replies (or refused with
+//!   "unavailable" when it does not within `--backplane-timeout-ms`).
+//! - the *reader* blocks in `XREAD` on that stream and hands every event, in stream order, to the
+//!   hub, which records it exactly as it records a local publish without a backplane: same logs,
+//!   cursors, history, replay and slow-consumer rules. A node's own publishes come back this way
+//!   too, so every node records the same events in the same order.
+//!
+//! Ids are `<epoch>-<seq>`: the epoch names the Redis dataset (created by the first node that
+//! finds none), the seq comes from Redis's counter. Either link reconnects with jittered backoff
+//! capped at 2 s; the reader then reads on from the last seq it handed over. A dataset whose epoch
+//! changed (Redis restarted without its data) is reported so that streams get a reset notice.
+//!
+//! This module speaks Redis and keeps the links' state; it never touches client connections or
+//! the hub: the loop drains [`Backplane::completions`], [`Backplane::events`] and
+//! [`Backplane::notices`] after each call.
+
+pub mod redis;
+pub mod scripts;
+pub mod url;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::{Registry, Token};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use self::redis::{integer, text, RedisConn};
+use self::scripts::Keys;
+pub use self::url::RedisUrl;
+
+/// Poll token of the writer link.
+pub const WRITER: Token = Token(usize::MAX - 4);
+/// Poll token of the reader link.
+pub const READER: Token = Token(usize::MAX - 5);
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(2000);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How long one `XREAD` blocks in Redis before answering "nothing" (the read deadline is this
+/// plus the timeout).
+const BLOCK_MS: u64 = 1000;
+/// Entries per `XREAD` / `XREVRANGE` reply.
+const READ_COUNT: usize = 512;
+/// The reader stops asking for more while the hub has this many events waiting to be recorded:
+/// Redis holds the rest, so a slow node bounds its own memory.
+pub const MAX_UNRECORDED: usize = 8192;
+
+/// What the backplane needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct BackplaneConfig {
+    /// Where Redis is (password masked in `Debug`).
+    pub url: RedisUrl,
+    /// Key prefix (`--backplane-prefix`).
+    pub prefix: String,
+    /// Append timeout (`--backplane-timeout-ms`): a publish not accepted by then is refused.
+    pub timeout: Duration,
+    /// Events kept in the Redis stream (`--backplane-retention`).
+    pub retention: u64,
+    /// Lifetime of an idempotency key, in seconds.
+    pub idempotency_secs: u64,
+    /// A starting node fills its history cache with at most this many of the newest events...
+    pub warm_events: usize,
+    /// ...and at most about this many bytes of them.
+    pub warm_bytes: usize,
+}
+
+/// Who waits for an append's answer.
+pub enum Origin {
+    /// An HTTP `POST /publish` (slab key and connection id, to find it again).
+    Http {
+        /// Slab key.
+        key: usize,
+        /// Connection id (a reused slab key is another connection).
+        conn: u64,
+    },
+    /// A PUBLISH frame.
+    Frame {
+        /// Slab key.
+        key: usize,
+        /// Connection id.
+        conn: u64,
+        /// Echoed in the PUBLISH_ACK or ERROR.
+        correlation: Vec<u8>,
+    },
+    /// A thread blocked in `PublishHandle::publish`.
+    Handle(Arc<ReplySlot>),
+}
+
+/// Where a foreign thread waits for its publish's answer.
+#[derive(Default)]
+pub struct ReplySlot {
+    answer: Mutex<Option<Result<String, AppendError>>>,
+    ready: Condvar,
+}
+
+impl ReplySlot {
+    /// Gives the answer and wakes the waiting thread.
+    pub fn set(&self, answer: Result<String, AppendError>) {
+        let mut slot = self.answer.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(answer);
+        self.ready.notify_all();
+    }
+
+    /// Waits at most `timeout` for the answer.
+    pub fn wait(&self, timeout: Duration) -> Option<Result<String, AppendError>> {
+        let deadline = Instant::now() + timeout;
+        let mut slot = self.answer.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(answer) = slot.take() {
+                return Some(answer);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            slot = self
+                .ready
+                .wait_timeout(slot, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// An event to append.
+pub struct AppendRequest {
+    /// Who is answered.
+    pub origin: Origin,
+    /// Distinct, validated topics.
+    pub topics: Vec<String>,
+    /// Event type, if any.
+    pub event_type: Option<String>,
+    /// The body.
+    pub data: String,
+    /// `Idempotency-Key`, if given.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why an append was not acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    /// Redis is unreachable, or did not answer within the append timeout. The event may still
+    /// have been appended: retry with the same idempotency key.
+    Unavailable,
+}
+
+/// The answer to one append.
+pub struct Completion {
+    /// Who waits.
+    pub origin: Origin,
+    /// The id (`<epoch>-<seq>`) and seq, or why not.
+    pub outcome: Result<(String, u64), AppendError>,
+}
+
+/// An event read from the shared stream, in stream order.
+pub struct RemoteEvent {
+    /// Sequence number (the stream entry id's first part).
+    pub seq: u64,
+    /// Its topics.
+    pub topics: Vec<Box<str>>,
+    /// Event type.
+    pub event_type: Option<Box<str>>,
+    /// The body.
+    pub data: Box<str>,
+    /// Redis's clock when it was appended (ms since the epoch), for the read-lag histogram.
+    pub appended_ms: u64,
+}
+
+/// Something every stream must hear about, in stream order with the events.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The dataset's epoch is known (first contact) or changed; `lost` when it changed: Redis
+    /// came back without the data, so ids before this point name nothing any more.
+    Epoch {
+        /// The new epoch.
+        epoch: String,
+        /// An earlier epoch was known.
+        lost: bool,
+    },
+    /// Events between the last one read and the next were trimmed from Redis while this node
+    /// was away (an outage longer than the retention holds).
+    Gap,
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackplaneStats {
+    /// Connections (re)established after a loss.
+    pub reconnects: u64,
+    /// Appends acknowledged by Redis.
+    pub appends: u64,
+    /// Appends refused (unreachable, timeout, error reply).
+    pub append_failures: u64,
+    /// Events read from the stream.
+    pub events_read: u64,
+    /// Reply bytes of those events (data, topics, type).
+    pub read_bytes: u64,
+}
+
+enum Expect {
+    /// AUTH / SELECT / SCRIPT LOAD: anything but an error.
+    Setup(&'static str),
+    ScriptSha(ScriptKind),
+    Hello,
+    /// The oldest in-flight append.
+    Append,
+    Read,
+    Warm,
+}
+
+#[derive(Clone, Copy)]
+enum ScriptKind {
+    Hello,
+    Append,
+}
+
+enum Phase {
+    Down { retry_at: Instant, attempt: u32 },
+    Up(Box<Link>),
+}
+
+struct Link {
+    conn: RedisConn,
+    expect: VecDeque<Expect>,
+    /// The oldest expected reply must arrive by then.
+    deadlines: VecDeque<Instant>,
+    hello_sha: String,
+    append_sha: String,
+    /// The dataset's epoch, once HELLO answered.
+    epoch: Option<String>,
+    /// Reader: fetching the newest events for the cache (first contact only).
+    warming: Option<Warm>,
+    attempt: u32,
+}
+
+struct Warm {
+    /// Gathered newest first.
+    events: Vec<RemoteEvent>,
+    bytes: usize,
+}
+
+/// The backplane of one node.
+pub struct Backplane {
+    cfg: BackplaneConfig,
+    addr: SocketAddr,
+    keys: Keys,
+    writer: Phase,
+    reader: Phase,
+    /// Appends sent, oldest first (their replies arrive in this order).
+    inflight: VecDeque<Origin>,
+    /// The epoch streams were told about.
+    epoch: Option<String>,
+    /// The last seq handed to the hub.
+    last_read: u64,
+    /// The first HELLO + cache fill is done (or gave up): streams may start.
+    started: bool,
+    started_deadline: Instant,
+    rng: u64,
+    /// Whether the writer / the reader has been up before (a later HELLO is a reconnect).
+    ever_up: [bool; 2],
+    /// Answers to deliver (drained by the loop).
+    pub completions: Vec<Completion>,
+    /// Events to record, in order (drained by the loop).
+    pub events: Vec<RemoteEvent>,
+    /// Notices, each placed before `events` that follow it (drained by the loop first).
+    pub notices: Vec<(usize, Notice)>,
+    /// Counters.
+    pub stats: BackplaneStats,
+    frames: Vec<OwnedFrame>,
+}
+
+impl Backplane {
+    /// A backplane for `cfg`; resolves the host once (a name that does not resolve is a start
+    /// error, not a retry loop).
+    pub fn new(cfg: BackplaneConfig) -> Result<Backplane, String> {
+        let addr = (cfg.url.host.as_str(), cfg.url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("backplane host {}: {e}", cfg.url.host))?
+            .next()
+            .ok_or_else(|| format!("backplane host {} has no address", cfg.url.host))?;
+        let now = Instant::now();
+        let rng = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x2545_f491, |d| d.as_nanos() as u64)
+            | 1;
+        Ok(Backplane {
+            keys: Keys::new(&cfg.prefix),
+            started_deadline: now + cfg.timeout * 2,
+            cfg,
+            addr,
+            writer: Phase::Down {
+                retry_at: now,
+                attempt: 0,
+            },
+            reader: Phase::Down {
+                retry_at: now,
+                attempt: 0,
+            },
+            inflight: VecDeque::new(),
+            epoch: None,
+            last_read: 0,
+            started: false,
+            rng,
+            ever_up: [false; 2],
+            completions: Vec::new(),
+            events: Vec::new(),
+            notices: Vec::new(),
+            stats: BackplaneStats::default(),
+            frames: Vec::new(),
+        })
+    }
+
+    /// The URL, password masked.
+    pub fn describe(&self) -> String {
+        self.cfg.url.to_string()
+    }
+
+    /// The append timeout.
+    pub fn timeout(&self) -> Duration {
+        self.cfg.timeout
+    }
+
+    /// Publishing works: the writer is connected and knows the dataset.
+    pub fn writable(&self) -> bool {
+        matches!(&self.writer, Phase::Up(l) if l.epoch.is_some())
+    }
+
+    /// Both links are up and the reader is past its cache fill.
+    pub fn up(&self) -> bool {
+        self.writable() && matches!(&self.reader, Phase::Up(l) if l.epoch.is_some() && l.warming.is_none())
+    }
+
+    /// Streams may start: the cache was filled from Redis, or Redis did not answer in time (the
+    /// node then serves live events only, from when Redis comes back).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The last seq read from the stream.
+    pub fn last_read(&self) -> u64 {
+        self.last_read
+    }
+
+    /// Queues one append; refused at once when the writer is not ready.
+    pub fn append(&mut self, req: AppendRequest, now: Instant) {
+        let Phase::Up(link) = &mut self.writer else {
+            return self.fail(req.origin);
+        };
+        let Some(epoch) = link.epoch.clone() else {
+            return self.fail(req.origin);
+        };
+        let idem_key = match &req.idempotency_key {
+            Some(k) => format!("{}{}", self.keys.idem, k),
+            None => self.keys.idem.clone(),
+        };
+        let topics = req.topics.join(" ");
+        let retention = self.cfg.retention.to_string();
+        let window = self.cfg.idempotency_secs.to_string();
+        let sha = link.append_sha.clone();
+        link.conn.command(&[
+            b"EVALSHA",
+            sha.as_bytes(),
+            b"4",
+            self.keys.seq.as_bytes(),
+            self.keys.epoch.as_bytes(),
+            self.keys.log.as_bytes(),
+            idem_key.as_bytes(),
+            epoch.as_bytes(),
+            retention.as_bytes(),
+            window.as_bytes(),
+            topics.as_bytes(),
+            req.event_type.as_deref().unwrap_or("").as_bytes(),
+            req.data.as_bytes(),
+            if req.idempotency_key.is_some() {
+                b"1"
+            } else {
+                b"0"
+            },
+        ]);
+        link.expect.push_back(Expect::Append);
+        link.deadlines.push_back(now + self.cfg.timeout);
+        self.inflight.push_back(req.origin);
+    }
+
+    fn fail(&mut self, origin: Origin) {
+        self.stats.append_failures += 1;
+        self.completions.push(Completion {
+            origin,
+            outcome: Err(AppendError::Unavailable),
+        });
+    }
+
+    /// The earliest moment something is due (a reconnect, a reply deadline).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for phase in [&self.writer, &self.reader] {
+            let due = match phase {
+                Phase::Down { retry_at, .. } => Some(*retry_at),
+                Phase::Up(link) => link.deadlines.front().copied(),
+            };
+            if let Some(d) = due {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        if !self.started {
+            next = Some(next.map_or(self.started_deadline, |n| n.min(self.started_deadline)));
+        }
+        next
+    }
+
+    /// Readiness on one of the links.
+    pub fn on_ready(&mut self, token: Token, registry: &Registry, now: Instant, scratch: &mut [u8]) {
+        let writer = token == WRITER;
+        let result = {
+            let phase = if writer {
+                &mut self.writer
+            } else {
+                &mut self.reader
+            };
+            let Phase::Up(link) = phase else {
+                return;
+            };
+            let mut frames = std::mem::take(&mut self.frames);
+            let r = link
+                .conn
+                .check_connected()
+                .and_then(|ok| {
+                    if ok {
+                        link.conn.flush()
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| link.conn.read(&mut frames, scratch));
+            self.frames = frames;
+            r
+        };
+        // Replies decoded before an error are genuine: handle them first.
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut broken = None;
+        for frame in frames.drain(..) {
+            if let Err(why) = self.on_reply(writer, frame, now) {
+                broken = Some(why);
+                break;
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+        if let Some(why) = broken.or_else(|| result.err().map(|e| e.to_string())) {
+            self.lose(writer, &why, registry, now);
+        }
+    }
+
+    /// Reconnects, expires deadlines, keeps the reader reading; called once per loop iteration.
+    /// `unrecorded` is how many events the hub has not recorded yet (reader back-pressure).
+    pub fn tick(&mut self, registry: &Registry, now: Instant, unrecorded: usize, floor: u64) {
+        for writer in [true, false] {
+            let phase = if writer {
+                &mut self.writer
+            } else {
+                &mut self.reader
+            };
+            match phase {
+                Phase::Down { retry_at, attempt } if *retry_at <= now => {
+                    let attempt = *attempt;
+                    self.connect(writer, registry, now, attempt, floor);
+                }
+                Phase::Up(link) if link.deadlines.front().is_some_and(|d| *d <= now) => {
+                    let what = if writer { "append" } else { "read" };
+                    let why = format!("no reply within the {what} deadline");
+                    self.lose(writer, &why, registry, now);
+                }
+                _ => {}
+            }
+        }
+        if !self.started && now >= self.started_deadline {
+            log::warn!(
+                "backplane {}: no answer yet; serving streams without its history",
+                self.describe()
+            );
+            self.started = true;
+        }
+        // The reader: one outstanding XREAD at a time, unless the hub is behind.
+        if let Phase::Up(link) = &mut self.reader {
+            if link.epoch.is_some()
+                && link.warming.is_none()
+                && link.expect.is_empty()
+                && unrecorded < MAX_UNRECORDED
+            {
+                let from = format!("{}-0", self.last_read);
+                let count = READ_COUNT.to_string();
+                let block = BLOCK_MS.to_string();
+                link.conn.command(&[
+                    b"XREAD",
+                    b"COUNT",
+                    count.as_bytes(),
+                    b"BLOCK",
+                    block.as_bytes(),
+                    b"STREAMS",
+                    self.keys.log.as_bytes(),
+                    from.as_bytes(),
+                ]);
+                link.expect.push_back(Expect::Read);
+                link.deadlines
+                    .push_back(now + Duration::from_millis(BLOCK_MS) + self.cfg.timeout);
+            }
+        }
+        for writer in [true, false] {
+            let phase = if writer {
+                &mut self.writer
+            } else {
+                &mut self.reader
+            };
+            if let Phase::Up(link) = phase {
+                if link.conn.has_output() {
+                    if let Err(e) = link.conn.flush() {
+                        let why = e.to_string();
+                        self.lose(writer, &why, registry, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, writer: bool, registry: &Registry, now: Instant, attempt: u32, floor: u64) {
+        let token = if writer { WRITER } else { READER };
+        let conn = match RedisConn::connect(self.addr, registry, token) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = e.to_string();
+                let retry_at = now + self.backoff(attempt);
+                log::debug!("backplane {}: connect: {why}", self.describe());
+                let phase = if writer {
+                    &mut self.writer
+                } else {
+                    &mut self.reader
+                };
+                *phase = Phase::Down {
+                    retry_at,
+                    attempt: attempt + 1,
+                };
+                return;
+            }
+        };
+        let mut link = Box::new(Link {
+            conn,
+            expect: VecDeque::new(),
+            deadlines: VecDeque::new(),
+            hello_sha: String::new(),
+            append_sha: String::new(),
+            epoch: None,
+            warming: None,
+            attempt,
+        });
+        // The whole handshake is pipelined: Redis answers in order, and an error in any step
+        // drops the link.
+        if let Some(password) = &self.cfg.url.password {
+            match &self.cfg.url.user {
+                Some(user) => link
+                    .conn
+                    .command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => link.conn.command(&[b"AUTH", password.as_bytes()]),
+            }
+            link.expect.push_back(Expect::Setup("AUTH"));
+        }
+        if self.cfg.url.db != 0 {
+            let db = self.cfg.url.db.to_string();
+            link.conn.command(&[b"SELECT", db.as_bytes()]);
+            link.expect.push_back(Expect::Setup("SELECT"));
+        }
+        link.conn
+            .command(&[b"SCRIPT", b"LOAD", scripts::HELLO.as_bytes()]);
+        link.expect.push_back(Expect::ScriptSha(ScriptKind::Hello));
+        if writer {
+            link.conn
+                .command(&[b"SCRIPT", b"LOAD", scripts::APPEND.as_bytes()]);
+            link.expect.push_back(Expect::ScriptSha(ScriptKind::Append));
+        }
+        let candidate = crate::event_loop::run_id();
+        let floor = floor.max(self.last_read).to_string();
+        link.conn.command(&[
+            b"EVAL",
+            scripts::HELLO.as_bytes(),
+            b"2",
+            self.keys.seq.as_bytes(),
+            self.keys.epoch.as_bytes(),
+            candidate.as_bytes(),
+            floor.as_bytes(),
+        ]);
+        link.expect.push_back(Expect::Hello);
+        // One deadline covers the handshake: the last reply (HELLO) must come by then.
+        link.deadlines.push_back(now + self.cfg.timeout);
+        let phase = if writer {
+            &mut self.writer
+        } else {
+            &mut self.reader
+        };
+        *phase = Phase::Up(link);
+    }
+
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let base = FIRST_BACKOFF
+            .saturating_mul(1u32 << attempt.min(6))
+            .min(MAX_BACKOFF);
+        // Jitter over [base/2, base] so that nodes restarted together do not reconnect in step.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = base / 2;
+        half + Duration::from_micros(self.rng % (half.as_micros() as u64 + 1))
+    }
+
+    /// Drops a link: its in-flight appends are refused, and it reconnects after a backoff.
+    fn lose(&mut self, writer: bool, why: &str, registry: &Registry, now: Instant) {
+        let phase = if writer {
+            &mut self.writer
+        } else {
+            &mut self.reader
+        };
+        let attempt = match std::mem::replace(
+            phase,
+            Phase::Down {
+                retry_at: now,
+                attempt: 0,
+            },
+        ) {
+            Phase::Up(link) => {
+                let was_ready = link.epoch.is_some();
+                let attempt = if was_ready { 0 } else { link.attempt + 1 };
+                link.conn.close(registry);
+                if was_ready {
+                    log::warn!(
+                        "backplane {} {}: connection lost: {why}",
+                        self.cfg.url,
+                        if writer { "writer" } else { "reader" }
+                    );
+                } else {
+                    log::debug!("backplane {}: handshake failed: {why}", self.cfg.url);
+                }
+                attempt
+            }
+            Phase::Down { attempt, .. } => attempt,
+        };
+        let retry_at = now + if attempt == 0 { Duration::ZERO } else { self.backoff(attempt) };
+        let phase = if writer {
+            &mut self.writer
+        } else {
+            &mut self.reader
+        };
+        *phase = Phase::Down { retry_at, attempt };
+        if writer {
+            while let Some(origin) = self.inflight.pop_front() {
+                self.fail(origin);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, writer: bool, frame: OwnedFrame, now: Instant) -> Result<(), String> {
+        let phase = if writer {
+            &mut self.writer
+        } else {
+            &mut self.reader
+        };
+        let Phase::Up(link) = phase else {
+            return Ok(());
+        };
+        let Some(expect) = link.expect.pop_front() else {
+            return Err("reply to nothing".into());
+        };
+        if matches!(expect, Expect::Hello | Expect::Append | Expect::Read | Expect::Warm) {
+            link.deadlines.pop_front();
+        }
+        if let OwnedFrame::Error(e) = &frame {
+            return match expect {
+                Expect::Append => {
+                    // A script error for one event (e.g. out of memory): refuse that one.
+                    log::warn!("backplane append refused by Redis: {e}");
+                    if let Some(origin) = self.inflight.pop_front() {
+                        self.fail(origin);
+                    }
+                    Ok(())
+                }
+                Expect::Setup(step) => Err(format!("{step}: {}", first_word(e))),
+                _ => Err(first_word(e).to_string()),
+            };
+        }
+        match expect {
+            Expect::Setup(_) => Ok(()),
+            Expect::ScriptSha(kind) => {
+                let sha = text(&frame).ok_or("SCRIPT LOAD: no sha")?.to_string();
+                match kind {
+                    ScriptKind::Hello => link.hello_sha = sha,
+                    ScriptKind::Append => link.append_sha = sha,
+                }
+                Ok(())
+            }
+            Expect::Hello => self.on_hello(writer, &frame, now),
+            Expect::Append => self.on_append(&frame),
+            Expect::Read => self.on_read(&frame),
+            Expect::Warm => self.on_warm(&frame, now),
+        }
+    }
+
+    fn on_hello(&mut self, writer: bool, frame: &OwnedFrame, now: Instant) -> Result<(), String> {
+        let OwnedFrame::Array(parts) = frame else {
+            return Err("HELLO: unexpected reply".into());
+        };
+        let epoch = parts.first().and_then(text).ok_or("HELLO: no epoch")?;
+        let epoch = epoch.to_string();
+        let phase = if writer {
+            &mut self.writer
+        } else {
+            &mut self.reader
+        };
+        let Phase::Up(link) = phase else {
+            return Ok(());
+        };
+        let seen = if writer {
+            &mut self.ever_up[0]
+        } else {
+            &mut self.ever_up[1]
+        };
+        if std::mem::replace(seen, true) {
+            self.stats.reconnects += 1;
+        }
+        link.epoch = Some(epoch.clone());
+        link.attempt = 0;
+        if writer {
+            log::info!("backplane {} writer: connected, epoch {epoch}", self.cfg.url);
+            return Ok(());
+        }
+        match self.epoch.as_deref() {
+            None => {
+                log::info!("backplane {} reader: connected, epoch {epoch}", self.cfg.url);
+                self.epoch = Some(epoch.clone());
+                self.notices.push((
+                    self.events.len(),
+                    Notice::Epoch {
+                        epoch: epoch.clone(),
+                        lost: false,
+                    },
+                ));
+                // First contact: fill the cache with the newest retained events.
+                link.warming = Some(Warm {
+                    events: Vec::new(),
+                    bytes: 0,
+                });
+                let count = READ_COUNT.to_string();
+                link.conn.command(&[
+                    b"XREVRANGE",
+                    self.keys.log.as_bytes(),
+                    b"+",
+                    b"-",
+                    b"COUNT",
+                    count.as_bytes(),
+                ]);
+                link.expect.push_back(Expect::Warm);
+                link.deadlines.push_back(now + self.cfg.timeout);
+            }
+            Some(known) if known == epoch => {
+                log::info!(
+                    "backplane {} reader: reconnected, reading on after seq {}",
+                    self.cfg.url,
+                    self.last_read
+                );
+            }
+            Some(known) => {
+                log::warn!(
+                    "backplane {}: the dataset changed (epoch {known} -> {epoch}): Redis lost \
+                     its data; streams get a reset notice",
+                    self.cfg.url
+                );
+                self.epoch = Some(epoch.clone());
+                self.notices
+                    .push((self.events.len(), Notice::Epoch { epoch, lost: true }));
+                // Everything in the new dataset is new.
+                self.last_read = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_append(&mut self, frame: &OwnedFrame) -> Result<(), String> {
+        let Some(origin) = self.inflight.pop_front() else {
+            return Err("append reply without an append".into());
+        };
+        let parts = match frame {
+            OwnedFrame::Array(p) if p.len() == 2 => p,
+            _ => {
+                self.fail(origin);
+                return Err("APPEND: unexpected reply".into());
+            }
+        };
+        let status = text(&parts[0]).unwrap_or("");
+        let Phase::Up(link) = &mut self.writer else {
+            self.fail(origin);
+            return Ok(());
+        };
+        match status {
+            "OK" | "DUP" => {
+                let Some(seq) = integer(&parts[1]).and_then(|s| u64::try_from(s).ok()) else {
+                    self.fail(origin);
+                    return Err("APPEND: bad seq".into());
+                };
+                let epoch = link.epoch.clone().unwrap_or_default();
+                self.stats.appends += u64::from(status == "OK");
+                self.completions.push(Completion {
+                    origin,
+                    outcome: Ok((format!("{epoch}-{seq}"), seq)),
+                });
+                Ok(())
+            }
+            "EPOCH" => {
+                // The dataset changed under this link: refuse, and say HELLO again.
+                self.fail(origin);
+                Err("the dataset changed (epoch mismatch)".into())
+            }
+            other => {
+                self.fail(origin);
+                Err(format!("APPEND: unexpected status {other:?}"))
+            }
+        }
+    }
+
+    fn on_read(&mut self, frame: &OwnedFrame) -> Result<(), String> {
+        let entries = match frame {
+            OwnedFrame::Null => return Ok(()), // BLOCK timed out: nothing new
+            OwnedFrame::Array(streams) => match streams.first() {
+                Some(OwnedFrame::Array(kv)) if kv.len() == 2 => match &kv[1] {
+                    OwnedFrame::Array(entries) => entries,
+                    _ => return Err("XREAD: unexpected reply".into()),
+                },
+                _ => return Ok(()),
+            },
+            _ => return Err("XREAD: unexpected reply".into()),
+        };
+        for entry in entries {
+            let Some(ev) = parse_entry(entry) else {
+                log::warn!("backplane: skipping a malformed stream entry");
+                continue;
+            };
+            if ev.seq <= self.last_read {
+                continue;
+            }
+            if self.last_read != 0 && ev.seq != self.last_read + 1 {
+                log::warn!(
+                    "backplane: events {}..{} were trimmed from Redis before this node read them",
+                    self.last_read + 1,
+                    ev.seq - 1
+                );
+                self.notices.push((self.events.len(), Notice::Gap));
+            }
+            self.take(ev);
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, ev: RemoteEvent) {
+        self.last_read = ev.seq;
+        self.stats.events_read += 1;
+        self.stats.read_bytes += (ev.data.len()
+            + ev.topics.iter().map(|t| t.len() + 1).sum::<usize>()
+            + ev.event_type.as_ref().map_or(0, |t| t.len())) as u64;
+        self.events.push(ev);
+    }
+
+    fn on_warm(&mut self, frame: &OwnedFrame, now: Instant) -> Result<(), String> {
+        let OwnedFrame::Array(entries) = frame else {
+            return Err("XREVRANGE: unexpected reply".into());
+        };
+        let Phase::Up(link) = &mut self.reader else {
+            return Ok(());
+        };
+        let Some(warm) = link.warming.as_mut() else {
+            return Ok(());
+        };
+        let mut oldest = None;
+        for entry in entries {
+            if let Some(ev) = parse_entry(entry) {
+                oldest = Some(ev.seq);
+                warm.bytes += ev.data.len() + 64;
+                warm.events.push(ev);
+            }
+        }
+        let full = warm.events.len() >= self.cfg.warm_events || warm.bytes >= self.cfg.warm_bytes;
+        match oldest {
+            Some(oldest) if !full && entries.len() == READ_COUNT && oldest > 1 => {
+                // Older entries may exist: fetch the next page, below the oldest so far.
+                let below = format!("({oldest}-0");
+                let count = READ_COUNT.to_string();
+                link.conn.command(&[
+                    b"XREVRANGE",
+                    self.keys.log.as_bytes(),
+                    below.as_bytes(),
+                    b"-",
+                    b"COUNT",
+                    count.as_bytes(),
+                ]);
+                link.expect.push_back(Expect::Warm);
+                link.deadlines.push_back(now + self.cfg.timeout);
+                Ok(())
+            }
+            _ => {
+                let mut events = link.warming.take().map(|w| w.events).unwrap_or_default();
+                events.reverse();
+                log::info!(
+                    "backplane: history cache filled with {} events from Redis",
+                    events.len()
+                );
+                for ev in events {
+                    if ev.seq > self.last_read {
+                        self.take(ev);
+                    }
+                }
+                self.started = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes both links (shutdown); pending appends are refused.
+    pub fn close(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        for writer in [true, false] {
+            let phase = if writer {
+                &mut self.writer
+            } else {
+                &mut self.reader
+            };
+            if let Phase::Up(link) = std::mem::replace(
+                phase,
+                Phase::Down {
+                    retry_at: now + Duration::from_secs(3600),
+                    attempt: 0,
+                },
+            ) {
+                link.conn.close(registry);
+            }
+        }
+        while let Some(origin) = self.inflight.pop_front() {
+            self.fail(origin);
+        }
+    }
+}
+
+fn first_word(e: &str) -> &str {
+    // Redis errors start with a code word (NOAUTH, WRONGPASS, NOSCRIPT...); the rest may quote
+    // arguments, which could be a password.
+    e.split_whitespace().next().unwrap_or("error")
+}
+
+/// One stream entry: `[id, [field, value, ...]]`.
+fn parse_entry(entry: &OwnedFrame) -> Option<RemoteEvent> {
+    let OwnedFrame::Array(parts) = entry else {
+        return None;
+    };
+    let id = text(parts.first()?)?;
+    let seq: u64 = id.strip_suffix("-0")?.parse().ok()?;
+    let OwnedFrame::Array(fields) = parts.get(1)? else {
+        return None;
+    };
+    let (mut topics, mut event_type, mut data, mut ts) = (None, None, None, 0);
+    for pair in fields.chunks(2) {
+        let [k, v] = pair else { continue };
+        match text(k)? {
+            "t" => topics = Some(text(v)?),
+            "e" => event_type = Some(text(v)?),
+            "d" => data = Some(text(v)?),
+            "ts" => ts = integer(v).and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
+            _ => {}
+        }
+    }
+    let topics: Vec<Box<str>> = topics?.split(' ').filter(|t| !t.is_empty()).map(Box::from).collect();
+    if topics.is_empty() {
+        return None;
+    }
+    Some(RemoteEvent {
+        seq,
+        topics,
+        event_type: event_type.filter(|t| !t.is_empty()).map(Box::from),
+        data: data?.into(),
+        appended_ms: ts,
+    })
+}

@@ -1,0 +1,180 @@
+//! One non-blocking Redis connection in the node's own `mio` loop: commands are encoded and
+//! replies decoded with the `redis-protocol` RESP2 codec; the socket, buffering and pipelining
+//! are ours. Replies come back in command order (Redis guarantees it on one connection), so the
+//! caller keeps its own FIFO of what each reply answers.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+
+/// Largest reply accepted: XREAD/XRANGE replies are bounded by their COUNT times the largest
+/// event (`--max-body`); this catches a wrong server, not a legitimate reply.
+const MAX_REPLY: usize = 1 << 30;
+
+/// A Redis connection: socket, unsent command bytes, undecoded reply bytes.
+pub struct RedisConn {
+    stream: TcpStream,
+    /// True once the non-blocking connect finished.
+    pub established: bool,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    rbuf: Vec<u8>,
+}
+
+impl RedisConn {
+    /// Starts connecting (non-blocking) and registers for both readiness kinds (edge-triggered:
+    /// writes are attempted whenever there is something to send, and resumed on WRITABLE).
+    pub fn connect(addr: SocketAddr, registry: &Registry, token: Token) -> io::Result<RedisConn> {
+        let mut stream = TcpStream::connect(addr)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let _ = stream.set_nodelay(true);
+        Ok(RedisConn {
+            stream,
+            established: false,
+            wbuf: Vec::new(),
+            wpos: 0,
+            rbuf: Vec::new(),
+        })
+    }
+
+    /// Removes the socket from the poll before it is dropped.
+    pub fn close(mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// Appends one command (an array of bulk strings) to the output.
+    pub fn command(&mut self, args: &[&[u8]]) {
+        let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+        let frame = BorrowedFrame::Array(&parts);
+        let start = self.wbuf.len();
+        self.wbuf.resize(start + frame.encode_len(false), 0);
+        match encode_borrowed(&mut self.wbuf[start..], &frame, false) {
+            Ok(n) => self.wbuf.truncate(start + n),
+            // Cannot happen: the buffer was sized by the codec itself.
+            Err(e) => {
+                log::error!("backplane: RESP encoding failed: {e:?}");
+                self.wbuf.truncate(start);
+            }
+        }
+    }
+
+    /// True when command bytes wait to be sent.
+    pub fn has_output(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Checks a pending connect; `Ok(true)` once established.
+    pub fn check_connected(&mut self) -> io::Result<bool> {
+        if self.established {
+            return Ok(true);
+        }
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                self.established = true;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends what it can; `Ok` also when the socket is full (the rest goes on WRITABLE).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.established {
+            return Ok(());
+        }
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > 1 << 20 {
+                self.wbuf = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads everything available and decodes the complete replies into `out`. An error (or
+    /// EOF) means the connection is gone; replies decoded before it are still in `out`.
+    pub fn read(&mut self, out: &mut Vec<OwnedFrame>, scratch: &mut [u8]) -> io::Result<()> {
+        if !self.established {
+            return Ok(());
+        }
+        let mut end = Ok(());
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    end = Err(io::ErrorKind::UnexpectedEof.into());
+                    break;
+                }
+                Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    end = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut pos = 0;
+        while pos < self.rbuf.len() {
+            match decode(&self.rbuf[pos..]) {
+                Ok(Some((frame, used))) => {
+                    out.push(frame);
+                    pos += used;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.rbuf.clear();
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad RESP from Redis: {e:?}"),
+                    ));
+                }
+            }
+        }
+        self.rbuf.drain(..pos);
+        if self.rbuf.len() > MAX_REPLY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "Redis reply larger than 1 GiB",
+            ));
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 1 << 20 {
+            self.rbuf = Vec::new();
+        }
+        end
+    }
+}
+
+/// The text of a bulk or simple string reply.
+pub fn text(frame: &OwnedFrame) -> Option<&str> {
+    match frame {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+/// The integer of an integer reply, or of a string reply holding digits.
+pub fn integer(frame: &OwnedFrame) -> Option<i64> {
+    match frame {
+        OwnedFrame::Integer(i) => Some(*i),
+        other => text(other).and_then(|t| t.parse().ok()),
+    }
+}
