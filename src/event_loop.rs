@@ -155,6 +155,7 @@ impl Server {
                     timeout: Duration::from_millis(config.backplane_timeout_ms),
                     retention: config.backplane_retention,
                     idempotency_secs: config.idempotency_window_secs,
+                    history: config.history,
                     warm_events: config.backplane_retention.min(1 << 20) as usize,
                     warm_bytes: config.history_bytes,
                 })
@@ -402,6 +403,17 @@ impl Server {
         }
         for c in completions {
             self.complete(c);
+        }
+        let backfills = self
+            .sh
+            .backplane
+            .as_mut()
+            .map(|bp| std::mem::take(&mut bp.backfills))
+            .unwrap_or_default();
+        for b in backfills {
+            if let Some(cn) = self.conns.get_mut(b.key).filter(|cn| cn.id() == b.conn) {
+                cn.backfill_done(b.key, b.events, &mut self.sh);
+            }
         }
     }
 

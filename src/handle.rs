@@ -12,8 +12,8 @@
 //! drives the loop cannot wait for itself, so it is refused ([`PublishError::OnLoopThread`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -75,7 +75,9 @@ impl Sequencer {
 
     /// Publishes now wait for the backplane's answer, at most `timeout` (plus a margin).
     pub fn use_backplane(&self, timeout: Duration) {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.backplane_timeout_ms.store(ms, Ordering::Release);
     }
 

@@ -38,7 +38,9 @@ impl Idempotency {
     /// The answer given to `key`, if it is still remembered.
     pub fn get(&mut self, key: &str, now: Instant) -> Option<(u64, String)> {
         self.expire(now);
-        self.answers.get(key).map(|(seq, id)| (*seq, id.to_string()))
+        self.answers
+            .get(key)
+            .map(|(seq, id)| (*seq, id.to_string()))
     }
 
     /// Remembers the answer to `key`.
@@ -92,7 +94,10 @@ mod tests {
         let mut idem = Idempotency::new(Duration::from_secs(10));
         assert_eq!(idem.get("k", t0), None);
         idem.put("k", 7, "run-7", t0);
-        assert_eq!(idem.get("k", t0 + Duration::from_secs(9)), Some((7, "run-7".into())));
+        assert_eq!(
+            idem.get("k", t0 + Duration::from_secs(9)),
+            Some((7, "run-7".into()))
+        );
         // A second answer for the same key does not replace the first.
         idem.put("k", 8, "run-8", t0);
         assert_eq!(idem.get("k", t0), Some((7, "run-7".into())));

@@ -7,11 +7,13 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::backplane::BackplaneStats;
 use crate::auth::AuthFailure;
+use crate::backplane::BackplaneStats;
 
 /// Upper bounds (seconds) of the backplane read-lag histogram buckets.
-const LAG_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
+const LAG_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
 
 /// Upper bounds (seconds) of the connection-lifetime histogram buckets.
 const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];

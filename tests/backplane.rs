@@ -1280,3 +1280,97 @@ fn backplane_counters_count_appends_and_reads_per_node() {
         assert_eq!(delta(n, server, RECONNECTS), 0.0);
     }
 }
+
+#[test]
+fn a_resume_older_than_the_nodes_cache_is_served_from_redis_in_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    // Redis keeps 100 events per topic (the publishing node's --history); node C caches only
+    // about 2 KiB of history, so most of what a client missed is not in C's memory.
+    let a = node(&redis, &["--history", "100"]);
+    wait_ready(&a);
+    let xs: Vec<String> = (0..50)
+        .map(|i| a.publish("topic=x", &format!("x{i}")))
+        .collect();
+    let ys: Vec<String> = (0..30)
+        .map(|i| a.publish("topic=y", &format!("y{i}")))
+        .collect();
+    let c = node(&redis, &["--history", "100", "--history-bytes", "2k"]);
+    wait_ready(&c);
+    let expect_x: Vec<(String, String)> =
+        (5..50).map(|i| (xs[i].clone(), format!("x{i}"))).collect();
+    // An exact topic (per-topic stream) and a pattern (the shared log, filtered).
+    let mut exact = c.subscribe("topic=x", &[("Last-Event-ID", &xs[4])]);
+    let mut pattern = c.subscribe("topic=x*", &[("Last-Event-ID", &xs[4])]);
+    assert_eq!(
+        id_data(&exact.events(45)),
+        expect_x,
+        "exact topic from Redis"
+    );
+    assert_eq!(id_data(&pattern.events(45)), expect_x, "pattern from Redis");
+    // Two topics: merged in id order, once each.
+    let mut both = c.subscribe("topic=x&topic=y", &[("Last-Event-ID", &xs[4])]);
+    let mut expect_both = expect_x.clone();
+    expect_both.extend((0..30).map(|i| (ys[i].clone(), format!("y{i}"))));
+    assert_eq!(
+        id_data(&both.events(75)),
+        expect_both,
+        "two topics from Redis"
+    );
+    // Then live events, nothing twice, no reset.
+    assert_next_is_sentinel(&a, "x", &mut [&mut exact, &mut pattern, &mut both]);
+    for client in [&exact, &pattern, &both] {
+        assert!(!client.raw_text().contains(RESET), "{}", client.raw_text());
+    }
+    assert!(c.metric("sseloop_events_replayed_total") >= 165.0);
+
+    // Older than what Redis keeps per topic: the reset notice, then what is retained.
+    let more: Vec<String> = (0..120)
+        .map(|i| a.publish("topic=z", &format!("z{i}")))
+        .collect();
+    let mut expired = c.subscribe("topic=z", &[("Last-Event-ID", &more[2])]);
+    let first = expired.next_event();
+    assert_eq!(first.event, RESET, "{}", expired.raw_text());
+    assert_eq!(first.data, r#"{"reason":"expired"}"#);
+}
+
+#[test]
+fn a_resume_id_the_node_has_not_read_yet_skips_what_the_client_has() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    wait_ready(&a);
+    wait_ready(&b);
+    let first = a.publish("topic=h", "h0");
+    let mut live_b = b.subscribe("topic=h", &[]);
+    // Wait until B has recorded h0 (a probe subscriber resuming from before it gets it).
+    let mut probe = b.subscribe(
+        "topic=h",
+        &[("Last-Event-ID", &format!("{}-0", epoch(&first)))],
+    );
+    assert_eq!(probe.next_event().id, first);
+    // A client that already has the next event (served by a node ahead of B) resumes on B
+    // before B has read it: B must not send it again.
+    let id_ahead = format!("{}-{}", epoch(&first), seq(&first) + 1);
+    let mut resumed = b.subscribe("topic=h", &[("Last-Event-ID", &id_ahead)]);
+    let second = a.publish("topic=h", "h1");
+    let third = a.publish("topic=h", "h2");
+    assert_eq!(seq(&second), seq(&first) + 1, "ids are consecutive");
+    // The live subscriber gets both; the resumed one only what follows its id.
+    assert_eq!(
+        id_data(&live_b.events(2)),
+        vec![(second.clone(), "h1".into()), (third.clone(), "h2".into())]
+    );
+    let ev = resumed.next_event();
+    assert_eq!((ev.id.as_str(), ev.data.as_str()), (third.as_str(), "h2"));
+    assert!(
+        !resumed.raw_text().contains(RESET),
+        "{}",
+        resumed.raw_text()
+    );
+}

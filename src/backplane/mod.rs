@@ -48,6 +48,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const BLOCK_MS: u64 = 1000;
 /// Entries per `XREAD` / `XREVRANGE` reply.
 const READ_COUNT: usize = 512;
+/// A topic stream in Redis expires this long after its last publish (its history goes with it).
+pub const TOPIC_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Most log entries one backfill for a pattern reads (past it the resume is told "expired").
+const FETCH_LOG_MAX: usize = 10_000;
 /// The reader stops asking for more while the hub has this many events waiting to be recorded:
 /// Redis holds the rest, so a slow node bounds its own memory.
 pub const MAX_UNRECORDED: usize = 8192;
@@ -65,6 +69,8 @@ pub struct BackplaneConfig {
     pub retention: u64,
     /// Lifetime of an idempotency key, in seconds.
     pub idempotency_secs: u64,
+    /// Events each topic's stream keeps (`--history`).
+    pub history: usize,
     /// A starting node fills its history cache with at most this many of the newest events...
     pub warm_events: usize,
     /// ...and at most about this many bytes of them.
@@ -91,6 +97,33 @@ pub enum Origin {
     },
     /// A thread blocked in `PublishHandle::publish`.
     Handle(Arc<ReplySlot>),
+}
+
+/// A resume older than a node's cache: the events a stream missed, asked of Redis.
+pub struct FetchRequest {
+    /// Slab key of the stream.
+    pub key: usize,
+    /// Connection id.
+    pub conn: u64,
+    /// Exact topics subscribed.
+    pub topics: Vec<String>,
+    /// Pattern prefixes subscribed (read from the log, filtered).
+    pub prefixes: Vec<String>,
+    /// The client's last seq.
+    pub after: u64,
+    /// The node's cache holds everything after this seq.
+    pub upto: u64,
+}
+
+/// The answer to a [`FetchRequest`].
+pub struct Backfill {
+    /// Slab key of the stream.
+    pub key: usize,
+    /// Connection id.
+    pub conn: u64,
+    /// The stream's events in `(after, upto]`, in order, once each; `None` when Redis no longer
+    /// holds all of them (or did not answer): the stream is told "expired".
+    pub events: Option<Vec<RemoteEvent>>,
 }
 
 /// Where a foreign thread waits for its publish's answer.
@@ -211,6 +244,8 @@ enum Expect {
     Hello,
     /// The oldest in-flight append.
     Append,
+    /// The oldest in-flight backfill.
+    Fetch,
     Read,
     Warm,
 }
@@ -219,6 +254,7 @@ enum Expect {
 enum ScriptKind {
     Hello,
     Append,
+    Fetch,
 }
 
 enum Phase {
@@ -233,6 +269,7 @@ struct Link {
     deadlines: VecDeque<Instant>,
     hello_sha: String,
     append_sha: String,
+    fetch_sha: String,
     /// The dataset's epoch, once HELLO answered.
     epoch: Option<String>,
     /// Reader: fetching the newest events for the cache (first contact only).
@@ -255,6 +292,10 @@ pub struct Backplane {
     reader: Phase,
     /// Appends sent, oldest first (their replies arrive in this order).
     inflight: VecDeque<Origin>,
+    /// Backfills sent on the writer, oldest first.
+    fetches: VecDeque<FetchRequest>,
+    /// Answered backfills (drained by the loop).
+    pub backfills: Vec<Backfill>,
     /// The epoch streams were told about.
     epoch: Option<String>,
     /// The last seq handed to the hub.
@@ -304,6 +345,8 @@ impl Backplane {
                 attempt: 0,
             },
             inflight: VecDeque::new(),
+            fetches: VecDeque::new(),
+            backfills: Vec::new(),
             epoch: None,
             last_read: 0,
             started: false,
@@ -334,7 +377,8 @@ impl Backplane {
 
     /// Both links are up and the reader is past its cache fill.
     pub fn up(&self) -> bool {
-        self.writable() && matches!(&self.reader, Phase::Up(l) if l.epoch.is_some() && l.warming.is_none())
+        self.writable()
+            && matches!(&self.reader, Phase::Up(l) if l.epoch.is_some() && l.warming.is_none())
     }
 
     /// Streams may start: the cache was filled from Redis, or Redis did not answer in time (the
@@ -364,14 +408,25 @@ impl Backplane {
         let retention = self.cfg.retention.to_string();
         let window = self.cfg.idempotency_secs.to_string();
         let sha = link.append_sha.clone();
-        link.conn.command(&[
+        let topic_keys: Vec<String> = req
+            .topics
+            .iter()
+            .map(|t| format!("{}{t}", self.keys.topic))
+            .collect();
+        let nkeys = (4 + topic_keys.len()).to_string();
+        let history = self.cfg.history.to_string();
+        let ttl = TOPIC_TTL_SECS.to_string();
+        let mut args: Vec<&[u8]> = vec![
             b"EVALSHA",
             sha.as_bytes(),
-            b"4",
+            nkeys.as_bytes(),
             self.keys.seq.as_bytes(),
             self.keys.epoch.as_bytes(),
             self.keys.log.as_bytes(),
             idem_key.as_bytes(),
+        ];
+        args.extend(topic_keys.iter().map(|k| k.as_bytes()));
+        args.extend_from_slice(&[
             epoch.as_bytes(),
             retention.as_bytes(),
             window.as_bytes(),
@@ -383,10 +438,107 @@ impl Backplane {
             } else {
                 b"0"
             },
+            history.as_bytes(),
+            ttl.as_bytes(),
         ]);
+        link.conn.command(&args);
         link.expect.push_back(Expect::Append);
         link.deadlines.push_back(now + self.cfg.timeout);
         self.inflight.push_back(req.origin);
+    }
+
+    /// Asks Redis for the events a resumed stream missed (answered in [`Backplane::backfills`]).
+    pub fn fetch(&mut self, req: FetchRequest, now: Instant) {
+        let Phase::Up(link) = &mut self.writer else {
+            return self.backfill_failed(req);
+        };
+        if link.epoch.is_none() || link.fetch_sha.is_empty() {
+            return self.backfill_failed(req);
+        }
+        let mut keys: Vec<String> = req
+            .topics
+            .iter()
+            .map(|t| format!("{}{t}", self.keys.topic))
+            .collect();
+        let patterns = !req.prefixes.is_empty();
+        if patterns {
+            keys.push(self.keys.log.clone());
+        }
+        let nkeys = keys.len().to_string();
+        let after = req.after.to_string();
+        let upto = req.upto.to_string();
+        let count = if patterns {
+            FETCH_LOG_MAX
+        } else {
+            self.cfg.history + 1
+        }
+        .to_string();
+        let sha = link.fetch_sha.clone();
+        let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), nkeys.as_bytes()];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        args.extend_from_slice(&[
+            after.as_bytes(),
+            upto.as_bytes(),
+            count.as_bytes(),
+            if patterns { b"1" } else { b"0" },
+        ]);
+        link.conn.command(&args);
+        link.expect.push_back(Expect::Fetch);
+        link.deadlines.push_back(now + self.cfg.timeout);
+        self.fetches.push_back(req);
+    }
+
+    fn backfill_failed(&mut self, req: FetchRequest) {
+        self.backfills.push(Backfill {
+            key: req.key,
+            conn: req.conn,
+            events: None,
+        });
+    }
+
+    fn on_fetch(&mut self, frame: &OwnedFrame) -> Result<(), String> {
+        let Some(req) = self.fetches.pop_front() else {
+            return Err("backfill reply without a backfill".into());
+        };
+        let OwnedFrame::Array(per_key) = frame else {
+            self.backfill_failed(req);
+            return Err("FETCH: unexpected reply".into());
+        };
+        let mut events: Vec<RemoteEvent> = Vec::new();
+        let mut complete = true;
+        for (i, part) in per_key.iter().enumerate() {
+            let OwnedFrame::Array(pair) = part else {
+                complete = false;
+                continue;
+            };
+            complete &= pair.first().and_then(integer) == Some(1);
+            let Some(OwnedFrame::Array(entries)) = pair.get(1) else {
+                continue;
+            };
+            let from_log = i >= req.topics.len();
+            for entry in entries {
+                let Some(ev) = parse_entry(entry) else {
+                    continue;
+                };
+                if from_log
+                    && !ev
+                        .topics
+                        .iter()
+                        .any(|t| req.prefixes.iter().any(|p| t.starts_with(p.as_str())))
+                {
+                    continue;
+                }
+                events.push(ev);
+            }
+        }
+        events.sort_unstable_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
+        self.backfills.push(Backfill {
+            key: req.key,
+            conn: req.conn,
+            events: complete.then_some(events),
+        });
+        Ok(())
     }
 
     fn fail(&mut self, origin: Origin) {
@@ -416,7 +568,13 @@ impl Backplane {
     }
 
     /// Readiness on one of the links.
-    pub fn on_ready(&mut self, token: Token, registry: &Registry, now: Instant, scratch: &mut [u8]) {
+    pub fn on_ready(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        now: Instant,
+        scratch: &mut [u8],
+    ) {
         let writer = token == WRITER;
         let result = {
             let phase = if writer {
@@ -431,13 +589,7 @@ impl Backplane {
             let r = link
                 .conn
                 .check_connected()
-                .and_then(|ok| {
-                    if ok {
-                        link.conn.flush()
-                    } else {
-                        Ok(())
-                    }
-                })
+                .and_then(|ok| if ok { link.conn.flush() } else { Ok(()) })
                 .and_then(|()| link.conn.read(&mut frames, scratch));
             self.frames = frames;
             r
@@ -529,7 +681,14 @@ impl Backplane {
         }
     }
 
-    fn connect(&mut self, writer: bool, registry: &Registry, now: Instant, attempt: u32, floor: u64) {
+    fn connect(
+        &mut self,
+        writer: bool,
+        registry: &Registry,
+        now: Instant,
+        attempt: u32,
+        floor: u64,
+    ) {
         let token = if writer { WRITER } else { READER };
         let conn = match RedisConn::connect(self.addr, registry, token) {
             Ok(c) => c,
@@ -555,6 +714,7 @@ impl Backplane {
             deadlines: VecDeque::new(),
             hello_sha: String::new(),
             append_sha: String::new(),
+            fetch_sha: String::new(),
             epoch: None,
             warming: None,
             attempt,
@@ -582,6 +742,9 @@ impl Backplane {
             link.conn
                 .command(&[b"SCRIPT", b"LOAD", scripts::APPEND.as_bytes()]);
             link.expect.push_back(Expect::ScriptSha(ScriptKind::Append));
+            link.conn
+                .command(&[b"SCRIPT", b"LOAD", scripts::FETCH.as_bytes()]);
+            link.expect.push_back(Expect::ScriptSha(ScriptKind::Fetch));
         }
         let candidate = crate::event_loop::run_id();
         let floor = floor.max(self.last_read).to_string();
@@ -648,7 +811,12 @@ impl Backplane {
             }
             Phase::Down { attempt, .. } => attempt,
         };
-        let retry_at = now + if attempt == 0 { Duration::ZERO } else { self.backoff(attempt) };
+        let retry_at = now
+            + if attempt == 0 {
+                Duration::ZERO
+            } else {
+                self.backoff(attempt)
+            };
         let phase = if writer {
             &mut self.writer
         } else {
@@ -658,6 +826,9 @@ impl Backplane {
         if writer {
             while let Some(origin) = self.inflight.pop_front() {
                 self.fail(origin);
+            }
+            while let Some(req) = self.fetches.pop_front() {
+                self.backfill_failed(req);
             }
         }
     }
@@ -674,7 +845,10 @@ impl Backplane {
         let Some(expect) = link.expect.pop_front() else {
             return Err("reply to nothing".into());
         };
-        if matches!(expect, Expect::Hello | Expect::Append | Expect::Read | Expect::Warm) {
+        if matches!(
+            expect,
+            Expect::Hello | Expect::Append | Expect::Fetch | Expect::Read | Expect::Warm
+        ) {
             link.deadlines.pop_front();
         }
         if let OwnedFrame::Error(e) = &frame {
@@ -684,6 +858,13 @@ impl Backplane {
                     log::warn!("backplane append refused by Redis: {e}");
                     if let Some(origin) = self.inflight.pop_front() {
                         self.fail(origin);
+                    }
+                    Ok(())
+                }
+                Expect::Fetch => {
+                    log::warn!("backplane backfill refused by Redis: {e}");
+                    if let Some(req) = self.fetches.pop_front() {
+                        self.backfill_failed(req);
                     }
                     Ok(())
                 }
@@ -698,11 +879,13 @@ impl Backplane {
                 match kind {
                     ScriptKind::Hello => link.hello_sha = sha,
                     ScriptKind::Append => link.append_sha = sha,
+                    ScriptKind::Fetch => link.fetch_sha = sha,
                 }
                 Ok(())
             }
             Expect::Hello => self.on_hello(writer, &frame, now),
             Expect::Append => self.on_append(&frame),
+            Expect::Fetch => self.on_fetch(&frame),
             Expect::Read => self.on_read(&frame),
             Expect::Warm => self.on_warm(&frame, now),
         }
@@ -733,12 +916,18 @@ impl Backplane {
         link.epoch = Some(epoch.clone());
         link.attempt = 0;
         if writer {
-            log::info!("backplane {} writer: connected, epoch {epoch}", self.cfg.url);
+            log::info!(
+                "backplane {} writer: connected, epoch {epoch}",
+                self.cfg.url
+            );
             return Ok(());
         }
         match self.epoch.as_deref() {
             None => {
-                log::info!("backplane {} reader: connected, epoch {epoch}", self.cfg.url);
+                log::info!(
+                    "backplane {} reader: connected, epoch {epoch}",
+                    self.cfg.url
+                );
                 self.epoch = Some(epoch.clone());
                 self.notices.push((
                     self.events.len(),
@@ -867,7 +1056,8 @@ impl Backplane {
         self.stats.events_read += 1;
         self.stats.read_bytes += (ev.data.len()
             + ev.topics.iter().map(|t| t.len() + 1).sum::<usize>()
-            + ev.event_type.as_ref().map_or(0, |t| t.len())) as u64;
+            + ev.event_type.as_ref().map_or(0, |t| t.len()))
+            as u64;
         self.events.push(ev);
     }
 
@@ -947,6 +1137,9 @@ impl Backplane {
         while let Some(origin) = self.inflight.pop_front() {
             self.fail(origin);
         }
+        while let Some(req) = self.fetches.pop_front() {
+            self.backfill_failed(req);
+        }
     }
 }
 
@@ -977,7 +1170,11 @@ fn parse_entry(entry: &OwnedFrame) -> Option<RemoteEvent> {
             _ => {}
         }
     }
-    let topics: Vec<Box<str>> = topics?.split(' ').filter(|t| !t.is_empty()).map(Box::from).collect();
+    let topics: Vec<Box<str>> = topics?
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(Box::from)
+        .collect();
     if topics.is_empty() {
         return None;
     }

@@ -49,7 +49,8 @@ impl RedisConn {
 
     /// Appends one command (an array of bulk strings) to the output.
     pub fn command(&mut self, args: &[&[u8]]) {
-        let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+        let parts: Vec<BorrowedFrame<'_>> =
+            args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
         let frame = BorrowedFrame::Array(&parts);
         let start = self.wbuf.len();
         self.wbuf.resize(start + frame.encode_len(false), 0);

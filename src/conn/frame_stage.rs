@@ -9,11 +9,11 @@ use super::authz::{distinct_wanted, Need};
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::auth::AuthFailure;
+use crate::backplane::{AppendError, Origin};
 use crate::buf::Wire;
 use crate::frame::{self, ErrorCode, FrameDecoder, Kind, Payload, TopicList};
 use crate::http::request::{topic_is_new, valid_event_type};
 use crate::hub::{HubError, Resume};
-use crate::backplane::{AppendError, Origin};
 use crate::loop_state::{LoopState, PublishStart};
 use crate::metrics::ResetReason;
 
@@ -54,6 +54,10 @@ impl Connection {
     /// Handles every complete frame buffered. A broken frame stream (bad magic, oversize length)
     /// gets one fatal ERROR and a graceful close.
     pub(super) fn process_frames(&mut self, key: usize, sh: &mut LoopState) -> Flow {
+        if self.backfill.is_some() {
+            // Replies would overtake the replay still on its way from Redis.
+            return Flow::Keep;
+        }
         let Stage::Frames(frames) = &mut self.stage else {
             return Flow::Keep;
         };

@@ -6,11 +6,11 @@ use std::time::Instant;
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::auth::AuthFailure;
+use crate::backplane::{AppendError, Origin};
 use crate::http::request::{query_pairs, topic_is_new, valid_event_type, TopicError};
 use crate::http::response::{self, Common};
 use crate::http::{self, BodyKind, ChunkedDecoder, HeadParse, HttpError, RequestHead, Route};
 use crate::hub::HubError;
-use crate::backplane::{AppendError, Origin};
 use crate::loop_state::{LoopState, PublishStart};
 
 pub use crate::http::request::MAX_TOPICS_PER_REQUEST;

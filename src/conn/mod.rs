@@ -126,6 +126,9 @@ pub struct Connection {
     refused: bool,
     /// A JWT-authorized stream's grants and expiry timer.
     auth: Option<Box<authz::StreamAuth>>,
+    /// A resume older than this node's cache waits for Redis: output and input are held until
+    /// the missed events arrive (they go first).
+    backfill: Option<Box<stream::BackfillWait>>,
 }
 
 impl Connection {
@@ -157,6 +160,7 @@ impl Connection {
             read_pending: false,
             refused: false,
             auth: None,
+            backfill: None,
         }
     }
 
@@ -250,7 +254,9 @@ impl Connection {
                 // Streaming SSE, or answering with Connection: close: input is over.
                 return Flow::Keep;
             }
-            if matches!(&self.stage, Stage::Http(h) if h.awaiting_ack.is_some()) {
+            if self.backfill.is_some()
+                || matches!(&self.stage, Stage::Http(h) if h.awaiting_ack.is_some())
+            {
                 // A publish is with the backplane: read on once it is answered.
                 self.read_paused = true;
                 return Flow::Keep;
@@ -377,6 +383,10 @@ impl Connection {
             if let Flow::Close(c) = self.on_ready(key, true, false, sh) {
                 return Flow::Close(c);
             }
+        }
+        if self.backfill.is_some() {
+            // Marked dirty again when the backfill arrives.
+            return Flow::Keep;
         }
         if self.write_blocked {
             // The socket refused bytes last time; more may have been published since.

@@ -9,14 +9,15 @@ use super::http_stage::common;
 use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
 use crate::auth::Grants;
-use crate::buf::Wire;
+use crate::backplane::{FetchRequest, RemoteEvent};
+use crate::buf::{Event, Wire};
 use crate::frame::{self, ErrorCode};
 use crate::http::request::query_pairs;
 use crate::http::response;
 use crate::http::{self, HttpError, RequestHead};
 use crate::hub::{HubError, Resume};
 use crate::loop_state::LoopState;
-use crate::metrics::{CloseCause, ConnKind};
+use crate::metrics::{CloseCause, ConnKind, ResetReason};
 use crate::sse;
 use crate::timer::TimerKind;
 
@@ -28,6 +29,14 @@ struct StreamRequest {
     credential: Option<Vec<u8>>,
     /// What the stream's JWT allows (JWT authorization only).
     grants: Option<Grants>,
+}
+
+/// A stream waiting for Redis to send the events its resume needs.
+pub(crate) struct BackfillWait {
+    /// The id for the reset notice if Redis no longer holds them.
+    reset_id: String,
+    /// The stream's topics (for a frame notice).
+    topics: Vec<String>,
 }
 
 impl Connection {
@@ -206,7 +215,15 @@ impl Connection {
                 sh.hub.parse_resume(id)
             };
             let start = sh.hub.start_stream(&mut self.out.subs, resume);
-            if let Some(reason) = start.reset {
+            let backfill = match (start.reset, resume) {
+                (Some(ResetReason::Expired), Resume::After(after)) if sh.backplane.is_some() => {
+                    Some(after)
+                }
+                _ => None,
+            };
+            if let Some(after) = backfill {
+                self.start_backfill(key, after, topics, start.reset_id, sh);
+            } else if let Some(reason) = start.reset {
                 let names: Vec<&str> = topics.iter().map(String::as_str).collect();
                 self.queue_reset_notice(key, reason, &start.reset_id, &names, 0, sh);
             }
@@ -219,6 +236,76 @@ impl Connection {
                 .arm(sh.now + sh.heartbeat(), key, TimerKind::Heartbeat),
         );
         self.mark_dirty(key, sh);
+    }
+
+    /// The client's id is older than this node's cache: the cursors start where the cache is
+    /// complete, and Redis is asked for the events in between (they go out first, before any
+    /// live event; output and frame input wait for them).
+    fn start_backfill(
+        &mut self,
+        key: usize,
+        after: u64,
+        topics: &[String],
+        reset_id: String,
+        sh: &mut LoopState,
+    ) {
+        let upto = sh.hub.cache_floor(&self.out.subs);
+        sh.hub.start_stream(&mut self.out.subs, Resume::After(upto));
+        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+        for t in topics {
+            match t.strip_suffix('*') {
+                Some(prefix) => prefixes.push(prefix.to_string()),
+                None => exact.push(t.clone()),
+            }
+        }
+        let request = FetchRequest {
+            key,
+            conn: self.id,
+            topics: exact,
+            prefixes,
+            after,
+            upto,
+        };
+        self.backfill = Some(Box::new(BackfillWait {
+            reset_id,
+            topics: topics.to_vec(),
+        }));
+        if let Some(bp) = sh.backplane.as_mut() {
+            bp.fetch(request, sh.now);
+        }
+    }
+
+    /// Redis answered this stream's backfill: the missed events go out first, or the reset
+    /// notice when Redis no longer holds them all.
+    pub fn backfill_done(
+        &mut self,
+        key: usize,
+        events: Option<Vec<RemoteEvent>>,
+        sh: &mut LoopState,
+    ) {
+        let Some(wait) = self.backfill.take() else {
+            return;
+        };
+        self.mark_dirty(key, sh);
+        if self.life != Life::Active {
+            return;
+        }
+        let names: Vec<&str> = wait.topics.iter().map(String::as_str).collect();
+        let Some(events) = events else {
+            let reason = ResetReason::Expired;
+            return self.queue_reset_notice(key, reason, &wait.reset_id, &names, 0, sh);
+        };
+        let wire = self.out.wire.unwrap_or(Wire::Sse);
+        let mut bytes = Vec::new();
+        for ev in events {
+            let id = sh.hub.id_for(ev.seq).into_boxed_str();
+            let event = Event::new(ev.seq, id, ev.topics.into(), ev.event_type, ev.data);
+            bytes.extend_from_slice(event.encoded(wire));
+            sh.metrics.replayed += 1;
+        }
+        if !bytes.is_empty() {
+            self.push_private(key, &bytes, 0, sh);
+        }
     }
 
     /// Tells a live stream that events were lost on the backplane (its dataset was lost, or a
@@ -284,7 +371,8 @@ impl Connection {
             return Flow::Keep;
         }
         let due = self.last_queued + sh.heartbeat();
-        if due <= sh.now {
+        // A stream waiting for its backfill sends nothing that could overtake it.
+        if due <= sh.now && self.backfill.is_none() {
             let barrier = sh.hub.last_seq();
             match &mut self.stage {
                 Stage::Sse => self.push_private(key, sse::HEARTBEAT, barrier, sh),

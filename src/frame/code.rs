@@ -120,7 +120,11 @@ mod tests {
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
             (ErrorCode::OVERLOADED, "OVERLOADED", 0x03),
             (ErrorCode::TOKEN_EXPIRED, "TOKEN_EXPIRED", 0x03),
-            (ErrorCode::BACKPLANE_UNAVAILABLE, "BACKPLANE_UNAVAILABLE", 0x03),
+            (
+                ErrorCode::BACKPLANE_UNAVAILABLE,
+                "BACKPLANE_UNAVAILABLE",
+                0x03,
+            ),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
         ];
         for (code, name, class) in table {

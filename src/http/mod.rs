@@ -87,8 +87,11 @@ impl HttpError {
 
     /// The backplane did not accept a publish (unreachable, or no answer within
     /// `--backplane-timeout-ms`); sent with `Retry-After`.
-    pub const BACKPLANE_UNAVAILABLE: HttpError =
-        HttpError::new(503, "backplane unavailable, retry (with the same Idempotency-Key)", false);
+    pub const BACKPLANE_UNAVAILABLE: HttpError = HttpError::new(
+        503,
+        "backplane unavailable, retry (with the same Idempotency-Key)",
+        false,
+    );
     /// `/readyz` while publishing does not work.
     pub const NOT_READY: HttpError = HttpError::new(503, "not ready: backplane unavailable", false);
     /// An `Idempotency-Key` that is not 1..=128 visible ASCII characters.

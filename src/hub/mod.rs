@@ -183,6 +183,10 @@ pub struct Hub {
     history_events: usize,
     history_bytes: usize,
     recorded: u64,
+    /// The highest seq evicted from a channel that was then forgotten: a channel created later
+    /// may have had events up to it, so a resume from before it is told it may have missed some
+    /// (never silence).
+    removed_through: u64,
 }
 
 impl Hub {
@@ -216,6 +220,7 @@ impl Hub {
             history_events: 0,
             history_bytes: 0,
             recorded: 0,
+            removed_through: 0,
         }
     }
 
@@ -526,6 +531,7 @@ impl Hub {
         self.make_room()?;
         let prefix = name.strip_suffix('*');
         let mut ch = Channel::new(name, prefix);
+        ch.evicted_through = self.removed_through;
         let id = ChannelId(self.channels.vacant_key());
         match prefix {
             None => {
@@ -541,7 +547,7 @@ impl Hub {
                 // Seed the pattern's log with the retained events of every topic it matches, in
                 // id order, so a resume on the pattern replays them.
                 let mut seed: Vec<SharedEvent> = Vec::new();
-                let mut evicted = 0;
+                let mut evicted = self.removed_through;
                 for (_, other) in self.channels.iter_mut() {
                     if other.prefix.is_none() && other.name.starts_with(prefix) {
                         other.patterns.push(id.0);
@@ -587,6 +593,9 @@ impl Hub {
             return;
         }
         let ch = self.channels.remove(id.0);
+        if ch.prefix.is_none() {
+            self.removed_through = self.removed_through.max(ch.evicted_through);
+        }
         self.by_name.remove(&ch.name);
         if let Some(prefix) = &ch.prefix {
             self.patterns.remove(prefix);
@@ -774,6 +783,16 @@ impl Hub {
             reset,
             reset_id: self.id_for(before_first),
         }
+    }
+
+    /// The seq after which the logs of `subs` hold every event (what history evicted is at or
+    /// below it).
+    pub fn cache_floor(&self, subs: &[Subscription]) -> u64 {
+        subs.iter()
+            .filter_map(|s| self.channels.get(s.channel.0))
+            .map(|c| c.evicted_through)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Retained events of `names` after `after`, merged in id order without duplicates (a
