@@ -193,6 +193,14 @@ int sseloop_publish(const sseloop_t *loop, const char *const *topics, size_t nto
                     const char *event_type, const char *data, size_t len,
                     char *id_buf, size_t id_buf_len);
 
+/* sseloop_publish with an idempotency key: 1..=128 visible ASCII characters (SSELOOP_EINVAL
+ * otherwise), NULL for none. A repeat with the same key within idempotency_window_secs (default
+ * 300) returns the first call's id in id_buf and publishes nothing; with a backplane the key is
+ * kept in Redis, so a retry through another node is recognized too. ANY THREAD. */
+int sseloop_publish_idempotent(const sseloop_t *loop, const char *const *topics, size_t ntopics,
+                               const char *event_type, const char *data, size_t len,
+                               const char *idempotency_key, char *id_buf, size_t id_buf_len);
+
 /* Asks the loop to stop gracefully (stop accepting, let connections finish within the grace
  * period). ANY THREAD, also from hooks. Idempotent: SSELOOP_OK every time. */
 int sseloop_stop(const sseloop_t *loop);

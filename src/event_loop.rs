@@ -156,6 +156,7 @@ impl Server {
                     retention: config.backplane_retention,
                     idempotency_secs: config.idempotency_window_secs,
                     history: config.history,
+                    max_inflight_bytes: config.publish_queue_bytes,
                     warm_events: config.backplane_retention.min(1 << 20) as usize,
                     warm_bytes: config.history_bytes,
                 })
@@ -171,11 +172,10 @@ impl Server {
                 Some(bp)
             }
         };
-        let window = Duration::from_secs(config.idempotency_window_secs);
+        seq.set_idempotency_window(Duration::from_secs(config.idempotency_window_secs));
         let mut sh = LoopState::new(config, hub, max_connections);
         sh.auth = auth;
         sh.backplane = backplane;
-        sh.idempotency = crate::idempotency::Idempotency::new(window);
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -371,7 +371,7 @@ impl Server {
                 topics: q.topics,
                 event_type: q.event_type,
                 data: q.data,
-                idempotency_key: None,
+                idempotency_key: q.idempotency_key,
             };
             bp.append(request, self.sh.now);
         }

@@ -28,6 +28,8 @@ pub(crate) struct QueuedEvent {
     pub seq: u64,
     /// With a backplane: where the waiting thread gets its answer.
     pub reply: Option<Arc<ReplySlot>>,
+    /// With a backplane: the publish's idempotency key (checked in Redis).
+    pub idempotency_key: Option<String>,
     pub topics: Vec<String>,
     pub event_type: Option<String>,
     pub data: String,
@@ -56,6 +58,9 @@ pub(crate) struct SeqState {
     pub queued: Vec<QueuedEvent>,
     /// Bytes held by `queued`.
     pub queued_bytes: usize,
+    /// `Idempotency-Key` answers without a backplane, for every publish path (the loop's and
+    /// other threads').
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 impl Sequencer {
@@ -125,6 +130,11 @@ impl Sequencer {
         format!("{}-{}", self.run, seq)
     }
 
+    /// How long idempotency keys are remembered (without a backplane).
+    pub fn set_idempotency_window(&self, window: Duration) {
+        self.lock().idempotency = crate::idempotency::Idempotency::new(window);
+    }
+
     /// Sets the largest encoded event publishes may produce.
     pub fn set_max_event_bytes(&self, n: usize) {
         self.max_event_bytes.store(n, Ordering::Relaxed);
@@ -164,6 +174,8 @@ pub enum PublishError {
     Unavailable,
     /// With a backplane: called on the thread that runs the loop, which would wait for itself.
     OnLoopThread,
+    /// An idempotency key that is not 1..=128 visible ASCII characters.
+    BadIdempotencyKey,
 }
 
 impl fmt::Display for PublishError {
@@ -177,6 +189,9 @@ impl fmt::Display for PublishError {
             PublishError::Unavailable => "backplane unavailable, try again later",
             PublishError::OnLoopThread => {
                 "with a backplane, publish from another thread than the loop's"
+            }
+            PublishError::BadIdempotencyKey => {
+                "idempotency key must be 1..=128 visible ASCII characters"
             }
         })
     }
@@ -203,6 +218,21 @@ impl PublishHandle {
         event_type: Option<&str>,
         data: &str,
     ) -> Result<String, PublishError> {
+        self.publish_idempotent(topics, event_type, data, None)
+    }
+
+    /// [`PublishHandle::publish`] with an idempotency key: a repeat with the same key within the
+    /// window (`--idempotency-window-secs`) returns the first publish's id and publishes nothing.
+    pub fn publish_idempotent(
+        &self,
+        topics: &[&str],
+        event_type: Option<&str>,
+        data: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, PublishError> {
+        if idempotency_key.is_some_and(|k| !crate::idempotency::valid_key(k)) {
+            return Err(PublishError::BadIdempotencyKey);
+        }
         let mut distinct: Vec<String> = Vec::with_capacity(topics.len());
         for t in topics {
             // The same cap as every other publish path (a frame lists at most 255 topics).
@@ -242,6 +272,13 @@ impl PublishHandle {
             if state.queued_bytes + cost > self.seq.queue_bytes && !state.queued.is_empty() {
                 return Err(PublishError::QueueFull);
             }
+            if reply.is_none() {
+                if let Some(k) = idempotency_key {
+                    if let Some((_, id)) = state.idempotency.get(k, std::time::Instant::now()) {
+                        return Ok(id);
+                    }
+                }
+            }
             state.queued_bytes += cost;
             let seq = if reply.is_some() {
                 0
@@ -249,9 +286,18 @@ impl PublishHandle {
                 state.last += 1;
                 state.last
             };
+            if let (None, Some(k)) = (&reply, idempotency_key) {
+                let id = self.seq.id_for(seq);
+                state
+                    .idempotency
+                    .put(k, seq, &id, std::time::Instant::now());
+            }
             state.queued.push(QueuedEvent {
                 seq,
                 reply: reply.clone(),
+                idempotency_key: idempotency_key
+                    .filter(|_| reply.is_some())
+                    .map(str::to_string),
                 topics: distinct,
                 event_type: event_type.map(str::to_string),
                 data: data.to_string(),

@@ -25,6 +25,13 @@ pub struct Idempotency {
     order: VecDeque<(Instant, Box<str>)>,
 }
 
+impl Default for Idempotency {
+    /// The default window, 300 s (`--idempotency-window-secs`).
+    fn default() -> Self {
+        Idempotency::new(Duration::from_secs(300))
+    }
+}
+
 impl Idempotency {
     /// Remembers each answer for `window`.
     pub fn new(window: Duration) -> Idempotency {

@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::hooks::{Hooks, PublishAttempt};
 use crate::http::response::http_date;
 use crate::hub::{Hub, HubError, Published};
-use crate::idempotency::Idempotency;
 use crate::metrics::{Gauges, Metrics};
 use crate::timer::Timers;
 
@@ -57,8 +56,6 @@ pub struct LoopState {
     pub started: Instant,
     /// The Redis backplane, when configured: publishes go through it.
     pub backplane: Option<Backplane>,
-    /// `Idempotency-Key` answers (without a backplane; Redis keeps them with one).
-    pub idempotency: Idempotency,
     rng: u64,
 }
 
@@ -96,7 +93,6 @@ impl LoopState {
             auth: Auth::default(),
             started: Instant::now(),
             backplane: None,
-            idempotency: Idempotency::new(Duration::from_secs(60)),
             rng,
         }
     }
@@ -204,14 +200,18 @@ impl LoopState {
             );
             return PublishStart::Pending;
         }
+        // Without a backplane the answers live with the sequencer, shared with other threads'
+        // publishes (a concurrent first use of one key on two paths could still publish twice).
         if let Some(key) = idempotency_key {
-            if let Some((seq, id)) = self.idempotency.get(key, self.now) {
+            let known = self.hub.sequencer().lock().idempotency.get(key, self.now);
+            if let Some((seq, id)) = known {
                 return PublishStart::Done(Ok(Published { seq, id }));
             }
         }
         let result = self.hub.publish(topics, event_type, data);
         if let (Ok(p), Some(key)) = (&result, idempotency_key) {
-            self.idempotency.put(key, p.seq, &p.id, self.now);
+            let mut state = self.hub.sequencer().lock();
+            state.idempotency.put(key, p.seq, &p.id, self.now);
         }
         PublishStart::Done(result)
     }

@@ -1374,3 +1374,81 @@ fn a_resume_id_the_node_has_not_read_yet_skips_what_the_client_has() {
         resumed.raw_text()
     );
 }
+
+#[test]
+fn publish_frames_with_an_idempotency_key_publish_once_across_nodes_and_without_a_backplane() {
+    let idempotent_frame = |addr: SocketAddr, key: &str, data: &str| -> OwnedPayload {
+        let mut c = FrameClient::connect(addr, &["frame-publisher"], None, None)
+            .unwrap_or_else(|e| panic!("frame handshake: {e}"));
+        c.publish_idempotent(&["fi"], "", data.as_bytes(), b"c1", key)
+            .expect("send PUBLISH");
+        next_frame(&mut c)
+    };
+    // Without a backplane: the node remembers the key.
+    let single = standalone(&[]);
+    let mut sub = single.subscribe("topic=fi", &[]);
+    let first = ack_id(idempotent_frame(single.addr, "k-1", "one"), b"c1");
+    let again = ack_id(idempotent_frame(single.addr, "k-1", "one"), b"c1");
+    assert_eq!(first, again, "same key, same id");
+    // The HTTP header and the frame field share one record.
+    let by_http = single.post("topic=fi", "one", &[("Idempotency-Key", "k-1")]);
+    assert_eq!(json_id(&by_http.text()), first);
+    let ev = sub.next_event();
+    assert_eq!((ev.id.as_str(), ev.data.as_str()), (first.as_str(), "one"));
+    assert_next_is_sentinel(&single, "fi", &mut [&mut sub]);
+    // A key outside the rule is refused, not ignored.
+    let bad = idempotent_frame(single.addr, "has space", "x");
+    assert!(
+        matches!(
+            bad,
+            OwnedPayload::Error {
+                code: ErrorCode::MALFORMED_PAYLOAD,
+                ..
+            }
+        ),
+        "{bad:?}"
+    );
+
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut on_b = b.subscribe("topic=fi", &[]);
+    let id_a = ack_id(idempotent_frame(a.addr, "order-7", "paid"), b"c1");
+    let id_b = ack_id(idempotent_frame(b.addr, "order-7", "paid"), b"c1");
+    assert_eq!(id_a, id_b, "the key is checked in Redis, whichever node");
+    let ev = on_b.next_event();
+    assert_eq!((ev.id.as_str(), ev.data.as_str()), (id_a.as_str(), "paid"));
+    assert_next_is_sentinel(&a, "fi", &mut [&mut on_b]);
+}
+
+#[test]
+fn handle_publishes_with_a_key_publish_once_without_a_backplane() {
+    let config = sseloop::Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        backplane: None,
+        ..sseloop::Config::default()
+    };
+    let mut server = sseloop::Server::bind(config).expect("bind");
+    let handle = server.handle();
+    let first = handle
+        .publish_idempotent(&["h"], None, "x", Some("k"))
+        .expect("publish");
+    let again = handle
+        .publish_idempotent(&["h"], None, "x", Some("k"))
+        .expect("repeat");
+    assert_eq!(first, again);
+    let other = handle
+        .publish_idempotent(&["h"], None, "y", Some("k2"))
+        .expect("another key");
+    assert_ne!(other, first);
+    assert_eq!(
+        handle.publish_idempotent(&["h"], None, "x", Some("bad key")),
+        Err(sseloop::PublishError::BadIdempotencyKey)
+    );
+    server.poll_once(Some(Duration::ZERO)).expect("poll");
+    assert_eq!(server.metrics().published, 2, "two events, not three");
+}

@@ -46,8 +46,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// How long one `XREAD` blocks in Redis before answering "nothing" (the read deadline is this
 /// plus the timeout).
 const BLOCK_MS: u64 = 1000;
-/// Entries per `XREAD` / `XREVRANGE` reply.
-const READ_COUNT: usize = 512;
+/// Entries per `XREAD` / `XREVRANGE` reply (a reply holds at most this many `--max-body`
+/// events).
+const READ_COUNT: usize = 256;
 /// A topic stream in Redis expires this long after its last publish (its history goes with it).
 pub const TOPIC_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Most log entries one backfill for a pattern reads (past it the resume is told "expired").
@@ -75,6 +76,9 @@ pub struct BackplaneConfig {
     pub warm_events: usize,
     /// ...and at most about this many bytes of them.
     pub warm_bytes: usize,
+    /// Bytes of appends waiting for Redis at most (`--publish-queue-bytes`); past it a publish is
+    /// refused as "unavailable" at once.
+    pub max_inflight_bytes: usize,
 }
 
 /// Who waits for an append's answer.
@@ -290,8 +294,9 @@ pub struct Backplane {
     keys: Keys,
     writer: Phase,
     reader: Phase,
-    /// Appends sent, oldest first (their replies arrive in this order).
-    inflight: VecDeque<Origin>,
+    /// Appends sent, oldest first (their replies arrive in this order), with their sizes.
+    inflight: VecDeque<(Origin, usize)>,
+    inflight_bytes: usize,
     /// Backfills sent on the writer, oldest first.
     fetches: VecDeque<FetchRequest>,
     /// Answered backfills (drained by the loop).
@@ -345,6 +350,7 @@ impl Backplane {
                 attempt: 0,
             },
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
             fetches: VecDeque::new(),
             backfills: Vec::new(),
             epoch: None,
@@ -400,6 +406,14 @@ impl Backplane {
         let Some(epoch) = link.epoch.clone() else {
             return self.fail(req.origin);
         };
+        let cost = req.data.len() + req.topics.iter().map(|t| t.len() + 1).sum::<usize>() + 64;
+        if self.inflight_bytes + cost > self.cfg.max_inflight_bytes && !self.inflight.is_empty() {
+            log::debug!(
+                "backplane: {} bytes already waiting for Redis",
+                self.inflight_bytes
+            );
+            return self.fail(req.origin);
+        }
         let idem_key = match &req.idempotency_key {
             Some(k) => format!("{}{}", self.keys.idem, k),
             None => self.keys.idem.clone(),
@@ -444,7 +458,8 @@ impl Backplane {
         link.conn.command(&args);
         link.expect.push_back(Expect::Append);
         link.deadlines.push_back(now + self.cfg.timeout);
-        self.inflight.push_back(req.origin);
+        self.inflight_bytes += cost;
+        self.inflight.push_back((req.origin, cost));
     }
 
     /// Asks Redis for the events a resumed stream missed (answered in [`Backplane::backfills`]).
@@ -824,7 +839,7 @@ impl Backplane {
         };
         *phase = Phase::Down { retry_at, attempt };
         if writer {
-            while let Some(origin) = self.inflight.pop_front() {
+            while let Some(origin) = self.pop_inflight() {
                 self.fail(origin);
             }
             while let Some(req) = self.fetches.pop_front() {
@@ -856,7 +871,7 @@ impl Backplane {
                 Expect::Append => {
                     // A script error for one event (e.g. out of memory): refuse that one.
                     log::warn!("backplane append refused by Redis: {e}");
-                    if let Some(origin) = self.inflight.pop_front() {
+                    if let Some(origin) = self.pop_inflight() {
                         self.fail(origin);
                     }
                     Ok(())
@@ -977,7 +992,7 @@ impl Backplane {
     }
 
     fn on_append(&mut self, frame: &OwnedFrame) -> Result<(), String> {
-        let Some(origin) = self.inflight.pop_front() else {
+        let Some(origin) = self.pop_inflight() else {
             return Err("append reply without an append".into());
         };
         let parts = match frame {
@@ -1134,12 +1149,18 @@ impl Backplane {
                 link.conn.close(registry);
             }
         }
-        while let Some(origin) = self.inflight.pop_front() {
+        while let Some(origin) = self.pop_inflight() {
             self.fail(origin);
         }
         while let Some(req) = self.fetches.pop_front() {
             self.backfill_failed(req);
         }
+    }
+
+    fn pop_inflight(&mut self) -> Option<Origin> {
+        let (origin, cost) = self.inflight.pop_front()?;
+        self.inflight_bytes -= cost;
+        Some(origin)
     }
 }
 

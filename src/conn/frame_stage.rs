@@ -28,7 +28,13 @@ pub(super) struct FrameConn {
     may_publish: bool,
     /// A heartbeat PING went out and nothing has been read since.
     pub(super) ping_unanswered: bool,
+    /// PUBLISH frames with the backplane, not answered yet; at [`MAX_AWAITING`] the connection
+    /// stops reading until answers come back (its memory, and Redis's queue, stay bounded).
+    pub(super) awaiting: u32,
 }
+
+/// PUBLISH frames one connection may have with the backplane at once.
+pub(super) const MAX_AWAITING: u32 = 64;
 
 impl FrameConn {
     /// Frame state starting with the bytes read past the upgrade request's head.
@@ -38,6 +44,7 @@ impl FrameConn {
             decoder: FrameDecoder::new(max_frame),
             may_publish,
             ping_unanswered: false,
+            awaiting: 0,
         }
     }
 }
@@ -48,6 +55,15 @@ impl FrameConn {
         self.ping_unanswered = false;
         self.rbuf.extend_from_slice(bytes);
     }
+}
+
+/// A PUBLISH frame's fields.
+struct FramePublish<'a> {
+    correlation: &'a [u8],
+    topics: TopicList<'a>,
+    event_type: &'a str,
+    data: &'a [u8],
+    idempotency_key: &'a str,
 }
 
 impl Connection {
@@ -73,6 +89,7 @@ impl Connection {
         while flow == Flow::Keep
             && self.life == Life::Active
             && self.out.private.len() < PIPELINE_OUTPUT_LIMIT
+            && !matches!(&self.stage, Stage::Frames(f) if f.awaiting >= MAX_AWAITING)
         {
             match decoder.decode(&rbuf[start..]) {
                 Ok(Some(found)) => {
@@ -135,7 +152,17 @@ impl Connection {
                 topics,
                 event_type,
                 data,
-            } => return self.frame_publish(key, correlation, topics, event_type, data, sh),
+                idempotency_key,
+            } => {
+                let publish = FramePublish {
+                    correlation,
+                    topics,
+                    event_type,
+                    data,
+                    idempotency_key,
+                };
+                return self.frame_publish(key, publish, sh);
+            }
             Payload::Subscribe {
                 topics,
                 last_event_id,
@@ -177,15 +204,14 @@ impl Connection {
         Flow::Keep
     }
 
-    fn frame_publish(
-        &mut self,
-        key: usize,
-        correlation: &[u8],
-        topics: TopicList<'_>,
-        event_type: &str,
-        data: &[u8],
-        sh: &mut LoopState,
-    ) -> Flow {
+    fn frame_publish(&mut self, key: usize, publish: FramePublish<'_>, sh: &mut LoopState) -> Flow {
+        let FramePublish {
+            correlation,
+            topics,
+            event_type,
+            data,
+            idempotency_key,
+        } = publish;
         // Nobody would receive an event accepted now: the farewell is already on its way.
         if sh.shutting_down {
             let msg = "server shutting down";
@@ -232,6 +258,15 @@ impl Connection {
             let msg = "data larger than --max-body";
             return self.refuse_publish(key, ErrorCode::TOO_LARGE, correlation, msg, sh);
         }
+        let idem = match idempotency_key {
+            "" => None,
+            k if crate::idempotency::valid_key(k) => Some(k),
+            _ => {
+                let msg = "idempotency key must be 1..=128 visible ASCII characters";
+                let code = ErrorCode::MALFORMED_PAYLOAD;
+                return self.refuse_publish(key, code, correlation, msg, sh);
+            }
+        };
         let Ok(data) = std::str::from_utf8(data) else {
             return self.refuse_publish(
                 key,
@@ -257,8 +292,13 @@ impl Connection {
             conn,
             correlation: correlation.to_vec(),
         };
-        let event = match sh.publish(origin, &names, event_type, data, None) {
-            PublishStart::Pending => return Flow::Keep,
+        let event = match sh.publish(origin, &names, event_type, data, idem) {
+            PublishStart::Pending => {
+                if let Stage::Frames(f) = &mut self.stage {
+                    f.awaiting += 1;
+                }
+                return Flow::Keep;
+            }
             PublishStart::Done(Ok(event)) => event,
             PublishStart::Done(Err(HubError::TooLarge)) => {
                 let msg = "encoded event would exceed --max-queue-bytes";
@@ -284,7 +324,11 @@ impl Connection {
         outcome: Result<(String, u64), AppendError>,
         sh: &mut LoopState,
     ) {
-        if !matches!(self.stage, Stage::Frames(_)) || self.life != Life::Active {
+        let Stage::Frames(f) = &mut self.stage else {
+            return;
+        };
+        f.awaiting = f.awaiting.saturating_sub(1);
+        if self.life != Life::Active {
             return;
         }
         match outcome {

@@ -254,9 +254,12 @@ impl Connection {
                 // Streaming SSE, or answering with Connection: close: input is over.
                 return Flow::Keep;
             }
-            if self.backfill.is_some()
-                || matches!(&self.stage, Stage::Http(h) if h.awaiting_ack.is_some())
-            {
+            let waiting = match &self.stage {
+                Stage::Http(h) => h.awaiting_ack.is_some(),
+                Stage::Frames(f) => f.awaiting >= frame_stage::MAX_AWAITING,
+                Stage::Sse => false,
+            };
+            if self.backfill.is_some() || waiting {
                 // A publish is with the backplane: read on once it is answered.
                 self.read_paused = true;
                 return Flow::Keep;

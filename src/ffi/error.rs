@@ -86,6 +86,7 @@ impl Error {
             PublishError::QueueFull => SSELOOP_EAGAIN,
             PublishError::Unavailable => SSELOOP_EUNAVAILABLE,
             PublishError::OnLoopThread => SSELOOP_EBUSY,
+            PublishError::BadIdempotencyKey => SSELOOP_EINVAL,
         };
         Error::new(code, e.to_string())
     }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use super::codec::FrameDecoder;
 use super::owned::OwnedPayload;
 use super::payload::{
-    encode_ping_frame, encode_pong_frame, encode_publish_frame, encode_subscribe_frame,
-    encode_unsubscribe_frame, parse, EncodeError,
+    encode_ping_frame, encode_pong_frame, encode_publish_frame, encode_publish_frame_idempotent,
+    encode_subscribe_frame, encode_unsubscribe_frame, parse, EncodeError,
 };
 
 /// Connect, read and write timeout until the caller sets others: a test against a hung server
@@ -190,6 +190,28 @@ impl FrameClient {
         correlation: &[u8],
     ) -> io::Result<()> {
         self.send_with(|out| encode_publish_frame(out, correlation, topics, event_type, data))
+    }
+
+    /// Sends a PUBLISH with an idempotency key: a repeat with the same key (within the server's
+    /// window) is answered with the first one's id instead of publishing again.
+    pub fn publish_idempotent(
+        &mut self,
+        topics: &[&str],
+        event_type: &str,
+        data: &[u8],
+        correlation: &[u8],
+        idempotency_key: &str,
+    ) -> io::Result<()> {
+        self.send_with(|out| {
+            encode_publish_frame_idempotent(
+                out,
+                correlation,
+                topics,
+                event_type,
+                data,
+                idempotency_key,
+            )
+        })
     }
 
     /// Adds `topics`, replaying retained events after `last_event_id` if given.

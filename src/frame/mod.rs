@@ -42,7 +42,7 @@ pub use codec::{
 pub use owned::OwnedPayload;
 pub use payload::{
     encode_error_frame, encode_event_frame, encode_goaway_frame, encode_ping_frame,
-    encode_pong_frame, encode_publish_ack_frame, encode_publish_frame, encode_subscribe_frame,
-    encode_unsubscribe_frame, parse, EncodeError, Field, Kind, Payload, PayloadError, TopicIter,
-    TopicList,
+    encode_pong_frame, encode_publish_ack_frame, encode_publish_frame,
+    encode_publish_frame_idempotent, encode_subscribe_frame, encode_unsubscribe_frame, parse,
+    EncodeError, Field, Kind, Payload, PayloadError, TopicIter, TopicList,
 };

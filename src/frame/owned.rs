@@ -5,8 +5,8 @@
 use super::code::ErrorCode;
 use super::payload::{
     encode_error_frame, encode_event_frame, encode_goaway_frame, encode_ping_frame,
-    encode_pong_frame, encode_publish_ack_frame, encode_publish_frame, encode_subscribe_frame,
-    encode_unsubscribe_frame, EncodeError, Kind, Payload,
+    encode_pong_frame, encode_publish_ack_frame, encode_publish_frame_idempotent,
+    encode_subscribe_frame, encode_unsubscribe_frame, EncodeError, Kind, Payload,
 };
 
 /// An owned [`Payload`]; the fields mean the same, and empty still stands for absent.
@@ -26,6 +26,7 @@ pub enum OwnedPayload {
         topics: Vec<String>,
         event_type: String,
         data: Vec<u8>,
+        idempotency_key: String,
     },
     /// See [`Payload::PublishAck`].
     PublishAck { correlation: Vec<u8>, id: String },
@@ -85,7 +86,15 @@ impl OwnedPayload {
                 topics,
                 event_type,
                 data,
-            } => encode_publish_frame(out, correlation, topics, event_type, data),
+                idempotency_key,
+            } => encode_publish_frame_idempotent(
+                out,
+                correlation,
+                topics,
+                event_type,
+                data,
+                idempotency_key,
+            ),
             OwnedPayload::PublishAck { correlation, id } => {
                 encode_publish_ack_frame(out, correlation, id)
             }
@@ -132,11 +141,13 @@ impl From<Payload<'_>> for OwnedPayload {
                 topics,
                 event_type,
                 data,
+                idempotency_key,
             } => OwnedPayload::Publish {
                 correlation: correlation.into(),
                 topics: strings(topics),
                 event_type: event_type.into(),
                 data: data.into(),
+                idempotency_key: idempotency_key.into(),
             },
             Payload::PublishAck { correlation, id } => OwnedPayload::PublishAck {
                 correlation: correlation.into(),
@@ -202,6 +213,14 @@ mod tests {
                 topics: vec!["a".into()],
                 event_type: String::new(),
                 data: Vec::new(),
+                idempotency_key: String::new(),
+            },
+            OwnedPayload::Publish {
+                correlation: b"8".to_vec(),
+                topics: vec!["a".into()],
+                event_type: String::new(),
+                data: b"d".to_vec(),
+                idempotency_key: "order-42".into(),
             },
             OwnedPayload::PublishAck {
                 correlation: Vec::new(),

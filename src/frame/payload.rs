@@ -118,6 +118,8 @@ pub enum Field {
     Message,
     /// GOAWAY's reconnect hint.
     RetryMs,
+    /// PUBLISH's optional idempotency key.
+    IdempotencyKey,
 }
 
 /// Why a payload did not parse. None of these is fatal: the frame boundaries are intact.
@@ -221,6 +223,9 @@ pub enum Payload<'a> {
         event_type: &'a str,
         /// The body (the server requires UTF-8).
         data: &'a [u8],
+        /// Optional trailing field: a repeat with the same key answers the first PUBLISH's id
+        /// instead of publishing again (empty: none; an older client simply omits it).
+        idempotency_key: &'a str,
     },
     /// See [`Kind::PublishAck`].
     PublishAck {
@@ -304,7 +309,15 @@ impl Payload<'_> {
                 topics,
                 event_type,
                 data,
-            } => publish_frame(out, correlation, topics.iter(), event_type, data),
+                idempotency_key,
+            } => publish_frame(
+                out,
+                correlation,
+                topics.iter(),
+                event_type,
+                data,
+                idempotency_key,
+            ),
             Payload::PublishAck { correlation, id } => {
                 encode_publish_ack_frame(out, correlation, id)
             }
@@ -419,6 +432,11 @@ pub fn parse(payload: &[u8]) -> Result<Payload<'_>, PayloadError> {
             topics: r.topics()?,
             event_type: r.str8(Field::EventType)?,
             data: r.bytes32(Field::Data)?,
+            idempotency_key: if r.rest.is_empty() {
+                ""
+            } else {
+                r.str8(Field::IdempotencyKey)?
+            },
         },
         Kind::PublishAck => Payload::PublishAck {
             correlation: r.bytes8(Field::Correlation)?,
@@ -547,6 +565,27 @@ pub fn encode_publish_frame<T: AsRef<str>>(
         topics.iter().map(T::as_ref),
         event_type,
         data,
+        "",
+    )
+}
+
+/// Appends a PUBLISH frame carrying an idempotency key (1..=128 visible ASCII characters for
+/// the server to accept it).
+pub fn encode_publish_frame_idempotent<T: AsRef<str>>(
+    out: &mut Vec<u8>,
+    correlation: &[u8],
+    topics: &[T],
+    event_type: &str,
+    data: &[u8],
+    idempotency_key: &str,
+) -> Result<(), EncodeError> {
+    publish_frame(
+        out,
+        correlation,
+        topics.iter().map(T::as_ref),
+        event_type,
+        data,
+        idempotency_key,
     )
 }
 
@@ -651,18 +690,27 @@ fn publish_frame<'t>(
     topics: impl Iterator<Item = &'t str> + Clone,
     event_type: &str,
     data: &[u8],
+    idempotency_key: &str,
 ) -> Result<(), EncodeError> {
     let (topics_len, count) = topics_len(topics.clone())?;
+    let key_len = match idempotency_key {
+        "" => 0,
+        key => len8(Field::IdempotencyKey, key.as_bytes())?,
+    };
     let len = 1
         + len8(Field::Correlation, correlation)?
         + topics_len
         + len8(Field::EventType, event_type.as_bytes())?
-        + len32(data)?;
+        + len32(data)?
+        + key_len;
     let mut w = Writer::start(out, Kind::Publish, len)?;
     w.bytes8(correlation);
     w.topics(count, topics);
     w.bytes8(event_type.as_bytes());
     w.bytes32(data);
+    if !idempotency_key.is_empty() {
+        w.bytes8(idempotency_key.as_bytes());
+    }
     Ok(())
 }
 

@@ -112,6 +112,11 @@ fn payload(z: Sizes) -> impl Strategy<Value = OwnedPayload> {
         }),
         (bytes(t), topics(z), text(t), bytes(d)).prop_map(
             |(correlation, topics, event_type, data)| OwnedPayload::Publish {
+                idempotency_key: if correlation.len() % 2 == 0 {
+                    String::new()
+                } else {
+                    event_type.clone()
+                },
                 correlation,
                 topics,
                 event_type,
@@ -230,6 +235,7 @@ fn examples() -> Vec<OwnedPayload> {
             topics: vec!["news".into()],
             event_type: String::new(),
             data: b"hello".to_vec(),
+            idempotency_key: String::new(),
         },
         OwnedPayload::PublishAck {
             correlation: b"c7".to_vec(),
@@ -294,11 +300,15 @@ fn layout(p: &OwnedPayload) -> Vec<(Vec<u8>, String)> {
             topics,
             event_type,
             data,
+            idempotency_key,
         } => {
             s.str8("correlation", correlation);
             s.topics(topics);
             s.str8("event type", event_type.as_bytes());
             s.data(data);
+            if !idempotency_key.is_empty() {
+                s.str8("idempotency key", idempotency_key.as_bytes());
+            }
         }
         OwnedPayload::PublishAck { correlation, id } => {
             s.str8("correlation", correlation);

@@ -224,6 +224,11 @@ impl Hub {
         }
     }
 
+    /// The sequencer shared with other threads' publish handles.
+    pub(crate) fn sequencer(&self) -> &Sequencer {
+        &self.seq
+    }
+
     /// The run prefix of every id this hub issues.
     pub fn run(&self) -> &str {
         &self.run
