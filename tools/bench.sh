@@ -24,6 +24,17 @@
 #               tokio current_thread, a broadcast channel per topic, tools/peers/axum; its crates
 #               are downloaded and built on first use). Default "sseloop sseloop-frames probe",
 #               or every target with PEERS=1.
+#               Any sseloop target with "-bp" appended (sseloop-bp, sseloop-frames-bp,
+#               sseloop-frames-pub-bp) is the same node with the Redis Streams backplane
+#               (--backplane): each run starts its own redis-server (REDIS_SERVER) on a free
+#               loopback port, in a temporary directory, --save "" --appendonly no, with a random
+#               --requirepass so no other process's client can use it, pinned like the tool (TOOL_CPU,
+#               same PRIORITY), and stops it by PID. The node must answer /readyz 200 before the
+#               load starts. Around the tool run the script reads the redis-server PID's
+#               utime+stime (/proc/PID/stat) and INFO commandstats / cpu, and writes
+#               <target>-<scenario>-<i>.redis.txt (Redis CPU per 1,000 appended events) and the
+#               node's backplane metrics (<...>.metrics.txt). bench_ratios.py prints X-bp's ratio
+#               to X measured in the same run.
 #   SSELOOP_ARGS  extra options for the sseloop targets (e.g. "--ui" for the A/B in CONSOLE.md)
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
 #               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
@@ -36,12 +47,24 @@
 #   EVENTS_1K   events for 1,000 subscribers (100000)      EVENTS_10K   for 10,000 (10000)
 #   WINDOW_1K   in-flight window at 1,000 (1024)            WINDOW_10K   at 10,000 (256)
 #   LAT_EVENTS  events for the latency scenario at 200/s (2000)
-#   TRICKLE_WINDOW (32)   TRICKLE_PUBLISHERS (8)   TRICKLE_SECS (5)
+#   TRICKLE_WINDOW (32)   TRICKLE_PUBLISHERS (8)   TRICKLE_SECS (5)   TRICKLE_RATE (max: each
+#               publisher as fast as the window allows; a number makes the load open-loop, that
+#               many events per second, so servers with different latencies get the same events)
+#               publish (SCENARIOS=publish): publish throughput through one node: PUB_SUBSCRIBERS
+#               (1) subscriber, PUB_PUBLISHERS (8) keep-alive publisher connections spread over the
+#               one topic, at most PUB_WINDOW (1024) events in flight (half of them unacknowledged),
+#               64 B events, as fast as acknowledgements come, PUB_SECS (5) measured seconds; the
+#               figure is acknowledged events per second (bench_ratios.py's events/s)
+#   SSELOOP_BIN another sseloop binary to measure instead of the one built here (an A/B of a
+#               build; the sseloop targets use it, bench.sh still builds the tools)
 #   PERF_STAT   1: in every run, count the server's write and epoll_wait syscalls with perf stat
 #               for PERF_SECS (4) seconds starting PERF_DELAY (3) seconds after the tool starts
 #               (keep that inside the measured time, e.g. TRICKLE_SECS=10); bench_ratios.py then
 #               reports deliveries per write and events per poll round. Tracepoints cost the
 #               server some CPU: quote throughput from runs without it.
+#   PERF_RECORD 1: in every run, sample the server with perf record -e cpu-clock (PERF_FREQ, 2000 Hz)
+#               for PERF_SECS seconds starting PERF_DELAY seconds after the tool starts, to
+#               <target>-<scenario>-<i>.perf.data (perf report -i FILE --no-children --sort sym)
 #   SERVER_CPU / TOOL_CPU   CPUs to pin to (0 / 1)
 #   TIMEOUT     seconds before a run is abandoned (300)
 #   PRIORITY    none | autogroup | rt (none). On a shared machine other processes preempt the
@@ -65,6 +88,12 @@ case "$SCENARIOS" in
     scaling) SCENARIOS="fanout-100 fanout-1k fanout-3k fanout-10k latency-100 latency-1k latency-3k latency-10k" ;;
     trickle) SCENARIOS="trickle-1k trickle-10k" ;;
 esac
+PUB_SUBSCRIBERS="${PUB_SUBSCRIBERS:-1}"
+PUB_PUBLISHERS="${PUB_PUBLISHERS:-8}"
+PUB_WINDOW="${PUB_WINDOW:-1024}"
+PUB_SECS="${PUB_SECS:-5}"
+REDIS_SERVER="${REDIS_SERVER:-redis-server}"
+REDIS_CLI="${REDIS_CLI:-redis-cli}"
 EVENTS_1K="${EVENTS_1K:-100000}"
 EVENTS_10K="${EVENTS_10K:-10000}"
 EVENTS_3K="${EVENTS_3K:-30000}"
@@ -74,9 +103,12 @@ LAT_EVENTS="${LAT_EVENTS:-2000}"
 TRICKLE_WINDOW="${TRICKLE_WINDOW:-32}"
 TRICKLE_PUBLISHERS="${TRICKLE_PUBLISHERS:-8}"
 TRICKLE_SECS="${TRICKLE_SECS:-5}"
+TRICKLE_RATE="${TRICKLE_RATE:-max}"
 PERF_STAT="${PERF_STAT:-0}"
 PERF_DELAY="${PERF_DELAY:-3}"
 PERF_SECS="${PERF_SECS:-4}"
+PERF_RECORD="${PERF_RECORD:-0}"
+PERF_FREQ="${PERF_FREQ:-2000}"
 PERF_EVENTS=syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
 if [ "$PERF_STAT" = 1 ] && ! perf stat -e syscalls:sys_enter_epoll_wait -- true >/dev/null 2>&1; then
     echo "bench: PERF_STAT=1 needs perf with syscall tracepoints (apt-get install linux-perf; root)" >&2
@@ -89,7 +121,7 @@ TIMEOUT="${TIMEOUT:-300}"
 
 echo "== build"
 cargo build --release --quiet -p sseloop -p loadgen -p probe --bins
-SSELOOP="$TARGET_DIR/release/sseloop"
+SSELOOP="${SSELOOP_BIN:-$TARGET_DIR/release/sseloop}"
 LOAD="$TARGET_DIR/release/sseloop-load"
 PROBE="$TARGET_DIR/release/sseloop-probe"
 GOSSE="$TARGET_DIR/gosse"
@@ -121,6 +153,17 @@ case " $TARGETS " in
         echo "== build the axum peer"
         cargo build --release --quiet --manifest-path tools/peers/axum/Cargo.toml \
             --target-dir "$TARGET_DIR/peers-axum"
+        ;;
+esac
+
+case " $TARGETS " in
+    *"-bp "*)
+        if ! command -v "$REDIS_SERVER" >/dev/null || ! command -v "$REDIS_CLI" >/dev/null; then
+            echo "== apt-get install redis-server"
+            apt-get update -qq
+            # The package's postinst may start the system redis; this script never uses it.
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+        fi
         ;;
 esac
 
@@ -158,8 +201,27 @@ stop_target() {
         target_pid=""
     fi
 }
+# The backplane's Redis of the current run (a -bp target): PID, port, password, directory.
+redis_pid=""
+redis_port=""
+redis_pass=""
+redis_dir=""
+stop_redis() {
+    if [ -n "$redis_pid" ]; then
+        if kill -0 "$redis_pid" 2>/dev/null; then
+            kill -TERM "$redis_pid" 2>/dev/null || true
+        fi
+        wait "$redis_pid" 2>/dev/null || true
+        redis_pid=""
+    fi
+    if [ -n "$redis_dir" ]; then
+        rm -rf "$redis_dir"
+        redis_dir=""
+    fi
+}
 cleanup() {
     stop_target
+    stop_redis
     if [ -n "$old_backlog" ]; then
         echo "$old_backlog" >"$BACKLOG" 2>/dev/null || true
     fi
@@ -196,6 +258,19 @@ fi
 start_target() {
     local name="$1" log="$2" port=""
     case "$name" in
+        sseloop*-bp)
+            start_redis "${log%.server.log}.redis.log" || return 1
+            # The password reaches the node by its environment, not its command line.
+            export SSELOOP_BACKPLANE="redis://:$redis_pass@127.0.0.1:$redis_port"
+            start_target "${name%-bp}" "$log" || { unset SSELOOP_BACKPLANE; return 1; }
+            unset SSELOOP_BACKPLANE
+            if ! wait_ready "${PUB_URL%%/publish*}"; then
+                echo "bench: $name: /readyz did not answer 200 (see $log)" >&2
+                stop_target
+                return 1
+            fi
+            return 0
+            ;;
         sseloop)
             # shellcheck disable=SC2086 # SSELOOP_ARGS is a list of options
             RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 ${SSELOOP_ARGS:-} 2>"$log" &
@@ -273,6 +348,74 @@ start_target() {
     fi
 }
 
+# redis-server for one -bp run: a free loopback port, its own temporary directory, no persistence,
+# a random password (other processes' clients, e.g. a test suite's nodes looking for their own
+# Redis on a reused port, are refused), pinned and prioritized like the tool. Waits for PING.
+start_redis() {
+    local log="$1"
+    redis_port="$(free_port)"
+    redis_pass="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    redis_dir="$(mktemp -d "${TMPDIR:-/tmp}/bench-redis.XXXXXX")"
+    "${pin_tool[@]}" "$REDIS_SERVER" --port "$redis_port" --bind 127.0.0.1 --save "" \
+        --appendonly no --dir "$redis_dir" --logfile "$log" --daemonize no \
+        --requirepass "$redis_pass" >/dev/null 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 200); do
+        [ "$(redis_cmd PING 2>/dev/null)" = PONG ] && break
+        kill -0 "$redis_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ "$(redis_cmd PING 2>/dev/null)" != PONG ]; then
+        echo "bench: redis-server did not start (see $log)" >&2
+        stop_redis
+        return 1
+    fi
+    if [ "$(readlink "/proc/$redis_pid/exe" 2>/dev/null)" != "$(readlink -f "$(command -v "$REDIS_SERVER")")" ]; then
+        echo "bench: PID $redis_pid is not redis-server; its CPU figures would be wrong" >&2
+    fi
+}
+redis_cmd() {
+    REDISCLI_AUTH="$redis_pass" "$REDIS_CLI" -h 127.0.0.1 -p "$redis_port" "$@"
+}
+# GET <base>/readyz until 200 (the node is connected to Redis and has filled its cache).
+wait_ready() {
+    for _ in $(seq 200); do
+        [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$1/readyz" 2>/dev/null)" = 200 ] && return 0
+        kill -0 "$target_pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+# Redis figures: "<utime+stime ticks> <evalsha calls> <evalsha usec> <xread calls> <xread usec>"
+redis_sample() {
+    local stat rest ticks
+    stat="$(cat "/proc/$redis_pid/stat" 2>/dev/null)" || return 1
+    rest="${stat##*) }"
+    # shellcheck disable=SC2086 # split the fields after the command name
+    set -- $rest
+    ticks=$((${12} + ${13}))
+    redis_cmd INFO commandstats 2>/dev/null | tr -d '\r' | awk -v t="$ticks" '
+        /^cmdstat_evalsha:/ { split($0, a, /[=,]/); ec = a[2]; eu = a[4] }
+        /^cmdstat_xread:/ { split($0, a, /[=,]/); xc = a[2]; xu = a[4] }
+        END { printf "%d %d %d %d %d\n", t, ec, eu, xc, xu }'
+}
+# Writes the sidecar of one -bp run from the samples before and after the tool ran.
+redis_report() {
+    local before="$1" after="$2" out="$3" hz
+    hz="$(getconf CLK_TCK)"
+    echo "$before $after" | awk -v hz="$hz" -v pid="$redis_pid" '{
+        cpu = ($6 - $1) / hz; n = $7 - $2
+        printf "redis_pid: %d\nredis_cpu_secs: %.3f\nappends: %d\n", pid, cpu, n
+        printf "evalsha_usec_per_call: %.2f\nxread_calls: %d\n", (n > 0 ? ($8 - $3) / n : 0), $9 - $4
+        printf "xread_usec_per_call: %.2f\n", ($9 > $4 ? ($10 - $5) / ($9 - $4) : 0)
+        printf "redis_cpu_ms_per_1k_events: %.4f\n", (n > 0 ? cpu * 1e6 / n : 0)
+    }' >"$out"
+    redis_cmd INFO cpu 2>/dev/null | tr -d '\r' | grep '^used_cpu' >>"$out" || true
+    redis_cmd INFO commandstats 2>/dev/null | tr -d '\r' | grep '^cmdstat' >>"$out" || true
+    redis_cmd LATENCY LATEST 2>/dev/null | tr '\n' ' ' | sed 's/^/latency_latest: /' >>"$out" || true
+    echo >>"$out"
+}
+
 # A free TCP port on 127.0.0.1 (the kernel picks it; the peer binds it right after).
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -292,6 +435,7 @@ gosse_queue() {
     case "$1" in
         fanout-100 | fanout-1k | latency-*) echo $((WINDOW_1K + 64)) ;;
         trickle-*) echo $((TRICKLE_WINDOW + 64)) ;;
+        publish) echo $((PUB_WINDOW + 64)) ;;
         *) echo $((WINDOW_10K + 64)) ;;
     esac
 }
@@ -311,8 +455,14 @@ scenario_args() {
         trickle-1k | trickle-10k)
             local n=1000
             [ "$1" = trickle-10k ] && n=10000
-            echo "--subscribers $n --events 100000000 --duration-secs $TRICKLE_SECS --size 64 --rate max" \
+            echo "--subscribers $n --events 100000000 --duration-secs $TRICKLE_SECS --size 64 --rate $TRICKLE_RATE" \
                 "--window $TRICKLE_WINDOW --publishers $TRICKLE_PUBLISHERS --spread-publishers --warmup-secs 1"
+            ;;
+        # --events is only a cap: the run ends after PUB_SECS measured seconds.
+        publish)
+            echo "--subscribers $PUB_SUBSCRIBERS --events 100000000 --duration-secs $PUB_SECS --size 64" \
+                "--rate max --window $PUB_WINDOW --publishers $PUB_PUBLISHERS --spread-publishers" \
+                "--warmup-secs 1"
             ;;
         *) return 1 ;;
     esac
@@ -330,11 +480,12 @@ for scenario in $SCENARIOS; do
             GOSSE_QUEUE="$(gosse_queue "$scenario")"
             transport=sse
             pub_transport=http
-            case "$target" in
+            case "${target%-bp}" in
                 sseloop-frames) transport=frames ;;
                 sseloop-frames-pub) transport=frames pub_transport=frames ;;
             esac
             if ! start_target "$target" "$RESULTS/$target-$scenario-$i.server.log"; then
+                stop_redis
                 failures=$((failures + 1))
                 continue
             fi
@@ -344,6 +495,14 @@ for scenario in $SCENARIOS; do
                 (sleep "$PERF_DELAY" && exec perf stat -x, -e "$PERF_EVENTS" -p "$target_pid" \
                     -o "$RESULTS/$target-$scenario-$i.perf.txt" -- sleep "$PERF_SECS") &
                 perf_pid=$!
+            elif [ "$PERF_RECORD" = 1 ]; then
+                (sleep "$PERF_DELAY" && exec perf record -q -e cpu-clock -F "$PERF_FREQ" -p "$target_pid" \
+                    -o "$RESULTS/$target-$scenario-$i.perf.data" -- sleep "$PERF_SECS") >/dev/null 2>&1 &
+                perf_pid=$!
+            fi
+            redis_before=""
+            if [ -n "$redis_pid" ]; then
+                redis_before="$(redis_sample)" || redis_before=""
             fi
             # shellcheck disable=SC2086 # args is a list of options
             if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs "$TIMEOUT" --transport "$transport" \
@@ -354,9 +513,19 @@ for scenario in $SCENARIOS; do
                 failures=$((failures + 1))
             fi
             if [ -n "$perf_pid" ]; then
-                wait "$perf_pid" || echo "bench: perf stat failed for $target $scenario #$i" >&2
+                wait "$perf_pid" || echo "bench: perf failed for $target $scenario #$i" >&2
+            fi
+            if [ -n "$redis_pid" ]; then
+                if [ -n "$redis_before" ] && redis_after="$(redis_sample)"; then
+                    redis_report "$redis_before" "$redis_after" "$RESULTS/$target-$scenario-$i.redis.txt"
+                else
+                    echo "bench: no Redis figures for $target $scenario #$i" >&2
+                fi
+                curl -s -m 2 "${PUB_URL%%/publish*}/metrics" 2>/dev/null | grep '^sseloop_backplane' \
+                    >"$RESULTS/$target-$scenario-$i.metrics.txt" || true
             fi
             stop_target
+            stop_redis
         done
     done
 done

@@ -17,7 +17,15 @@ the server's write-family and epoll_wait syscalls over a few seconds inside the 
 adds: write syscalls and poll rounds per second, deliveries per fan-out write and events per poll
 round. Deliveries and events in the perf window are the run's steady rates times the window, and
 fan-out writes are all writes minus one per published event (a publish's response takes at most
-one write), so both figures are estimates. Stdlib only.
+one write), so both figures are estimates.
+
+Backplane targets (`<target>-bp`, the same node with --backplane and its own redis-server): a line
+under each compares it with `<target>` of the same run: deliveries per CPU-second as the ratio of
+the medians [min-max of the per-repeat ratios], the p99 latency it adds (difference of the
+medians [min-max of the per-repeat differences]), acknowledged events per second, and from each
+`<target>-<scenario>-<i>.redis.txt` (bench.sh) the Redis CPU per 1,000 appended events and the
+time Redis spent in each append script (EVALSHA). Acknowledged events per second (measured events
+over the measurement window) are printed for every target of the `publish` scenario. Stdlib only.
 """
 
 import json
@@ -91,6 +99,33 @@ def perf_figures(doc, path):
     }
 
 
+def redis_figures(path):
+    """{key: number} from a bench.sh `.redis.txt` sidecar (`key: value` lines), or None."""
+    if not path.exists():
+        return None
+    out = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        try:
+            out[key.strip()] = float(value.strip())
+        except ValueError:
+            continue
+    return out or None
+
+
+def events_per_sec(doc):
+    """Acknowledged events published in the measured window, per wall-clock second (measured
+    events less refused publishes; a refusal in the warm-up would be counted here too)."""
+    events = pick(doc, "publish", "measured_events")
+    errors = pick(doc, "publish", "errors") or 0
+    elapsed = pick(doc, "delivery", "elapsed_secs")
+    if events is None or not elapsed:
+        return None
+    return max(events - errors, 0) / elapsed
+
+
 def load(run_dir):
     groups = {}
     for path in sorted(Path(run_dir).glob("*-[0-9]*.json")):
@@ -99,6 +134,7 @@ def load(run_dir):
         except (OSError, ValueError):
             continue
         doc["_perf"] = perf_figures(doc, path.with_suffix(".perf.txt"))
+        doc["_redis"] = redis_figures(path.with_suffix(".redis.txt"))
         doc["_repeat"] = path.stem.rsplit("-", 1)[1]
         label = doc.get("label") or ""
         if " " not in label:
@@ -121,7 +157,14 @@ def summarize(groups):
                 "p99_us": spread([pick(r, "latency_us", "p99") for r in runs]),
                 "rss_per_conn_bytes": spread([pick(r, "server", "rss_per_conn_bytes") for r in runs]),
                 "other_cores_busy": spread([pick(r, "machine", "other_cores_busy") for r in runs]),
+                "events_per_sec": spread([events_per_sec(r) for r in runs]),
             }
+            redis = [r["_redis"] for r in runs if r.get("_redis")]
+            if redis:
+                rows[target]["redis"] = {
+                    k: spread([x.get(k) for x in redis])
+                    for k in ("redis_cpu_ms_per_1k_events", "redis_cpu_secs", "appends", "evalsha_usec_per_call")
+                }
             perf = [r["_perf"] for r in runs if r.get("_perf")]
             if perf:
                 rows[target]["syscalls"] = {
@@ -147,8 +190,47 @@ def summarize(groups):
                         paired[ref] = spread(pairs)
             row["per_cpu_sec_ratio_to"] = ratios
             row["per_cpu_sec_paired_ratio_to"] = paired
+            base = target[: -len("-bp")] if target.endswith("-bp") else None
+            if base in rows:
+                row["backplane"] = versus(targets[target], targets[base], row, rows[base])
         out[scenario] = rows
     return out
+
+
+def versus(mine_runs, base_runs, mine, base):
+    """A backplane target against the same node without it: ratios and added p99, medians and
+    [min-max] per repeat pair."""
+    by_repeat = {r["_repeat"]: r for r in base_runs}
+    pairs = [(r, by_repeat[r["_repeat"]]) for r in mine_runs if r["_repeat"] in by_repeat]
+
+    def ratio(fig):
+        a, b = fig(mine), fig(base)
+        return a["median"] / b["median"] if a and b and b["median"] else None
+
+    def paired(get, op):
+        vals = []
+        for a, b in pairs:
+            x, y = get(a), get(b)
+            if x is not None and y is not None:
+                v = op(x, y)
+                if v is not None:
+                    vals.append(v)
+        return spread(vals)
+
+    cpu = lambda r: pick(r, "server", "deliveries_per_cpu_sec")
+    p99 = lambda r: pick(r, "latency_us", "p99")
+    div = lambda x, y: x / y if y else None
+    p99_added = None
+    if mine["p99_us"] and base["p99_us"]:
+        p99_added = mine["p99_us"]["median"] - base["p99_us"]["median"]
+    return {
+        "per_cpu_sec_ratio": ratio(lambda r: r["per_cpu_sec"]),
+        "per_cpu_sec_paired": paired(cpu, div),
+        "events_per_sec_ratio": ratio(lambda r: r["events_per_sec"]),
+        "events_per_sec_paired": paired(events_per_sec, div),
+        "p99_added_us": p99_added,
+        "p99_added_paired_us": paired(p99, lambda x, y: x - y),
+    }
 
 
 def table(summary):
@@ -191,6 +273,39 @@ def table(summary):
                     % tuple(
                         fig(sc[k], lambda v: "%.3g" % v)
                         for k in ("writes_per_sec", "rounds_per_sec", "deliveries_per_write", "events_per_round")
+                    )
+                )
+            if scenario.startswith("publish") and row["events_per_sec"]:
+                lines.append(f"    acknowledged events/s: {fig(row['events_per_sec'])}")
+            bp = row.get("backplane")
+            if bp:
+                parts = []
+                if bp["per_cpu_sec_ratio"] is not None:
+                    part = "deliveries/CPU-s x%.2f" % bp["per_cpu_sec_ratio"]
+                    if bp["per_cpu_sec_paired"]:
+                        part += " [%.2f-%.2f]" % (bp["per_cpu_sec_paired"]["min"], bp["per_cpu_sec_paired"]["max"])
+                    parts.append(part)
+                if bp["p99_added_us"] is not None:
+                    part = "p99 %+.2f ms" % (bp["p99_added_us"] / 1000)
+                    if bp["p99_added_paired_us"]:
+                        pr = bp["p99_added_paired_us"]
+                        part += " [%+.2f..%+.2f]" % (pr["min"] / 1000, pr["max"] / 1000)
+                    parts.append(part)
+                if bp["events_per_sec_ratio"] is not None:
+                    part = "events/s x%.2f" % bp["events_per_sec_ratio"]
+                    if bp["events_per_sec_paired"]:
+                        part += " [%.2f-%.2f]" % (bp["events_per_sec_paired"]["min"], bp["events_per_sec_paired"]["max"])
+                    parts.append(part)
+                lines.append(f"    vs {target[: -len('-bp')]}: " + ", ".join(parts))
+            rd = row.get("redis")
+            if rd and rd["redis_cpu_ms_per_1k_events"]:
+                lines.append(
+                    "    redis: %s ms CPU per 1,000 appended events, %s CPU-s, %s appends, EVALSHA %s us/call"
+                    % (
+                        fig(rd["redis_cpu_ms_per_1k_events"], lambda v: "%.1f" % v),
+                        fig(rd["redis_cpu_secs"], lambda v: "%.2f" % v),
+                        fig(rd["appends"]),
+                        fig(rd["evalsha_usec_per_call"], lambda v: "%.1f" % v),
                     )
                 )
             if not row["per_cpu_sec"] and row["rss_per_conn_bytes"]:
