@@ -253,6 +253,9 @@ impl Server {
         let mut wait = self.sh.timers.next_timeout(now);
         let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
         if let Some(bp) = &self.sh.backplane {
+            if bp.has_work() {
+                return Some(Duration::ZERO);
+            }
             if let Some(at) = bp.next_deadline() {
                 consider(at.saturating_duration_since(now));
             }
@@ -354,6 +357,11 @@ impl Server {
         self.sh.hub.record_backlog(slice);
         self.fan_out();
         self.flush_dirty();
+        if let Some(bp) = self.sh.backplane.as_mut() {
+            // Flushing connections read pipelined requests: their appends go out now, not at
+            // the next wake-up.
+            bp.flush_output(self.poll.registry(), self.sh.now);
+        }
         self.check_shutdown();
     }
 

@@ -1452,3 +1452,35 @@ fn handle_publishes_with_a_key_publish_once_without_a_backplane() {
     server.poll_once(Some(Duration::ZERO)).expect("poll");
     assert_eq!(server.metrics().published, 2, "two events, not three");
 }
+
+#[test]
+fn pipelined_http_publishes_on_one_connection_are_all_accepted_in_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    // A quiet node: nothing else wakes its loop, so a request read while answering the one
+    // before it must reach Redis without waiting for another wake-up (which would be the
+    // append deadline, then a 503).
+    let a = node(&redis, &["--backplane-timeout-ms", "1000"]);
+    wait_ready(&a);
+    let mut sub = a.subscribe("topic=pipe", &[]);
+    let mut raw = String::new();
+    for i in 0..6 {
+        raw.push_str(&format!(
+            "POST /publish?topic=pipe HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\np{i}"
+        ));
+    }
+    let mut stream = connect(a.addr);
+    std::io::Write::write_all(&mut stream, raw.as_bytes()).expect("send");
+    let mut responses = ResponseReader::new(stream);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let r = responses.next().expect("response");
+        assert_eq!(r.status, 200, "publish {i}: {}", r.text());
+        ids.push(json_id(&r.text()));
+    }
+    assert_one_epoch_increasing(&ids, "pipelined publishes");
+    let got: Vec<String> = sub.events(6).into_iter().map(|e| e.data).collect();
+    assert_eq!(got, (0..6).map(|i| format!("p{i}")).collect::<Vec<_>>());
+}

@@ -1130,6 +1130,31 @@ impl Backplane {
         }
     }
 
+    /// Sends the commands queued since the last tick (appends and backfills made while the loop
+    /// flushed connections: a pipelined request read after its predecessor's answer).
+    pub fn flush_output(&mut self, registry: &Registry, now: Instant) {
+        for writer in [true, false] {
+            let phase = if writer {
+                &mut self.writer
+            } else {
+                &mut self.reader
+            };
+            if let Phase::Up(link) = phase {
+                if link.conn.has_output() {
+                    if let Err(e) = link.conn.flush() {
+                        let why = e.to_string();
+                        self.lose(writer, &why, registry, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers or events are waiting for the loop (it must not sleep).
+    pub fn has_work(&self) -> bool {
+        !self.completions.is_empty() || !self.backfills.is_empty() || !self.events.is_empty()
+    }
+
     /// Closes both links (shutdown); pending appends are refused.
     pub fn close(&mut self, registry: &Registry) {
         let now = Instant::now();
