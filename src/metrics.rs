@@ -245,19 +245,15 @@ impl Metrics {
             family(o, name, kind, help);
             let _ = writeln!(o, "{name} {v}");
         }
-        let name = "sseloop_backplane_read_lag_seconds";
-        family(
+        histogram(
             o,
-            name,
-            "histogram",
+            "sseloop_backplane_read_lag_seconds",
             "Time from an event's append in Redis (Redis's clock) to its fan-out on this node.",
+            &LAG_BUCKETS,
+            &self.lag_buckets,
+            self.lag_count,
+            self.lag_sum,
         );
-        for (bound, v) in LAG_BUCKETS.iter().zip(self.lag_buckets) {
-            let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {v}");
-        }
-        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", self.lag_count);
-        let _ = writeln!(o, "{name}_sum {}", self.lag_sum);
-        let _ = writeln!(o, "{name}_count {}", self.lag_count);
     }
 
     /// Renders the exposition text.
@@ -448,16 +444,36 @@ impl Metrics {
                 let _ = writeln!(o, "{name}{{code=\"{status}\"}} {v}");
             }
         }
-        let name = "sseloop_connection_lifetime_seconds";
-        family(o, name, "histogram", "Lifetime of closed connections.");
-        for (bound, v) in LIFETIME_BUCKETS.iter().zip(self.lifetime_buckets) {
-            let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {v}");
-        }
-        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {}", self.lifetime_count);
-        let _ = writeln!(o, "{name}_sum {}", self.lifetime_sum);
-        let _ = writeln!(o, "{name}_count {}", self.lifetime_count);
+        histogram(
+            o,
+            "sseloop_connection_lifetime_seconds",
+            "Lifetime of closed connections.",
+            &LIFETIME_BUCKETS,
+            &self.lifetime_buckets,
+            self.lifetime_count,
+            self.lifetime_sum,
+        );
         out
     }
+}
+
+/// A histogram family: cumulative buckets, +Inf, sum and count.
+fn histogram(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    buckets: &[u64],
+    count: u64,
+    sum: f64,
+) {
+    family(o, name, "histogram", help);
+    for (bound, v) in bounds.iter().zip(buckets) {
+        let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {v}");
+    }
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(o, "{name}_sum {sum}");
+    let _ = writeln!(o, "{name}_count {count}");
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
