@@ -34,8 +34,9 @@ impl Keys {
 /// HELLO: KEYS seq, epoch; ARGV candidate epoch, floor seq. Creates the epoch when the dataset
 /// has none (a new or emptied Redis) and starts its counter at Redis's clock in microseconds, or
 /// past the caller's last seq if that is higher: a node that outlived the data keeps seeing
-/// rising seqs, and ids of the new dataset never repeat old ones (the epoch differs too).
-/// Returns `{epoch, counter}`.
+/// rising seqs, and ids of the new dataset never repeat old ones (the epoch differs too). A
+/// counter behind the caller's last seq (Redis restored an older snapshot of the same dataset) is
+/// moved up to it. Returns `{epoch, counter}`.
 pub const HELLO: &str = r#"
 local e = redis.call('GET', KEYS[2])
 if not e then
@@ -43,12 +44,17 @@ if not e then
   redis.call('SET', KEYS[2], e)
 end
 local cur = redis.call('GET', KEYS[1])
+local floor = tonumber(ARGV[2])
 if not cur then
   local t = redis.call('TIME')
   local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local floor = tonumber(ARGV[2])
   if floor > start then start = floor end
   cur = string.format('%.0f', start)
+  redis.call('SET', KEYS[1], cur)
+elseif tonumber(cur) < floor then
+  -- Redis came back from a persistence point older than what this node saw (AOF everysec,
+  -- an RDB snapshot): never give a seq again.
+  cur = string.format('%.0f', floor)
   redis.call('SET', KEYS[1], cur)
 end
 return {e, cur}
