@@ -256,7 +256,6 @@ enum Expect {
 
 #[derive(Clone, Copy)]
 enum ScriptKind {
-    Hello,
     Append,
     Fetch,
 }
@@ -271,7 +270,6 @@ struct Link {
     expect: VecDeque<Expect>,
     /// The oldest expected reply must arrive by then.
     deadlines: VecDeque<Instant>,
-    hello_sha: String,
     append_sha: String,
     fetch_sha: String,
     /// The dataset's epoch, once HELLO answered.
@@ -713,7 +711,6 @@ impl Backplane {
             conn,
             expect: VecDeque::new(),
             deadlines: VecDeque::new(),
-            hello_sha: String::new(),
             append_sha: String::new(),
             fetch_sha: String::new(),
             epoch: None,
@@ -736,9 +733,7 @@ impl Backplane {
             link.conn.command(&[b"SELECT", db.as_bytes()]);
             link.expect.push_back(Expect::Setup("SELECT"));
         }
-        link.conn
-            .command(&[b"SCRIPT", b"LOAD", scripts::HELLO.as_bytes()]);
-        link.expect.push_back(Expect::ScriptSha(ScriptKind::Hello));
+        // HELLO runs once per connection (plain EVAL); the writer's scripts run per event.
         if writer {
             link.conn
                 .command(&[b"SCRIPT", b"LOAD", scripts::APPEND.as_bytes()]);
@@ -878,7 +873,6 @@ impl Backplane {
             Expect::ScriptSha(kind) => {
                 let sha = text(&frame).ok_or("SCRIPT LOAD: no sha")?.to_string();
                 match kind {
-                    ScriptKind::Hello => link.hello_sha = sha,
                     ScriptKind::Append => link.append_sha = sha,
                     ScriptKind::Fetch => link.fetch_sha = sha,
                 }
