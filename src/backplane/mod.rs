@@ -241,6 +241,15 @@ pub struct BackplaneStats {
     pub read_bytes: u64,
 }
 
+/// What an append carried, kept until Redis answers: when every earlier seq has been read, the
+/// node records its own event from this at once instead of waiting for the reader to bring it
+/// back (one Redis round trip less between a publish and its local fan-out).
+struct Sent {
+    topics: Vec<String>,
+    event_type: Option<String>,
+    data: String,
+}
+
 enum Expect {
     /// AUTH / SELECT / SCRIPT LOAD: anything but an error.
     Setup(&'static str),
@@ -292,8 +301,9 @@ pub struct Backplane {
     keys: Keys,
     writer: Phase,
     reader: Phase,
-    /// Appends sent, oldest first (their replies arrive in this order), with their sizes.
-    inflight: VecDeque<(Origin, usize)>,
+    /// Appends sent, oldest first (their replies arrive in this order), with their sizes and
+    /// contents.
+    inflight: VecDeque<(Origin, usize, Sent)>,
     inflight_bytes: usize,
     /// Backfills sent on the writer, oldest first.
     fetches: VecDeque<FetchRequest>,
@@ -457,7 +467,12 @@ impl Backplane {
         link.expect.push_back(Expect::Append);
         link.deadlines.push_back(now + self.cfg.timeout);
         self.inflight_bytes += cost;
-        self.inflight.push_back((req.origin, cost));
+        let sent = Sent {
+            topics: req.topics,
+            event_type: req.event_type,
+            data: req.data,
+        };
+        self.inflight.push_back((req.origin, cost, sent));
     }
 
     /// Asks Redis for the events a resumed stream missed (answered in [`Backplane::backfills`]).
@@ -820,7 +835,7 @@ impl Backplane {
         };
         *phase = Phase::Down { retry_at, attempt };
         if writer {
-            while let Some(origin) = self.pop_inflight() {
+            while let Some((origin, _)) = self.pop_inflight() {
                 self.fail(origin);
             }
             while let Some(req) = self.fetches.pop_front() {
@@ -852,7 +867,7 @@ impl Backplane {
                 Expect::Append => {
                     // A script error for one event (e.g. out of memory): refuse that one.
                     log::warn!("backplane append refused by Redis: {e}");
-                    if let Some(origin) = self.pop_inflight() {
+                    if let Some((origin, _)) = self.pop_inflight() {
                         self.fail(origin);
                     }
                     Ok(())
@@ -972,7 +987,7 @@ impl Backplane {
     }
 
     fn on_append(&mut self, frame: &OwnedFrame) -> Result<(), String> {
-        let Some(origin) = self.pop_inflight() else {
+        let Some((origin, sent)) = self.pop_inflight() else {
             return Err("append reply without an append".into());
         };
         let parts = match frame {
@@ -999,6 +1014,21 @@ impl Backplane {
                     origin,
                     outcome: Ok((format!("{epoch}-{seq}"), seq)),
                 });
+                // Every seq before this one has been read (seqs are consecutive in a dataset):
+                // record it now; the reader skips it when it comes back.
+                if status == "OK"
+                    && self.last_read != 0
+                    && seq == self.last_read + 1
+                    && self.epoch.as_deref() == Some(epoch.as_str())
+                {
+                    self.take(RemoteEvent {
+                        seq,
+                        topics: sent.topics.into_iter().map(String::into_boxed_str).collect(),
+                        event_type: sent.event_type.map(String::into_boxed_str),
+                        data: sent.data.into_boxed_str(),
+                        appended_ms: 0,
+                    });
+                }
                 Ok(())
             }
             "EPOCH" => {
@@ -1154,7 +1184,7 @@ impl Backplane {
                 link.conn.close(registry);
             }
         }
-        while let Some(origin) = self.pop_inflight() {
+        while let Some((origin, _)) = self.pop_inflight() {
             self.fail(origin);
         }
         while let Some(req) = self.fetches.pop_front() {
@@ -1162,10 +1192,10 @@ impl Backplane {
         }
     }
 
-    fn pop_inflight(&mut self) -> Option<Origin> {
-        let (origin, cost) = self.inflight.pop_front()?;
+    fn pop_inflight(&mut self) -> Option<(Origin, Sent)> {
+        let (origin, cost, sent) = self.inflight.pop_front()?;
         self.inflight_bytes -= cost;
-        Some(origin)
+        Some((origin, sent))
     }
 }
 
