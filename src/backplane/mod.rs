@@ -1023,7 +1023,11 @@ impl Backplane {
                 {
                     self.take(RemoteEvent {
                         seq,
-                        topics: sent.topics.into_iter().map(String::into_boxed_str).collect(),
+                        topics: sent
+                            .topics
+                            .into_iter()
+                            .map(String::into_boxed_str)
+                            .collect(),
                         event_type: sent.event_type.map(String::into_boxed_str),
                         data: sent.data.into_boxed_str(),
                         appended_ms: 0,

@@ -64,8 +64,8 @@ return {e, cur}
 /// retention, idempotency window (seconds), topics (space-separated), event type, data, '1' when
 /// an idempotency key is given, per-topic history, per-topic TTL (seconds).
 /// One atomic step: the next seq, the log entry `<seq>-0`, the same entry in each topic's stream
-/// (whose oldest entry beyond the per-topic history is XDELeted, so `max-deleted-entry-id` says
-/// how far back the stream is complete), and the idempotency record.
+/// (trimmed with `MAXLEN ~` to at least the per-topic history: whole radix nodes go, which is
+/// cheap), and the idempotency record.
 /// Returns `{'OK', seq}`, `{'DUP', seq}` (the key was seen: the original seq) or
 /// `{'EPOCH', epoch}` (the dataset is not the one the caller knows: it must say HELLO again).
 pub const APPEND: &str = r#"
@@ -82,16 +82,11 @@ local t = redis.call('TIME')
 local ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-0',
   't', ARGV[4], 'e', ARGV[5], 'd', ARGV[6], 'ts', ms)
-local hist = tonumber(ARGV[8])
-for i = 5, #KEYS do
-  local k = KEYS[i]
-  if hist > 0 then
-    redis.call('XADD', k, seq .. '-0', 't', ARGV[4], 'e', ARGV[5], 'd', ARGV[6], 'ts', ms)
-    while redis.call('XLEN', k) > hist do
-      local old = redis.call('XRANGE', k, '-', '+', 'COUNT', 1)
-      redis.call('XDEL', k, old[1][1])
-    end
-    redis.call('EXPIRE', k, ARGV[9])
+if tonumber(ARGV[8]) > 0 then
+  for i = 5, #KEYS do
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[8], seq .. '-0',
+      't', ARGV[4], 'e', ARGV[5], 'd', ARGV[6], 'ts', ms)
+    redis.call('EXPIRE', KEYS[i], ARGV[9])
   end
 end
 if ARGV[7] == '1' then
@@ -102,10 +97,11 @@ return {'OK', seq}
 
 /// FETCH: KEYS streams (topic streams, or the log for patterns); ARGV after, upto, count. For
 /// each key: `{complete, entries}` where entries are those with `after < seq <= upto` (at most
-/// count) and complete is 1 when the key holds every entry of that range it ever had: nothing in
-/// it was deleted (a topic stream's `max-deleted-entry-id` is at most `after`, or the key never
-/// existed), or, for the log (every seq is in it), its first entry is at most `after + 1`; and
-/// fewer than count entries came back.
+/// count) and complete is 1 when the key holds every entry of that range it ever had: it never
+/// existed, or nothing was ever trimmed from it (`entries-added` equals `length`), or its first
+/// entry is at most `after + 1` (for the log, where every seq is present, that is exact; for a
+/// topic stream it is on the safe side: trimmed entries might all have been older than `after`);
+/// and fewer than count entries came back.
 pub const FETCH: &str = r#"
 local after = tonumber(ARGV[1])
 local out = {}
@@ -114,18 +110,17 @@ for i = 1, #KEYS do
   local complete = 1
   if redis.call('EXISTS', k) == 1 then
     local info = redis.call('XINFO', 'STREAM', k)
-    local first = nil
-    local maxdel = 0
+    local first, len, added = nil, 0, 0
     for n = 1, #info, 2 do
-      if info[n] == 'max-deleted-entry-id' then
-        maxdel = tonumber(string.match(info[n + 1], '^(%d+)'))
+      if info[n] == 'length' then
+        len = info[n + 1]
+      elseif info[n] == 'entries-added' then
+        added = info[n + 1]
       elseif info[n] == 'first-entry' and info[n + 1] then
         first = tonumber(string.match(info[n + 1][1], '^(%d+)'))
       end
     end
-    if i == #KEYS and ARGV[4] == '1' then
-      if first and first > after + 1 then complete = 0 end
-    elseif maxdel > after then
+    if added ~= len and first and first > after + 1 then
       complete = 0
     end
   end
