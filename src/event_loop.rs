@@ -288,7 +288,10 @@ impl Server {
             (a, b) => a.or(b),
         };
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        self.seq.note_loop_thread();
+        if self.sh.backplane.is_some() {
+            // Only a backplane makes a handle wait for the loop (and refuse on its thread).
+            self.seq.note_loop_thread();
+        }
         let polled = self.poll.poll(&mut events, timeout);
         self.sh.refresh_clock();
         self.sh.metrics.loop_iterations += 1;
@@ -390,9 +393,13 @@ impl Server {
         let notices = std::mem::take(&mut bp.notices);
         let completions = std::mem::take(&mut bp.completions);
         let mut notices = notices.into_iter().peekable();
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let wall_ms = if events.is_empty() {
+            0
+        } else {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
         for (i, ev) in events.into_iter().enumerate() {
             while let Some((_, notice)) = notices.next_if(|(at, _)| *at <= i) {
                 self.on_backplane_notice(notice, ev.seq);

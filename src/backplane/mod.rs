@@ -605,11 +605,7 @@ impl Backplane {
     ) {
         let writer = token == WRITER;
         let result = {
-            let phase = if writer {
-                &mut self.writer
-            } else {
-                &mut self.reader
-            };
+            let phase = pick(&mut self.writer, &mut self.reader, writer);
             let Phase::Up(link) = phase else {
                 return;
             };
@@ -642,11 +638,7 @@ impl Backplane {
     /// `unrecorded` is how many events the hub has not recorded yet (reader back-pressure).
     pub fn tick(&mut self, registry: &Registry, now: Instant, unrecorded: usize, floor: u64) {
         for writer in [true, false] {
-            let phase = if writer {
-                &mut self.writer
-            } else {
-                &mut self.reader
-            };
+            let phase = pick(&mut self.writer, &mut self.reader, writer);
             match phase {
                 Phase::Down { retry_at, attempt } if *retry_at <= now => {
                     let attempt = *attempt;
@@ -710,11 +702,7 @@ impl Backplane {
                 let why = e.to_string();
                 let retry_at = now + self.backoff(attempt);
                 log::debug!("backplane {}: connect: {why}", self.describe());
-                let phase = if writer {
-                    &mut self.writer
-                } else {
-                    &mut self.reader
-                };
+                let phase = pick(&mut self.writer, &mut self.reader, writer);
                 *phase = Phase::Down {
                     retry_at,
                     attempt: attempt + 1,
@@ -771,11 +759,7 @@ impl Backplane {
         link.expect.push_back(Expect::Hello);
         // One deadline covers the handshake: the last reply (HELLO) must come by then.
         link.deadlines.push_back(now + self.cfg.timeout);
-        let phase = if writer {
-            &mut self.writer
-        } else {
-            &mut self.reader
-        };
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
         *phase = Phase::Up(link);
     }
 
@@ -793,11 +777,7 @@ impl Backplane {
 
     /// Drops a link: its in-flight appends are refused, and it reconnects after a backoff.
     fn lose(&mut self, writer: bool, why: &str, registry: &Registry, now: Instant) {
-        let phase = if writer {
-            &mut self.writer
-        } else {
-            &mut self.reader
-        };
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
         let attempt = match std::mem::replace(
             phase,
             Phase::Down {
@@ -828,11 +808,7 @@ impl Backplane {
             } else {
                 self.backoff(attempt)
             };
-        let phase = if writer {
-            &mut self.writer
-        } else {
-            &mut self.reader
-        };
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
         *phase = Phase::Down { retry_at, attempt };
         if writer {
             while let Some((origin, _)) = self.pop_inflight() {
@@ -845,11 +821,7 @@ impl Backplane {
     }
 
     fn on_reply(&mut self, writer: bool, frame: OwnedFrame, now: Instant) -> Result<(), String> {
-        let phase = if writer {
-            &mut self.writer
-        } else {
-            &mut self.reader
-        };
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
         let Phase::Up(link) = phase else {
             return Ok(());
         };
@@ -907,19 +879,11 @@ impl Backplane {
         };
         let epoch = parts.first().and_then(text).ok_or("HELLO: no epoch")?;
         let epoch = epoch.to_string();
-        let phase = if writer {
-            &mut self.writer
-        } else {
-            &mut self.reader
-        };
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
         let Phase::Up(link) = phase else {
             return Ok(());
         };
-        let seen = if writer {
-            &mut self.ever_up[0]
-        } else {
-            &mut self.ever_up[1]
-        };
+        let seen = &mut self.ever_up[usize::from(!writer)];
         if std::mem::replace(seen, true) {
             self.stats.reconnects += 1;
         }
@@ -1148,11 +1112,7 @@ impl Backplane {
     /// flushed connections: a pipelined request read after its predecessor's answer).
     pub fn flush_output(&mut self, registry: &Registry, now: Instant) {
         for writer in [true, false] {
-            let phase = if writer {
-                &mut self.writer
-            } else {
-                &mut self.reader
-            };
+            let phase = pick(&mut self.writer, &mut self.reader, writer);
             if let Phase::Up(link) = phase {
                 if link.conn.has_output() {
                     if let Err(e) = link.conn.flush() {
@@ -1173,11 +1133,7 @@ impl Backplane {
     pub fn close(&mut self, registry: &Registry) {
         let now = Instant::now();
         for writer in [true, false] {
-            let phase = if writer {
-                &mut self.writer
-            } else {
-                &mut self.reader
-            };
+            let phase = pick(&mut self.writer, &mut self.reader, writer);
             if let Phase::Up(link) = std::mem::replace(
                 phase,
                 Phase::Down {
@@ -1200,6 +1156,15 @@ impl Backplane {
         let (origin, cost, sent) = self.inflight.pop_front()?;
         self.inflight_bytes -= cost;
         Some((origin, sent))
+    }
+}
+
+/// The writer's or the reader's phase (a split borrow: the rest of the backplane stays usable).
+fn pick<'a>(writer: &'a mut Phase, reader: &'a mut Phase, which_writer: bool) -> &'a mut Phase {
+    if which_writer {
+        writer
+    } else {
+        reader
     }
 }
 

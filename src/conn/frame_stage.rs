@@ -309,11 +309,22 @@ impl Connection {
                 return self.refuse_publish(key, ErrorCode::OVERLOADED, correlation, msg, sh);
             }
         };
-        let mut ack = Vec::with_capacity(16 + correlation.len() + event.id.len());
-        let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &event.id);
         // Before its own event (seq), after everything earlier.
-        self.push_private(key, &ack, event.seq - 1, sh);
+        self.queue_publish_ack(key, correlation, &event.id, event.seq - 1, sh);
         Flow::Keep
+    }
+
+    fn queue_publish_ack(
+        &mut self,
+        key: usize,
+        correlation: &[u8],
+        id: &str,
+        barrier: u64,
+        sh: &mut LoopState,
+    ) {
+        let mut ack = Vec::with_capacity(16 + correlation.len() + id.len());
+        let _ = frame::encode_publish_ack_frame(&mut ack, correlation, id);
+        self.push_private(key, &ack, barrier, sh);
     }
 
     /// The backplane answered one of this connection's PUBLISH frames.
@@ -333,12 +344,10 @@ impl Connection {
         }
         match outcome {
             Ok((id, _)) => {
-                let mut ack = Vec::with_capacity(16 + correlation.len() + id.len());
-                let _ = frame::encode_publish_ack_frame(&mut ack, correlation, &id);
                 // The event itself comes back through the backplane's stream, before or after
                 // this answer: the ack only follows what this node has recorded so far.
                 let barrier = sh.hub.last_seq();
-                self.push_private(key, &ack, barrier, sh);
+                self.queue_publish_ack(key, correlation, &id, barrier, sh);
             }
             Err(AppendError::Unavailable) => {
                 let msg = "backplane unavailable; retry later";

@@ -10,7 +10,7 @@ use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
 use crate::auth::Grants;
 use crate::backplane::{FetchRequest, RemoteEvent};
-use crate::buf::{Event, Wire};
+use crate::buf::Wire;
 use crate::frame::{self, ErrorCode};
 use crate::http::request::query_pairs;
 use crate::http::response;
@@ -295,12 +295,28 @@ impl Connection {
             let reason = ResetReason::Expired;
             return self.queue_reset_notice(key, reason, &wait.reset_id, &names, 0, sh);
         };
+        // Only this stream's wire form: these events are not shared, nothing else reads them.
         let wire = self.out.wire.unwrap_or(Wire::Sse);
         let mut bytes = Vec::new();
         for ev in events {
-            let id = sh.hub.id_for(ev.seq).into_boxed_str();
-            let event = Event::new(ev.seq, id, ev.topics.into(), ev.event_type, ev.data);
-            bytes.extend_from_slice(event.encoded(wire));
+            let id = sh.hub.id_for(ev.seq);
+            let event_type = ev.event_type.as_deref();
+            match wire {
+                Wire::Sse => sse::encode_event(&mut bytes, &id, event_type, &ev.data),
+                Wire::Frame => {
+                    let t = event_type.unwrap_or("");
+                    if let Err(e) = frame::encode_event_frame(
+                        &mut bytes,
+                        &id,
+                        &ev.topics,
+                        t,
+                        ev.data.as_bytes(),
+                    ) {
+                        // Unreachable: these events passed the same checks when published.
+                        log::error!("backfilled event {id} cannot be framed: {e:?}");
+                    }
+                }
+            }
             sh.metrics.replayed += 1;
         }
         if !bytes.is_empty() {
