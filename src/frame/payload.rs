@@ -137,6 +137,8 @@ pub enum PayloadError {
     NotUtf8(Field),
     /// A topic list has a count of zero.
     NoTopics,
+    /// An optional field is present but empty (absent is how a payload says "none").
+    EmptyOptional(Field),
 }
 
 impl PayloadError {
@@ -148,7 +150,8 @@ impl PayloadError {
             PayloadError::Empty
             | PayloadError::Truncated(_)
             | PayloadError::TrailingBytes(_)
-            | PayloadError::NoTopics => ErrorCode::MALFORMED_PAYLOAD,
+            | PayloadError::NoTopics
+            | PayloadError::EmptyOptional(_) => ErrorCode::MALFORMED_PAYLOAD,
         }
     }
 }
@@ -162,6 +165,7 @@ impl fmt::Display for PayloadError {
             PayloadError::TrailingBytes(n) => write!(f, "{n} bytes after the last field"),
             PayloadError::NotUtf8(field) => write!(f, "{field:?} is not UTF-8"),
             PayloadError::NoTopics => f.write_str("empty topic list"),
+            PayloadError::EmptyOptional(field) => write!(f, "{field:?} is present but empty"),
         }
     }
 }
@@ -432,10 +436,15 @@ pub fn parse(payload: &[u8]) -> Result<Payload<'_>, PayloadError> {
             topics: r.topics()?,
             event_type: r.str8(Field::EventType)?,
             data: r.bytes32(Field::Data)?,
+            // Present-but-empty would re-encode as absent, so it is refused rather than
+            // read as "no key".
             idempotency_key: if r.rest.is_empty() {
                 ""
             } else {
-                r.str8(Field::IdempotencyKey)?
+                match r.str8(Field::IdempotencyKey)? {
+                    "" => return Err(PayloadError::EmptyOptional(Field::IdempotencyKey)),
+                    key => key,
+                }
             },
         },
         Kind::PublishAck => Payload::PublishAck {

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::code::ErrorCode;
 use super::codec::{FrameDecoder, HEADER_LEN, MAGIC};
 use super::owned::OwnedPayload;
-use super::payload::{parse, Kind, Payload};
+use super::payload::{encode_publish_frame, parse, Kind, Payload};
 
 /// Feeds `chunks` to a decoder the way the server does: append each read to one buffer, take
 /// every complete frame out of it, then drop the consumed prefix.
@@ -540,4 +540,21 @@ fn print_protocol_examples() {
     for p in examples() {
         println!("{}\n```hex\n{}```\n", p.kind(), render(&layout(&p)));
     }
+}
+
+#[test]
+fn present_but_empty_idempotency_key_is_malformed() {
+    // Found by the frame_decode fuzz target: a zero-length key field would parse as "no key"
+    // and re-encode without the field.
+    let mut buf = Vec::new();
+    encode_publish_frame(&mut buf, b"", &["t"], "", b"").unwrap();
+    buf.push(0);
+    let len = (buf.len() - HEADER_LEN) as u32;
+    buf[2..6].copy_from_slice(&len.to_be_bytes());
+    let err = parse(&buf[HEADER_LEN..]).unwrap_err();
+    assert_eq!(
+        err,
+        super::payload::PayloadError::EmptyOptional(super::payload::Field::IdempotencyKey)
+    );
+    assert_eq!(err.code(), ErrorCode::MALFORMED_PAYLOAD);
 }
