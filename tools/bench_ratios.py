@@ -25,7 +25,14 @@ the medians [min-max of the per-repeat ratios], the p99 latency it adds (differe
 medians [min-max of the per-repeat differences]), acknowledged events per second, and from each
 `<target>-<scenario>-<i>.redis.txt` (bench.sh) the Redis CPU per 1,000 appended events and the
 time Redis spent in each append script (EVALSHA). Acknowledged events per second (measured events
-over the measurement window) are printed for every target of the `publish` scenario. Stdlib only.
+over the measurement window) are printed for every target of the `publish` scenario.
+
+Issue figures: under each target of `pattern-10k` (every subscriber on one pattern over 100
+topics), its deliveries per CPU-second over the same target's `trickle-10k` (one exact topic) of
+the same run, as the ratio of the medians [min-max of the per-repeat ratios] (issue 12 asks for
+>= 0.9); under each target of a run with --settle-secs (`burst-rss-10k`), the server's RSS after
+the settle time minus its RSS once connected, per connection (issue 11 asks for <= 1 KiB).
+Stdlib only.
 """
 
 import json
@@ -35,6 +42,9 @@ from pathlib import Path
 
 # Targets a ratio column is made for, when present in the run.
 REFERENCES = ["probe", "nchan", "gosse", "axum"]
+
+# Scenario -> the scenario its deliveries per CPU-second are divided by, target for target.
+BASELINES = {"pattern-10k": "trickle-10k"}
 
 
 def pick(doc, *path):
@@ -158,6 +168,9 @@ def summarize(groups):
                 "rss_per_conn_bytes": spread([pick(r, "server", "rss_per_conn_bytes") for r in runs]),
                 "other_cores_busy": spread([pick(r, "machine", "other_cores_busy") for r in runs]),
                 "events_per_sec": spread([events_per_sec(r) for r in runs]),
+                "rss_settled_per_conn_bytes": spread(
+                    [pick(r, "server", "rss_settled_over_connected_per_conn_bytes") for r in runs]
+                ),
             }
             redis = [r["_redis"] for r in runs if r.get("_redis")]
             if redis:
@@ -194,7 +207,31 @@ def summarize(groups):
             if base in rows:
                 row["backplane"] = versus(targets[target], targets[base], row, rows[base])
         out[scenario] = rows
+    for scenario, base_scenario in BASELINES.items():
+        for target, row in out.get(scenario, {}).items():
+            base = groups.get(base_scenario, {}).get(target)
+            if base:
+                row["baseline"] = {
+                    "scenario": base_scenario,
+                    **per_cpu_versus(groups[scenario][target], base, row, out[base_scenario][target]),
+                }
     return out
+
+
+def per_cpu_versus(mine_runs, base_runs, mine, base):
+    """Deliveries per CPU-second of one group of runs over another's: the ratio of the medians
+    and the [min-max] of the per-repeat ratios."""
+    by_repeat = {r["_repeat"]: pick(r, "server", "deliveries_per_cpu_sec") for r in base_runs}
+    pairs = []
+    for r in mine_runs:
+        a, b = pick(r, "server", "deliveries_per_cpu_sec"), by_repeat.get(r["_repeat"])
+        if a is not None and b:
+            pairs.append(a / b)
+    a, b = mine["per_cpu_sec"], base["per_cpu_sec"]
+    return {
+        "per_cpu_sec_ratio": a["median"] / b["median"] if a and b and b["median"] else None,
+        "per_cpu_sec_paired": spread(pairs),
+    }
 
 
 def versus(mine_runs, base_runs, mine, base):
@@ -297,6 +334,17 @@ def table(summary):
                         part += " [%.2f-%.2f]" % (bp["events_per_sec_paired"]["min"], bp["events_per_sec_paired"]["max"])
                     parts.append(part)
                 lines.append(f"    vs {target[: -len('-bp')]}: " + ", ".join(parts))
+            bl = row.get("baseline")
+            if bl and bl["per_cpu_sec_ratio"] is not None:
+                part = "x%.2f" % bl["per_cpu_sec_ratio"]
+                if bl["per_cpu_sec_paired"]:
+                    part += " [%.2f-%.2f]" % (bl["per_cpu_sec_paired"]["min"], bl["per_cpu_sec_paired"]["max"])
+                lines.append(f"    deliveries/CPU-s vs {target} {bl['scenario']}: {part}")
+            settled = row.get("rss_settled_per_conn_bytes")
+            if settled:
+                lines.append(
+                    "    RSS settled - connected per connection: %s" % fig(settled, lambda v: "%+.0f B" % v)
+                )
             rd = row.get("redis")
             if rd and rd["redis_cpu_ms_per_1k_events"]:
                 lines.append(

@@ -7,11 +7,16 @@ use clap::Parser;
 
 use crate::error::{Error, Result};
 use crate::payload::HEADER_LEN;
+use crate::tally::{PatternTracker, SubTracker, Tracker};
 use crate::transport::{PublishTransport, Transport};
 use crate::url::UrlTemplate;
 
 /// Descriptors kept free for the poller, publishers, /proc reads and stdio.
 pub const FD_RESERVE: u64 = 64;
+
+/// Largest --window with --subscribe-pattern: each subscriber keeps a bitmap as wide as the
+/// window (8 KiB per subscriber here).
+pub const PATTERN_MAX_WINDOW: usize = 1 << 16;
 
 /// Publish rate: a fixed number of events per second, or as fast as the window allows.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,6 +94,13 @@ pub struct Args {
     #[arg(long, default_value = "load")]
     pub topic_prefix: String,
 
+    /// Every subscriber subscribes to the one pattern `<topic-prefix>*` (`{topic}` in
+    /// --url-template becomes it) and so receives every event of every topic; events still go
+    /// to topic g % K. Order is checked per topic and lane, loss against every topic's
+    /// acknowledged events. The prefix must not match topics other processes publish to.
+    #[arg(long)]
+    pub subscribe_pattern: bool,
+
     /// Keep-alive publisher connections (topic t is always published on connection t % P, which
     /// keeps each topic's events in order) [default: min(topics, 4)].
     #[arg(long)]
@@ -133,6 +145,12 @@ pub struct Args {
     #[arg(long)]
     pub idle: bool,
 
+    /// After the run (every event delivered, or the idle hold), keep every subscriber connected
+    /// and idle this long, then sample the server's RSS again (`rss_settled_kib`); 0 = off.
+    /// Not counted in --timeout-secs.
+    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    pub settle_secs: f64,
+
     /// Bind subscriber i to 127.0.0.(1 + i % K) before connecting (loopback targets only)
     /// [default: 1 up to 1000 subscribers, else 16].
     #[arg(long)]
@@ -176,6 +194,8 @@ pub struct Plan {
     pub window: usize,
     /// Topic names.
     pub topic_names: Vec<String>,
+    /// `Some(<prefix>*)`: every subscriber subscribes to this pattern instead of its topic.
+    pub pattern: Option<String>,
     /// Publisher connections.
     pub publishers: usize,
     /// Each topic goes over every publisher connection, round-robin.
@@ -192,6 +212,8 @@ pub struct Plan {
     pub stall: Duration,
     /// Idle mode.
     pub idle: bool,
+    /// Idle time after the run before the settled RSS sample (zero: none).
+    pub settle: Duration,
     /// Source addresses to spread over (1 = let the kernel choose).
     pub source_addrs: u8,
     /// Concurrent handshakes.
@@ -205,6 +227,27 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What subscriber `i` subscribes to (a topic name or the pattern) and its topic index.
+    pub fn subscription(&self, i: usize) -> (&str, u32) {
+        let topic = i % self.topic_names.len();
+        match &self.pattern {
+            Some(p) => (p, 0),
+            None => (&self.topic_names[topic], topic as u32),
+        }
+    }
+
+    /// A fresh tracker for one subscriber.
+    pub fn tracker(&self) -> SubTracker {
+        match self.pattern {
+            Some(_) => SubTracker::Pattern(PatternTracker::new(
+                self.topic_names.len(),
+                self.lanes(),
+                self.window,
+            )),
+            None => SubTracker::Topic(Tracker::new(self.lanes())),
+        }
+    }
+
     /// Publisher connections each topic is spread over: the order-checking lanes per topic.
     pub fn lanes(&self) -> usize {
         if self.spread_publishers {
@@ -250,10 +293,20 @@ impl Args {
         }
         let sub_url = UrlTemplate::parse(&self.url_template)?;
         let pub_url = UrlTemplate::parse(&self.publish_url)?;
-        if self.topics > 1 && !(sub_url.has_topic() && pub_url.has_topic()) {
+        // A pattern subscriber needs {topic} only to place its pattern; without it the URL is
+        // taken as written (a subscription of one's own, e.g. to check that loss is caught).
+        if self.topics > 1
+            && !(pub_url.has_topic() && (sub_url.has_topic() || self.subscribe_pattern))
+        {
             return bad(
                 "--topics > 1 needs {topic} in both --url-template and --publish-url".into(),
             );
+        }
+        if self.subscribe_pattern && self.window > PATTERN_MAX_WINDOW {
+            return bad(format!(
+                "--subscribe-pattern keeps a bitmap of the window per subscriber: --window must \
+                 be at most {PATTERN_MAX_WINDOW}"
+            ));
         }
         let loopback_v4 = matches!(sub_url.addr.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback());
         let source_addrs = match self.source_addrs {
@@ -281,6 +334,9 @@ impl Args {
             topic_names: (0..self.topics)
                 .map(|t| format!("{}{t}", self.topic_prefix))
                 .collect(),
+            pattern: self
+                .subscribe_pattern
+                .then(|| format!("{}*", self.topic_prefix)),
             publishers,
             spread_publishers: self.spread_publishers,
             server_pid: self.server_pid,
@@ -289,6 +345,7 @@ impl Args {
             timeout: Duration::from_secs_f64(self.timeout_secs),
             stall: Duration::from_secs_f64(self.stall_secs.max(0.1)),
             idle: self.idle,
+            settle: Duration::from_secs_f64(self.settle_secs),
             source_addrs,
             connect_concurrency: self.connect_concurrency,
             transport: self.transport,
@@ -344,5 +401,62 @@ mod tests {
 
         let p = args(&["--idle"]).plan(20_000).unwrap();
         assert_eq!(p.duration, Some(Duration::from_secs(2)));
+        assert_eq!(p.settle, Duration::ZERO);
+    }
+
+    #[test]
+    fn pattern_subscribers_share_one_pattern() {
+        let p = args(&[
+            "--subscribe-pattern",
+            "--topics",
+            "100",
+            "--topic-prefix",
+            "load/",
+            "--publishers",
+            "8",
+            "--spread-publishers",
+            "--window",
+            "32",
+            "--settle-secs",
+            "1.5",
+        ])
+        .plan(20_000)
+        .unwrap();
+        assert_eq!(p.pattern.as_deref(), Some("load/*"));
+        assert_eq!(p.topic_names[99], "load/99");
+        for i in [0, 1, 57, 99, 100] {
+            assert_eq!(p.subscription(i), ("load/*", 0));
+        }
+        assert_eq!(
+            p.sub_url.target(p.subscription(3).0),
+            "/events?topic=load/*"
+        );
+        assert_eq!(p.settle, Duration::from_millis(1500));
+        let SubTracker::Pattern(t) = p.tracker() else {
+            panic!("pattern mode gives pattern trackers");
+        };
+        // Window 32 still gets the 128-event minimum: 16 bytes per subscriber.
+        assert_eq!((t.span(), t.heap_bytes()), (128, 16));
+
+        // Exact mode: subscriber i on topic i % K, one lane tracker per topic lane.
+        let p = args(&["--topics", "3"]).plan(20_000).unwrap();
+        assert_eq!(p.pattern, None);
+        assert_eq!(p.subscription(4), ("load1", 1));
+        assert!(matches!(p.tracker(), SubTracker::Topic(_)));
+
+        // A pattern of one's own (no {topic}) is allowed; a window past the bitmap limit is not.
+        assert!(args(&[
+            "--subscribe-pattern",
+            "--topics",
+            "20",
+            "--url-template",
+            "http://127.0.0.1:1/events?topic=load1*"
+        ])
+        .plan(20_000)
+        .is_ok());
+        assert!(args(&["--subscribe-pattern", "--window", "65537"])
+            .plan(20_000)
+            .is_err());
+        assert!(Args::try_parse_from(["x", "--settle-secs", "-1"]).is_err());
     }
 }

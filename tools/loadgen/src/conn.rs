@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::http;
 use crate::payload;
 use crate::sys;
-use crate::tally::{Tally, Tracker};
+use crate::tally::{SubTracker, Tally};
 use crate::transport::{Flow, StreamDecoder, Transport};
 
 /// Outcome of one read or write, classified once.
@@ -108,12 +108,12 @@ pub enum SubStage {
 pub struct Subscriber {
     /// The socket, until closed.
     pub stream: Option<TcpStream>,
-    /// Topic index.
+    /// Topic index (unused by a pattern subscriber, which receives every topic).
     pub topic: u32,
     /// Lifecycle.
     pub stage: SubStage,
     /// Which events arrived.
-    pub tracker: Tracker,
+    pub tracker: SubTracker,
     /// Reached `Streaming` at some point (its losses count even after it is closed).
     pub streamed: bool,
 }
@@ -135,25 +135,24 @@ pub struct SubCx<'a> {
 }
 
 impl Subscriber {
-    /// A subscriber whose connect has been started; its topic is published over `lanes`
-    /// connections.
-    pub fn new(stream: TcpStream, topic: u32, request: Vec<u8>, lanes: usize) -> Self {
+    /// A subscriber whose connect has been started.
+    pub fn new(stream: TcpStream, topic: u32, request: Vec<u8>, tracker: SubTracker) -> Self {
         Subscriber {
             stream: Some(stream),
             topic,
             stage: SubStage::Connecting(request),
-            tracker: Tracker::new(lanes),
+            tracker,
             streamed: false,
         }
     }
 
     /// A subscriber that could not even start connecting.
-    pub fn failed(topic: u32, lanes: usize) -> Self {
+    pub fn failed(topic: u32, tracker: SubTracker) -> Self {
         Subscriber {
             stream: None,
             topic,
             stage: SubStage::Closed,
-            tracker: Tracker::new(lanes),
+            tracker,
             streamed: false,
         }
     }
@@ -234,7 +233,7 @@ impl Subscriber {
     #[allow(clippy::too_many_arguments)]
     fn absorb(
         stage: &mut SubStage,
-        tracker: &mut Tracker,
+        tracker: &mut SubTracker,
         streamed: &mut bool,
         topic: u32,
         bytes: &[u8],

@@ -2,9 +2,10 @@
 //!
 //! Phases: connect (subscribers at most `--connect-concurrency` handshakes at a time, plus the
 //! publishers), then either hold (idle mode) or publish until the measured events are sent and
-//! every one of them has reached every subscriber. The loop owns all stop decisions: completion,
-//! the hard timeout, a stall, or a fatal publisher error. Server and tool CPU are sampled at the
-//! edges of the measurement window.
+//! every one of them has reached every subscriber, then optionally settle (`--settle-secs`: every
+//! connection open and idle, then one more server RSS sample). The loop owns all stop decisions:
+//! completion, the hard timeout, a stall, or a fatal publisher error. Server and tool CPU are
+//! sampled at the edges of the measurement window.
 
 use std::io::{IsTerminal, Write as _};
 use std::net::Ipv4Addr;
@@ -33,8 +34,14 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {
     Connecting,
-    Holding { until: Instant },
+    Holding {
+        until: Instant,
+    },
     Publishing,
+    /// The run is over; connections stay open and idle until the settled RSS sample.
+    Settling {
+        until: Instant,
+    },
 }
 
 /// Samples of the server (if known) and of the tool at one instant.
@@ -77,6 +84,10 @@ struct Driver<'p> {
     before: Samples,
     connected: Samples,
     measure_from: Samples,
+    /// Taken when the run completed, if it then settled (the report's end figures).
+    finished: Option<Samples>,
+    /// Taken after `--settle-secs` of idleness.
+    settled: Option<Samples>,
 }
 
 /// Runs the plan and returns the report (loss etc. inside; `Err` only for setup failures).
@@ -143,6 +154,8 @@ impl<'p> Driver<'p> {
             before,
             connected: before,
             measure_from: before,
+            finished: None,
+            settled: None,
         })
     }
 
@@ -167,6 +180,17 @@ impl<'p> Driver<'p> {
         }
     }
 
+    /// The run is complete at `now`: ends it, or starts settling when `--settle-secs` is set.
+    fn complete(&mut self, now: Instant) -> Option<Phase> {
+        if self.plan.settle.is_zero() {
+            return None;
+        }
+        self.finished = Some(self.sample());
+        Some(Phase::Settling {
+            until: now + self.plan.settle,
+        })
+    }
+
     fn run_loop(&mut self) -> Result<Outcome> {
         let start = self.clock;
         let deadline = start + self.plan.timeout;
@@ -181,7 +205,8 @@ impl<'p> Driver<'p> {
         let mut last_progress = start;
         let outcome = loop {
             let now = Instant::now();
-            if now >= deadline {
+            // Settling is bounded by --settle-secs and not part of the run's time limit.
+            if now >= deadline && !matches!(phase, Phase::Settling { .. }) {
                 break Outcome::TimedOut;
             }
             if let Some(e) = self.fatal.take() {
@@ -217,7 +242,13 @@ impl<'p> Driver<'p> {
                     if now >= until {
                         self.connected = self.sample();
                         self.measure_end = Some(now);
-                        break Outcome::Complete;
+                        match self.complete(now) {
+                            Some(next) => {
+                                phase = next;
+                                continue;
+                            }
+                            None => break Outcome::Complete,
+                        }
                     }
                 }
                 Phase::Publishing => {
@@ -227,6 +258,18 @@ impl<'p> Driver<'p> {
                         && self.pubs.iter().all(|p| p.inflight.is_empty())
                     {
                         self.measure_end = Some(now);
+                        match self.complete(now) {
+                            Some(next) => {
+                                phase = next;
+                                continue;
+                            }
+                            None => break Outcome::Complete,
+                        }
+                    }
+                }
+                Phase::Settling { until } => {
+                    if now >= until {
+                        self.settled = Some(self.sample());
                         break Outcome::Complete;
                     }
                 }
@@ -243,7 +286,7 @@ impl<'p> Driver<'p> {
             if mark != last_mark || idle_by_schedule {
                 last_mark = mark;
                 last_progress = now;
-            } else if !matches!(phase, Phase::Holding { .. })
+            } else if !matches!(phase, Phase::Holding { .. } | Phase::Settling { .. })
                 && now.duration_since(last_progress) >= self.plan.stall
             {
                 break Outcome::Stalled;
@@ -252,9 +295,11 @@ impl<'p> Driver<'p> {
                 next_progress = now + PROGRESS_EVERY;
                 self.print_progress(now);
             }
-            let mut wake = deadline.min(now + MAX_POLL);
-            if let Phase::Holding { until } = phase {
-                wake = wake.min(until);
+            let mut wake = now + MAX_POLL;
+            match phase {
+                Phase::Holding { until } => wake = wake.min(until).min(deadline),
+                Phase::Settling { until } => wake = wake.min(until),
+                _ => wake = wake.min(deadline),
             }
             if let Some(due) = self.next_due {
                 wake = wake.min(due);
@@ -326,11 +371,11 @@ impl<'p> Driver<'p> {
         while self.next_connect < plan.subscribers && self.handshaking < plan.connect_concurrency {
             let i = self.next_connect;
             self.next_connect += 1;
-            let topic = (i % plan.topic_names.len()) as u32;
+            let (subscription, topic) = plan.subscription(i);
             let source = (plan.source_addrs > 1)
                 .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(plan.source_addrs)) as u8));
             let mut request = Vec::with_capacity(256);
-            let target = plan.sub_url.target(&plan.topic_names[topic as usize]);
+            let target = plan.sub_url.target(subscription);
             plan.transport
                 .subscribe_request(&mut request, &plan.sub_url.authority, &target);
             let opened = conn::connect(plan.sub_url.addr, source, false).and_then(|mut s| {
@@ -344,11 +389,11 @@ impl<'p> Driver<'p> {
             match opened {
                 Ok(stream) => {
                     self.subs
-                        .push(Subscriber::new(stream, topic, request, plan.lanes()));
+                        .push(Subscriber::new(stream, topic, request, plan.tracker()));
                     self.handshaking += 1;
                 }
                 Err(e) => {
-                    self.subs.push(Subscriber::failed(topic, plan.lanes()));
+                    self.subs.push(Subscriber::failed(topic, plan.tracker()));
                     self.connect_failed += 1;
                     self.note_error(format!("subscriber {i}: connect: {e}"));
                 }
@@ -404,8 +449,9 @@ impl<'p> Driver<'p> {
         let topics = self.tally.topics;
         let topic = u64::from(self.subs[i].topic);
         let (oldest, next) = (self.tally.window.oldest(), self.tally.window.next());
+        let tracker = &self.subs[i].tracker;
         for g in oldest..next {
-            if g % topics == topic && !self.subs[i].tracker.has_seen(g / topics) {
+            if tracker.expects(g, topic, topics) && !tracker.has_seen(g, topic, topics) {
                 self.tally.window.delivered(g);
             }
         }
@@ -465,7 +511,13 @@ impl<'p> Driver<'p> {
                 }
             }
             let topic = (self.tally.window.next() % topics) as usize;
-            let g = self.tally.window.push(self.live[topic]);
+            // Pattern subscribers all receive every topic.
+            let receivers = if plan.pattern.is_some() {
+                self.streaming as u32
+            } else {
+                self.live[topic]
+            };
+            let g = self.tally.window.push(receivers);
             let p = plan.publisher_for(g, topics);
             self.pubs[p].queue(&self.post_heads[topic], now_ns, g, plan.size);
             queued = true;
@@ -508,7 +560,8 @@ impl<'p> Driver<'p> {
             self.note_error(e);
         }
         let now = Instant::now();
-        let end = self.sample();
+        // With --settle-secs the run's figures end where the run did, before the idle time.
+        let end = self.finished.unwrap_or_else(|| self.sample());
         let plan = self.plan;
         let measure_end = self.measure_end.unwrap_or(now);
         let window_secs = self.measure_start.map_or(0.0, |ms| {
@@ -517,7 +570,7 @@ impl<'p> Driver<'p> {
         let connected_subs = self.subs.iter().filter(|s| s.streamed).count();
         let (mut expected, mut lost) = (0u64, 0u64);
         for s in self.subs.iter().filter(|s| s.streamed) {
-            expected += self.tally.acked[s.topic as usize];
+            expected += self.tally.expected_for(u64::from(s.topic), &s.tracker);
             lost += self.tally.lost_for(u64::from(s.topic), &s.tracker);
         }
         let t = &self.tally;
@@ -553,6 +606,7 @@ impl<'p> Driver<'p> {
                 let connected = self.connected.server.unwrap_or(before);
                 let last = end.server.unwrap_or(connected);
                 let at_measure = self.measure_from.server.unwrap_or(before);
+                let settled = self.settled.and_then(|s| s.server);
                 let cpu = (last.cpu_secs - at_measure.cpu_secs).max(0.0);
                 let cpu = if self.measure_start.is_some() {
                     cpu
@@ -571,6 +625,13 @@ impl<'p> Driver<'p> {
                         (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0
                             / connected_subs as f64
                     }),
+                    rss_settled_kib: settled.map(|s| s.rss_kib),
+                    rss_settled_over_connected_per_conn_bytes: settled
+                        .filter(|_| connected_subs > 0)
+                        .map(|s| {
+                            (s.rss_kib as f64 - connected.rss_kib as f64) * 1024.0
+                                / connected_subs as f64
+                        }),
                 })
             }
             _ => None,
@@ -620,6 +681,8 @@ impl<'p> Driver<'p> {
                 events: plan.events,
                 warmup_secs: plan.warmup.as_secs_f64(),
                 source_addrs: plan.source_addrs,
+                subscribe_pattern: plan.pattern.as_ref().map(|p| plan.sub_url.target(p)),
+                settle_secs: plan.settle.as_secs_f64(),
             },
             connect: report::Connect {
                 connected: connected_subs,

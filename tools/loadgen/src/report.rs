@@ -54,6 +54,11 @@ pub struct Setup {
     pub warmup_secs: f64,
     /// Source addresses used.
     pub source_addrs: u8,
+    /// With `--subscribe-pattern`, the request target every subscriber used (its `topic=` is
+    /// the pattern), else `null`.
+    pub subscribe_pattern: Option<String>,
+    /// Idle seconds after the run before the settled RSS sample (0: none).
+    pub settle_secs: f64,
 }
 
 /// Connection phase.
@@ -163,6 +168,10 @@ pub struct Server {
     pub rss_end_kib: u64,
     /// (connected − before) / connected subscribers.
     pub rss_per_conn_bytes: Option<f64>,
+    /// RSS after `--settle-secs` of idleness following the run (absent without it).
+    pub rss_settled_kib: Option<u64>,
+    /// (settled − connected) / connected subscribers, in bytes: what a burst left behind.
+    pub rss_settled_over_connected_per_conn_bytes: Option<f64>,
 }
 
 /// The tool itself, to show it was not the bottleneck.
@@ -241,9 +250,13 @@ impl Report {
         } else {
             format!(", {} B events, rate {rate}, window {}", st.size, st.window)
         };
+        let on = st
+            .subscribe_pattern
+            .as_ref()
+            .map_or(String::new(), |p| format!(" all on {p}"));
         let _ = writeln!(
             s,
-            "{} {}: {} subscribers, {} topic(s){what}{label}",
+            "{} {}: {} subscribers{on}, {} topic(s){what}{label}",
             st.mode, st.transport, st.subscribers, st.topics,
         );
         let mut row = |k: &str, v: String| {
@@ -323,6 +336,19 @@ impl Report {
             if let Some(b) = sv.rss_per_conn_bytes {
                 row("server rss per connection", format!("{b:.0} B"));
             }
+            if let Some(k) = sv.rss_settled_kib {
+                let per_conn = sv
+                    .rss_settled_over_connected_per_conn_bytes
+                    .map_or(String::new(), |b| format!(", {b:+.0} B per connection"));
+                row(
+                    "server rss settled",
+                    format!(
+                        "{k} KiB after {} s idle ({:+} KiB over connected{per_conn})",
+                        st.settle_secs,
+                        k as i64 - sv.rss_connected_kib as i64
+                    ),
+                );
+            }
         }
         let t = &self.tool;
         row(
@@ -364,6 +390,10 @@ const SUMMARY_FIELDS: &[(&str, &str)] = &[
     ("latency_p999_us", "/latency_us/p999"),
     ("latency_max_us", "/latency_us/max"),
     ("rss_per_conn_bytes", "/server/rss_per_conn_bytes"),
+    (
+        "rss_settled_over_connected_per_conn_bytes",
+        "/server/rss_settled_over_connected_per_conn_bytes",
+    ),
     ("server_cpu_secs", "/server/cpu_secs"),
     ("tool_cpu_share", "/tool/cpu_share"),
     ("other_cores_busy", "/machine/other_cores_busy"),

@@ -10,6 +10,13 @@
 //! sequence must arrive in order. With `--spread-publishers` a topic's events go round-robin over
 //! P connections: the server may then interleave the connections' requests in any order, and only
 //! each lane's own sequence (per-topic sequence `s`, lane `s % P`) has an order to check.
+//!
+//! A *pattern* subscriber (`--subscribe-pattern`) receives every topic, so it has K × P lanes.
+//! One [`SeqTracker`] per lane would cost 32 B × K × P per subscriber (256 MB at 10,000
+//! subscribers, 100 topics, 8 lanes), so [`PatternTracker`] keeps one bitmap over the global event
+//! numbers instead, as wide as the in-flight window: an event a subscriber has not received is
+//! still in flight, so it is never further behind the newest event received than the window is
+//! wide, and every event of its lane that could have overtaken it is inside the bitmap too.
 
 use hdrhistogram::Histogram;
 
@@ -108,6 +115,146 @@ impl Tracker {
     /// Distinct events received.
     pub fn unique(&self) -> u64 {
         self.lanes.iter().map(|t| t.unique).sum()
+    }
+}
+
+/// One pattern subscriber's received events over every topic and lane, by global event number.
+///
+/// Event `g` is topic `g % K`, per-topic sequence `g / K`, lane `(g / K) % P`, so the events of
+/// one lane are `stride = K × P` apart. Exact as long as the window of events in flight is at
+/// most [`PatternTracker::span`] (see the module doc); older events count as duplicates, as in
+/// [`SeqTracker`].
+#[derive(Clone, Debug)]
+pub struct PatternTracker {
+    /// Bit `g % span` set: event `g` was received (for `g` in `high - span .. high`).
+    bits: Box<[u64]>,
+    /// One past the highest event received.
+    high: u64,
+    /// Distance between consecutive events of one topic's lane.
+    stride: u64,
+    /// Distinct events received.
+    pub unique: u64,
+}
+
+impl PatternTracker {
+    /// A tracker for `topics` topics, each published over `lanes` connections, with at most
+    /// `window` events in flight.
+    pub fn new(topics: usize, lanes: usize, window: usize) -> Self {
+        let words = window.max(128).div_ceil(64);
+        PatternTracker {
+            bits: vec![0; words].into_boxed_slice(),
+            high: 0,
+            stride: (topics.max(1) * lanes.max(1)) as u64,
+            unique: 0,
+        }
+    }
+
+    /// Events the bitmap covers behind the newest one received.
+    pub fn span(&self) -> u64 {
+        self.bits.len() as u64 * 64
+    }
+
+    fn bit(&self, g: u64) -> bool {
+        let i = g % self.span();
+        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, g: u64, on: bool) {
+        let i = g % self.span();
+        let word = &mut self.bits[(i / 64) as usize];
+        if on {
+            *word |= 1 << (i % 64);
+        } else {
+            *word &= !(1 << (i % 64));
+        }
+    }
+
+    /// Records global event `g`.
+    pub fn observe(&mut self, g: u64) -> Seen {
+        if g >= self.high {
+            // Forget what slides out of the bitmap: the slots are reused for high..=g.
+            if g - self.high >= self.span() {
+                self.bits.fill(0);
+            } else {
+                for old in self.high..g {
+                    self.set(old, false);
+                }
+            }
+            self.set(g, true);
+            self.high = g + 1;
+            self.unique += 1;
+            return Seen::New;
+        }
+        if self.high - 1 - g >= self.span() || self.bit(g) {
+            return Seen::Duplicate;
+        }
+        // A later event of the same lane already received means this one is out of order.
+        let mut later = g + self.stride;
+        let mut overtaken = false;
+        while later < self.high {
+            if self.bit(later) {
+                overtaken = true;
+                break;
+            }
+            later += self.stride;
+        }
+        self.set(g, true);
+        self.unique += 1;
+        if overtaken {
+            Seen::Reordered
+        } else {
+            Seen::New
+        }
+    }
+
+    /// Whether event `g` was received (assumed so when older than the bitmap reaches).
+    pub fn has_seen(&self, g: u64) -> bool {
+        if g >= self.high {
+            return false;
+        }
+        self.high - 1 - g >= self.span() || self.bit(g)
+    }
+
+    /// Heap bytes this tracker holds.
+    #[cfg(test)]
+    pub fn heap_bytes(&self) -> usize {
+        self.bits.len() * std::mem::size_of::<u64>()
+    }
+}
+
+/// What one subscriber receives, and its accounting.
+#[derive(Clone, Debug)]
+pub enum SubTracker {
+    /// One topic (the subscriber's), its lanes tracked by per-topic sequence.
+    Topic(Tracker),
+    /// Every topic through one pattern, tracked by global event number.
+    Pattern(PatternTracker),
+}
+
+impl SubTracker {
+    /// Whether global event `g` (of `topics` topics) was received by a subscriber of `topic`;
+    /// `false` for another topic's event unless this is a pattern subscriber.
+    pub fn has_seen(&self, g: u64, topic: u64, topics: u64) -> bool {
+        match self {
+            SubTracker::Topic(t) => g % topics == topic && t.has_seen(g / topics),
+            SubTracker::Pattern(p) => p.has_seen(g),
+        }
+    }
+
+    /// Whether the subscriber expects global event `g` (of `topics` topics).
+    pub fn expects(&self, g: u64, topic: u64, topics: u64) -> bool {
+        match self {
+            SubTracker::Topic(_) => g % topics == topic,
+            SubTracker::Pattern(_) => true,
+        }
+    }
+
+    /// Distinct events received.
+    pub fn unique(&self) -> u64 {
+        match self {
+            SubTracker::Topic(t) => t.unique(),
+            SubTracker::Pattern(p) => p.unique,
+        }
     }
 }
 
@@ -238,17 +385,24 @@ impl Tally {
         })
     }
 
-    /// One event body arrived at a subscriber of `topic` at `now_ns` (tool clock).
-    pub fn on_event(&mut self, tracker: &mut Tracker, topic: u64, body: &[u8], now_ns: u64) {
+    /// One event body arrived at a subscriber of `topic` at `now_ns` (tool clock); a pattern
+    /// subscriber's `topic` is ignored (every topic is its own).
+    pub fn on_event(&mut self, tracker: &mut SubTracker, topic: u64, body: &[u8], now_ns: u64) {
         let Some((ts, g)) = payload::decode(body) else {
             self.foreign += 1;
             return;
         };
-        if g % self.topics != topic {
-            self.wrong_topic += 1;
-            return;
-        }
-        match tracker.observe(g / self.topics) {
+        let seen = match tracker {
+            SubTracker::Topic(t) => {
+                if g % self.topics != topic {
+                    self.wrong_topic += 1;
+                    return;
+                }
+                t.observe(g / self.topics)
+            }
+            SubTracker::Pattern(p) => p.observe(g),
+        };
+        match seen {
             Seen::Duplicate => {
                 self.duplicates += 1;
                 return;
@@ -265,10 +419,19 @@ impl Tally {
         }
     }
 
-    /// Events acknowledged on `topic` that a subscriber with this tracker never received.
-    pub fn lost_for(&self, topic: u64, tracker: &Tracker) -> u64 {
-        let acked = self.acked.get(topic as usize).copied().unwrap_or(0);
-        acked.saturating_sub(tracker.unique())
+    /// Acknowledged events a subscriber of `topic` with this tracker should have received:
+    /// its topic's, or every topic's for a pattern subscriber.
+    pub fn expected_for(&self, topic: u64, tracker: &SubTracker) -> u64 {
+        match tracker {
+            SubTracker::Topic(_) => self.acked.get(topic as usize).copied().unwrap_or(0),
+            SubTracker::Pattern(_) => self.acked.iter().sum(),
+        }
+    }
+
+    /// Acknowledged events a subscriber of `topic` with this tracker never received.
+    pub fn lost_for(&self, topic: u64, tracker: &SubTracker) -> u64 {
+        self.expected_for(topic, tracker)
+            .saturating_sub(tracker.unique())
     }
 }
 
@@ -351,8 +514,8 @@ mod tests {
     fn tally_counts_loss_duplicates_wrong_topic_and_latency() {
         // Two topics, two subscribers on topic 1: events g = 1, 3, 5, 7 are theirs.
         let mut tally = Tally::new(2, 16).unwrap();
-        let mut s1 = Tracker::new(1);
-        let mut s2 = Tracker::new(1);
+        let mut s1 = SubTracker::Topic(Tracker::new(1));
+        let mut s2 = SubTracker::Topic(Tracker::new(1));
         for _ in 0..8 {
             let g = tally
                 .window
@@ -383,5 +546,143 @@ mod tests {
         );
         // Events 3 and 5 wait for s2 forever: the window keeps them in flight.
         assert_eq!(tally.window.oldest(), 3);
+    }
+
+    /// A small deterministic generator (xorshift), so the tests need no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn pattern_tracker_matches_one_tracker_per_topic() {
+        // The compact tracker must classify every arrival as one lane tracker per topic would:
+        // random arrival orders (events displaced by less than the window), some duplicates.
+        for (topics, lanes, window, seed) in [
+            (1, 1, 32, 1),
+            (3, 1, 64, 2),
+            (10, 8, 128, 3),
+            (100, 8, 256, 4),
+            (7, 3, 1000, 5),
+        ] {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
+            let mut pattern = PatternTracker::new(topics, lanes, window);
+            let mut per_topic: Vec<Tracker> = (0..topics).map(|_| Tracker::new(lanes)).collect();
+            // Arrival order: ids 0..n, each delayed by less than half the window (as the
+            // in-flight window bounds a real server's delays).
+            let n = 20_000u64;
+            let mut order: Vec<(u64, u64)> = (0..n)
+                .map(|g| (g + rng.below(window as u64 / 2), g))
+                .collect();
+            order.sort_unstable();
+            let order: Vec<u64> = order.into_iter().map(|(_, g)| g).collect();
+            let (mut reordered, mut dups) = (0, 0);
+            for (k, &g) in order.iter().enumerate() {
+                // Sometimes repeat a recent arrival (a duplicate both must call one).
+                let again = (rng.below(50) == 0 && k > 0)
+                    .then(|| order[k - rng.below(k.min(8) as u64) as usize - 1]);
+                for g in std::iter::once(g).chain(again) {
+                    let topic = (g % topics as u64) as usize;
+                    let want = per_topic[topic].observe(g / topics as u64);
+                    assert_eq!(
+                        pattern.observe(g),
+                        want,
+                        "event {g} ({topics} topics, {lanes} lanes)"
+                    );
+                    reordered += usize::from(want == Seen::Reordered);
+                    dups += usize::from(want == Seen::Duplicate);
+                }
+            }
+            let unique: u64 = per_topic.iter().map(Tracker::unique).sum();
+            assert_eq!((pattern.unique, unique), (n, n));
+            assert!(dups > 0, "the test repeats some events");
+            if lanes * topics < window / 2 {
+                assert!(reordered > 0, "the test reorders within a lane");
+            }
+            assert!((0..n).all(|g| pattern.has_seen(g)));
+            assert!(!pattern.has_seen(n));
+        }
+    }
+
+    #[test]
+    fn pattern_tracker_checks_order_per_lane() {
+        // Two topics, two lanes: stride 4. Lane (topic 0, lane 0) is 0, 4, 8…; (1, 0) is 1, 5, 9…
+        let mut t = PatternTracker::new(2, 2, 32);
+        assert_eq!(t.observe(4), Seen::New);
+        assert_eq!(t.observe(1), Seen::New); // another topic: not a reorder
+        assert_eq!(t.observe(2), Seen::New); // topic 0, lane 1: nothing of its lane seen yet
+        assert_eq!(t.observe(0), Seen::Reordered); // 4 of its lane came first
+        assert_eq!(t.observe(0), Seen::Duplicate);
+        assert!(!t.has_seen(3) && t.has_seen(2));
+        // Far ahead: the bitmap is reset, older events are "too old to tell" (duplicates).
+        assert_eq!(t.observe(1000), Seen::New);
+        assert!(!t.has_seen(873) && t.has_seen(872)); // 872 is 128 behind 1000
+        assert_eq!(t.observe(1000 - 128), Seen::Duplicate);
+        assert_eq!(t.observe(999), Seen::New); // lane of 999 has nothing later
+        assert_eq!(t.observe(996), Seen::Reordered); // 1000 is its lane's next
+        assert_eq!(t.unique, 7);
+    }
+
+    #[test]
+    fn tally_counts_pattern_subscribers_over_every_topic() {
+        // Three topics, two pattern subscribers: every event is for both.
+        let mut tally = Tally::new(3, 16).unwrap();
+        let mut a = SubTracker::Pattern(PatternTracker::new(3, 1, 16));
+        let mut b = SubTracker::Pattern(PatternTracker::new(3, 1, 16));
+        for _ in 0..9 {
+            let g = tally.window.push(2);
+            tally.acked[(g % 3) as usize] += 1;
+        }
+        tally.measure_from = 0;
+        for g in 0..9 {
+            // `topic` is ignored: a pattern subscriber has no wrong topic.
+            tally.on_event(&mut a, 0, &body(0, g), 10);
+        }
+        for g in [0, 2, 1, 4, 3, 3, 8] {
+            tally.on_event(&mut b, 0, &body(0, g), 10);
+        }
+        assert_eq!(tally.wrong_topic, 0);
+        assert_eq!(tally.duplicates, 1); // b's second 3
+        assert_eq!(tally.reordered, 0); // 2 before 1, 4 before 3: different topics
+        assert_eq!(
+            (tally.expected_for(0, &a), tally.expected_for(2, &b)),
+            (9, 9)
+        );
+        assert_eq!(tally.lost_for(0, &a), 0);
+        assert_eq!(tally.lost_for(0, &b), 3); // 5, 6, 7
+        assert_eq!(tally.delivered, 9 + 6);
+        // b abandoned: the window no longer waits for what it missed.
+        assert_eq!(tally.window.oldest(), 5);
+        for g in tally.window.oldest()..tally.window.next() {
+            if b.expects(g, 0, 3) && !b.has_seen(g, 0, 3) {
+                tally.window.delivered(g);
+            }
+        }
+        assert_eq!(tally.window.in_flight(), 0);
+        // Reordering inside one topic is caught: topic 1 is 1, 4, 7…
+        let mut c = SubTracker::Pattern(PatternTracker::new(3, 1, 16));
+        tally.on_event(&mut c, 0, &body(0, 4), 10);
+        tally.on_event(&mut c, 0, &body(0, 1), 10);
+        assert_eq!(tally.reordered, 1);
+        // An exact subscriber of topic 1 expects only topic 1's events.
+        let d = SubTracker::Topic(Tracker::new(1));
+        assert_eq!(tally.expected_for(1, &d), 3);
+        assert!(!d.expects(3, 1, 3) && d.expects(4, 1, 3));
+    }
+
+    #[test]
+    fn pattern_trackers_stay_small_at_10k_by_100_topics() {
+        // 10,000 pattern subscribers over 100 topics and 8 lanes, window 256 (fanout-10k's):
+        // one bitmap each, not 800 lane trackers (which would be 800 × 32 B = 25.6 KB each).
+        let t = PatternTracker::new(100, 8, 256);
+        let per_sub = std::mem::size_of::<SubTracker>() + t.heap_bytes();
+        assert!(per_sub <= 96, "{per_sub} B per subscriber");
+        assert_eq!(std::mem::size_of::<SeqTracker>(), 32);
     }
 }
