@@ -203,7 +203,7 @@ impl Metrics {
 
     /// Appends the backplane's families (only rendered when one is configured).
     pub fn render_backplane(&self, o: &mut String, up: bool, stats: &BackplaneStats) {
-        let simple: [(&str, &str, &str, u64); 6] = [
+        let simple: [(&str, &str, &str, u64); 7] = [
             (
                 "sseloop_backplane_up",
                 "gauge",
@@ -221,6 +221,12 @@ impl Metrics {
                 "counter",
                 "Events appended to the backplane by this node.",
                 stats.appends,
+            ),
+            (
+                "sseloop_backplane_append_calls_total",
+                "counter",
+                "APPEND script calls sent to Redis (each carries the appends of one loop iteration).",
+                stats.append_calls,
             ),
             (
                 "sseloop_backplane_append_failures_total",

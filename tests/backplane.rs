@@ -38,6 +38,7 @@ const UP: &str = "sseloop_backplane_up";
 const RECONNECTS: &str = "sseloop_backplane_reconnects_total";
 const APPENDS: &str = "sseloop_backplane_appends_total";
 const APPEND_FAILURES: &str = "sseloop_backplane_append_failures_total";
+const APPEND_CALLS: &str = "sseloop_backplane_append_calls_total";
 const EVENTS_READ: &str = "sseloop_backplane_events_read_total";
 const READ_BYTES: &str = "sseloop_backplane_read_bytes_total";
 const SSE_OPEN: &str = "sseloop_connections_open{kind=\"sse\"}";
@@ -1485,4 +1486,70 @@ fn pipelined_http_publishes_on_one_connection_are_all_accepted_in_order() {
     assert_one_epoch_increasing(&ids, "pipelined publishes");
     let got: Vec<String> = sub.events(6).into_iter().map(|e| e.data).collect();
     assert_eq!(got, (0..6).map(|i| format!("p{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_burst_of_publish_frames_is_batched_in_order_with_keys_checked_inside_the_batch() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    let mut sub = b.subscribe("topic=burst", &[]);
+    let before = a.metrics();
+    let mut c = FrameClient::connect(a.addr, &["frame-publisher"], None, None)
+        .unwrap_or_else(|e| panic!("frame handshake: {e}"));
+    // 300 PUBLISH frames in one write: the node reads many per iteration, so they go to Redis
+    // in a few calls. Every tenth repeats the key of the one before it, often inside one call.
+    const N: usize = 300;
+    let mut raw = Vec::new();
+    for i in 0..N {
+        let key = format!("k{}", i - usize::from(i % 10 == 9));
+        sseloop::frame::encode_publish_frame_idempotent(
+            &mut raw,
+            format!("c{i}").as_bytes(),
+            &["burst"],
+            "",
+            format!("e{i}").as_bytes(),
+            &key,
+        )
+        .expect("encode");
+    }
+    c.send_raw(&raw).expect("send the burst");
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(ack_id(next_frame(&mut c), format!("c{i}").as_bytes()));
+    }
+    for i in (9..N).step_by(10) {
+        assert_eq!(
+            ids[i],
+            ids[i - 1],
+            "publish {i} repeats the key of {}",
+            i - 1
+        );
+    }
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), N - N / 10, "one event per key");
+    assert_one_epoch_increasing(&unique, "batched publishes");
+    let expected: Vec<(String, String)> = (0..N)
+        .filter(|i| i % 10 != 9)
+        .map(|i| (ids[i].clone(), format!("e{i}")))
+        .collect();
+    let got = sub.events(expected.len());
+    assert_eq!(
+        id_data(&got),
+        expected,
+        "node B: every event once, in id order"
+    );
+    let delta = |name: &str| a.metric(name) - before[name];
+    assert_eq!(delta(APPENDS), (N - N / 10) as f64);
+    let calls = delta(APPEND_CALLS);
+    assert!(
+        calls >= 1.0 && calls < (N / 2) as f64,
+        "{calls} APPEND calls for {N} publishes read in bursts: not batched"
+    );
+    assert_eq!(delta(APPEND_FAILURES), 0.0);
 }

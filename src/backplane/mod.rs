@@ -1,10 +1,11 @@
 //! The Redis Streams backplane: N nodes sharing one Redis act as one hub.
 //!
 //! Owns the two Redis connections of a node, both non-blocking sockets in the node's own loop:
-//! - the *writer* pipelines appends. Each publish (any path) becomes one `EVALSHA` of the APPEND
-//!   script, which takes the next seq from the one counter in Redis and adds the event to the
-//!   shared stream atomically; the publisher is answered when Redis replies (or refused with
-//!   "unavailable" when it does not within `--backplane-timeout-ms`).
+//! - the *writer* pipelines appends. The publishes (any path) of one loop iteration go out as
+//!   one `EVALSHA` of the APPEND script (at most [`MAX_BATCH`] events), which takes each event's
+//!   seq from the one counter in Redis and adds it to the shared stream atomically; each
+//!   publisher is answered when Redis replies (or refused with "unavailable" when it does not
+//!   within `--backplane-timeout-ms`).
 //! - the *reader* blocks in `XREAD` on that stream and hands every event, in stream order, to the
 //!   hub, which records it exactly as it records a local publish without a backplane: same logs,
 //!   cursors, history, replay and slow-consumer rules. A node's own publishes come back this way
@@ -56,6 +57,13 @@ const FETCH_LOG_MAX: usize = 10_000;
 /// The reader stops asking for more while the hub has this many events waiting to be recorded:
 /// Redis holds the rest, so a slow node bounds its own memory.
 pub const MAX_UNRECORDED: usize = 8192;
+
+/// Most events in one APPEND call: enough to halve Redis's cost per event under load, few enough
+/// that one call holds Redis for well under a millisecond.
+pub const MAX_BATCH: usize = 64;
+
+/// Most event bytes in one APPEND call (a bigger single event goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// What the backplane needs from the configuration.
 #[derive(Clone, Debug)]
@@ -233,6 +241,8 @@ pub struct BackplaneStats {
     pub reconnects: u64,
     /// Appends acknowledged by Redis.
     pub appends: u64,
+    /// APPEND script calls sent (appends / calls is the batching factor).
+    pub append_calls: u64,
     /// Appends refused (unreachable, timeout, error reply).
     pub append_failures: u64,
     /// Events read from the stream.
@@ -250,13 +260,21 @@ struct Sent {
     data: String,
 }
 
+/// An append waiting for the iteration's batch.
+struct Staged {
+    origin: Origin,
+    cost: usize,
+    sent: Sent,
+    idempotency_key: Option<String>,
+}
+
 enum Expect {
     /// AUTH / SELECT / SCRIPT LOAD: anything but an error.
     Setup(&'static str),
     ScriptSha(ScriptKind),
     Hello,
-    /// The oldest in-flight append.
-    Append,
+    /// The oldest in-flight APPEND call, with its number of events.
+    Append(usize),
     /// The oldest in-flight backfill.
     Fetch,
     Read,
@@ -301,9 +319,12 @@ pub struct Backplane {
     keys: Keys,
     writer: Phase,
     reader: Phase,
+    /// Appends accepted this iteration, not yet sent (one batch at the next flush).
+    staged: Vec<Staged>,
     /// Appends sent, oldest first (their replies arrive in this order), with their sizes and
     /// contents.
     inflight: VecDeque<(Origin, usize, Sent)>,
+    /// Bytes of the staged and in-flight appends.
     inflight_bytes: usize,
     /// Backfills sent on the writer, oldest first.
     fetches: VecDeque<FetchRequest>,
@@ -357,6 +378,7 @@ impl Backplane {
                 retry_at: now,
                 attempt: 0,
             },
+            staged: Vec::new(),
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             fetches: VecDeque::new(),
@@ -406,73 +428,129 @@ impl Backplane {
         self.last_read
     }
 
-    /// Queues one append; refused at once when the writer is not ready.
-    pub fn append(&mut self, req: AppendRequest, now: Instant) {
-        let Phase::Up(link) = &mut self.writer else {
+    /// Queues one append (sent with the iteration's batch by [`Backplane::flush_output`]);
+    /// refused at once when the writer is not ready.
+    pub fn append(&mut self, req: AppendRequest, _now: Instant) {
+        let ready = matches!(&self.writer, Phase::Up(link) if link.epoch.is_some());
+        if !ready {
             return self.fail(req.origin);
-        };
-        let Some(epoch) = link.epoch.clone() else {
-            return self.fail(req.origin);
-        };
+        }
         let cost = req.data.len() + req.topics.iter().map(|t| t.len() + 1).sum::<usize>() + 64;
-        if self.inflight_bytes + cost > self.cfg.max_inflight_bytes && !self.inflight.is_empty() {
+        let idle = self.inflight.is_empty() && self.staged.is_empty();
+        if self.inflight_bytes + cost > self.cfg.max_inflight_bytes && !idle {
             log::debug!(
                 "backplane: {} bytes already waiting for Redis",
                 self.inflight_bytes
             );
             return self.fail(req.origin);
         }
-        let idem_key = match &req.idempotency_key {
-            Some(k) => format!("{}{}", self.keys.idem, k),
-            None => self.keys.idem.clone(),
-        };
-        let topics = req.topics.join(" ");
-        let retention = self.cfg.retention.to_string();
-        let window = self.cfg.idempotency_secs.to_string();
-        let sha = link.append_sha.clone();
-        let topic_keys: Vec<String> = req
-            .topics
-            .iter()
-            .map(|t| format!("{}{t}", self.keys.topic))
-            .collect();
-        let nkeys = (4 + topic_keys.len()).to_string();
-        let history = self.cfg.history.to_string();
-        let ttl = TOPIC_TTL_SECS.to_string();
-        let mut args: Vec<&[u8]> = vec![
-            b"EVALSHA",
-            sha.as_bytes(),
-            nkeys.as_bytes(),
-            self.keys.seq.as_bytes(),
-            self.keys.epoch.as_bytes(),
-            self.keys.log.as_bytes(),
-            idem_key.as_bytes(),
-        ];
-        args.extend(topic_keys.iter().map(|k| k.as_bytes()));
-        args.extend_from_slice(&[
-            epoch.as_bytes(),
-            retention.as_bytes(),
-            window.as_bytes(),
-            topics.as_bytes(),
-            req.event_type.as_deref().unwrap_or("").as_bytes(),
-            req.data.as_bytes(),
-            if req.idempotency_key.is_some() {
-                b"1"
-            } else {
-                b"0"
-            },
-            history.as_bytes(),
-            ttl.as_bytes(),
-        ]);
-        link.conn.command(&args);
-        link.expect.push_back(Expect::Append);
-        link.deadlines.push_back(now + self.cfg.timeout);
         self.inflight_bytes += cost;
-        let sent = Sent {
-            topics: req.topics,
-            event_type: req.event_type,
-            data: req.data,
+        self.staged.push(Staged {
+            origin: req.origin,
+            cost,
+            sent: Sent {
+                topics: req.topics,
+                event_type: req.event_type,
+                data: req.data,
+            },
+            idempotency_key: req.idempotency_key,
+        });
+    }
+
+    /// Sends the staged appends as APPEND calls of at most [`MAX_BATCH`] events each.
+    fn send_staged(&mut self, now: Instant) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let link = match &mut self.writer {
+            Phase::Up(link) if link.epoch.is_some() => link,
+            _ => {
+                // The writer went down since these were accepted (`lose` fails what it knows).
+                for s in staged {
+                    self.inflight_bytes -= s.cost;
+                    self.fail(s.origin);
+                }
+                return;
+            }
         };
-        self.inflight.push_back((req.origin, cost, sent));
+        let epoch = link.epoch.clone().unwrap_or_default();
+        let fixed = [
+            self.cfg.retention.to_string(),
+            self.cfg.idempotency_secs.to_string(),
+            self.cfg.history.to_string(),
+            TOPIC_TTL_SECS.to_string(),
+        ];
+        let mut staged = staged.into_iter().peekable();
+        while staged.peek().is_some() {
+            let mut batch: Vec<Staged> = Vec::new();
+            let mut bytes = 0;
+            while let Some(s) = staged.next_if(|s| {
+                batch.is_empty() || (batch.len() < MAX_BATCH && bytes + s.cost <= MAX_BATCH_BYTES)
+            }) {
+                bytes += s.cost;
+                batch.push(s);
+            }
+            let idem_keys: Vec<String> = batch
+                .iter()
+                .map(|s| match &s.idempotency_key {
+                    Some(k) => format!("{}{k}", self.keys.idem),
+                    None => self.keys.idem.clone(),
+                })
+                .collect();
+            let topic_keys: Vec<Vec<String>> = batch
+                .iter()
+                .map(|s| {
+                    let t = &s.sent.topics;
+                    t.iter()
+                        .map(|t| format!("{}{t}", self.keys.topic))
+                        .collect()
+                })
+                .collect();
+            let counts: Vec<String> = batch
+                .iter()
+                .map(|s| s.sent.topics.len().to_string())
+                .collect();
+            let joined: Vec<String> = batch.iter().map(|s| s.sent.topics.join(" ")).collect();
+            let nkeys = 3 + batch.len() + topic_keys.iter().map(Vec::len).sum::<usize>();
+            let nkeys = nkeys.to_string();
+            let n = batch.len().to_string();
+            let mut args: Vec<&[u8]> = vec![
+                b"EVALSHA",
+                link.append_sha.as_bytes(),
+                nkeys.as_bytes(),
+                self.keys.seq.as_bytes(),
+                self.keys.epoch.as_bytes(),
+                self.keys.log.as_bytes(),
+            ];
+            for (idem, topics) in idem_keys.iter().zip(&topic_keys) {
+                args.push(idem.as_bytes());
+                args.extend(topics.iter().map(|k| k.as_bytes()));
+            }
+            args.push(epoch.as_bytes());
+            args.extend(fixed.iter().map(|a| a.as_bytes()));
+            args.push(n.as_bytes());
+            for (i, s) in batch.iter().enumerate() {
+                args.extend_from_slice(&[
+                    counts[i].as_bytes(),
+                    joined[i].as_bytes(),
+                    s.sent.event_type.as_deref().unwrap_or("").as_bytes(),
+                    s.sent.data.as_bytes(),
+                    if s.idempotency_key.is_some() {
+                        b"1"
+                    } else {
+                        b"0"
+                    },
+                ]);
+            }
+            link.conn.command(&args);
+            link.expect.push_back(Expect::Append(batch.len()));
+            link.deadlines.push_back(now + self.cfg.timeout);
+            self.stats.append_calls += 1;
+            for s in batch {
+                self.inflight.push_back((s.origin, s.cost, s.sent));
+            }
+        }
     }
 
     /// Asks Redis for the events a resumed stream missed (answered in [`Backplane::backfills`]).
@@ -811,9 +889,7 @@ impl Backplane {
         let phase = pick(&mut self.writer, &mut self.reader, writer);
         *phase = Phase::Down { retry_at, attempt };
         if writer {
-            while let Some((origin, _)) = self.pop_inflight() {
-                self.fail(origin);
-            }
+            self.fail_pending();
             while let Some(req) = self.fetches.pop_front() {
                 self.backfill_failed(req);
             }
@@ -830,17 +906,22 @@ impl Backplane {
         };
         if matches!(
             expect,
-            Expect::Hello | Expect::Append | Expect::Fetch | Expect::Read | Expect::Warm
+            Expect::Hello | Expect::Append(_) | Expect::Fetch | Expect::Read | Expect::Warm
         ) {
             link.deadlines.pop_front();
         }
         if let OwnedFrame::Error(e) = &frame {
             return match expect {
-                Expect::Append => {
-                    // A script error for one event (e.g. out of memory): refuse that one.
-                    log::warn!("backplane append refused by Redis: {e}");
-                    if let Some((origin, _)) = self.pop_inflight() {
-                        self.fail(origin);
+                Expect::Append(n) => {
+                    // A script error (e.g. out of memory): refuse the call's events. Writes the
+                    // script made before it failed stay (Redis has no rollback) and are read
+                    // back like any event: the timed-out-publish case that idempotency keys
+                    // make safe to retry.
+                    log::warn!("backplane append refused by Redis: {}", first_word(e));
+                    for _ in 0..n {
+                        if let Some((origin, _)) = self.pop_inflight() {
+                            self.fail(origin);
+                        }
                     }
                     Ok(())
                 }
@@ -866,7 +947,7 @@ impl Backplane {
                 Ok(())
             }
             Expect::Hello => self.on_hello(writer, &frame, now),
-            Expect::Append => self.on_append(&frame),
+            Expect::Append(n) => self.on_append(n, &frame),
             Expect::Fetch => self.on_fetch(&frame),
             Expect::Read => self.on_read(&frame),
             Expect::Warm => self.on_warm(&frame, now),
@@ -950,65 +1031,76 @@ impl Backplane {
         Ok(())
     }
 
-    fn on_append(&mut self, frame: &OwnedFrame) -> Result<(), String> {
-        let Some((origin, sent)) = self.pop_inflight() else {
-            return Err("append reply without an append".into());
-        };
+    /// The reply to one APPEND call of `n` events: one `{status, seq}` per event, or `{'EPOCH',
+    /// epoch}` for the whole call. An error here drops the link, which refuses every append
+    /// still in flight.
+    fn on_append(&mut self, n: usize, frame: &OwnedFrame) -> Result<(), String> {
         let parts = match frame {
-            OwnedFrame::Array(p) if p.len() == 2 => p,
+            OwnedFrame::Array(p) => p.as_slice(),
+            _ => return Err("APPEND: unexpected reply".into()),
+        };
+        if parts.first().and_then(text) == Some("EPOCH") {
+            // The dataset changed under this link: refuse, and say HELLO again.
+            return Err("the dataset changed (epoch mismatch)".into());
+        }
+        if parts.len() != n {
+            return Err(format!("APPEND: {} results for {n} events", parts.len()));
+        }
+        for part in parts {
+            let Some((origin, sent)) = self.pop_inflight() else {
+                return Err("append reply without an append".into());
+            };
+            self.on_appended(origin, sent, part)?;
+        }
+        Ok(())
+    }
+
+    /// One event's result in an APPEND reply.
+    fn on_appended(&mut self, origin: Origin, sent: Sent, part: &OwnedFrame) -> Result<(), String> {
+        let (status, seq) = match part {
+            OwnedFrame::Array(p) if p.len() == 2 => (
+                text(&p[0]).unwrap_or(""),
+                integer(&p[1]).and_then(|s| u64::try_from(s).ok()),
+            ),
             _ => {
                 self.fail(origin);
-                return Err("APPEND: unexpected reply".into());
+                return Err("APPEND: unexpected result".into());
             }
         };
-        let status = text(&parts[0]).unwrap_or("");
+        let (Some(seq), "OK" | "DUP") = (seq, status) else {
+            self.fail(origin);
+            return Err(format!("APPEND: unexpected result {status:?}"));
+        };
         let Phase::Up(link) = &mut self.writer else {
             self.fail(origin);
             return Ok(());
         };
-        match status {
-            "OK" | "DUP" => {
-                let Some(seq) = integer(&parts[1]).and_then(|s| u64::try_from(s).ok()) else {
-                    self.fail(origin);
-                    return Err("APPEND: bad seq".into());
-                };
-                let epoch = link.epoch.clone().unwrap_or_default();
-                self.stats.appends += u64::from(status == "OK");
-                self.completions.push(Completion {
-                    origin,
-                    outcome: Ok((format!("{epoch}-{seq}"), seq)),
-                });
-                // Every seq before this one has been read (seqs are consecutive in a dataset):
-                // record it now; the reader skips it when it comes back.
-                if status == "OK"
-                    && self.last_read != 0
-                    && seq == self.last_read + 1
-                    && self.epoch.as_deref() == Some(epoch.as_str())
-                {
-                    self.take(RemoteEvent {
-                        seq,
-                        topics: sent
-                            .topics
-                            .into_iter()
-                            .map(String::into_boxed_str)
-                            .collect(),
-                        event_type: sent.event_type.map(String::into_boxed_str),
-                        data: sent.data.into_boxed_str(),
-                        appended_ms: 0,
-                    });
-                }
-                Ok(())
-            }
-            "EPOCH" => {
-                // The dataset changed under this link: refuse, and say HELLO again.
-                self.fail(origin);
-                Err("the dataset changed (epoch mismatch)".into())
-            }
-            other => {
-                self.fail(origin);
-                Err(format!("APPEND: unexpected status {other:?}"))
-            }
+        let epoch = link.epoch.clone().unwrap_or_default();
+        self.stats.appends += u64::from(status == "OK");
+        self.completions.push(Completion {
+            origin,
+            outcome: Ok((format!("{epoch}-{seq}"), seq)),
+        });
+        // Every seq before this one has been read (seqs are consecutive in a dataset): record
+        // it now; the reader skips it when it comes back.
+        if status == "OK"
+            && self.last_read != 0
+            && seq == self.last_read + 1
+            && self.epoch.as_deref() == Some(epoch.as_str())
+        {
+            self.take(RemoteEvent {
+                seq,
+                topics: sent
+                    .topics
+                    .into_iter()
+                    .map(String::into_boxed_str)
+                    .collect(),
+                event_type: sent.event_type.map(String::into_boxed_str),
+                data: sent.data.into_boxed_str(),
+                appended_ms: 0,
+            });
         }
+        Ok(())
     }
 
     fn on_read(&mut self, frame: &OwnedFrame) -> Result<(), String> {
@@ -1111,6 +1203,7 @@ impl Backplane {
     /// Sends the commands queued since the last tick (appends and backfills made while the loop
     /// flushed connections: a pipelined request read after its predecessor's answer).
     pub fn flush_output(&mut self, registry: &Registry, now: Instant) {
+        self.send_staged(now);
         for writer in [true, false] {
             let phase = pick(&mut self.writer, &mut self.reader, writer);
             if let Phase::Up(link) = phase {
@@ -1144,11 +1237,20 @@ impl Backplane {
                 link.conn.close(registry);
             }
         }
+        self.fail_pending();
+        while let Some(req) = self.fetches.pop_front() {
+            self.backfill_failed(req);
+        }
+    }
+
+    /// Refuses every append not answered yet, sent or staged.
+    fn fail_pending(&mut self) {
         while let Some((origin, _)) = self.pop_inflight() {
             self.fail(origin);
         }
-        while let Some(req) = self.fetches.pop_front() {
-            self.backfill_failed(req);
+        for s in std::mem::take(&mut self.staged) {
+            self.inflight_bytes -= s.cost;
+            self.fail(s.origin);
         }
     }
 
