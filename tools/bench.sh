@@ -402,7 +402,8 @@ wait_ready() {
     done
     return 1
 }
-# Redis figures: "<utime+stime ticks> <evalsha calls> <evalsha usec> <xread calls> <xread usec>"
+# Redis figures: "<utime+stime ticks> <evalsha calls> <evalsha usec> <xread calls> <xread usec>
+# <incr calls>" (the APPEND script INCRs once per event; one call carries a batch of events)
 redis_sample() {
     local stat rest ticks
     stat="$(cat "/proc/$redis_pid/stat" 2>/dev/null)" || return 1
@@ -413,17 +414,19 @@ redis_sample() {
     redis_cmd INFO commandstats 2>/dev/null | tr -d '\r' | awk -v t="$ticks" '
         /^cmdstat_evalsha:/ { split($0, a, /[=,]/); ec = a[2]; eu = a[4] }
         /^cmdstat_xread:/ { split($0, a, /[=,]/); xc = a[2]; xu = a[4] }
-        END { printf "%d %d %d %d %d\n", t, ec, eu, xc, xu }'
+        /^cmdstat_incr:/ { split($0, a, /[=,]/); ic = a[2] }
+        END { printf "%d %d %d %d %d %d\n", t, ec, eu, xc, xu, ic }'
 }
 # Writes the sidecar of one -bp run from the samples before and after the tool ran.
 redis_report() {
     local before="$1" after="$2" out="$3" hz
     hz="$(getconf CLK_TCK)"
     echo "$before $after" | awk -v hz="$hz" -v pid="$redis_pid" '{
-        cpu = ($6 - $1) / hz; n = $7 - $2
-        printf "redis_pid: %d\nredis_cpu_secs: %.3f\nappends: %d\n", pid, cpu, n
-        printf "evalsha_usec_per_call: %.2f\nxread_calls: %d\n", (n > 0 ? ($8 - $3) / n : 0), $9 - $4
-        printf "xread_usec_per_call: %.2f\n", ($9 > $4 ? ($10 - $5) / ($9 - $4) : 0)
+        cpu = ($7 - $1) / hz; calls = $8 - $2; n = $12 - $6
+        printf "redis_pid: %d\nredis_cpu_secs: %.3f\nappends: %d\nevalsha_calls: %d\n", pid, cpu, n, calls
+        printf "evalsha_usec_per_call: %.2f\n", (calls > 0 ? ($9 - $3) / calls : 0)
+        printf "events_per_call: %.2f\nxread_calls: %d\n", (calls > 0 ? n / calls : 0), $10 - $4
+        printf "xread_usec_per_call: %.2f\n", ($10 > $4 ? ($11 - $5) / ($10 - $4) : 0)
         printf "redis_cpu_ms_per_1k_events: %.4f\n", (n > 0 ? cpu * 1e6 / n : 0)
     }' >"$out"
     redis_cmd INFO cpu 2>/dev/null | tr -d '\r' | grep '^used_cpu' >>"$out" || true

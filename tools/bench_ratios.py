@@ -176,7 +176,7 @@ def summarize(groups):
             if redis:
                 rows[target]["redis"] = {
                     k: spread([x.get(k) for x in redis])
-                    for k in ("redis_cpu_ms_per_1k_events", "redis_cpu_secs", "appends", "evalsha_usec_per_call")
+                    for k in ("redis_cpu_ms_per_1k_events", "redis_cpu_secs", "appends", "evalsha_usec_per_call", "events_per_call")
                 }
             perf = [r["_perf"] for r in runs if r.get("_perf")]
             if perf:
@@ -349,11 +349,13 @@ def table(summary):
             if rd and rd["redis_cpu_ms_per_1k_events"]:
                 lines.append(
                     "    redis: %s ms CPU per 1,000 appended events, %s CPU-s, %s appends, EVALSHA %s us/call"
+                    " carrying %s events"
                     % (
                         fig(rd["redis_cpu_ms_per_1k_events"], lambda v: "%.1f" % v),
                         fig(rd["redis_cpu_secs"], lambda v: "%.2f" % v),
                         fig(rd["appends"]),
                         fig(rd["evalsha_usec_per_call"], lambda v: "%.1f" % v),
+                        fig(rd["events_per_call"], lambda v: "%.1f" % v),
                     )
                 )
             if not row["per_cpu_sec"] and row["rss_per_conn_bytes"]:

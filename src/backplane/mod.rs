@@ -673,6 +673,30 @@ impl Backplane {
         next
     }
 
+    /// Appends sent (or staged) that Redis has not answered yet.
+    pub fn appends_unanswered(&self) -> bool {
+        !self.inflight.is_empty() || !self.staged.is_empty()
+    }
+
+    /// Waits at most `timeout` for the writer's replies and handles what came (answers and the
+    /// node's own events land in [`Backplane::completions`] and [`Backplane::events`]). False
+    /// when nothing came in time.
+    pub fn await_writer(
+        &mut self,
+        registry: &Registry,
+        timeout: Duration,
+        scratch: &mut [u8],
+    ) -> bool {
+        let Phase::Up(link) = &self.writer else {
+            return false;
+        };
+        if !link.conn.wait_readable(timeout) {
+            return false;
+        }
+        self.on_ready(WRITER, registry, Instant::now(), scratch);
+        true
+    }
+
     /// Readiness on one of the links.
     pub fn on_ready(
         &mut self,

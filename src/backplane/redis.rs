@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -62,6 +63,11 @@ impl RedisConn {
                 self.wbuf.truncate(start);
             }
         }
+    }
+
+    /// Waits at most `timeout` for reply bytes. Returns true when some are readable.
+    pub fn wait_readable(&self, timeout: Duration) -> bool {
+        crate::conn::io::wait_readable(&self.stream, timeout)
     }
 
     /// True when command bytes wait to be sent.

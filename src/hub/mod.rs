@@ -695,6 +695,17 @@ impl Hub {
         }
     }
 
+    /// Readers of the channels that got events since the last [`Hub::take_touched`]: how many
+    /// connections the coming fan-out will write to, at most (a reader of several counts for
+    /// each).
+    pub fn touched_readers(&self) -> usize {
+        self.touched
+            .iter()
+            .filter_map(|id| self.channels.get(id.0))
+            .map(Channel::reader_count)
+            .sum()
+    }
+
     /// Moves the channels touched since the last call into `into`, trimming each log of what
     /// every reader has passed. The loop marks those channels' readers for writing.
     pub fn take_touched(&mut self, into: &mut Vec<ChannelId>) {
