@@ -1553,3 +1553,75 @@ fn a_burst_of_publish_frames_is_batched_in_order_with_keys_checked_inside_the_ba
     );
     assert_eq!(delta(APPEND_FAILURES), 0.0);
 }
+
+#[test]
+fn a_node_with_many_readers_waits_for_its_appends_and_still_delivers_each_event_once_in_order() {
+    if !redis_available() {
+        return;
+    }
+    raise_open_files(4096);
+    let redis = RedisServer::start(Persistence::None);
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    // More readers of one topic than the threshold above which A waits for Redis's answers
+    // before a fan-out (1,024), so the wait runs with A's own and B's events interleaved.
+    const READERS: usize = 1100;
+    let mut subs: Vec<SseClient> = (0..READERS)
+        .map(|_| a.subscribe("topic=many", &[]))
+        .collect();
+    assert!(subs.iter().all(|s| s.status == 200));
+    let mut c = FrameClient::connect(a.addr, &["frame-publisher"], None, None)
+        .unwrap_or_else(|e| panic!("frame handshake: {e}"));
+    let mut sent = 0;
+    for round in 0..10 {
+        let mut raw = Vec::new();
+        for k in 0..8 {
+            sseloop::frame::encode_publish_frame(
+                &mut raw,
+                format!("c{sent}").as_bytes(),
+                &["many"],
+                "",
+                format!("a{round}.{k}").as_bytes(),
+            )
+            .expect("encode");
+            sent += 1;
+        }
+        c.send_raw(&raw).expect("send PUBLISH frames");
+        b.publish("topic=many", &format!("b{round}"));
+    }
+    for i in 0..sent {
+        ack_id(next_frame(&mut c), format!("c{i}").as_bytes());
+    }
+    let total = sent + 10;
+    let first = id_data(&subs[0].events(total));
+    let ids: Vec<String> = first.iter().map(|(id, _)| id.clone()).collect();
+    assert_one_epoch_increasing(&ids, "the first reader's stream");
+    let data: HashSet<&str> = first.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(data.len(), total, "every event once: {first:?}");
+    for (n, sub) in subs.iter_mut().enumerate().skip(1) {
+        assert_eq!(id_data(&sub.events(total)), first, "reader {n}");
+    }
+}
+
+/// Raises this process's soft open-files limit to at least `want` (up to the hard limit); the
+/// nodes it starts inherit it. Panics when the hard limit is lower: the test needs the sockets.
+fn raise_open_files(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            assert!(
+                lim.rlim_max >= want,
+                "open files hard limit {} < {want}",
+                lim.rlim_max
+            );
+            lim.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
