@@ -508,9 +508,9 @@ impl Server {
     fn complete(&mut self, c: Completion) {
         match c.origin {
             Origin::Handle(slot) => slot.set(c.outcome.map(|(id, _)| id)),
-            Origin::Http { key, conn } => {
+            Origin::Http { key, conn, n } => {
                 if let Some(cn) = self.conns.get_mut(key).filter(|cn| cn.id() == conn) {
-                    cn.http_publish_done(key, c.outcome, &mut self.sh);
+                    cn.http_publish_done(key, n, c.outcome, &mut self.sh);
                 }
             }
             Origin::Frame {

@@ -1625,3 +1625,54 @@ fn raise_open_files(want: u64) {
         }
     }
 }
+
+#[test]
+fn pipelined_publishes_with_other_requests_between_them_are_answered_in_request_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let a = node(&redis, &[]);
+    wait_ready(&a);
+    let mut sub = a.subscribe("topic=order", &[]);
+    // Publishes wait for Redis while the ones behind them are read; a bad publish, a health
+    // check and a second batch of publishes follow, all in one write.
+    let publish = |i: usize| {
+        format!("POST /publish?topic=order HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nq{i:02}")
+    };
+    let mut raw = String::new();
+    for i in 0..5 {
+        raw.push_str(&publish(i));
+    }
+    // Without a body, so that the error keeps the connection (an unread body would close it).
+    raw.push_str("POST /publish HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    raw.push_str("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    for i in 5..30 {
+        raw.push_str(&publish(i));
+    }
+    let mut stream = connect(a.addr);
+    std::io::Write::write_all(&mut stream, raw.as_bytes()).expect("send");
+    let mut responses = ResponseReader::new(stream);
+    let mut ids = Vec::new();
+    for i in 0..32 {
+        let r = responses
+            .next()
+            .unwrap_or_else(|| panic!("response {i} missing"));
+        match i {
+            5 => assert_eq!(r.status, 400, "the publish without a topic: {}", r.text()),
+            6 => assert_eq!((r.status, r.text().trim()), (200, "ok"), "the health check"),
+            _ => {
+                assert_eq!(r.status, 200, "response {i}: {}", r.text());
+                ids.push(json_id(&r.text()));
+            }
+        }
+    }
+    assert_one_epoch_increasing(&ids, "pipelined publishes");
+    let got: Vec<(String, String)> = id_data(&sub.events(30));
+    let want: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("q{i:02}")))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -97,6 +97,9 @@ pub enum Origin {
         key: usize,
         /// Connection id (a reused slab key is another connection).
         conn: u64,
+        /// The publish's number on its connection (answers may come out of order: a refusal
+        /// is immediate, an acknowledgement waits for Redis).
+        n: u64,
     },
     /// A PUBLISH frame.
     Frame {

@@ -1,6 +1,7 @@
 //! The HTTP stage of a connection: reading requests (heads, bodies, pipelining), routing them,
 //! publishing, and queueing responses. Switching to a stream hands over to `sse.rs`.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::state::{Life, LifeEvent};
@@ -15,6 +16,10 @@ use crate::loop_state::{LoopState, PublishStart};
 
 pub use crate::http::request::MAX_TOPICS_PER_REQUEST;
 
+/// Publishes of one keep-alive connection that may wait for the backplane at once. A client
+/// that pipelines its publishes keeps that many in flight instead of one per round trip.
+pub(super) const MAX_PIPELINED_PUBLISHES: usize = 16;
+
 #[derive(Default)]
 pub(super) struct HttpConn {
     /// Bytes read and not yet parsed. Freed when the connection goes idle.
@@ -23,9 +28,23 @@ pub(super) struct HttpConn {
     pub(super) body: Option<Box<BodyInProgress>>,
     /// When the current request's first byte arrived (header deadline).
     pub(super) request_started: Option<Instant>,
-    /// A publish is with the backplane: later requests wait for its answer (responses go out
-    /// in request order).
-    pub(super) awaiting_ack: Option<bool>,
+    /// Responses not sent yet because a publish before them is still with the backplane,
+    /// oldest first: they go out in request order as the answers arrive.
+    pub(super) pending: VecDeque<Pending>,
+    /// Number of the next publish handed to the backplane on this connection.
+    pub(super) next_publish: u64,
+    /// The next request cannot be read until `pending` is empty (it is not a publish, or it
+    /// expects `100 Continue`): reading is paused.
+    pub(super) stalled: bool,
+}
+
+/// One response in request order: a publish still with the backplane (`bytes` none), or a
+/// response ready behind one.
+pub(super) struct Pending {
+    publish: Option<u64>,
+    status: u16,
+    pub(super) keep_alive: bool,
+    bytes: Option<Vec<u8>>,
 }
 
 pub(super) struct BodyInProgress {
@@ -58,8 +77,11 @@ impl Connection {
             let Stage::Http(http) = &mut self.stage else {
                 return Flow::Keep;
             };
-            if http.awaiting_ack.is_some() {
-                return Flow::Keep;
+            http.stalled = false;
+            if let Some(last) = http.pending.back() {
+                if !last.keep_alive || http.pending.len() >= MAX_PIPELINED_PUBLISHES {
+                    return Flow::Keep;
+                }
             }
             if let Some(body) = http.body.as_mut() {
                 let consumed = match &mut body.framing {
@@ -101,7 +123,8 @@ impl Connection {
                 continue;
             }
             if http.rbuf.is_empty() {
-                if self.out.private.is_empty() && http.request_started.is_none() {
+                let done = http.pending.is_empty() && http.request_started.is_none();
+                if done && self.out.private.is_empty() {
                     return self.exchange_done(sh);
                 }
                 return Flow::Keep;
@@ -112,6 +135,14 @@ impl Connection {
                     http.rbuf = Vec::new();
                     log::debug!("conn {key}: bad request head: {}", err.reason);
                     self.respond_error(key, &err, false, &[], sh);
+                    return Flow::Keep;
+                }
+                Ok(HeadParse::Complete(head, _))
+                    if !http.pending.is_empty() && !pipelinable(&head) =>
+                {
+                    // Its response would have to overtake the pending ones: read it once they
+                    // are out.
+                    http.stalled = true;
                     return Flow::Keep;
                 }
                 Ok(HeadParse::Complete(head, len)) => {
@@ -253,16 +284,26 @@ impl Connection {
         }
         let conn = self.id;
         let idem = req.head.idempotency_key.as_deref();
-        let origin = || Origin::Http { key, conn };
+        let n = match &mut self.stage {
+            Stage::Http(http) => {
+                http.next_publish += 1;
+                http.next_publish
+            }
+            _ => 0,
+        };
+        let origin = || Origin::Http { key, conn, n };
         match sh.publish(origin, &topics, event_type, &data, idem) {
             PublishStart::Done(Ok(event)) => self.answer_publish(key, &event.id, keep_alive, sh),
             PublishStart::Done(Err(err)) => self.refuse_publish_http(key, err, keep_alive, sh),
             PublishStart::Pending => {
                 if let Stage::Http(http) = &mut self.stage {
-                    http.awaiting_ack = Some(keep_alive);
+                    http.pending.push_back(Pending {
+                        publish: Some(n),
+                        status: 0,
+                        keep_alive,
+                        bytes: None,
+                    });
                 }
-                // Reading resumes once the answer is written (on_drained).
-                self.read_paused = true;
             }
         }
     }
@@ -279,28 +320,70 @@ impl Connection {
         );
     }
 
-    /// The backplane answered this connection's publish.
+    /// The backplane answered publish `n` of this connection: its response, and those ready
+    /// behind it, go out now if nothing before them is still waiting.
     pub fn http_publish_done(
         &mut self,
         key: usize,
+        n: u64,
         outcome: Result<(String, u64), AppendError>,
         sh: &mut LoopState,
     ) {
         let Stage::Http(http) = &mut self.stage else {
             return;
         };
-        let Some(keep_alive) = http.awaiting_ack.take() else {
+        let Some(at) = http.pending.iter().position(|p| p.publish == Some(n)) else {
             return;
         };
-        match outcome {
-            Ok((id, _)) => self.answer_publish(key, &id, keep_alive, sh),
-            Err(AppendError::Unavailable) => {
-                let retry = [("Retry-After", "1")];
-                let err = &HttpError::BACKPLANE_UNAVAILABLE;
-                self.respond_error(key, err, keep_alive, &retry, sh);
+        let mut keep_alive = http.pending[at].keep_alive;
+        let c = common(sh);
+        let mut bytes = Vec::with_capacity(256);
+        let status = match outcome {
+            Ok((id, _)) => {
+                let body = format!("{{\"id\":\"{id}\"}}\n");
+                let ct = "application/json";
+                response::write_response(
+                    &mut bytes,
+                    &c,
+                    200,
+                    ct,
+                    body.as_bytes(),
+                    keep_alive,
+                    false,
+                    &[],
+                );
+                200
             }
-        }
+            Err(AppendError::Unavailable) => {
+                let err = &HttpError::BACKPLANE_UNAVAILABLE;
+                keep_alive = keep_alive && !err.close;
+                response::write_error(&mut bytes, &c, err, keep_alive, &[("Retry-After", "1")]);
+                err.status
+            }
+        };
+        let slot = &mut http.pending[at];
+        slot.keep_alive = keep_alive;
+        slot.status = status;
+        slot.bytes = Some(bytes);
+        self.release_pending(key, sh);
         self.mark_dirty(key, sh);
+    }
+
+    /// Sends the ready responses at the front of `pending`, in order.
+    fn release_pending(&mut self, key: usize, sh: &mut LoopState) {
+        loop {
+            let Stage::Http(http) = &mut self.stage else {
+                return;
+            };
+            if http.pending.front().is_none_or(|p| p.bytes.is_none()) {
+                return;
+            }
+            let Some(p) = http.pending.pop_front() else {
+                return;
+            };
+            let bytes = p.bytes.unwrap_or_default();
+            self.emit_response(key, p.status, &bytes, p.keep_alive, sh);
+        }
     }
 
     // ----- responses ---------------------------------------------------------------------------
@@ -330,7 +413,30 @@ impl Connection {
         self.queue_response(key, 200, &bytes, keep_alive, sh);
     }
 
+    /// Queues a response, behind any publish of this connection still with the backplane.
     pub(super) fn queue_response(
+        &mut self,
+        key: usize,
+        status: u16,
+        bytes: &[u8],
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        if let Stage::Http(http) = &mut self.stage {
+            if !http.pending.is_empty() {
+                http.pending.push_back(Pending {
+                    publish: None,
+                    status,
+                    keep_alive,
+                    bytes: Some(bytes.to_vec()),
+                });
+                return;
+            }
+        }
+        self.emit_response(key, status, bytes, keep_alive, sh);
+    }
+
+    fn emit_response(
         &mut self,
         key: usize,
         status: u16,
@@ -414,6 +520,13 @@ impl Connection {
             sh,
         );
     }
+}
+
+/// A request that may be read while publishes before it wait for the backplane: another publish
+/// whose response can simply queue behind theirs (not an upgrade or a stream, and not one
+/// expecting `100 Continue`, which would overtake them).
+fn pipelinable(head: &RequestHead) -> bool {
+    matches!(http::route(head.method, &head.path), Ok(Route::Publish)) && !head.expect_continue
 }
 
 pub(super) fn common(sh: &LoopState) -> Common<'_> {

@@ -255,7 +255,11 @@ impl Connection {
                 return Flow::Keep;
             }
             let waiting = match &self.stage {
-                Stage::Http(h) => h.awaiting_ack.is_some(),
+                Stage::Http(h) => {
+                    h.stalled
+                        || h.pending.len() >= http_stage::MAX_PIPELINED_PUBLISHES
+                        || h.pending.back().is_some_and(|p| !p.keep_alive)
+                }
                 Stage::Frames(f) => f.awaiting >= frame_stage::MAX_AWAITING,
                 Stage::Sse => false,
             };
@@ -479,7 +483,11 @@ impl Connection {
                 }
             }
             Life::Active => match &self.stage {
-                Stage::Http(http) if http.body.is_none() && http.request_started.is_none() => {
+                Stage::Http(http)
+                    if http.body.is_none()
+                        && http.request_started.is_none()
+                        && http.pending.is_empty() =>
+                {
                     self.exchange_done(sh)
                 }
                 _ => Flow::Keep,
