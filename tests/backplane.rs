@@ -55,6 +55,14 @@ fn node(redis: &RedisServer, args: &[&str]) -> TestServer {
     })
 }
 
+/// Two nodes on `redis`, both ready.
+fn two_ready_nodes(redis: &RedisServer) -> (TestServer, TestServer) {
+    let (a, b) = (node(redis, &[]), node(redis, &[]));
+    wait_ready(&a);
+    wait_ready(&b);
+    (a, b)
+}
+
 /// A node without a backplane (whatever the environment says).
 fn standalone(args: &[&str]) -> TestServer {
     TestServer::start_with(args, |cmd| {
@@ -593,9 +601,7 @@ fn redis_restarted_from_its_aof_loses_nothing_and_sends_no_reset() {
         return;
     }
     let mut redis = RedisServer::start(Persistence::Aof);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     let mut subs = [a.subscribe("topic=q", &[]), b.subscribe("topic=q", &[])];
     let mut expected: Vec<(String, String)> = Vec::new();
     for i in 0..4 {
@@ -658,9 +664,7 @@ fn redis_restarted_without_persistence_sends_backplane_lost_before_new_events() 
         return;
     }
     let mut redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     let mut subs = [
         a.subscribe("topic=z", &[]),
         b.subscribe("topic=z", &[]),
@@ -837,9 +841,7 @@ fn idempotency_key_repeated_on_another_node_answers_the_same_id_and_delivers_onc
         return;
     }
     let redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     let mut subs = [a.subscribe("topic=i", &[]), b.subscribe("topic=i", &[])];
     let key = [("Idempotency-Key", "order-17")];
 
@@ -872,9 +874,7 @@ fn idempotency_key_sent_concurrently_to_two_nodes_makes_one_event() {
         return;
     }
     let redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     let mut sub = a.subscribe("topic=j", &[]);
     let mut expected = Vec::new();
     for round in 0..5 {
@@ -1231,9 +1231,7 @@ fn backplane_counters_count_appends_and_reads_per_node() {
         return;
     }
     let redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     for n in [&a, &b] {
         let m = n.metrics();
         for name in [
@@ -1416,9 +1414,7 @@ fn publish_frames_with_an_idempotency_key_publish_once_across_nodes_and_without_
         return;
     }
     let redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     let mut on_b = b.subscribe("topic=fi", &[]);
     let id_a = ack_id(idempotent_frame(a.addr, "order-7", "paid"), b"c1");
     let id_b = ack_id(idempotent_frame(b.addr, "order-7", "paid"), b"c1");
@@ -1494,9 +1490,7 @@ fn a_burst_of_publish_frames_is_batched_in_order_with_keys_checked_inside_the_ba
         return;
     }
     let redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     let mut sub = b.subscribe("topic=burst", &[]);
     let before = a.metrics();
     let mut c = FrameClient::connect(a.addr, &["frame-publisher"], None, None)
@@ -1561,9 +1555,7 @@ fn a_node_with_many_readers_waits_for_its_appends_and_still_delivers_each_event_
     }
     raise_open_files(4096);
     let redis = RedisServer::start(Persistence::None);
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    wait_ready(&a);
-    wait_ready(&b);
+    let (a, b) = two_ready_nodes(&redis);
     // More readers of one topic than the threshold above which A waits for Redis's answers
     // before a fan-out (1,024), so the wait runs with A's own and B's events interleaved.
     const READERS: usize = 1100;
