@@ -65,6 +65,9 @@ run --subscribers 20 --idle --duration-secs 0.2
 # The trickle shape: many publisher connections on one topic, a small window.
 run --subscribers 20 --events 400 --window 32 --publishers 8 --spread-publishers \
     --topic-prefix trickle
+# Wildcards: every subscriber on one pattern, events spread over its topics (bench.sh pattern-10k).
+run --subscribers 20 --events 400 --window 32 --publishers 4 --spread-publishers \
+    --subscribe-pattern --topic-prefix pat/ --topics 10 --settle-secs 0.2
 
 # The ceiling probe (bench.sh's "probe" target) must satisfy the tool exactly as sseloop does.
 "$PROBE" --listen 127.0.0.1:0 2>"$tmp/probe.log" &
