@@ -1668,3 +1668,39 @@ fn pipelined_publishes_with_other_requests_between_them_are_answered_in_request_
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn pipelined_publishes_followed_by_a_half_close_are_all_answered() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let a = node(&redis, &[]);
+    wait_ready(&a);
+    let mut raw = String::new();
+    for i in 0..4 {
+        raw.push_str(&format!(
+            "POST /publish?topic=fin HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nf{i}"
+        ));
+    }
+    let mut stream = connect(a.addr);
+    std::io::Write::write_all(&mut stream, raw.as_bytes()).expect("send");
+    // The client is done sending: the FIN arrives while the publishes wait for Redis.
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut responses = ResponseReader::new(stream);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let r = responses
+            .next()
+            .unwrap_or_else(|| panic!("publish {i}: no response before the close"));
+        assert_eq!(r.status, 200, "publish {i}: {}", r.text());
+        ids.push(json_id(&r.text()));
+    }
+    assert_one_epoch_increasing(&ids, "publishes before the FIN");
+    assert!(
+        responses.closed_within(TIMEOUT),
+        "the node closes once everything is answered"
+    );
+}

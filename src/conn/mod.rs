@@ -283,6 +283,13 @@ impl Connection {
                 Io::WouldBlock => return Flow::Keep,
                 Io::Eof => {
                     self.peer_eof = true;
+                    if matches!(&self.stage, Stage::Http(h) if !h.pending.is_empty()) {
+                        // Publishes sent before the FIN are still with the backplane: answer
+                        // them, and what is buffered behind them, first. Reading resumes once
+                        // they are out, and meets the FIN again.
+                        self.read_paused = true;
+                        return Flow::Keep;
+                    }
                     let output_pending = self.out.has_output(&sh.hub);
                     return self.transition(LifeEvent::PeerClosed { output_pending }, sh);
                 }
