@@ -61,6 +61,27 @@ pub enum Wire {
 /// The shared handle every log holds.
 pub type SharedEvent = Rc<Event>;
 
+/// Appends one event's `wire` encoding to `out`: the one place both wire forms are made.
+pub fn encode_wire<T: AsRef<str>>(
+    out: &mut Vec<u8>,
+    wire: Wire,
+    id: &str,
+    topics: &[T],
+    event_type: Option<&str>,
+    data: &str,
+) {
+    match wire {
+        Wire::Sse => crate::sse::encode_event(out, id, event_type, data),
+        Wire::Frame => {
+            let ty = event_type.unwrap_or("");
+            if let Err(e) = crate::frame::encode_event_frame(out, id, topics, ty, data.as_bytes()) {
+                // Unreachable: every publish path checks topics, type and size first.
+                log::error!("event {id} cannot be framed: {e:?}");
+            }
+        }
+    }
+}
+
 impl Event {
     /// Builds an event and both of its encodings.
     pub fn new(
@@ -70,19 +91,11 @@ impl Event {
         event_type: Option<Box<str>>,
         data: Box<str>,
     ) -> Event {
-        let mut sse = Vec::with_capacity(sse_len_bound(&id, event_type.as_deref(), &data));
-        crate::sse::encode_event(&mut sse, &id, event_type.as_deref(), &data);
+        let ty = event_type.as_deref();
+        let mut sse = Vec::with_capacity(sse_len_bound(&id, ty, &data));
+        encode_wire(&mut sse, Wire::Sse, &id, &topics, ty, &data);
         let mut frame = Vec::new();
-        if let Err(e) = crate::frame::encode_event_frame(
-            &mut frame,
-            &id,
-            &topics,
-            event_type.as_deref().unwrap_or(""),
-            data.as_bytes(),
-        ) {
-            // Unreachable: every publish path checks topics, type and size first.
-            log::error!("event {id} cannot be framed: {e:?}");
-        }
+        encode_wire(&mut frame, Wire::Frame, &id, &topics, ty, &data);
         Event {
             seq,
             id,

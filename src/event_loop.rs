@@ -424,7 +424,7 @@ impl Server {
                 data: q.data,
                 idempotency_key: q.idempotency_key,
             };
-            bp.append(request, self.sh.now);
+            bp.append(request);
         }
         let unrecorded = self.sh.hub.backlog_len();
         let floor = self.sh.hub.last_seq();

@@ -188,16 +188,13 @@ impl LoopState {
             return PublishStart::Done(Err(e));
         }
         if let Some(bp) = self.backplane.as_mut() {
-            bp.append(
-                AppendRequest {
-                    origin: origin(),
-                    topics: topics.iter().map(|t| (*t).to_string()).collect(),
-                    event_type: event_type.map(str::to_string),
-                    data: data.to_string(),
-                    idempotency_key: idempotency_key.map(str::to_string),
-                },
-                self.now,
-            );
+            bp.append(AppendRequest {
+                origin: origin(),
+                topics: topics.iter().map(|t| (*t).to_string()).collect(),
+                event_type: event_type.map(str::to_string),
+                data: data.to_string(),
+                idempotency_key: idempotency_key.map(str::to_string),
+            });
             return PublishStart::Pending;
         }
         // Without a backplane the answers live with the sequencer, shared with other threads'

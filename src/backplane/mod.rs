@@ -433,7 +433,7 @@ impl Backplane {
 
     /// Queues one append (sent with the iteration's batch by [`Backplane::flush_output`]);
     /// refused at once when the writer is not ready.
-    pub fn append(&mut self, req: AppendRequest, _now: Instant) {
+    pub fn append(&mut self, req: AppendRequest) {
         let ready = matches!(&self.writer, Phase::Up(link) if link.epoch.is_some());
         if !ready {
             return self.fail(req.origin);
@@ -465,19 +465,13 @@ impl Backplane {
         if self.staged.is_empty() {
             return;
         }
-        let staged = std::mem::take(&mut self.staged);
         let link = match &mut self.writer {
             Phase::Up(link) if link.epoch.is_some() => link,
-            _ => {
-                // The writer went down since these were accepted (`lose` fails what it knows).
-                for s in staged {
-                    self.inflight_bytes -= s.cost;
-                    self.fail(s.origin);
-                }
-                return;
-            }
+            // Not reached: `lose` refuses the staged appends when the writer goes down.
+            _ => return self.fail_pending(),
         };
         let epoch = link.epoch.clone().unwrap_or_default();
+        let staged = std::mem::take(&mut self.staged);
         let fixed = [
             self.cfg.retention.to_string(),
             self.cfg.idempotency_secs.to_string(),

@@ -18,7 +18,7 @@ pub use crate::http::request::MAX_TOPICS_PER_REQUEST;
 
 /// Publishes of one keep-alive connection that may wait for the backplane at once. A client
 /// that pipelines its publishes keeps that many in flight instead of one per round trip.
-pub(super) const MAX_PIPELINED_PUBLISHES: usize = 16;
+const MAX_PIPELINED_PUBLISHES: usize = 16;
 
 #[derive(Default)]
 pub(super) struct HttpConn {
@@ -38,13 +38,38 @@ pub(super) struct HttpConn {
     pub(super) stalled: bool,
 }
 
-/// One response in request order: a publish still with the backplane (`bytes` none), or a
-/// response ready behind one.
-pub(super) struct Pending {
-    publish: Option<u64>,
+impl HttpConn {
+    /// No further request may be read for now: one is stalled behind waiting publishes, as many
+    /// publishes wait as allowed, or the last response ends the connection.
+    pub(super) fn holds_input(&self) -> bool {
+        self.stalled
+            || self.pending.len() >= MAX_PIPELINED_PUBLISHES
+            || self.pending.back().is_some_and(|p| !p.keep_alive())
+    }
+}
+
+/// One response in request order.
+pub(super) enum Pending {
+    /// A publish still with the backplane: its number on this connection.
+    Publish { n: u64, keep_alive: bool },
+    /// A response ready behind one.
+    Ready(Reply),
+}
+
+impl Pending {
+    fn keep_alive(&self) -> bool {
+        match self {
+            Pending::Publish { keep_alive, .. } => *keep_alive,
+            Pending::Ready(r) => r.keep_alive,
+        }
+    }
+}
+
+/// A response's bytes, its status (for the metrics) and whether the connection stays open.
+pub(super) struct Reply {
     status: u16,
-    pub(super) keep_alive: bool,
-    bytes: Option<Vec<u8>>,
+    bytes: Vec<u8>,
+    keep_alive: bool,
 }
 
 pub(super) struct BodyInProgress {
@@ -78,10 +103,8 @@ impl Connection {
                 return Flow::Keep;
             };
             http.stalled = false;
-            if let Some(last) = http.pending.back() {
-                if !last.keep_alive || http.pending.len() >= MAX_PIPELINED_PUBLISHES {
-                    return Flow::Keep;
-                }
+            if http.holds_input() {
+                return Flow::Keep;
             }
             if let Some(body) = http.body.as_mut() {
                 let consumed = match &mut body.framing {
@@ -297,27 +320,15 @@ impl Connection {
             PublishStart::Done(Err(err)) => self.refuse_publish_http(key, err, keep_alive, sh),
             PublishStart::Pending => {
                 if let Stage::Http(http) = &mut self.stage {
-                    http.pending.push_back(Pending {
-                        publish: Some(n),
-                        status: 0,
-                        keep_alive,
-                        bytes: None,
-                    });
+                    http.pending.push_back(Pending::Publish { n, keep_alive });
                 }
             }
         }
     }
 
     fn answer_publish(&mut self, key: usize, id: &str, keep_alive: bool, sh: &mut LoopState) {
-        let body = format!("{{\"id\":\"{id}\"}}\n");
-        self.respond_ok(
-            key,
-            "application/json",
-            body.as_bytes(),
-            keep_alive,
-            false,
-            sh,
-        );
+        let body = publish_body(id);
+        self.respond_ok(key, JSON, body.as_bytes(), keep_alive, false, sh);
     }
 
     /// The backplane answered publish `n` of this connection: its response, and those ready
@@ -332,39 +343,28 @@ impl Connection {
         let Stage::Http(http) = &mut self.stage else {
             return;
         };
-        let Some(at) = http.pending.iter().position(|p| p.publish == Some(n)) else {
+        let waiting = |p: &Pending| matches!(p, Pending::Publish { n: m, .. } if *m == n);
+        let Some(at) = http.pending.iter().position(waiting) else {
             return;
         };
-        let mut keep_alive = http.pending[at].keep_alive;
-        let c = common(sh);
-        let mut bytes = Vec::with_capacity(256);
-        let status = match outcome {
-            Ok((id, _)) => {
-                let body = format!("{{\"id\":\"{id}\"}}\n");
-                let ct = "application/json";
-                response::write_response(
-                    &mut bytes,
-                    &c,
-                    200,
-                    ct,
-                    body.as_bytes(),
-                    keep_alive,
-                    false,
-                    &[],
-                );
-                200
-            }
+        let keep_alive = http.pending[at].keep_alive();
+        let reply = match outcome {
+            Ok((id, _)) => Reply {
+                status: 200,
+                bytes: ok_bytes(JSON, publish_body(&id).as_bytes(), keep_alive, false, sh),
+                keep_alive,
+            },
             Err(AppendError::Unavailable) => {
                 let err = &HttpError::BACKPLANE_UNAVAILABLE;
-                keep_alive = keep_alive && !err.close;
-                response::write_error(&mut bytes, &c, err, keep_alive, &[("Retry-After", "1")]);
-                err.status
+                let (bytes, keep_alive) = error_bytes(err, keep_alive, &[("Retry-After", "1")], sh);
+                Reply {
+                    status: err.status,
+                    bytes,
+                    keep_alive,
+                }
             }
         };
-        let slot = &mut http.pending[at];
-        slot.keep_alive = keep_alive;
-        slot.status = status;
-        slot.bytes = Some(bytes);
+        http.pending[at] = Pending::Ready(reply);
         self.release_pending(key, sh);
         self.mark_dirty(key, sh);
     }
@@ -375,14 +375,13 @@ impl Connection {
             let Stage::Http(http) = &mut self.stage else {
                 return;
             };
-            if http.pending.front().is_none_or(|p| p.bytes.is_none()) {
+            if !matches!(http.pending.front(), Some(Pending::Ready(_))) {
                 return;
             }
-            let Some(p) = http.pending.pop_front() else {
+            let Some(Pending::Ready(r)) = http.pending.pop_front() else {
                 return;
             };
-            let bytes = p.bytes.unwrap_or_default();
-            self.emit_response(key, p.status, &bytes, p.keep_alive, sh);
+            self.emit_response(key, r.status, &r.bytes, r.keep_alive, sh);
         }
     }
 
@@ -398,18 +397,7 @@ impl Connection {
         head_only: bool,
         sh: &mut LoopState,
     ) {
-        let mut bytes = Vec::with_capacity(256 + body.len());
-        let c = common(sh);
-        response::write_response(
-            &mut bytes,
-            &c,
-            200,
-            content_type,
-            body,
-            keep_alive,
-            head_only,
-            &[],
-        );
+        let bytes = ok_bytes(content_type, body, keep_alive, head_only, sh);
         self.queue_response(key, 200, &bytes, keep_alive, sh);
     }
 
@@ -424,12 +412,11 @@ impl Connection {
     ) {
         if let Stage::Http(http) = &mut self.stage {
             if !http.pending.is_empty() {
-                http.pending.push_back(Pending {
-                    publish: None,
+                http.pending.push_back(Pending::Ready(Reply {
                     status,
+                    bytes: bytes.to_vec(),
                     keep_alive,
-                    bytes: Some(bytes.to_vec()),
-                });
+                }));
                 return;
             }
         }
@@ -463,9 +450,7 @@ impl Connection {
         extra: &[(&str, &str)],
         sh: &mut LoopState,
     ) {
-        let keep_alive = keep_alive && !err.close;
-        let mut bytes = Vec::new();
-        response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);
+        let (bytes, keep_alive) = error_bytes(err, keep_alive, extra, sh);
         self.queue_response(key, err.status, &bytes, keep_alive, sh);
     }
 
@@ -520,6 +505,49 @@ impl Connection {
             sh,
         );
     }
+}
+
+const JSON: &str = "application/json";
+
+/// The body answering an accepted publish.
+fn publish_body(id: &str) -> String {
+    format!("{{\"id\":\"{id}\"}}\n")
+}
+
+/// A `200` response with `body` (omitted for HEAD).
+fn ok_bytes(
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    head_only: bool,
+    sh: &LoopState,
+) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(256 + body.len());
+    let c = common(sh);
+    response::write_response(
+        &mut bytes,
+        &c,
+        200,
+        content_type,
+        body,
+        keep_alive,
+        head_only,
+        &[],
+    );
+    bytes
+}
+
+/// An error response, and whether the connection may stay open after it.
+fn error_bytes(
+    err: &HttpError,
+    keep_alive: bool,
+    extra: &[(&str, &str)],
+    sh: &LoopState,
+) -> (Vec<u8>, bool) {
+    let keep_alive = keep_alive && !err.close;
+    let mut bytes = Vec::new();
+    response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);
+    (bytes, keep_alive)
 }
 
 /// A request that may be read while publishes before it wait for the backplane: another publish

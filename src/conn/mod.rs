@@ -255,11 +255,7 @@ impl Connection {
                 return Flow::Keep;
             }
             let waiting = match &self.stage {
-                Stage::Http(h) => {
-                    h.stalled
-                        || h.pending.len() >= http_stage::MAX_PIPELINED_PUBLISHES
-                        || h.pending.back().is_some_and(|p| !p.keep_alive)
-                }
+                Stage::Http(h) => h.holds_input(),
                 Stage::Frames(f) => f.awaiting >= frame_stage::MAX_AWAITING,
                 Stage::Sse => false,
             };

@@ -10,7 +10,7 @@ use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
 use crate::auth::Grants;
 use crate::backplane::{FetchRequest, RemoteEvent};
-use crate::buf::Wire;
+use crate::buf::{encode_wire, Wire};
 use crate::frame::{self, ErrorCode};
 use crate::http::request::query_pairs;
 use crate::http::response;
@@ -300,23 +300,8 @@ impl Connection {
         let mut bytes = Vec::new();
         for ev in events {
             let id = sh.hub.id_for(ev.seq);
-            let event_type = ev.event_type.as_deref();
-            match wire {
-                Wire::Sse => sse::encode_event(&mut bytes, &id, event_type, &ev.data),
-                Wire::Frame => {
-                    let t = event_type.unwrap_or("");
-                    if let Err(e) = frame::encode_event_frame(
-                        &mut bytes,
-                        &id,
-                        &ev.topics,
-                        t,
-                        ev.data.as_bytes(),
-                    ) {
-                        // Unreachable: these events passed the same checks when published.
-                        log::error!("backfilled event {id} cannot be framed: {e:?}");
-                    }
-                }
-            }
+            let ty = ev.event_type.as_deref();
+            encode_wire(&mut bytes, wire, &id, &ev.topics, ty, &ev.data);
             sh.metrics.replayed += 1;
         }
         if !bytes.is_empty() {
