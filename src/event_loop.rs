@@ -364,6 +364,11 @@ impl Server {
         self.fire_timers();
         if self.sh.backplane.is_some() {
             self.pump_backplane();
+            if let Some(bp) = self.sh.backplane.as_mut() {
+                // The publishes just read go to Redis before this iteration's writes to
+                // subscribers: Redis sequences them while the loop writes, instead of after.
+                bp.flush_output(self.poll.registry(), self.sh.now);
+            }
         } else {
             self.sh.hub.drain_queued();
         }

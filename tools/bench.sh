@@ -37,6 +37,8 @@
 #               <target>-<scenario>-<i>.redis.txt (Redis CPU per 1,000 appended events) and the
 #               node's backplane metrics (<...>.metrics.txt). bench_ratios.py prints X-bp's ratio
 #               to X measured in the same run.
+#   REDIS_CPU / REDIS_RTPRIO  diagnostics: pin redis-server elsewhere than TOOL_CPU, or give it
+#               its own SCHED_FIFO priority (default: pinned and prioritized like the tool)
 #   SSELOOP_ARGS  extra options for the sseloop targets (e.g. "--ui" for the A/B in CONSOLE.md)
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
 #               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
@@ -71,6 +73,9 @@
 #               figure is acknowledged events per second (bench_ratios.py's events/s)
 #   SSELOOP_BIN another sseloop binary to measure instead of the one built here (an A/B of a
 #               build; the sseloop targets use it, bench.sh still builds the tools)
+#   SSELOOP_B   a second sseloop binary for the targets named with "@b" (e.g. TARGETS="sseloop
+#               sseloop@b"): both builds in one run, alternating, so that the machine's drift hits
+#               both alike; bench_ratios.py compares each X@b with X
 #   PERF_STAT   1: in every run, count the server's write and epoll_wait syscalls with perf stat
 #               for PERF_SECS (4) seconds starting PERF_DELAY (3) seconds after the tool starts
 #               (keep that inside the measured time, e.g. TRICKLE_SECS=10); bench_ratios.py then
@@ -274,6 +279,15 @@ fi
 start_target() {
     local name="$1" log="$2" port=""
     case "$name" in
+        *@b)
+            # The same target on the SSELOOP_B binary: an A/B of two builds in one run.
+            local a_bin="$SSELOOP"
+            SSELOOP="${SSELOOP_B:?SSELOOP_B names the binary of the @b targets}"
+            start_target "${name%@b}" "$log"
+            local rc=$?
+            SSELOOP="$a_bin"
+            return $rc
+            ;;
         sseloop*-bp)
             start_redis "${log%.server.log}.redis.log" || return 1
             # The password reaches the node by its environment, not its command line.
@@ -372,7 +386,15 @@ start_redis() {
     redis_port="$(free_port)"
     redis_pass="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     redis_dir="$(mktemp -d "${TMPDIR:-/tmp}/bench-redis.XXXXXX")"
-    "${pin_tool[@]}" "$REDIS_SERVER" --port "$redis_port" --bind 127.0.0.1 --save "" \
+    local pin_redis=("${pin_tool[@]}")
+    # Diagnostics only: where Redis runs and at which SCHED_FIFO priority (default: like the tool).
+    if [ -n "${REDIS_CPU:-}${REDIS_RTPRIO:-}" ]; then
+        pin_redis=()
+        [ -n "${REDIS_RTPRIO:-}" ] && pin_redis+=(chrt -f "$REDIS_RTPRIO")
+        [ -z "${REDIS_RTPRIO:-}" ] && pin_redis+=("${prio[@]}")
+        pin_redis+=(taskset -c "${REDIS_CPU:-$TOOL_CPU}")
+    fi
+    "${pin_redis[@]}" "$REDIS_SERVER" --port "$redis_port" --bind 127.0.0.1 --save "" \
         --appendonly no --dir "$redis_dir" --logfile "$log" --daemonize no \
         --requirepass "$redis_pass" >/dev/null 2>&1 &
     redis_pid=$!

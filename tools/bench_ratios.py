@@ -27,6 +27,9 @@ medians [min-max of the per-repeat differences]), acknowledged events per second
 time Redis spent in each append script (EVALSHA). Acknowledged events per second (measured events
 over the measurement window) are printed for every target of the `publish` scenario.
 
+A/B of two builds (bench.sh `SSELOOP_B`, targets `<target>@b`): a "vs <target> (build A)" line
+under each `<target>@b` compares it with `<target>` of the same run, with the same figures.
+
 Issue figures: under each target of `pattern-10k` (every subscriber on one pattern over 100
 topics), its deliveries per CPU-second over the same target's `trickle-10k` (one exact topic) of
 the same run, as the ratio of the medians [min-max of the per-repeat ratios] (issue 12 asks for
@@ -203,9 +206,12 @@ def summarize(groups):
                         paired[ref] = spread(pairs)
             row["per_cpu_sec_ratio_to"] = ratios
             row["per_cpu_sec_paired_ratio_to"] = paired
-            base = target[: -len("-bp")] if target.endswith("-bp") else None
+            base = backplane_base(target)
             if base in rows:
                 row["backplane"] = versus(targets[target], targets[base], row, rows[base])
+            if target.endswith("@b") and target[:-2] in rows:
+                # An A/B of two builds (bench.sh SSELOOP_B): this build against the other.
+                row["build_a"] = versus(targets[target], targets[target[:-2]], row, rows[target[:-2]])
         out[scenario] = rows
     for scenario, base_scenario in BASELINES.items():
         for target, row in out.get(scenario, {}).items():
@@ -232,6 +238,12 @@ def per_cpu_versus(mine_runs, base_runs, mine, base):
         "per_cpu_sec_ratio": a["median"] / b["median"] if a and b and b["median"] else None,
         "per_cpu_sec_paired": spread(pairs),
     }
+
+
+def backplane_base(target):
+    """`X-bp` -> `X`, `X-bp@b` -> `X@b` (the same node without its backplane), else None."""
+    stem, build = (target[:-2], "@b") if target.endswith("@b") else (target, "")
+    return stem[: -len("-bp")] + build if stem.endswith("-bp") else None
 
 
 def versus(mine_runs, base_runs, mine, base):
@@ -314,8 +326,10 @@ def table(summary):
                 )
             if scenario.startswith("publish") and row["events_per_sec"]:
                 lines.append(f"    acknowledged events/s: {fig(row['events_per_sec'])}")
-            bp = row.get("backplane")
-            if bp:
+            for key in ("backplane", "build_a"):
+                bp = row.get(key)
+                if not bp:
+                    continue
                 parts = []
                 if bp["per_cpu_sec_ratio"] is not None:
                     part = "deliveries/CPU-s x%.2f" % bp["per_cpu_sec_ratio"]
@@ -333,7 +347,8 @@ def table(summary):
                     if bp["events_per_sec_paired"]:
                         part += " [%.2f-%.2f]" % (bp["events_per_sec_paired"]["min"], bp["events_per_sec_paired"]["max"])
                     parts.append(part)
-                lines.append(f"    vs {target[: -len('-bp')]}: " + ", ".join(parts))
+                against = backplane_base(target) if key == "backplane" else target[:-2] + " (build A)"
+                lines.append(f"    vs {against}: " + ", ".join(parts))
             bl = row.get("baseline")
             if bl and bl["per_cpu_sec_ratio"] is not None:
                 part = "x%.2f" % bl["per_cpu_sec_ratio"]
