@@ -1464,21 +1464,12 @@ fn pipelined_http_publishes_on_one_connection_are_all_accepted_in_order() {
     let a = node(&redis, &["--backplane-timeout-ms", "1000"]);
     wait_ready(&a);
     let mut sub = a.subscribe("topic=pipe", &[]);
-    let mut raw = String::new();
-    for i in 0..6 {
-        raw.push_str(&format!(
-            "POST /publish?topic=pipe HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\np{i}"
-        ));
-    }
+    let raw: String = (0..6)
+        .map(|i| raw_publish("pipe", &format!("p{i}")))
+        .collect();
     let mut stream = connect(a.addr);
     std::io::Write::write_all(&mut stream, raw.as_bytes()).expect("send");
-    let mut responses = ResponseReader::new(stream);
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        let r = responses.next().expect("response");
-        assert_eq!(r.status, 200, "publish {i}: {}", r.text());
-        ids.push(json_id(&r.text()));
-    }
+    let ids = accepted_ids(&mut ResponseReader::new(stream), 6);
     assert_one_epoch_increasing(&ids, "pipelined publishes");
     let got: Vec<String> = sub.events(6).into_iter().map(|e| e.data).collect();
     assert_eq!(got, (0..6).map(|i| format!("p{i}")).collect::<Vec<_>>());
@@ -1629,9 +1620,7 @@ fn pipelined_publishes_with_other_requests_between_them_are_answered_in_request_
     let mut sub = a.subscribe("topic=order", &[]);
     // Publishes wait for Redis while the ones behind them are read; a bad publish, a health
     // check and a second batch of publishes follow, all in one write.
-    let publish = |i: usize| {
-        format!("POST /publish?topic=order HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nq{i:02}")
-    };
+    let publish = |i: usize| raw_publish("order", &format!("q{i:02}"));
     let mut raw = String::new();
     for i in 0..5 {
         raw.push_str(&publish(i));
@@ -1677,12 +1666,9 @@ fn pipelined_publishes_followed_by_a_half_close_are_all_answered() {
     let redis = RedisServer::start(Persistence::None);
     let a = node(&redis, &[]);
     wait_ready(&a);
-    let mut raw = String::new();
-    for i in 0..4 {
-        raw.push_str(&format!(
-            "POST /publish?topic=fin HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nf{i}"
-        ));
-    }
+    let raw: String = (0..4)
+        .map(|i| raw_publish("fin", &format!("f{i}")))
+        .collect();
     let mut stream = connect(a.addr);
     std::io::Write::write_all(&mut stream, raw.as_bytes()).expect("send");
     // The client is done sending: the FIN arrives while the publishes wait for Redis.
@@ -1690,17 +1676,31 @@ fn pipelined_publishes_followed_by_a_half_close_are_all_answered() {
         .shutdown(std::net::Shutdown::Write)
         .expect("half-close");
     let mut responses = ResponseReader::new(stream);
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        let r = responses
-            .next()
-            .unwrap_or_else(|| panic!("publish {i}: no response before the close"));
-        assert_eq!(r.status, 200, "publish {i}: {}", r.text());
-        ids.push(json_id(&r.text()));
-    }
+    let ids = accepted_ids(&mut responses, 4);
     assert_one_epoch_increasing(&ids, "publishes before the FIN");
     assert!(
         responses.closed_within(TIMEOUT),
         "the node closes once everything is answered"
     );
+}
+
+/// One keep-alive `POST /publish` of `body` to `topic`, as raw request bytes for pipelining.
+fn raw_publish(topic: &str, body: &str) -> String {
+    format!(
+        "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads `n` responses, each a `200` accepting a publish, and returns their ids in order.
+fn accepted_ids(responses: &mut ResponseReader, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let r = responses
+                .next()
+                .unwrap_or_else(|| panic!("publish {i}: no response"));
+            assert_eq!(r.status, 200, "publish {i}: {}", r.text());
+            json_id(&r.text())
+        })
+        .collect()
 }

@@ -500,12 +500,8 @@ scenario_args() {
                 "--window $TRICKLE_WINDOW --publishers $TRICKLE_PUBLISHERS --spread-publishers --warmup-secs 1"
             ;;
         # trickle-10k's load with every subscriber on one pattern over 100 topics.
-        pattern-10k)
-            echo "--subscribers 10000 --subscribe-pattern --topic-prefix load/ --topics 100" \
-                "--events 100000000 --duration-secs $TRICKLE_SECS --size 64 --rate $TRICKLE_RATE" \
-                "--window $TRICKLE_WINDOW --publishers $TRICKLE_PUBLISHERS --spread-publishers --warmup-secs 1"
-            ;;
-        burst-rss-10k) echo "--subscribers 10000 --events $EVENTS_10K --size 64 --rate max --window $WINDOW_10K --warmup-secs 1 --settle-secs $SETTLE_SECS" ;;
+        pattern-10k) echo "$(scenario_args trickle-10k) --subscribe-pattern --topic-prefix load/ --topics 100" ;;
+        burst-rss-10k) echo "$(scenario_args fanout-10k) --settle-secs $SETTLE_SECS" ;;
         # --events is only a cap: the run ends after PUB_SECS measured seconds.
         publish)
             echo "--subscribers $PUB_SUBSCRIBERS --events 100000000 --duration-secs $PUB_SECS --size 64" \

@@ -219,25 +219,9 @@ def summarize(groups):
             if base:
                 row["baseline"] = {
                     "scenario": base_scenario,
-                    **per_cpu_versus(groups[scenario][target], base, row, out[base_scenario][target]),
+                    **versus(groups[scenario][target], base, row, out[base_scenario][target]),
                 }
     return out
-
-
-def per_cpu_versus(mine_runs, base_runs, mine, base):
-    """Deliveries per CPU-second of one group of runs over another's: the ratio of the medians
-    and the [min-max] of the per-repeat ratios."""
-    by_repeat = {r["_repeat"]: pick(r, "server", "deliveries_per_cpu_sec") for r in base_runs}
-    pairs = []
-    for r in mine_runs:
-        a, b = pick(r, "server", "deliveries_per_cpu_sec"), by_repeat.get(r["_repeat"])
-        if a is not None and b:
-            pairs.append(a / b)
-    a, b = mine["per_cpu_sec"], base["per_cpu_sec"]
-    return {
-        "per_cpu_sec_ratio": a["median"] / b["median"] if a and b and b["median"] else None,
-        "per_cpu_sec_paired": spread(pairs),
-    }
 
 
 def backplane_base(target):
@@ -247,8 +231,9 @@ def backplane_base(target):
 
 
 def versus(mine_runs, base_runs, mine, base):
-    """A backplane target against the same node without it: ratios and added p99, medians and
-    [min-max] per repeat pair."""
+    """One target's runs against another's of the same run (a backplane node against the same
+    node without it, build B against build A, a scenario against its baseline scenario): ratios
+    and added p99, medians and [min-max] per repeat pair."""
     by_repeat = {r["_repeat"]: r for r in base_runs}
     pairs = [(r, by_repeat[r["_repeat"]]) for r in mine_runs if r["_repeat"] in by_repeat]
 

@@ -488,29 +488,20 @@ impl Backplane {
                 bytes += s.cost;
                 batch.push(s);
             }
-            let idem_keys: Vec<String> = batch
-                .iter()
-                .map(|s| match &s.idempotency_key {
+            // Owned arguments, referenced by `args` below: each event's idempotency key and
+            // topic stream keys (in KEYS order), and its topic count and topic list.
+            let mut keys: Vec<String> = Vec::new();
+            let mut shapes: Vec<(String, String)> = Vec::with_capacity(batch.len());
+            for s in &batch {
+                keys.push(match &s.idempotency_key {
                     Some(k) => format!("{}{k}", self.keys.idem),
                     None => self.keys.idem.clone(),
-                })
-                .collect();
-            let topic_keys: Vec<Vec<String>> = batch
-                .iter()
-                .map(|s| {
-                    let t = &s.sent.topics;
-                    t.iter()
-                        .map(|t| format!("{}{t}", self.keys.topic))
-                        .collect()
-                })
-                .collect();
-            let counts: Vec<String> = batch
-                .iter()
-                .map(|s| s.sent.topics.len().to_string())
-                .collect();
-            let joined: Vec<String> = batch.iter().map(|s| s.sent.topics.join(" ")).collect();
-            let nkeys = 3 + batch.len() + topic_keys.iter().map(Vec::len).sum::<usize>();
-            let nkeys = nkeys.to_string();
+                });
+                let topics = &s.sent.topics;
+                keys.extend(topics.iter().map(|t| format!("{}{t}", self.keys.topic)));
+                shapes.push((topics.len().to_string(), topics.join(" ")));
+            }
+            let nkeys = (3 + keys.len()).to_string();
             let n = batch.len().to_string();
             let mut args: Vec<&[u8]> = vec![
                 b"EVALSHA",
@@ -520,17 +511,14 @@ impl Backplane {
                 self.keys.epoch.as_bytes(),
                 self.keys.log.as_bytes(),
             ];
-            for (idem, topics) in idem_keys.iter().zip(&topic_keys) {
-                args.push(idem.as_bytes());
-                args.extend(topics.iter().map(|k| k.as_bytes()));
-            }
+            args.extend(keys.iter().map(|k| k.as_bytes()));
             args.push(epoch.as_bytes());
             args.extend(fixed.iter().map(|a| a.as_bytes()));
             args.push(n.as_bytes());
-            for (i, s) in batch.iter().enumerate() {
+            for (s, (count, topics)) in batch.iter().zip(&shapes) {
                 args.extend_from_slice(&[
-                    counts[i].as_bytes(),
-                    joined[i].as_bytes(),
+                    count.as_bytes(),
+                    topics.as_bytes(),
                     s.sent.event_type.as_deref().unwrap_or("").as_bytes(),
                     s.sent.data.as_bytes(),
                     if s.idempotency_key.is_some() {
@@ -911,9 +899,6 @@ impl Backplane {
         *phase = Phase::Down { retry_at, attempt };
         if writer {
             self.fail_pending();
-            while let Some(req) = self.fetches.pop_front() {
-                self.backfill_failed(req);
-            }
         }
     }
 
@@ -1259,12 +1244,10 @@ impl Backplane {
             }
         }
         self.fail_pending();
-        while let Some(req) = self.fetches.pop_front() {
-            self.backfill_failed(req);
-        }
     }
 
-    /// Refuses every append not answered yet, sent or staged.
+    /// Refuses everything the writer carries that Redis has not answered: appends sent or
+    /// staged, and backfills.
     fn fail_pending(&mut self) {
         while let Some((origin, _)) = self.pop_inflight() {
             self.fail(origin);
@@ -1272,6 +1255,9 @@ impl Backplane {
         for s in std::mem::take(&mut self.staged) {
             self.inflight_bytes -= s.cost;
             self.fail(s.origin);
+        }
+        while let Some(req) = self.fetches.pop_front() {
+            self.backfill_failed(req);
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -65,9 +66,30 @@ impl RedisConn {
         }
     }
 
-    /// Waits at most `timeout` for reply bytes. Returns true when some are readable.
+    /// Blocks at most `timeout` until reply bytes (or an error or hang-up) are readable: a
+    /// `ppoll` on this one socket, for a loop that would rather wait briefly than let an
+    /// imminent answer miss the work it is about to do. True when readable.
     pub fn wait_readable(&self, timeout: Duration) -> bool {
-        crate::conn::io::wait_readable(&self.stream, timeout)
+        let mut pfd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        loop {
+            // SAFETY: one valid pollfd and a valid timespec, both alive across the call; a null
+            // signal mask keeps the current one.
+            let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+            if n >= 0 {
+                return n > 0 && pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
     }
 
     /// True when command bytes wait to be sent.

@@ -4,13 +4,13 @@
 
 use std::borrow::Cow;
 
-use super::http_stage::common;
+use super::http_stage::{common, Reply};
 use super::Connection;
 use crate::console::{self, Lookup, StatsInput};
-use crate::event_loop::LoopState;
 use crate::http::request::query_pairs;
 use crate::http::response;
 use crate::http::{self, HttpError, Method, RequestHead};
+use crate::loop_state::LoopState;
 
 /// Headers every console answer carries.
 const HARDENING: [(&str, &str); 3] = [
@@ -141,7 +141,12 @@ impl Connection {
             head_only,
             headers,
         );
-        self.queue_response(key, status, &bytes, reuse, sh);
+        let reply = Reply {
+            status,
+            bytes,
+            keep_alive: reuse,
+        };
+        self.queue_response(key, reply, sh);
     }
 }
 

@@ -67,9 +67,9 @@ impl Pending {
 
 /// A response's bytes, its status (for the metrics) and whether the connection stays open.
 pub(super) struct Reply {
-    status: u16,
-    bytes: Vec<u8>,
-    keep_alive: bool,
+    pub(super) status: u16,
+    pub(super) bytes: Vec<u8>,
+    pub(super) keep_alive: bool,
 }
 
 pub(super) struct BodyInProgress {
@@ -201,16 +201,18 @@ impl Connection {
             Route::Preflight => {
                 let mut bytes = Vec::new();
                 response::write_preflight(&mut bytes, &common(sh), reuse);
-                self.queue_response(key, 204, &bytes, reuse, sh);
+                let reply = Reply {
+                    status: 204,
+                    bytes,
+                    keep_alive: reuse,
+                };
+                self.queue_response(key, reply, sh);
             }
             Route::Healthz => self.respond_ok(key, "text/plain", b"ok\n", reuse, head_only, sh),
             Route::Readyz if sh.ready() => {
                 self.respond_ok(key, "text/plain", b"ready\n", reuse, head_only, sh)
             }
-            Route::Readyz => {
-                let retry = [("Retry-After", "1")];
-                self.respond_error(key, &HttpError::NOT_READY, reuse, &retry, sh)
-            }
+            Route::Readyz => self.respond_error(key, &HttpError::NOT_READY, reuse, RETRY_SOON, sh),
             Route::Metrics => {
                 let text = sh.render_metrics();
                 let ct = "text/plain; version=0.0.4; charset=utf-8";
@@ -292,8 +294,7 @@ impl Connection {
         if sh.shutting_down {
             // The streams already have their farewell: an event accepted now would reach nobody,
             // so it is refused rather than acknowledged.
-            let retry = [("Retry-After", "1")];
-            return self.respond_error(key, &HttpError::SHUTTING_DOWN, false, &retry, sh);
+            return self.respond_error(key, &HttpError::SHUTTING_DOWN, false, RETRY_SOON, sh);
         }
         let keep_alive = req.head.keep_alive;
         let Ok(data) = String::from_utf8(req.data) else {
@@ -348,23 +349,15 @@ impl Connection {
             return;
         };
         let keep_alive = http.pending[at].keep_alive();
-        let reply = match outcome {
-            Ok((id, _)) => Reply {
-                status: 200,
-                bytes: ok_bytes(JSON, publish_body(&id).as_bytes(), keep_alive, false, sh),
+        http.pending[at] = Pending::Ready(match outcome {
+            Ok((id, _)) => ok_reply(JSON, publish_body(&id).as_bytes(), keep_alive, false, sh),
+            Err(AppendError::Unavailable) => error_reply(
+                &HttpError::BACKPLANE_UNAVAILABLE,
                 keep_alive,
-            },
-            Err(AppendError::Unavailable) => {
-                let err = &HttpError::BACKPLANE_UNAVAILABLE;
-                let (bytes, keep_alive) = error_bytes(err, keep_alive, &[("Retry-After", "1")], sh);
-                Reply {
-                    status: err.status,
-                    bytes,
-                    keep_alive,
-                }
-            }
-        };
-        http.pending[at] = Pending::Ready(reply);
+                RETRY_SOON,
+                sh,
+            ),
+        });
         self.release_pending(key, sh);
         self.mark_dirty(key, sh);
     }
@@ -378,10 +371,10 @@ impl Connection {
             if !matches!(http.pending.front(), Some(Pending::Ready(_))) {
                 return;
             }
-            let Some(Pending::Ready(r)) = http.pending.pop_front() else {
+            let Some(Pending::Ready(reply)) = http.pending.pop_front() else {
                 return;
             };
-            self.emit_response(key, r.status, &r.bytes, r.keep_alive, sh);
+            self.emit_response(key, &reply, sh);
         }
     }
 
@@ -397,43 +390,25 @@ impl Connection {
         head_only: bool,
         sh: &mut LoopState,
     ) {
-        let bytes = ok_bytes(content_type, body, keep_alive, head_only, sh);
-        self.queue_response(key, 200, &bytes, keep_alive, sh);
+        let reply = ok_reply(content_type, body, keep_alive, head_only, sh);
+        self.queue_response(key, reply, sh);
     }
 
     /// Queues a response, behind any publish of this connection still with the backplane.
-    pub(super) fn queue_response(
-        &mut self,
-        key: usize,
-        status: u16,
-        bytes: &[u8],
-        keep_alive: bool,
-        sh: &mut LoopState,
-    ) {
+    pub(super) fn queue_response(&mut self, key: usize, reply: Reply, sh: &mut LoopState) {
         if let Stage::Http(http) = &mut self.stage {
             if !http.pending.is_empty() {
-                http.pending.push_back(Pending::Ready(Reply {
-                    status,
-                    bytes: bytes.to_vec(),
-                    keep_alive,
-                }));
+                http.pending.push_back(Pending::Ready(reply));
                 return;
             }
         }
-        self.emit_response(key, status, bytes, keep_alive, sh);
+        self.emit_response(key, &reply, sh);
     }
 
-    fn emit_response(
-        &mut self,
-        key: usize,
-        status: u16,
-        bytes: &[u8],
-        keep_alive: bool,
-        sh: &mut LoopState,
-    ) {
-        sh.metrics.count_response(status);
-        self.push_private(key, bytes, 0, sh);
-        if !keep_alive && self.life == Life::Active {
+    fn emit_response(&mut self, key: usize, reply: &Reply, sh: &mut LoopState) {
+        sh.metrics.count_response(reply.status);
+        self.push_private(key, &reply.bytes, 0, sh);
+        if !reply.keep_alive && self.life == Life::Active {
             if let Stage::Http(http) = &mut self.stage {
                 http.rbuf = Vec::new();
                 http.body = None;
@@ -450,8 +425,8 @@ impl Connection {
         extra: &[(&str, &str)],
         sh: &mut LoopState,
     ) {
-        let (bytes, keep_alive) = error_bytes(err, keep_alive, extra, sh);
-        self.queue_response(key, err.status, &bytes, keep_alive, sh);
+        let reply = error_reply(err, keep_alive, extra, sh);
+        self.queue_response(key, reply, sh);
     }
 
     /// The hub refused an event: too large once encoded, or no room for another topic.
@@ -470,13 +445,9 @@ impl Connection {
                 };
                 self.respond_error(key, &err, keep_alive, &[], sh)
             }
-            HubError::TooManyTopics => self.respond_error(
-                key,
-                &HttpError::TOO_MANY_TOPICS,
-                keep_alive,
-                &[("Retry-After", "1")],
-                sh,
-            ),
+            HubError::TooManyTopics => {
+                self.respond_error(key, &HttpError::TOO_MANY_TOPICS, keep_alive, RETRY_SOON, sh)
+            }
         }
     }
 
@@ -514,14 +485,18 @@ fn publish_body(id: &str) -> String {
     format!("{{\"id\":\"{id}\"}}\n")
 }
 
+/// `Retry-After` for a refusal the client may retry shortly (shutting down, over capacity, not
+/// ready, backplane unavailable).
+pub(super) const RETRY_SOON: &[(&str, &str)] = &[("Retry-After", "1")];
+
 /// A `200` response with `body` (omitted for HEAD).
-fn ok_bytes(
+fn ok_reply(
     content_type: &str,
     body: &[u8],
     keep_alive: bool,
     head_only: bool,
     sh: &LoopState,
-) -> Vec<u8> {
+) -> Reply {
     let mut bytes = Vec::with_capacity(256 + body.len());
     let c = common(sh);
     response::write_response(
@@ -534,20 +509,23 @@ fn ok_bytes(
         head_only,
         &[],
     );
-    bytes
+    Reply {
+        status: 200,
+        bytes,
+        keep_alive,
+    }
 }
 
-/// An error response, and whether the connection may stay open after it.
-fn error_bytes(
-    err: &HttpError,
-    keep_alive: bool,
-    extra: &[(&str, &str)],
-    sh: &LoopState,
-) -> (Vec<u8>, bool) {
+/// An error response (it closes the connection when the error says so).
+fn error_reply(err: &HttpError, keep_alive: bool, extra: &[(&str, &str)], sh: &LoopState) -> Reply {
     let keep_alive = keep_alive && !err.close;
     let mut bytes = Vec::new();
     response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);
-    (bytes, keep_alive)
+    Reply {
+        status: err.status,
+        bytes,
+        keep_alive,
+    }
 }
 
 /// A request that may be read while publishes before it wait for the backplane: another publish

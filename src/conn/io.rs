@@ -6,7 +6,6 @@
 
 use std::io::{self, IoSlice, Read};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use mio::net::TcpStream;
 
@@ -92,30 +91,4 @@ pub fn nofile_limit() -> Option<u64> {
     // SAFETY: getrlimit only writes into the struct we own and pass by pointer.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     ok.then_some(limit.rlim_cur)
-}
-
-/// Blocks at most `timeout` until `sock` has bytes to read (or an error or hang-up to report):
-/// a `ppoll` on that one socket, for a caller that would rather wait briefly than let an
-/// imminent answer miss the work it is about to do. Returns true when it is readable.
-pub fn wait_readable(sock: &TcpStream, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    loop {
-        // SAFETY: one valid pollfd and a valid timespec, both alive across the call; a null
-        // signal mask means "keep the current one".
-        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-        if n >= 0 {
-            return n > 0 && pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return false;
-        }
-    }
 }

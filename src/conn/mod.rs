@@ -23,9 +23,11 @@ use mio::net::TcpStream;
 
 use crate::buf::MAX_IOVECS;
 use crate::http::HttpError;
+use crate::hub::Hub;
 use crate::loop_state::LoopState;
 use crate::metrics::{CloseCause, ConnKind};
 use crate::timer::{TimerKey, TimerKind};
+use http_stage::RETRY_SOON;
 use io::Io;
 use output::Output;
 use state::{Life, LifeEvent};
@@ -189,13 +191,7 @@ impl Connection {
             self.refused = true;
             sh.refused += 1;
             sh.metrics.closes[CloseCause::OverCapacity as usize] += 1;
-            self.respond_error(
-                key,
-                &HttpError::OVER_CAPACITY,
-                false,
-                &[("Retry-After", "1")],
-                sh,
-            );
+            self.respond_error(key, &HttpError::OVER_CAPACITY, false, RETRY_SOON, sh);
             self.grace = REJECT_GRACE;
         }
         self.sync_deadline(key, sh);
@@ -279,14 +275,7 @@ impl Connection {
                 Io::WouldBlock => return Flow::Keep,
                 Io::Eof => {
                     self.peer_eof = true;
-                    if matches!(&self.stage, Stage::Http(h) if !h.pending.is_empty()) {
-                        // Publishes sent before the FIN are still with the backplane: answer
-                        // them, and what is buffered behind them, first. Reading resumes once
-                        // they are out, and meets the FIN again.
-                        self.read_paused = true;
-                        return Flow::Keep;
-                    }
-                    let output_pending = self.out.has_output(&sh.hub);
+                    let output_pending = self.owes_output(&sh.hub);
                     return self.transition(LifeEvent::PeerClosed { output_pending }, sh);
                 }
                 Io::Closed(_) => return Flow::Close(Closing::Broken),
@@ -341,7 +330,7 @@ impl Connection {
                     self.peer_eof = true;
                     return match self.life {
                         // Our FIN is out and theirs arrived: done. Otherwise keep flushing.
-                        Life::Graceful if self.shut_write || !self.out.has_output(&sh.hub) => {
+                        Life::Graceful if self.shut_write || !self.owes_output(&sh.hub) => {
                             Flow::Close(Closing::Done)
                         }
                         Life::Graceful => Flow::Keep,
@@ -464,10 +453,26 @@ impl Connection {
         Flow::Keep
     }
 
+    /// Responses this connection must still send that are not queued yet: HTTP publishes
+    /// waiting for the backplane, and responses ready behind them.
+    fn responses_owed(&self) -> bool {
+        matches!(&self.stage, Stage::Http(h) if !h.pending.is_empty())
+    }
+
+    /// Output queued, or owed and still to come.
+    fn owes_output(&self, hub: &Hub) -> bool {
+        self.out.has_output(hub) || self.responses_owed()
+    }
+
     /// Everything queued has been written.
     fn on_drained(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         match self.life {
             Life::Graceful => {
+                if self.responses_owed() {
+                    // Publishes still with the backplane: their answers come (or are refused)
+                    // within the append timeout, and the grace deadline bounds the wait.
+                    return Flow::Keep;
+                }
                 if !self.shut_write {
                     io::shutdown_write(&self.sock);
                     self.shut_write = true;

@@ -21,8 +21,8 @@ pub enum Life {
     Active,
     /// Keep-alive: no request in progress and no output pending.
     Idle,
-    /// Winding down: no new input is acted upon; queued output is flushed, the write side shut,
-    /// and the peer's FIN awaited until the grace deadline.
+    /// Winding down: no new input is acted upon; queued output is flushed (and owed responses
+    /// awaited), the write side shut, and the peer's FIN awaited until the grace deadline.
     Graceful,
     /// Gone. Reached once, by one of the close paths, all of which end in `Server::close`.
     Closed,
@@ -41,7 +41,7 @@ pub enum LifeEvent {
     },
     /// The peer sent FIN. With output still to deliver the connection winds down gracefully.
     PeerClosed {
-        /// Output (a response) is still queued.
+        /// Output is still queued, or owed (a response waiting for the backplane).
         output_pending: bool,
     },
     /// Shutdown or a protocol error asks the connection to finish gracefully.

@@ -5,7 +5,7 @@
 
 use super::authz::push_wanted;
 use super::frame_stage::FrameConn;
-use super::http_stage::common;
+use super::http_stage::{common, RETRY_SOON};
 use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
 use crate::auth::Grants;
@@ -48,13 +48,7 @@ impl Connection {
         sh: &mut LoopState,
     ) -> Option<StreamRequest> {
         if sh.shutting_down {
-            self.respond_error(
-                key,
-                &HttpError::SHUTTING_DOWN,
-                false,
-                &[("Retry-After", "1")],
-                sh,
-            );
+            self.respond_error(key, &HttpError::SHUTTING_DOWN, false, RETRY_SOON, sh);
             return None;
         }
         let query = match parse_subscribe_query(&head.query) {
@@ -188,7 +182,7 @@ impl Connection {
                         sh.hub.unsubscribe(sub);
                     }
                     let err = &HttpError::TOO_MANY_TOPICS;
-                    self.respond_error(key, err, false, &[("Retry-After", "1")], sh);
+                    self.respond_error(key, err, false, RETRY_SOON, sh);
                     return false;
                 }
             }
