@@ -1684,6 +1684,32 @@ fn pipelined_publishes_followed_by_a_half_close_are_all_answered() {
     );
 }
 
+#[test]
+fn a_publish_waiting_for_redis_when_the_node_shuts_down_is_still_answered() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start(Persistence::None);
+    let mut a = node(&redis, &["--backplane-timeout-ms", "3000"]);
+    wait_ready(&a);
+    let mut stream = connect(a.addr);
+    redis.pause();
+    std::io::Write::write_all(&mut stream, raw_publish("bye", "last").as_bytes()).expect("send");
+    // The node has read the publish and sent it to Redis, which cannot answer yet.
+    std::thread::sleep(Duration::from_millis(300));
+    a.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    redis.resume();
+    let mut responses = ResponseReader::new(stream);
+    let ids = accepted_ids(&mut responses, 1);
+    assert_one_epoch_increasing(&ids, "the publish answered during shutdown");
+    assert!(
+        responses.closed_within(TIMEOUT),
+        "the node closes the connection once it has answered"
+    );
+    assert_eq!(a.wait_exit(TIMEOUT), Some(0), "clean exit after the answer");
+}
+
 /// One keep-alive `POST /publish` of `body` to `topic`, as raw request bytes for pipelining.
 fn raw_publish(topic: &str, body: &str) -> String {
     format!(

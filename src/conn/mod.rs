@@ -558,12 +558,16 @@ impl Connection {
         match (self.life, &self.stage) {
             (Life::Graceful | Life::Closed, _) => return Flow::Keep,
             (Life::Active, Stage::Http(http))
-                if http.rbuf.is_empty() && http.body.is_none() && self.out.private.is_empty() =>
+                if http.rbuf.is_empty()
+                    && http.body.is_none()
+                    && http.pending.is_empty()
+                    && self.out.private.is_empty() =>
             {
                 // Accepted but no request yet: nothing to finish.
                 return Flow::Close(Closing::Done);
             }
-            // A request in progress finishes (its response says Connection: close).
+            // A request in progress finishes (its response says Connection: close), and
+            // publishes waiting for the backplane get their answers (within its timeout).
             (Life::Active, Stage::Http(_)) => return Flow::Keep,
             (Life::Active, Stage::Sse | Stage::Frames(_)) => self.queue_farewell(key, sh),
             (Life::Idle, _) => {}
