@@ -123,6 +123,9 @@ int sseloop_config_set_grace_ms(sseloop_config_t *config, uint64_t ms);
 int sseloop_config_set_header_timeout_ms(sseloop_config_t *config, uint64_t ms);
 int sseloop_config_set_idle_timeout_ms(sseloop_config_t *config, uint64_t ms);
 int sseloop_config_set_write_stall_ms(sseloop_config_t *config, uint64_t ms);
+/* How often a long round of writes to subscribers takes new input (publishes, Redis's answers),
+ * in microseconds; [0, 1000000], 0 after every write. Default 250. */
+int sseloop_config_set_round_input_us(sseloop_config_t *config, uint64_t us);
 /* Output queued per connection before a slow-consumer cut; [2^16, 2^40], and sseloop_new wants
  * at least max_body + 65536. Default 2 MiB. */
 int sseloop_config_set_max_queue_bytes(sseloop_config_t *config, size_t bytes);

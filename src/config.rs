@@ -131,6 +131,12 @@ pub mod ranges {
         min: 1,
         max: DAY_MS,
     };
+    /// `--round-input-us`.
+    pub const ROUND_INPUT_US: OptionRange = OptionRange {
+        flag: "--round-input-us",
+        min: 0,
+        max: 1_000_000,
+    };
     /// `--max-queue-bytes` (also at least `--max-body` + 64 KiB, checked by `validate`).
     pub const MAX_QUEUE_BYTES: OptionRange = OptionRange {
         flag: "--max-queue-bytes",
@@ -163,7 +169,7 @@ pub mod ranges {
     };
 
     /// Every range, in `--help` order.
-    pub const ALL: [OptionRange; 17] = [
+    pub const ALL: [OptionRange; 18] = [
         HEARTBEAT_MS,
         RETRY_MS,
         HISTORY,
@@ -175,6 +181,7 @@ pub mod ranges {
         HEADER_TIMEOUT_MS,
         IDLE_TIMEOUT_MS,
         WRITE_STALL_MS,
+        ROUND_INPUT_US,
         MAX_QUEUE_BYTES,
         PUBLISH_QUEUE_BYTES,
         MAX_FRAME,
@@ -297,6 +304,12 @@ pub struct Config {
     #[arg(long, default_value = "30000", value_parser = number_in(ranges::WRITE_STALL_MS))]
     pub write_stall_ms: u64,
 
+    /// While writing a long round of output to many subscribers, take new input (publishes,
+    /// Redis's answers) every this many microseconds, so that it is answered and delivered
+    /// without waiting for the round to end (0: after every write; 0..=1000000).
+    #[arg(long, default_value = "250", value_parser = number_in(ranges::ROUND_INPUT_US))]
+    pub round_input_us: u64,
+
     /// Most output bytes queued for one connection; a subscriber past it is a slow consumer and is
     /// disconnected (it can resume with Last-Event-ID). At least --max-body + 64k; at most 1T.
     #[arg(long, default_value = "2M", value_parser = size_in(ranges::MAX_QUEUE_BYTES))]
@@ -407,6 +420,7 @@ impl fmt::Debug for Config {
             .field("header_timeout_ms", &self.header_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("write_stall_ms", &self.write_stall_ms)
+            .field("round_input_us", &self.round_input_us)
             .field("max_queue_bytes", &self.max_queue_bytes)
             .field("publish_queue_bytes", &self.publish_queue_bytes)
             .field("max_frame", &self.max_frame)
@@ -510,7 +524,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Every numeric option with its range (the table [`Config::validate`] checks).
-    pub fn numeric_options(&self) -> [(OptionRange, u64); 17] {
+    pub fn numeric_options(&self) -> [(OptionRange, u64); 18] {
         use ranges::*;
         let n = |v: usize| v as u64;
         [
@@ -526,6 +540,7 @@ impl Config {
             (HEADER_TIMEOUT_MS, self.header_timeout_ms),
             (IDLE_TIMEOUT_MS, self.idle_timeout_ms),
             (WRITE_STALL_MS, self.write_stall_ms),
+            (ROUND_INPUT_US, self.round_input_us),
             (MAX_QUEUE_BYTES, n(self.max_queue_bytes)),
             (PUBLISH_QUEUE_BYTES, n(self.publish_queue_bytes)),
             (MAX_FRAME, n(self.max_frame)),
@@ -682,6 +697,7 @@ mod tests {
             (2 << 20, 16 << 20, 64 << 20)
         );
         assert_eq!((c.max_topics, c.max_frame), (65_536, 1 << 20));
+        assert_eq!(c.round_input_us, 250);
         assert_eq!(c.cors_origin, "*");
         assert!(c.validate().is_ok());
     }

@@ -55,6 +55,13 @@ const APPEND_WAIT_READERS: usize = 1024;
 const APPEND_WAIT: Duration = Duration::from_millis(2);
 /// After a wait that came back empty (Redis slow or gone), no waiting for this long.
 const APPEND_WAIT_BACKOFF: Duration = Duration::from_millis(500);
+/// A round of subscriber writes takes new input when `--round-input-us` (default 250 µs: every
+/// ~40 writes on this machine) has passed since it started or last took input; the clock is read
+/// every this many writes to decide that (every write when the option is 0). A publish arriving
+/// mid-round then waits that long, not the rest of the round; an empty poll costs ~1 µs.
+const MIDROUND_CHECK: usize = 8;
+/// Readiness events taken per mid-round poll (the rest wait for the next).
+const MIDROUND_EVENTS: usize = 256;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -117,6 +124,10 @@ pub struct Server {
     touched: Vec<ChannelId>,
     /// No waiting for the backplane's answers before a fan-out until then (see [`APPEND_WAIT`]).
     append_wait_off_until: Option<Instant>,
+    /// Readiness taken in the middle of a round of writes (see [`Self::take_input_midround`]).
+    midround_events: Events,
+    /// Connections marked for writing by mid-round input (reused buffer).
+    midround_dirty: Vec<usize>,
 }
 
 impl Server {
@@ -190,6 +201,8 @@ impl Server {
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
+            midround_events: Events::with_capacity(MIDROUND_EVENTS),
+            midround_dirty: Vec::new(),
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
@@ -362,21 +375,12 @@ impl Server {
     fn after_dispatch(&mut self) {
         self.accept_batch();
         self.fire_timers();
-        if self.sh.backplane.is_some() {
-            self.pump_backplane();
-            if let Some(bp) = self.sh.backplane.as_mut() {
-                // The publishes just read go to Redis before this iteration's writes to
-                // subscribers: Redis sequences them while the loop writes, instead of after.
-                bp.flush_output(self.poll.registry(), self.sh.now);
-            }
-        } else {
-            self.sh.hub.drain_queued();
-        }
-        // A backlog goes out in slices small enough for a healthy reader to take in one round.
-        let slice = (self.sh.config.max_queue_bytes / 2).max(64 * 1024);
-        self.sh.hub.record_backlog(slice);
+        // With a backplane, the publishes just read go to Redis before this iteration's writes
+        // to subscribers: Redis sequences them while the loop writes, instead of after.
+        self.take_publishes();
         if self.await_appends() {
             self.pump_backplane();
+            let slice = self.backlog_slice();
             self.sh.hub.record_backlog(slice);
         }
         self.fan_out();
@@ -387,6 +391,11 @@ impl Server {
             bp.flush_output(self.poll.registry(), self.sh.now);
         }
         self.check_shutdown();
+    }
+
+    /// A backlog goes out in slices small enough for a healthy reader to take in one round.
+    fn backlog_slice(&self) -> usize {
+        (self.sh.config.max_queue_bytes / 2).max(64 * 1024)
     }
 
     /// Before a large fan-out, waits briefly for Redis to answer the appends sent so far. True
@@ -652,17 +661,85 @@ impl Server {
 
     fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.sh.dirty);
-        for key in dirty.drain(..) {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            let flow = conn.flush(key, &mut self.sh);
-            self.settle(key, flow);
+        // A long round of writes stops now and then to take new input: a publish arriving
+        // during it is answered and reaches the readers the round has not written yet (with a
+        // backplane, it goes to Redis at once and is sequenced while the round goes on), instead
+        // of waiting for the whole round. Under a trickle the publishers are held back by their
+        // slowest readers; they get going again sooner, so each round carries more events.
+        let every = self.sh.round_input();
+        let check = if every.is_zero() { 1 } else { MIDROUND_CHECK };
+        let mut last_input = self.sh.now;
+        for (i, key) in dirty.drain(..).enumerate() {
+            if let Some(conn) = self.conns.get_mut(key) {
+                let flow = conn.flush(key, &mut self.sh);
+                self.settle(key, flow);
+            }
+            if i % check == check - 1 {
+                let now = Instant::now();
+                if now.saturating_duration_since(last_input) >= every {
+                    self.take_input_midround();
+                    last_input = now;
+                }
+            }
         }
         // Keep the allocation; connections that still have work pushed themselves again.
         if self.sh.dirty.is_empty() {
             self.sh.dirty = dirty;
         }
+    }
+
+    /// Mid-round input (see [`Self::flush_dirty`]): what is ready now is read and dispatched;
+    /// publishes are taken (with a backplane: sent to Redis, and the events Redis sent are
+    /// recorded); publishers get their answers at once; readers still waiting in this round take
+    /// the new events in it, the others in the next (as readers of any new event do).
+    fn take_input_midround(&mut self) {
+        let answers_from = self.sh.dirty.len();
+        let mut events = std::mem::replace(&mut self.midround_events, Events::with_capacity(0));
+        if self.poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            self.sh.refresh_clock();
+            self.dispatch(&events);
+        }
+        self.midround_events = events;
+        self.sh.metrics.midround_polls += 1;
+        self.take_publishes();
+        self.flush_answers(answers_from);
+        self.fan_out();
+    }
+
+    /// Publishes become events: other threads' are taken, and with a backplane the appends
+    /// staged so far go to Redis and the events it sent are recorded; the backlog is recorded.
+    fn take_publishes(&mut self) {
+        if self.sh.backplane.is_some() {
+            self.pump_backplane();
+            if let Some(bp) = self.sh.backplane.as_mut() {
+                bp.flush_output(self.poll.registry(), self.sh.now);
+            }
+        } else {
+            self.sh.hub.drain_queued();
+        }
+        let slice = self.backlog_slice();
+        self.sh.hub.record_backlog(slice);
+    }
+
+    /// Writes now what connections that read no channel queued since `dirty[from]`: publish
+    /// answers and other responses do not wait for the rest of a round of subscriber writes.
+    fn flush_answers(&mut self, from: usize) {
+        if self.sh.dirty.len() <= from {
+            return;
+        }
+        let mut marked = std::mem::take(&mut self.midround_dirty);
+        marked.extend(self.sh.dirty.drain(from..));
+        for key in marked.drain(..) {
+            match self.conns.get_mut(key) {
+                Some(conn) if !conn.reads_channels() => {
+                    let flow = conn.flush(key, &mut self.sh);
+                    self.settle(key, flow);
+                }
+                Some(_) => self.sh.dirty.push(key),
+                None => {}
+            }
+        }
+        self.midround_dirty = marked;
     }
 
     /// Releases a connection: timers, subscriptions, buffers, registration, descriptor, slot.

@@ -113,6 +113,10 @@ impl LoopState {
     pub fn write_stall(&self) -> Duration {
         Duration::from_millis(self.config.write_stall_ms)
     }
+    /// How often a long round of writes takes input (`--round-input-us`).
+    pub fn round_input(&self) -> Duration {
+        Duration::from_micros(self.config.round_input_us)
+    }
     /// Shutdown grace period.
     pub fn grace(&self) -> Duration {
         Duration::from_millis(self.config.grace_ms)

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub heartbeats: u64,
     /// Loop iterations (poll returns).
     pub loop_iterations: u64,
+    /// Non-blocking polls taken in the middle of a round of writes.
+    pub midround_polls: u64,
     /// Resumes that could not be served in full, by [`ResetReason`].
     pub resume_resets: [u64; 3],
     /// Events replayed from history.
@@ -275,7 +277,7 @@ impl Metrics {
         for (kind, v) in ["http", "sse", "frames"].iter().zip(self.open) {
             let _ = writeln!(o, "sseloop_connections_open{{kind=\"{kind}\"}} {v}");
         }
-        let simple: [(&str, &str, &str, u64); 20] = [
+        let simple: [(&str, &str, &str, u64); 21] = [
             (
                 "sseloop_connections_accepted_total",
                 "counter",
@@ -317,6 +319,13 @@ impl Metrics {
                 "counter",
                 "Event-loop iterations.",
                 self.loop_iterations,
+            ),
+            (
+                "sseloop_midround_polls_total",
+                "counter",
+                "Input taken in the middle of a long round of subscriber writes (publishes are \
+                 answered and delivered without waiting for the round to end).",
+                self.midround_polls,
             ),
             (
                 "sseloop_accept_fd_exhausted_total",

@@ -66,11 +66,17 @@ struct Stream {
 
 fn run(ops: &[Op], redis: &RedisServer) {
     let url = redis.url();
-    let nodes: Vec<TestServer> = (0..2)
-        .map(|_| {
-            TestServer::start_with(&["--backplane", url.as_str()], |cmd| {
-                cmd.env_remove("SSELOOP_BACKPLANE");
-            })
+    // The first node takes input after every write of a round, so that publishes, Redis's
+    // answers and its events also arrive in the middle of rounds; the second uses the default.
+    let nodes: Vec<TestServer> = ["0", "250"]
+        .iter()
+        .map(|every| {
+            TestServer::start_with(
+                &["--backplane", url.as_str(), "--round-input-us", every],
+                |cmd| {
+                    cmd.env_remove("SSELOOP_BACKPLANE");
+                },
+            )
         })
         .collect();
     for n in &nodes {

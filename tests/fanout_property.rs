@@ -132,11 +132,14 @@ fn read_some(sock: &mut TcpStream, buf: &mut Vec<u8>) {
 }
 
 impl World {
-    fn new() -> World {
+    /// A server taking input in the middle of its rounds of writes every `round_input_us` (0:
+    /// after every write, so that every publish path meets rounds cut short by new events).
+    fn new(round_input_us: u64) -> World {
         let config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             history: 100_000,
             heartbeat_ms: 60_000,
+            round_input_us,
             ..Config::default()
         };
         let server = Server::bind(config).expect("bind");
@@ -523,9 +526,10 @@ proptest! {
 
     #[test]
     fn every_acknowledged_event_reaches_every_subscriber_once_in_order(
-        ops in proptest::collection::vec(op(), 1..40)
+        ops in proptest::collection::vec(op(), 1..40),
+        round_input_us in prop_oneof![Just(0u64), Just(250u64)],
     ) {
-        let mut world = World::new();
+        let mut world = World::new(round_input_us);
         // Two of each kind exist from the start so that publishes have somewhere to go.
         world.open_sse(1, Resume::None);
         world.open_frames(6);

@@ -77,6 +77,7 @@ fn exposition_names_every_required_metric() {
         (HISTORY, "gauge"),
         ("sseloop_connection_lifetime_seconds", "histogram"),
         (ITERATIONS, "counter"),
+        ("sseloop_midround_polls_total", "counter"),
         ("sseloop_resume_resets_total", "counter"),
     ] {
         assert!(

@@ -395,3 +395,48 @@ fn non_loopback_listen_starts_with_open_publish_or_a_token() {
     let resp = guarded.post("topic=o", "x", &[("Authorization", &bearer)]);
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
+
+#[test]
+fn publishes_arriving_during_a_long_round_of_writes_are_answered_and_delivered_once_in_order() {
+    raise_open_files(4096);
+    let server = TestServer::start(&[]);
+    // Enough readers that one round of writes lasts milliseconds: publishes arriving meanwhile
+    // are taken in the middle of the round (`--round-input-us`, 250 µs by default), answered,
+    // and written to the readers the round has not reached yet.
+    const READERS: usize = 1100;
+    const BATCHES: usize = 10;
+    const PER_BATCH: usize = 8;
+    let mut subs: Vec<SseClient> = (0..READERS)
+        .map(|_| server.subscribe("topic=many", &[]))
+        .collect();
+    assert!(subs.iter().all(|s| s.status == 200));
+    let mut stream = connect(server.addr);
+    let mut responses = ResponseReader::new(stream.try_clone().expect("clone"));
+    for batch in 0..BATCHES {
+        let raw: String = (0..PER_BATCH)
+            .map(|k| raw_publish("many", &format!("e{}", batch * PER_BATCH + k)))
+            .collect();
+        stream.write_all(raw.as_bytes()).expect("send");
+        // The next batch lands while this one's round is being written.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let total = BATCHES * PER_BATCH;
+    let ids = accepted_ids(&mut responses, total);
+    let want: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("e{i}")))
+        .collect();
+    for (n, sub) in subs.iter_mut().enumerate() {
+        let got: Vec<(String, String)> = sub
+            .events(total)
+            .into_iter()
+            .map(|e| (e.id, e.data))
+            .collect();
+        assert_eq!(got, want, "reader {n}: every event once, in publish order");
+    }
+    assert!(
+        server.metric("sseloop_midround_polls_total") > 0.0,
+        "no round took input in its middle"
+    );
+}

@@ -1,7 +1,7 @@
 //! The socket edge: the only code that knows errno values, and the only `unsafe` outside `ffi`.
 //! Reads and writes come back as a small outcome enum; `EINTR` is retried here, `EAGAIN` becomes
 //! `WouldBlock`, and a reset or broken pipe is `Closed` (never a SIGPIPE: writes use `sendmsg`
-//! with `MSG_NOSIGNAL`, which matters when the loop is embedded in a host that has not ignored
+//! or `send` with `MSG_NOSIGNAL`, which matters when the loop is embedded in a host that has not ignored
 //! the signal).
 
 use std::io::{self, IoSlice, Read};
@@ -35,10 +35,13 @@ pub fn read(sock: &mut TcpStream, buf: &mut [u8]) -> Io {
     }
 }
 
-/// Writes the slices with one `sendmsg(MSG_NOSIGNAL)` call (retried on `EINTR`).
+/// Writes the slices with one `sendmsg(MSG_NOSIGNAL)` call, or `send` for a single slice
+/// (retried on `EINTR`).
 pub fn write_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> Io {
-    if bufs.is_empty() {
-        return Io::Done(0);
+    match bufs {
+        [] => return Io::Done(0),
+        [one] => return write(sock, one),
+        _ => {}
     }
     // SAFETY: an all-zero msghdr is a valid "no name, no control data" header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -49,15 +52,43 @@ pub fn write_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> Io {
         // SAFETY: the fd is an open socket owned by `sock`; msg points at `bufs`, which outlives
         // the call, and the kernel does not retain the pointers.
         let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Io::Done(n as usize);
+        if let Some(done) = outcome(n) {
+            return done;
         }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Io::WouldBlock,
-            kind => return Io::Closed(kind),
+    }
+}
+
+/// Writes one slice with `send(MSG_NOSIGNAL)` (retried on `EINTR`): the kernel takes a single
+/// buffer without copying in a message header and an iovec array, which is most of the writes
+/// (a caught-up reader's whole round is one joined slice).
+fn write(sock: &TcpStream, buf: &[u8]) -> Io {
+    loop {
+        // SAFETY: the fd is an open socket owned by `sock`; the kernel only reads `buf.len()`
+        // bytes from `buf`, which outlives the call.
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if let Some(done) = outcome(n) {
+            return done;
         }
+    }
+}
+
+/// A write call's result, or `None` to retry (`EINTR`).
+fn outcome(n: isize) -> Option<Io> {
+    if n >= 0 {
+        return Some(Io::Done(n as usize));
+    }
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => Some(Io::WouldBlock),
+        kind => Some(Io::Closed(kind)),
     }
 }
 

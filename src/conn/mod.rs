@@ -361,6 +361,11 @@ impl Connection {
         }
     }
 
+    /// Reads at least one channel (a stream, or frames with subscriptions).
+    pub fn reads_channels(&self) -> bool {
+        !self.out.subs.is_empty()
+    }
+
     /// Queues private bytes to go out after the events up to `barrier` (see `output`).
     fn push_private(&mut self, key: usize, bytes: &[u8], barrier: u64, sh: &mut LoopState) {
         self.out
@@ -402,7 +407,7 @@ impl Connection {
                     sh.metrics.bytes_written += written as u64;
                     self.last_write = sh.now;
                     self.last_queued = sh.now;
-                    pending = self.out.has_output(&sh.hub);
+                    pending = done.more;
                     if pending {
                         if written < offered {
                             self.write_blocked = true;

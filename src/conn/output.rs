@@ -51,6 +51,8 @@ pub const MAX_SUBS: usize = crate::http::request::MAX_TOPICS_PER_REQUEST;
 pub struct Written {
     /// Events fully written.
     pub events: u64,
+    /// Something is still waiting to be written (as [`Output::has_output`] would say).
+    pub more: bool,
 }
 
 impl Output {
@@ -239,6 +241,15 @@ impl Output {
         let ch = hub.channel(sub.channel())?;
         let mut pos = ch.next_of_sub(sub);
         let mut events = 0;
+        // The joined batch `gather` sent as one slice is stepped over at once.
+        if wire == Wire::Sse && self.ev_off == 0 {
+            let batch = ch.batch_at(pos).filter(|&(end, _)| end <= sub.limit());
+            if let Some((end, bytes)) = batch.filter(|(_, bytes)| written >= bytes.len()) {
+                written -= bytes.len();
+                events = end - pos;
+                pos = end;
+            }
+        }
         while written > 0 {
             let Some(e) = ch.entry(pos) else {
                 break;
@@ -253,8 +264,9 @@ impl Output {
             events += 1;
             pos += 1;
         }
+        let more = pos < sub.limit() && ch.entry(pos).is_some();
         hub.set_cursor(sub, pos);
-        Some(Written { events })
+        Some(Written { events, more })
     }
 
     fn consume_merged(&mut self, mut written: usize, hub: &mut Hub, pool: &mut BufPool) -> Written {
@@ -299,7 +311,10 @@ impl Output {
                 i += 1;
             }
         }
-        Written { events }
+        Written {
+            events,
+            more: self.has_output(hub),
+        }
     }
 
     /// Steps back the cursors that the walk moved past event `seq` (it is not fully sent).

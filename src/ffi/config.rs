@@ -342,6 +342,16 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// `--round-input-us` (0..=1000000).
+    fn sseloop_config_set_round_input_us(config: *mut sseloop_config_t, us: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.round_input_us = in_range(ranges::ROUND_INPUT_US, us)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
     /// `--max-queue-bytes`: output queued per connection before it is cut as a slow consumer
     /// (64 KiB..=1 TiB; `sseloop_new` also wants at least `max_body` + 64 KiB).
     fn sseloop_config_set_max_queue_bytes(config: *mut sseloop_config_t, bytes: usize) -> c_int {

@@ -87,6 +87,9 @@ static void check_config_errors(void) {
     CHECK_RC(sseloop_config_set_grace_ms(config, UINT64_MAX), SSELOOP_EINVAL);
     CHECK_LAST_ERROR("--grace-ms");
     CHECK_RC(sseloop_config_set_write_stall_ms(config, 86400001), SSELOOP_EINVAL);
+    CHECK_RC(sseloop_config_set_round_input_us(config, 1000001), SSELOOP_EINVAL);
+    CHECK_LAST_ERROR("--round-input-us must be between 0 and 1000000");
+    CHECK_RC(sseloop_config_set_round_input_us(config, 0), SSELOOP_OK);
     CHECK_RC(sseloop_config_set_max_frame(config, 10), SSELOOP_EINVAL);
     CHECK_LAST_ERROR("--max-frame must be between 256 and");
     CHECK_RC(sseloop_config_set_max_body(config, SIZE_MAX), SSELOOP_EINVAL);

@@ -619,3 +619,46 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// One keep-alive `POST /publish` of `body` to `topic`, as raw request bytes for pipelining.
+pub fn raw_publish(topic: &str, body: &str) -> String {
+    format!(
+        "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads `n` responses, each a `200` accepting a publish, and returns their ids in order.
+pub fn accepted_ids(responses: &mut ResponseReader, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let r = responses
+                .next()
+                .unwrap_or_else(|| panic!("publish {i}: no response"));
+            assert_eq!(r.status, 200, "publish {i}: {}", r.text());
+            json_id(&r.text())
+        })
+        .collect()
+}
+
+/// Raises this process's soft open-files limit to at least `want` (up to the hard limit); the
+/// servers it starts inherit it. Panics when the hard limit is lower: the test needs the sockets.
+pub fn raise_open_files(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            assert!(
+                lim.rlim_max >= want,
+                "open files hard limit {} < {want}",
+                lim.rlim_max
+            );
+            lim.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
