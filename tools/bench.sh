@@ -76,6 +76,9 @@
 #   SSELOOP_B   a second sseloop binary for the targets named with "@b" (e.g. TARGETS="sseloop
 #               sseloop@b"): both builds in one run, alternating, so that the machine's drift hits
 #               both alike; bench_ratios.py compares each X@b with X
+#   SSELOOP_B_ARGS  extra options for the "@b" targets only, after SSELOOP_ARGS (SSELOOP_B
+#               defaults to the same binary then): an A/B of an option, e.g.
+#               SSELOOP_B_ARGS="--round-input-us 1000000" TARGETS="sseloop sseloop@b"
 #   PERF_STAT   1: in every run, count the server's write and epoll_wait syscalls with perf stat
 #               for PERF_SECS (4) seconds starting PERF_DELAY (3) seconds after the tool starts
 #               (keep that inside the measured time, e.g. TRICKLE_SECS=10); bench_ratios.py then
@@ -281,11 +284,17 @@ start_target() {
     case "$name" in
         *@b)
             # The same target on the SSELOOP_B binary: an A/B of two builds in one run.
-            local a_bin="$SSELOOP"
-            SSELOOP="${SSELOOP_B:?SSELOOP_B names the binary of the @b targets}"
+            local a_bin="$SSELOOP" a_args="${SSELOOP_ARGS:-}"
+            if [ -n "${SSELOOP_B_ARGS:-}" ]; then
+                SSELOOP="${SSELOOP_B:-$SSELOOP}"
+                SSELOOP_ARGS="$a_args $SSELOOP_B_ARGS"
+            else
+                SSELOOP="${SSELOOP_B:?SSELOOP_B (or SSELOOP_B_ARGS) names what the @b targets run}"
+            fi
             start_target "${name%@b}" "$log"
             local rc=$?
             SSELOOP="$a_bin"
+            SSELOOP_ARGS="$a_args"
             return $rc
             ;;
         sseloop*-bp)
@@ -528,7 +537,9 @@ for scenario in $SCENARIOS; do
             GOSSE_QUEUE="$(gosse_queue "$scenario")"
             transport=sse
             pub_transport=http
-            case "${target%-bp}" in
+            # The transport follows the target's name, without its "@b" (build B) suffix.
+            base="${target%@b}"
+            case "${base%-bp}" in
                 sseloop-frames) transport=frames ;;
                 sseloop-frames-pub) transport=frames pub_transport=frames ;;
             esac
