@@ -15,7 +15,7 @@
 use std::io::IoSlice;
 
 use crate::buf::{BufPool, OutQueue, SharedEvent, Wire, MAX_IOVECS};
-use crate::hub::{Hub, Subscription};
+use crate::hub::{Channel, Hub, Subscription};
 
 /// Private bytes and cursors of one connection.
 #[derive(Default)]
@@ -100,6 +100,16 @@ impl Output {
         Some(Item::Event(event))
     }
 
+    /// The iteration's events joined into one slice (`Channel::batch_at`), when this reader's
+    /// next bytes are exactly their start: what `gather` sends as one iovec and `consume` steps
+    /// over at once, decided in one place so the two always agree.
+    fn joined<'h>(&self, ch: &'h Channel, sub: &Subscription, pos: u64) -> Option<(u64, &'h [u8])> {
+        if self.wire() != Wire::Sse || self.ev_off != 0 {
+            return None;
+        }
+        ch.batch_at(pos).filter(|&(end, _)| end <= sub.limit())
+    }
+
     fn wire(&self) -> Wire {
         self.wire.unwrap_or(Wire::Sse)
     }
@@ -170,17 +180,13 @@ impl Output {
                 if let Some(ch) = hub.channel(sub.channel()) {
                     let mut pos = ch.next_of_sub(sub);
                     // A caught-up SSE reader sends the whole iteration's events as one iovec
-                    // (the channel joined them once for all its readers). `consume` walks the
-                    // same events one by one, so partial writes need nothing special.
-                    if wire == Wire::Sse && self.ev_off == 0 {
-                        let batch = ch.batch_at(pos).filter(|&(end, _)| end <= sub.limit());
-                        if let Some((end, bytes)) = batch {
-                            let take = bytes.len().min(budget);
-                            iov[0] = IoSlice::new(&bytes[..take]);
-                            count = 1;
-                            total = take;
-                            pos = end;
-                        }
+                    // (the channel joined them once for all its readers).
+                    if let Some((end, bytes)) = self.joined(ch, sub, pos) {
+                        let take = bytes.len().min(budget);
+                        iov[0] = IoSlice::new(&bytes[..take]);
+                        count = 1;
+                        total = take;
+                        pos = end;
                     }
                     // One channel, nothing private: the log's entries in order, no merge.
                     while count < iov.len() && total < budget && pos < sub.limit() {
@@ -241,14 +247,13 @@ impl Output {
         let ch = hub.channel(sub.channel())?;
         let mut pos = ch.next_of_sub(sub);
         let mut events = 0;
-        // The joined batch `gather` sent as one slice is stepped over at once.
-        if wire == Wire::Sse && self.ev_off == 0 {
-            let batch = ch.batch_at(pos).filter(|&(end, _)| end <= sub.limit());
-            if let Some((end, bytes)) = batch.filter(|(_, bytes)| written >= bytes.len()) {
-                written -= bytes.len();
-                events = end - pos;
-                pos = end;
-            }
+        // The joined slice `gather` sent is stepped over at once when written whole; a partial
+        // write of it is walked event by event below.
+        let joined = self.joined(ch, sub, pos);
+        if let Some((end, bytes)) = joined.filter(|(_, bytes)| written >= bytes.len()) {
+            written -= bytes.len();
+            events = end - pos;
+            pos = end;
         }
         while written > 0 {
             let Some(e) = ch.entry(pos) else {
