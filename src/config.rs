@@ -305,9 +305,8 @@ pub struct Config {
     pub write_stall_ms: u64,
 
     /// While writing a long round of output to many subscribers, take new input (publishes,
-    /// Redis's answers) every this many microseconds until the round carries 64 events, so that
-    /// it is answered and delivered without waiting for the round to end (0: after every write;
-    /// 0..=1000000).
+    /// Redis's answers) every this many microseconds, so that it is answered and delivered
+    /// without waiting for the round to end (0: after every write; 0..=1000000).
     #[arg(long, default_value = "250", value_parser = number_in(ranges::ROUND_INPUT_US))]
     pub round_input_us: u64,
 

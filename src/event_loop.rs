@@ -24,7 +24,7 @@ use slab::Slab;
 
 use crate::auth::Auth;
 use crate::backplane::{self, Backplane, BackplaneConfig, Completion, Notice, Origin};
-use crate::buf::{chunk_size_for_mss, MAX_IOVECS};
+use crate::buf::chunk_size_for_mss;
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
 use crate::handle::{PublishHandle, Sequencer};
@@ -60,13 +60,6 @@ const APPEND_WAIT_BACKOFF: Duration = Duration::from_millis(500);
 /// every this many writes to decide that (every write when the option is 0). A publish arriving
 /// mid-round then waits that long, not the rest of the round; an empty poll costs ~1 µs.
 const MIDROUND_CHECK: usize = 8;
-/// A round stops taking input once this many events were recorded for it (before it began and
-/// during it). The iteration's events reach a caught-up reader as one joined slice; events
-/// recorded mid-round start a new one, and a reader the round has not reached yet then needs a
-/// slice per event, at most 64 per write. Under a burst that costs far more than it gains
-/// (deliveries per CPU-second fell to a third at 1,000 subscribers in the A/B); under a trickle
-/// a round carries fewer events than this and every one of them is a gain.
-const MIDROUND_MAX_EVENTS: u64 = MAX_IOVECS as u64;
 /// Readiness events taken per mid-round poll (the rest wait for the next).
 const MIDROUND_EVENTS: usize = 256;
 
@@ -135,8 +128,6 @@ pub struct Server {
     midround_events: Events,
     /// Connections marked for writing by mid-round input (reused buffer).
     midround_dirty: Vec<usize>,
-    /// Events recorded for the coming (or current) round of writes.
-    round_events: u64,
 }
 
 impl Server {
@@ -212,7 +203,6 @@ impl Server {
             events: Events::with_capacity(EVENTS_CAPACITY),
             midround_events: Events::with_capacity(MIDROUND_EVENTS),
             midround_dirty: Vec::new(),
-            round_events: 0,
             listener: Some(listener),
             local_addr,
             conns: Slab::new(),
@@ -393,7 +383,7 @@ impl Server {
             let slice = self.backlog_slice();
             self.sh.hub.record_backlog(slice);
         }
-        self.fan_out();
+        self.fan_out(false);
         self.flush_dirty();
         if let Some(bp) = self.sh.backplane.as_mut() {
             // Flushing connections read pipelined requests: their appends go out now, not at
@@ -504,7 +494,7 @@ impl Server {
                 // Everything of the old dataset goes out first; then each stream hears that
                 // the ids before this point name nothing, and history forgets them.
                 self.sh.hub.record_backlog(usize::MAX);
-                self.fan_out();
+                self.fan_out(false);
                 self.sh.hub.forget_history();
                 self.sh.hub.set_epoch(&epoch);
                 let reset_id = self.sh.hub.id_for(0);
@@ -512,7 +502,7 @@ impl Server {
             }
             Notice::Gap => {
                 self.sh.hub.record_backlog(usize::MAX);
-                self.fan_out();
+                self.fan_out(false);
                 let reset_id = self.sh.hub.id_for(next.saturating_sub(1));
                 self.reset_streams(crate::metrics::ResetReason::Expired, &reset_id);
             }
@@ -565,12 +555,15 @@ impl Server {
     /// Marks for writing every reader of a channel that got events since the last fan-out. The
     /// events themselves stay in the channel logs: each reader's flush sends what is past its
     /// cursor, so this costs one mark per reader per iteration, however many events arrived.
-    fn fan_out(&mut self) {
+    fn fan_out(&mut self, midround: bool) {
         let recorded = self.sh.hub.take_recorded();
         self.sh.metrics.published += recorded;
-        self.round_events += recorded;
         let mut touched = std::mem::take(&mut self.touched);
-        self.sh.hub.take_touched(&mut touched);
+        if midround {
+            self.sh.hub.take_touched_midround(&mut touched);
+        } else {
+            self.sh.hub.take_touched(&mut touched);
+        }
         for &channel in &touched {
             for key in self.sh.hub.readers(channel) {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -677,7 +670,9 @@ impl Server {
         // during it is answered and reaches the readers the round has not written yet (with a
         // backplane, it goes to Redis at once and is sequenced while the round goes on), instead
         // of waiting for the whole round. Under a trickle the publishers are held back by their
-        // slowest readers; they get going again sooner, so each round carries more events.
+        // slowest readers; they get going again sooner, so each round carries more events. The
+        // events recorded mid-round extend the channel's joined batch, so a reader the round has
+        // not reached yet still writes everything it has not taken as one slice.
         let every = self.sh.round_input();
         let check = if every.is_zero() { 1 } else { MIDROUND_CHECK };
         let mut last_input = self.sh.now;
@@ -686,9 +681,7 @@ impl Server {
                 let flow = conn.flush(key, &mut self.sh);
                 self.settle(key, flow);
             }
-            // A round that already carries a burst gains nothing from more events: it writes
-            // them in the next round, joined once for every reader (see MIDROUND_MAX_EVENTS).
-            if i % check == check - 1 && self.round_events < MIDROUND_MAX_EVENTS {
+            if i % check == check - 1 {
                 let now = Instant::now();
                 if now.saturating_duration_since(last_input) >= every {
                     self.take_input_midround();
@@ -696,7 +689,6 @@ impl Server {
                 }
             }
         }
-        self.round_events = 0;
         // Keep the allocation; connections that still have work pushed themselves again.
         if self.sh.dirty.is_empty() {
             self.sh.dirty = dirty;
@@ -718,7 +710,7 @@ impl Server {
         self.sh.metrics.midround_polls += 1;
         self.take_publishes();
         self.flush_answers(answers_from);
-        self.fan_out();
+        self.fan_out(true);
     }
 
     /// Publishes become events: other threads' are taken, and with a backplane the appends
@@ -820,7 +812,7 @@ impl Server {
         self.seq.close_publishing();
         self.sh.hub.drain_queued();
         self.sh.hub.record_backlog(usize::MAX);
-        self.fan_out();
+        self.fan_out(false);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

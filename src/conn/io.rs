@@ -61,7 +61,7 @@ pub fn write_vectored(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> Io {
 /// Writes one slice with `send(MSG_NOSIGNAL)` (retried on `EINTR`): the kernel takes a single
 /// buffer without copying in a message header and an iovec array, which is most of the writes
 /// (a caught-up reader's whole round is one joined slice).
-fn write(sock: &TcpStream, buf: &[u8]) -> Io {
+pub fn write(sock: &TcpStream, buf: &[u8]) -> Io {
     loop {
         // SAFETY: the fd is an open socket owned by `sock`; the kernel only reads `buf.len()`
         // bytes from `buf`, which outlives the call.

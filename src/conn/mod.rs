@@ -396,13 +396,23 @@ impl Connection {
             // The socket refused bytes last time; more may have been published since.
             return self.judge(key, sh);
         }
-        let mut pending = self.out.has_output(&sh.hub);
-        if pending {
-            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-            let (count, offered) = self.out.gather(&sh.hub, &mut iov, WRITE_BUDGET);
-            match io::write_vectored(&self.sock, &iov[..count]) {
+        // Most writes are one contiguous slice (no iovec array, no walk to apply them).
+        let sent = match self.out.contiguous(&sh.hub, WRITE_BUDGET) {
+            Some((bytes, step)) => Some((io::write(&self.sock, bytes), bytes.len(), step)),
+            None if self.out.has_output(&sh.hub) => {
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let (count, offered) = self.out.gather(&sh.hub, &mut iov, WRITE_BUDGET);
+                Some((io::write_vectored(&self.sock, &iov[..count]), offered, None))
+            }
+            None => None,
+        };
+        let mut pending = sent.is_some();
+        if let Some((sent, offered, step)) = sent {
+            match sent {
                 Io::Done(written) => {
-                    let done = self.out.consume(written, &mut sh.hub, &mut sh.pool);
+                    let done =
+                        self.out
+                            .consume_contiguous(written, step, &mut sh.hub, &mut sh.pool);
                     sh.metrics.deliveries += done.events;
                     sh.metrics.bytes_written += written as u64;
                     self.last_write = sh.now;
@@ -682,7 +692,7 @@ impl Connection {
         for sub in self.out.subs.drain(..) {
             sh.hub.unsubscribe(sub);
         }
-        self.out.subs = Vec::new();
+        self.out.subs = output::Subs::new();
         self.out.clear(&mut sh.pool);
         if let Stage::Http(http) = &mut self.stage {
             http.rbuf = Vec::new();

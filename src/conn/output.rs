@@ -14,6 +14,8 @@
 
 use std::io::IoSlice;
 
+use smallvec::SmallVec;
+
 use crate::buf::{BufPool, OutQueue, SharedEvent, Wire, MAX_IOVECS};
 use crate::hub::{Channel, Hub, Subscription};
 
@@ -22,18 +24,34 @@ use crate::hub::{Channel, Hub, Subscription};
 pub struct Output {
     /// Private output (responses, notices, heartbeats, frame replies).
     pub private: OutQueue,
-    /// Cursors into the hub's logs (streams only).
-    pub subs: Vec<Subscription>,
+    /// Cursors into the hub's logs (streams only). One topic is the common case: it is held
+    /// inline, so a flush does not wait on a separate allocation (a cache miss per write in the
+    /// profile, since the kernel's work between two writes evicts it).
+    pub subs: Subs,
     /// The encoding this connection's events use (streams only).
     pub wire: Option<Wire>,
     /// Bytes of the front event already written.
     ev_off: usize,
 }
 
+/// A connection's subscriptions.
+pub type Subs = SmallVec<[Subscription; 1]>;
+
 /// The next thing to write.
 enum Item<'h> {
     Private(&'h [u8]),
     Event(&'h SharedEvent),
+}
+
+/// A whole write of a contiguous slice, applied without walking the log again.
+#[derive(Clone, Copy)]
+pub struct Step {
+    /// Bytes in the slice.
+    len: usize,
+    /// Events it completes.
+    events: u64,
+    /// The cursor once it is written.
+    to: u64,
 }
 
 /// A walk over the merged output, not yet applied.
@@ -164,6 +182,65 @@ impl Output {
             Some(Item::Event(ev)) => ev.encoded(self.wire()).len() - self.ev_off,
         };
         self.backlog(hub).saturating_sub(front as u64)
+    }
+
+    /// What is pending, when it is one contiguous slice: one active channel, nothing private,
+    /// and either the iteration's joined events (all that is pending) or a single event. Most
+    /// writes are this, and they need no iovec array. The slice is what `gather` would put in
+    /// its one iovec, so `consume` applies any write of it as it would after `gather`; the
+    /// [`Step`], present when the slice is everything pending, applies a whole write at once.
+    pub fn contiguous<'h>(&self, hub: &'h Hub, budget: usize) -> Option<(&'h [u8], Option<Step>)> {
+        let [sub] = self.subs.as_slice() else {
+            return None;
+        };
+        if !self.private.is_empty() || !sub.is_active() {
+            return None;
+        }
+        let ch = hub.channel(sub.channel())?;
+        let pos = ch.next_of_sub(sub);
+        let end = ch.end();
+        let bytes = match self.joined(ch, sub, pos) {
+            Some((to, bytes)) if to == end => bytes,
+            Some(_) => return None,
+            None if end.checked_sub(pos) == Some(1) => {
+                ch.entry(pos)?.ev.encoded(self.wire()).get(self.ev_off..)?
+            }
+            None => return None,
+        };
+        if bytes.is_empty() {
+            return None;
+        }
+        if bytes.len() > budget {
+            return Some((&bytes[..budget], None));
+        }
+        let step = Step {
+            len: bytes.len(),
+            events: end - pos,
+            to: end,
+        };
+        Some((bytes, Some(step)))
+    }
+
+    /// Applies a write of `written` bytes of what [`Self::contiguous`] offered: a whole write
+    /// moves the cursor to the log's end at once, anything else goes through `consume`.
+    pub fn consume_contiguous(
+        &mut self,
+        written: usize,
+        step: Option<Step>,
+        hub: &mut Hub,
+        pool: &mut BufPool,
+    ) -> Written {
+        match (step, self.subs.as_slice()) {
+            (Some(step), [sub]) if written == step.len => {
+                hub.set_cursor(sub, step.to);
+                self.ev_off = 0;
+                Written {
+                    events: step.events,
+                    more: false,
+                }
+            }
+            _ => self.consume(written, hub, pool),
+        }
     }
 
     /// Fills `iov` with up to `budget` bytes of the merged output; returns (iovecs, bytes).
@@ -336,5 +413,176 @@ impl Output {
     pub fn clear(&mut self, pool: &mut BufPool) {
         self.private.clear(pool);
         self.ev_off = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Publish this many events to the topic.
+        Publish(usize),
+        /// An iteration's fan-out: the hub joins the new events for its readers.
+        Round,
+        /// A fan-out in the middle of a round: the new events extend the joined batch.
+        MidRound,
+        /// A private segment of this many bytes, after the newest event.
+        Private(usize),
+        /// One flush with this budget; the socket takes `taken / 255` of what is offered.
+        Write { budget: usize, taken: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1usize..4).prop_map(Op::Publish),
+            Just(Op::Round),
+            Just(Op::MidRound),
+            (1usize..40).prop_map(Op::Private),
+            (1usize..400, any::<u8>()).prop_map(|(budget, taken)| Op::Write { budget, taken }),
+        ]
+    }
+
+    /// One reader of topic `a` (and a second reader, so that the hub joins each round).
+    struct Reader {
+        hub: Hub,
+        out: Output,
+        pool: BufPool,
+        published: u64,
+    }
+
+    impl Reader {
+        fn new(wire: Wire) -> Reader {
+            let mut hub = Hub::new("t", 64);
+            let mut out = Output {
+                wire: Some(wire),
+                ..Output::default()
+            };
+            out.subs.push(hub.subscribe("a", 1).unwrap());
+            hub.subscribe("a", 2).unwrap();
+            Reader {
+                hub,
+                out,
+                pool: BufPool::default(),
+                published: 0,
+            }
+        }
+
+        fn apply(&mut self, op: &Op) {
+            match op {
+                Op::Publish(n) => {
+                    for _ in 0..*n {
+                        self.published += 1;
+                        let data = "x".repeat(self.published as usize % 50);
+                        self.hub.publish(&["a"], None, &data).unwrap();
+                    }
+                }
+                Op::Round => self.hub.take_touched(&mut Vec::new()),
+                Op::MidRound => self.hub.take_touched_midround(&mut Vec::new()),
+                Op::Private(len) => {
+                    let bytes = vec![b'p'; *len];
+                    let barrier = self.published;
+                    self.out
+                        .private
+                        .push_bytes(&bytes, barrier, &mut self.pool, 64);
+                }
+                Op::Write { .. } => {}
+            }
+        }
+
+        /// Every slice the channel's batch offers is the events' own encodings, end to end.
+        fn check_batch(&self) -> Result<(), TestCaseError> {
+            let ch = self.hub.channel(self.out.subs[0].channel()).unwrap();
+            for pos in 1..ch.end() {
+                let Some((end, bytes)) = ch.batch_at(pos) else {
+                    continue;
+                };
+                let mut joined = Vec::new();
+                for idx in pos..end {
+                    joined.extend_from_slice(ch.entry(idx).unwrap().ev.sse());
+                }
+                prop_assert_eq!(bytes, &joined[..], "batch slice from {} to {}", pos, end);
+            }
+            Ok(())
+        }
+
+        fn state(&self) -> (u64, usize, u64) {
+            let cursor = self.hub.cursor(&self.out.subs[0]);
+            (cursor, self.out.ev_off, self.out.backlog(&self.hub))
+        }
+    }
+
+    const WRITE: usize = 1 << 18;
+
+    fn taken(offered: usize, taken: u8) -> usize {
+        offered * usize::from(taken) / 255
+    }
+
+    proptest! {
+        /// The contiguous fast path offers exactly what `gather` would (as its single iovec) and
+        /// leaves the reader exactly where `gather` + `consume` would, for whole, partial and
+        /// budget-cut writes, with private segments and joined rounds (extended mid-round)
+        /// mixed in; and a joined slice, from wherever a reader starts in it, is the events'
+        /// own encodings.
+        #[test]
+        fn contiguous_writes_match_gather_and_consume(
+            ops in proptest::collection::vec(op(), 1..80),
+            frames in any::<bool>(),
+        ) {
+            let wire = if frames { Wire::Frame } else { Wire::Sse };
+            let (mut reference, mut fast) = (Reader::new(wire), Reader::new(wire));
+            for op in &ops {
+                reference.apply(op);
+                fast.apply(op);
+                reference.check_batch()?;
+                let Op::Write { budget, taken: share } = *op else {
+                    continue;
+                };
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let (count, offered) = reference.out.gather(&reference.hub, &mut iov, budget);
+                let expected: Vec<u8> = iov[..count].iter().flat_map(|s| s.iter().copied()).collect();
+                let written = taken(offered, share);
+                let done = reference.out.consume(written, &mut reference.hub, &mut reference.pool);
+                let got = match fast.out.contiguous(&fast.hub, budget) {
+                    Some((bytes, step)) => {
+                        prop_assert_eq!(count, 1, "a contiguous slice is gather's only iovec");
+                        prop_assert_eq!(bytes, &expected[..]);
+                        let written = taken(bytes.len(), share);
+                        fast.out.consume_contiguous(written, step, &mut fast.hub, &mut fast.pool)
+                    }
+                    None => {
+                        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                        let (_, offered) = fast.out.gather(&fast.hub, &mut iov, budget);
+                        let written = taken(offered, share);
+                        fast.out.consume(written, &mut fast.hub, &mut fast.pool)
+                    }
+                };
+                prop_assert_eq!((got.events, got.more), (done.events, done.more));
+                prop_assert_eq!(fast.state(), reference.state());
+            }
+        }
+    }
+
+    /// The cases the fast path exists for: a caught-up reader's joined round, and one event.
+    #[test]
+    fn a_joined_round_and_a_single_event_are_one_contiguous_slice() {
+        let mut r = Reader::new(Wire::Sse);
+        r.apply(&Op::Publish(3));
+        r.apply(&Op::Round);
+        let (bytes, step) = r.out.contiguous(&r.hub, WRITE).unwrap();
+        let len = bytes.len();
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 9, "3 events");
+        let done = r.out.consume_contiguous(len, step, &mut r.hub, &mut r.pool);
+        assert_eq!((done.events, done.more), (3, false));
+        r.apply(&Op::Publish(1));
+        let (bytes, step) = r.out.contiguous(&r.hub, WRITE).unwrap();
+        assert!(step.is_some() && bytes.starts_with(b"id: t-4"));
+        r.apply(&Op::Private(5));
+        assert!(
+            r.out.contiguous(&r.hub, WRITE).is_none(),
+            "private bytes: gather"
+        );
     }
 }

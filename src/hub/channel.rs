@@ -54,11 +54,15 @@ pub struct Channel {
     batch: Option<Batch>,
 }
 
+/// Most bytes a batch grows to by mid-round extensions (a reader writes at most 256 KiB per
+/// flush anyway); past it, the new entries start a batch of their own.
+const MAX_EXTENDED_BATCH: u64 = 256 * 1024;
+
 /// Consecutive entries' SSE bytes in one buffer.
 struct Batch {
     first: u64,
     end: u64,
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
 }
 
 impl Channel {
@@ -82,30 +86,47 @@ impl Channel {
 
     /// Joins the SSE encodings of the entries appended this iteration (two or more) into one
     /// buffer, once per channel, so that every caught-up reader writes them with one iovec.
-    pub(crate) fn build_batch(&mut self) {
+    /// `extend` (input taken in the middle of a round): when the new entries follow the batch,
+    /// they are appended to it instead, so a reader the round has not reached yet still sends
+    /// everything it has not taken as one slice, and one it has written sends the new part,
+    /// a suffix of the same buffer.
+    pub(crate) fn build_batch(&mut self, extend: bool) {
         let (first, end) = (self.round_start.max(self.first), self.end());
-        if end.saturating_sub(first) < 2 {
+        if first >= end {
             return;
         }
-        let mut bytes = Vec::new();
-        for idx in first..end {
-            if let Some(e) = self.entry(idx) {
-                bytes.extend_from_slice(e.ev.sse());
+        let adding = self.pending_bytes(first, Wire::Sse);
+        let batch = match self.batch.as_mut() {
+            Some(b)
+                if extend
+                    && b.end == first
+                    && b.bytes.len() as u64 + adding <= MAX_EXTENDED_BATCH =>
+            {
+                b.end = end;
+                b
             }
+            _ if end - first < 2 => return,
+            _ => self.batch.insert(Batch {
+                first,
+                end,
+                bytes: Vec::with_capacity(usize::try_from(adding).unwrap_or(0)),
+            }),
+        };
+        for e in self.entries.range((first - self.first) as usize..) {
+            batch.bytes.extend_from_slice(e.ev.sse());
         }
-        self.batch = Some(Batch {
-            first,
-            end,
-            bytes: bytes.into_boxed_slice(),
-        });
     }
 
-    /// The joined SSE bytes of entries `[pos, end)`, when a batch starts exactly at `pos`.
+    /// The joined SSE bytes of entries `[pos, end)`, when `pos` falls inside a batch.
     pub(crate) fn batch_at(&self, pos: u64) -> Option<(u64, &[u8])> {
-        self.batch
-            .as_ref()
-            .filter(|b| b.first == pos)
-            .map(|b| (b.end, &*b.bytes))
+        let b = self.batch.as_ref()?;
+        if pos < b.first || pos >= b.end || pos < self.first {
+            return None;
+        }
+        // Bytes of [pos, b.end) from the log's running counts: the suffix of the buffer.
+        let tail = self.pending_bytes(pos, Wire::Sse) - self.pending_bytes(b.end, Wire::Sse);
+        let from = b.bytes.len().checked_sub(usize::try_from(tail).ok()?)?;
+        Some((b.end, &b.bytes[from..]))
     }
 
     /// Absolute index one past the newest entry.

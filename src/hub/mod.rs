@@ -709,13 +709,24 @@ impl Hub {
     /// Moves the channels touched since the last call into `into`, trimming each log of what
     /// every reader has passed. The loop marks those channels' readers for writing.
     pub fn take_touched(&mut self, into: &mut Vec<ChannelId>) {
+        self.take_touched_in(into, false);
+    }
+
+    /// [`Hub::take_touched`] in the middle of a round of writes: the new entries extend the
+    /// round's joined batch (`Channel::build_batch`), so readers the round has not reached yet
+    /// still write everything they have not taken as one slice.
+    pub fn take_touched_midround(&mut self, into: &mut Vec<ChannelId>) {
+        self.take_touched_in(into, true);
+    }
+
+    fn take_touched_in(&mut self, into: &mut Vec<ChannelId>, midround: bool) {
         std::mem::swap(&mut self.touched, into);
         for id in into.iter() {
             if let Some(ch) = self.channels.get_mut(id.0) {
                 ch.touched = false;
                 ch.trim();
                 if ch.reader_count() > 1 {
-                    ch.build_batch();
+                    ch.build_batch(midround);
                 }
             }
         }
