@@ -90,41 +90,31 @@ impl Channel {
     /// they are appended to it instead, so a reader the round has not reached yet still sends
     /// everything it has not taken as one slice, and one it has written sends the new part,
     /// a suffix of the same buffer.
-    /// Returns true when it started a new batch.
-    pub(crate) fn build_batch(&mut self, extend: bool) -> bool {
+    pub(crate) fn build_batch(&mut self, extend: bool) {
         let (first, end) = (self.round_start.max(self.first), self.end());
         if first >= end {
-            return false;
+            return;
         }
         let adding = self.pending_bytes(first, Wire::Sse);
-        let (batch, started) = match self.batch.as_mut() {
+        let batch = match self.batch.as_mut() {
             Some(b)
                 if extend
                     && b.end == first
                     && b.bytes.len() as u64 + adding <= MAX_EXTENDED_BATCH =>
             {
                 b.end = end;
-                (b, false)
+                b
             }
-            _ if end - first < 2 => return false,
-            _ => {
-                let fresh = Batch {
-                    first,
-                    end,
-                    bytes: Vec::with_capacity(usize::try_from(adding).unwrap_or(0)),
-                };
-                (self.batch.insert(fresh), true)
-            }
+            _ if end - first < 2 => return,
+            _ => self.batch.insert(Batch {
+                first,
+                end,
+                bytes: Vec::with_capacity(usize::try_from(adding).unwrap_or(0)),
+            }),
         };
         for e in self.entries.range((first - self.first) as usize..) {
             batch.bytes.extend_from_slice(e.ev.sse());
         }
-        started
-    }
-
-    /// Releases the joined batch (its round is over).
-    pub(crate) fn drop_batch(&mut self) {
-        self.batch = None;
     }
 
     /// The joined SSE bytes of entries `[pos, end)`, when `pos` falls inside a batch.

@@ -175,9 +175,6 @@ pub struct Hub {
     channels: Slab<Channel>,
     /// Channels that got entries since the last `take_touched`.
     touched: Vec<ChannelId>,
-    /// Channels holding a joined batch: it serves the round it was built for, and is released
-    /// at the next iteration's fan-out, so batches never hold more than one round's events.
-    batched: Vec<ChannelId>,
     subscriptions: usize,
     /// Every retained event once, oldest first (history-bytes eviction order); may hold events
     /// already evicted everywhere (`holders == 0`), removed lazily.
@@ -217,7 +214,6 @@ impl Hub {
             patterns: HashMap::new(),
             channels: Slab::new(),
             touched: Vec::new(),
-            batched: Vec::new(),
             subscriptions: 0,
             retained: VecDeque::new(),
             retained_gone: 0,
@@ -725,19 +721,12 @@ impl Hub {
 
     fn take_touched_in(&mut self, into: &mut Vec<ChannelId>, midround: bool) {
         std::mem::swap(&mut self.touched, into);
-        if !midround {
-            for id in self.batched.drain(..) {
-                if let Some(ch) = self.channels.get_mut(id.0) {
-                    ch.drop_batch();
-                }
-            }
-        }
-        for &id in into.iter() {
+        for id in into.iter() {
             if let Some(ch) = self.channels.get_mut(id.0) {
                 ch.touched = false;
                 ch.trim();
-                if ch.reader_count() > 1 && ch.build_batch(midround) {
-                    self.batched.push(id);
+                if ch.reader_count() > 1 {
+                    ch.build_batch(midround);
                 }
             }
         }

@@ -71,35 +71,6 @@ fn stream_start_places_cursors_in_history_and_reports_resets() {
 }
 
 #[test]
-fn a_joined_batch_serves_its_round_and_is_released_at_the_next_fan_out() {
-    let mut hub = hub(64, usize::MAX, 100);
-    let a = hub.subscribe("a", 1).unwrap();
-    let _b = hub.subscribe("a", 2).unwrap();
-    let mut touched = Vec::new();
-    for data in ["1", "2"] {
-        hub.publish(&["a"], None, data).unwrap();
-    }
-    hub.take_touched(&mut touched);
-    let ch = hub.channel(a.channel()).unwrap();
-    let start = hub.cursor(&a);
-    let (end, bytes) = ch.batch_at(start).expect("two events joined");
-    assert_eq!(end, start + 2);
-    let two = bytes.len();
-    // Mid-round, a third event extends the batch; a reader past the first two gets the suffix.
-    hub.publish(&["a"], None, "3").unwrap();
-    touched.clear();
-    hub.take_touched_midround(&mut touched);
-    let ch = hub.channel(a.channel()).unwrap();
-    let (end, bytes) = ch.batch_at(start).expect("extended");
-    assert_eq!(end, start + 3);
-    assert_eq!(ch.batch_at(start + 2).unwrap().1, &bytes[two..]);
-    // The next iteration's fan-out, with nothing new: the batch is gone.
-    touched.clear();
-    hub.take_touched(&mut touched);
-    assert!(hub.channel(a.channel()).unwrap().batch_at(start).is_none());
-}
-
-#[test]
 fn topics_without_readers_or_history_do_not_survive_their_publish() {
     let mut hub = hub(0, usize::MAX, 100);
     let mut touched = Vec::new();
