@@ -30,6 +30,10 @@ over the measurement window) are printed for every target of the `publish` scena
 A/B of two builds (bench.sh `SSELOOP_B`, targets `<target>@b`): a "vs <target> (build A)" line
 under each `<target>@b` compares it with `<target>` of the same run, with the same figures.
 
+Latency scenarios (`latency-*`): a "latency vs probe" line under each target gives its p99 over
+the probe's, as the ratio of the medians and (paired) the median [min-max] of the per-repeat
+ratios, and the same paired ratio of the p50.
+
 Issue figures: under each target of `pattern-10k` (every subscriber on one pattern over 100
 topics), its deliveries per CPU-second over the same target's `trickle-10k` (one exact topic) of
 the same run, as the ratio of the medians [min-max of the per-repeat ratios] (issue 12 asks for
@@ -209,6 +213,9 @@ def summarize(groups):
             base = backplane_base(target)
             if base in rows:
                 row["backplane"] = versus(targets[target], targets[base], row, rows[base])
+            if scenario.startswith("latency") and target != "probe" and "probe" in rows:
+                # Issue 11's latency goal is p99 against the probe's at 100 subscribers.
+                row["probe_latency"] = versus(targets[target], targets["probe"], row, rows["probe"])
             if target.endswith("@b") and target[:-2] in rows:
                 # An A/B of two builds (bench.sh SSELOOP_B): this build against the other.
                 row["build_a"] = versus(targets[target], targets[target[:-2]], row, rows[target[:-2]])
@@ -233,7 +240,8 @@ def backplane_base(target):
 def versus(mine_runs, base_runs, mine, base):
     """One target's runs against another's of the same run (a backplane node against the same
     node without it, build B against build A, a scenario against its baseline scenario): ratios
-    and added p99, medians and [min-max] per repeat pair."""
+    and added p99, medians and [min-max] per repeat pair; p99 and p50 latency as ratios too (the
+    probe line of latency scenarios)."""
     by_repeat = {r["_repeat"]: r for r in base_runs}
     pairs = [(r, by_repeat[r["_repeat"]]) for r in mine_runs if r["_repeat"] in by_repeat]
 
@@ -253,6 +261,7 @@ def versus(mine_runs, base_runs, mine, base):
 
     cpu = lambda r: pick(r, "server", "deliveries_per_cpu_sec")
     p99 = lambda r: pick(r, "latency_us", "p99")
+    p50 = lambda r: pick(r, "latency_us", "p50")
     div = lambda x, y: x / y if y else None
     p99_added = None
     if mine["p99_us"] and base["p99_us"]:
@@ -264,6 +273,9 @@ def versus(mine_runs, base_runs, mine, base):
         "events_per_sec_paired": paired(events_per_sec, div),
         "p99_added_us": p99_added,
         "p99_added_paired_us": paired(p99, lambda x, y: x - y),
+        "p99_ratio": ratio(lambda r: r["p99_us"]),
+        "p99_paired_ratio": paired(p99, div),
+        "p50_paired_ratio": paired(p50, div),
     }
 
 
@@ -334,6 +346,16 @@ def table(summary):
                     parts.append(part)
                 against = backplane_base(target) if key == "backplane" else target[:-2] + " (build A)"
                 lines.append(f"    vs {against}: " + ", ".join(parts))
+            lat = row.get("probe_latency")
+            if lat and lat["p99_ratio"] is not None:
+                part = "p99 x%.2f" % lat["p99_ratio"]
+                pr = lat["p99_paired_ratio"]
+                if pr:
+                    part += " (paired x%.2f [%.2f-%.2f])" % (pr["median"], pr["min"], pr["max"])
+                pr = lat["p50_paired_ratio"]
+                if pr:
+                    part += ", p50 paired x%.2f [%.2f-%.2f]" % (pr["median"], pr["min"], pr["max"])
+                lines.append("    latency vs probe: " + part)
             bl = row.get("baseline")
             if bl and bl["per_cpu_sec_ratio"] is not None:
                 part = "x%.2f" % bl["per_cpu_sec_ratio"]

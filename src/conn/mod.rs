@@ -410,9 +410,13 @@ impl Connection {
         if let Some((sent, offered, step)) = sent {
             match sent {
                 Io::Done(written) => {
-                    let done =
-                        self.out
-                            .consume_contiguous(written, step, &mut sh.hub, &mut sh.pool);
+                    let done = self.out.consume_contiguous(
+                        written,
+                        offered,
+                        step,
+                        &mut sh.hub,
+                        &mut sh.pool,
+                    );
                     sh.metrics.deliveries += done.events;
                     sh.metrics.bytes_written += written as u64;
                     self.last_write = sh.now;

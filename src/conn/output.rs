@@ -46,8 +46,6 @@ enum Item<'h> {
 /// A whole write of a contiguous slice, applied without walking the log again.
 #[derive(Clone, Copy)]
 pub struct Step {
-    /// Bytes in the slice.
-    len: usize,
     /// Events it completes.
     events: u64,
     /// The cursor once it is written.
@@ -188,7 +186,8 @@ impl Output {
     /// and either the iteration's joined events (all that is pending) or a single event. Most
     /// writes are this, and they need no iovec array. The slice is what `gather` would put in
     /// its one iovec, so `consume` applies any write of it as it would after `gather`; the
-    /// [`Step`], present when the slice is everything pending, applies a whole write at once.
+    /// [`Step`], present when the slice is everything pending, applies a write of all of it at
+    /// once.
     pub fn contiguous<'h>(&self, hub: &'h Hub, budget: usize) -> Option<(&'h [u8], Option<Step>)> {
         let [sub] = self.subs.as_slice() else {
             return None;
@@ -214,24 +213,25 @@ impl Output {
             return Some((&bytes[..budget], None));
         }
         let step = Step {
-            len: bytes.len(),
             events: end - pos,
             to: end,
         };
         Some((bytes, Some(step)))
     }
 
-    /// Applies a write of `written` bytes of what [`Self::contiguous`] offered: a whole write
-    /// moves the cursor to the log's end at once, anything else goes through `consume`.
+    /// Applies a write of `written` bytes of the `offered` that [`Self::contiguous`] gave: all
+    /// of a slice with a [`Step`] moves the cursor to the log's end at once, anything else goes
+    /// through `consume`.
     pub fn consume_contiguous(
         &mut self,
         written: usize,
+        offered: usize,
         step: Option<Step>,
         hub: &mut Hub,
         pool: &mut BufPool,
     ) -> Written {
         match (step, self.subs.as_slice()) {
-            (Some(step), [sub]) if written == step.len => {
+            (Some(step), [sub]) if written == offered => {
                 hub.set_cursor(sub, step.to);
                 self.ev_off = 0;
                 Written {
@@ -549,8 +549,9 @@ mod tests {
                     Some((bytes, step)) => {
                         prop_assert_eq!(count, 1, "a contiguous slice is gather's only iovec");
                         prop_assert_eq!(bytes, &expected[..]);
-                        let written = taken(bytes.len(), share);
-                        fast.out.consume_contiguous(written, step, &mut fast.hub, &mut fast.pool)
+                        let (offered, written) = (bytes.len(), taken(bytes.len(), share));
+                        fast.out
+                            .consume_contiguous(written, offered, step, &mut fast.hub, &mut fast.pool)
                     }
                     None => {
                         let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
@@ -574,7 +575,9 @@ mod tests {
         let (bytes, step) = r.out.contiguous(&r.hub, WRITE).unwrap();
         let len = bytes.len();
         assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 9, "3 events");
-        let done = r.out.consume_contiguous(len, step, &mut r.hub, &mut r.pool);
+        let done = r
+            .out
+            .consume_contiguous(len, len, step, &mut r.hub, &mut r.pool);
         assert_eq!((done.events, done.more), (3, false));
         r.apply(&Op::Publish(1));
         let (bytes, step) = r.out.contiguous(&r.hub, WRITE).unwrap();
