@@ -2,7 +2,9 @@
 //!
 //! Module map (who owns what):
 //! - [`auth`]: JWT verification, topic patterns and their coverage, token sources.
-//! - [`config`]: options, defaults, validation (the CLI is generated from it).
+//! - [`config`]: options, defaults, ranges, validation, the backplane URL (the CLI is generated
+//!   from it). Plain values: it imports nothing else from the crate.
+//! - [`ids`]: the run prefix of event ids.
 //! - [`event_loop`]: the `Poll`, accept, dispatch, fan-out, flush, shutdown. Dispatches only.
 //! - [`conn`]: a connection's stage (HTTP / SSE), lifecycle ([`conn::state`]), output queue and
 //!   deadlines; [`conn::io`] is the socket edge (errno lives there only).
@@ -39,6 +41,7 @@ pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+pub mod ids;
 pub mod loop_state;
 pub mod metrics;
 pub mod sse;

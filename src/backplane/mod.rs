@@ -22,7 +22,6 @@
 
 pub mod redis;
 pub mod scripts;
-pub mod url;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -34,7 +33,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use self::redis::{integer, text, RedisConn};
 use self::scripts::Keys;
-pub use self::url::RedisUrl;
+pub use crate::config::RedisUrl;
 
 /// Poll token of the writer link.
 pub const WRITER: Token = Token(usize::MAX - 4);
@@ -832,7 +831,7 @@ impl Backplane {
                 .command(&[b"SCRIPT", b"LOAD", scripts::FETCH.as_bytes()]);
             link.expect.push_back(Expect::ScriptSha(ScriptKind::Fetch));
         }
-        let candidate = crate::event_loop::run_id();
+        let candidate = crate::ids::run_id();
         let floor = floor.max(self.last_read).to_string();
         link.conn.command(&[
             b"EVAL",
