@@ -443,9 +443,9 @@ impl Server {
         let unrecorded = self.sh.hub.backlog_len();
         let floor = self.sh.hub.last_seq();
         bp.tick(self.poll.registry(), self.sh.now, unrecorded, floor);
-        let events = std::mem::take(&mut bp.events);
-        let notices = std::mem::take(&mut bp.notices);
-        let completions = std::mem::take(&mut bp.completions);
+        let events = std::mem::take(&mut bp.out.events);
+        let notices = std::mem::take(&mut bp.out.notices);
+        let completions = std::mem::take(&mut bp.out.completions);
         let mut notices = notices.into_iter().peekable();
         let wall_ms = if events.is_empty() {
             0
@@ -477,7 +477,7 @@ impl Server {
             .sh
             .backplane
             .as_mut()
-            .map(|bp| std::mem::take(&mut bp.backfills))
+            .map(|bp| std::mem::take(&mut bp.out.backfills))
             .unwrap_or_default();
         for b in backfills {
             if let Some(cn) = self.conns.get_mut(b.key).filter(|cn| cn.id() == b.conn) {
@@ -862,7 +862,7 @@ impl Server {
         }
         if let Some(bp) = self.sh.backplane.as_mut() {
             bp.close(self.poll.registry());
-            for c in std::mem::take(&mut bp.completions) {
+            for c in std::mem::take(&mut bp.out.completions) {
                 if let Origin::Handle(slot) = c.origin {
                     slot.set(c.outcome.map(|(id, _)| id));
                 }
