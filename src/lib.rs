@@ -1,6 +1,7 @@
 //! sseloop: one thread, one `mio::Poll`, every connection in a slab, Server-Sent Events out.
 //!
-//! Module map (who owns what):
+//! Module map (who owns what; docs/ARCHITECTURE.md gives the layers, which `tests/layering.rs`
+//! enforces):
 //! - [`auth`]: JWT verification, topic patterns and their coverage, token sources.
 //! - [`config`]: options, defaults, ranges, validation, the backplane URL (the CLI is generated
 //!   from it). Plain values: it imports nothing else from the crate.
