@@ -12,20 +12,31 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md, every Markdown file under docs/, tools/README.md and every campaign README.
-fn documents(root: &Path) -> Vec<PathBuf> {
-    let mut docs = vec![root.join("README.md"), root.join("tools/README.md")];
-    let mut dirs = vec![root.join("docs")];
+/// Every file below `dir`, at any depth.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in fs::read_dir(&dir).expect("read docs/") {
-            let path = entry.expect("docs/ entry").path();
+        for entry in fs::read_dir(&dir).expect("read directory") {
+            let path = entry.expect("directory entry").path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                docs.push(path);
+            } else {
+                files.push(path);
             }
         }
     }
+    files
+}
+
+/// README.md, every Markdown file under docs/, tools/README.md and every campaign README.
+fn documents(root: &Path) -> Vec<PathBuf> {
+    let mut docs = vec![root.join("README.md"), root.join("tools/README.md")];
+    docs.extend(
+        files_below(&root.join("docs"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "md")),
+    );
     // A campaign without its README is reported by tools_results_holds_only_cited_summaries.
     docs.extend(
         campaigns(root)
@@ -116,44 +127,46 @@ fn relative(root: &Path, path: &Path) -> String {
         .to_string()
 }
 
+/// What `finding` reports for each document, prefixed with the document's path.
+fn findings(root: &Path, docs: &[PathBuf], finding: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for doc in docs {
+        let text = fs::read_to_string(doc).expect("read document");
+        for what in finding(&text) {
+            found.push(format!("{}:{what}", relative(root, doc)));
+        }
+    }
+    found
+}
+
+fn assert_none(bad: &[String], why: &str) {
+    assert!(bad.is_empty(), "{why}:\n{}", bad.join("\n"));
+}
+
 #[test]
 fn no_document_names_a_work_period() {
     let root = root();
-    let mut bad = Vec::new();
-    for doc in documents(&root) {
-        let text = fs::read_to_string(&doc).expect("read document");
-        for (line, words) in work_periods(&text) {
-            bad.push(format!("{}:{line}: {words:?}", relative(&root, &doc)));
-        }
-    }
-    assert!(
-        bad.is_empty(),
-        "name a date, a version or a commit instead:\n{}",
-        bad.join("\n")
-    );
+    let bad = findings(&root, &documents(&root), |text| {
+        work_periods(text)
+            .into_iter()
+            .map(|(line, words)| format!("{line}: {words:?}"))
+            .collect()
+    });
+    assert_none(&bad, "name a date, a version or a commit instead");
 }
 
 #[test]
 fn every_cited_campaign_exists() {
     let root = root();
     let dirs = dir_names(&root);
-    let mut bad = Vec::new();
-    for doc in documents(&root) {
-        let text = fs::read_to_string(&doc).expect("read document");
-        for (line, name, glob) in citations(&text) {
-            if !cited_exists(&name, glob, &dirs) {
-                bad.push(format!(
-                    "{}:{line}: tools/results/{name}",
-                    relative(&root, &doc)
-                ));
-            }
-        }
-    }
-    assert!(
-        bad.is_empty(),
-        "cited but not in tools/results/:\n{}",
-        bad.join("\n")
-    );
+    let bad = findings(&root, &documents(&root), |text| {
+        citations(text)
+            .into_iter()
+            .filter(|(_, name, glob)| !cited_exists(name, *glob, &dirs))
+            .map(|(line, name, _)| format!("{line}: tools/results/{name}"))
+            .collect()
+    });
+    assert_none(&bad, "cited but not in tools/results/");
 }
 
 /// tools/results holds only what README.md and docs/ cite, each campaign as a README and small
@@ -162,49 +175,35 @@ fn every_cited_campaign_exists() {
 fn tools_results_holds_only_cited_summaries() {
     let root = root();
     let mut cited = Vec::new();
-    let mut sources = vec![root.join("README.md")];
-    sources.extend(
-        documents(&root)
-            .into_iter()
-            .filter(|d| d.starts_with(root.join("docs"))),
-    );
-    for doc in sources {
-        let text = fs::read_to_string(&doc).expect("read document");
-        cited.extend(citations(&text));
+    for doc in documents(&root) {
+        if doc == root.join("README.md") || doc.starts_with(root.join("docs")) {
+            cited.extend(citations(&fs::read_to_string(&doc).expect("read document")));
+        }
     }
     let mut bad = Vec::new();
     for dir in campaigns(&root) {
         let name = relative(&root, &dir);
-        let short = name.trim_start_matches("tools/results/");
+        let short = [name.trim_start_matches("tools/results/").to_string()];
         if !cited
             .iter()
-            .any(|(_, n, glob)| cited_exists(n, *glob, &[short.to_string()]))
+            .any(|(_, n, glob)| cited_exists(n, *glob, &short))
         {
             bad.push(format!("{name}: cited by no document"));
         }
         if !dir.join("README.md").is_file() {
             bad.push(format!("{name}: no README.md"));
         }
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            for entry in fs::read_dir(&d).expect("read campaign") {
-                let path = entry.expect("campaign entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let text_file = path.extension().is_some_and(|e| e == "md" || e == "txt");
-                let size = fs::metadata(&path).expect("stat").len();
-                if !text_file || size > MAX_SUMMARY_BYTES {
-                    bad.push(format!("{}: {size} B", relative(&root, &path)));
-                }
+        for path in files_below(&dir) {
+            let text_file = path.extension().is_some_and(|e| e == "md" || e == "txt");
+            let size = fs::metadata(&path).expect("stat").len();
+            if !text_file || size > MAX_SUMMARY_BYTES {
+                bad.push(format!("{}: {size} B", relative(&root, &path)));
             }
         }
     }
-    assert!(
-        bad.is_empty(),
-        "tools/results/ keeps one compact summary per cited campaign (tools/README.md):\n{}",
-        bad.join("\n")
+    assert_none(
+        &bad,
+        "tools/results/ keeps one compact summary per cited campaign (tools/README.md)",
     );
 }
 
