@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -128,16 +128,37 @@ pub struct Server {
     midround_events: Events,
     /// Connections marked for writing by mid-round input (reused buffer).
     midround_dirty: Vec<usize>,
+    /// The service manager, when the binary runs under one (readiness, watchdog).
+    notifier: crate::systemd::Notifier,
+    /// When the next `WATCHDOG=1` is due.
+    watchdog_due: Option<Instant>,
+    /// Reads the configuration again on SIGHUP (the binary's file, environment and flags).
+    reloader: Option<Box<dyn FnMut() -> Result<Config, String>>>,
 }
 
 impl Server {
     /// Validates the configuration, binds the listener and prepares the loop.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        config.validate().map_err(StartError::Config)?;
-        let auth = Auth::from_config(&config)
-            .map_err(|e| StartError::Config(ConfigError::JwtKey(e.to_string())))?;
+        Self::bind_with(config, None)
+    }
+
+    /// Like [`Server::bind`], serving `inherited` (a listening socket handed over by a service
+    /// manager, see `systemd::take_listen_fds`) instead of binding `--listen`.
+    pub fn bind_with(
+        mut config: Config,
+        inherited: Option<std::net::TcpListener>,
+    ) -> Result<Server, StartError> {
+        if let Some(l) = &inherited {
+            // The address checks (open publishing on a public address) apply to the real one.
+            config.listen = l.local_addr()?;
+        }
+        let auth = Self::checked_auth(&config)?;
         let poll = Poll::new()?;
-        let mut listener = bind_listener(config.listen, config.reuse_port)?;
+        let activated = inherited.is_some();
+        let mut listener = match inherited {
+            Some(l) => TcpListener::from_std(l),
+            None => bind_listener(config.listen, config.reuse_port)?,
+        };
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -162,9 +183,26 @@ impl Server {
             .max_connections
             .unwrap_or_else(default_max_connections);
         log::info!(
-            "listening on {local_addr}, run id {run}, max connections {max_connections}, \
-             history {} per topic, heartbeat {} ms",
+            "listening on {local_addr}{}, run id {run}, {} {}; authorization {}, console {}, \
+             backplane {}; max connections {max_connections}, max body {}, max queue bytes {}, \
+             history {} per topic and {} bytes in all, heartbeat {} ms",
+            if activated {
+                " (socket activation)"
+            } else {
+                ""
+            },
+            env!("CARGO_PKG_NAME"),
+            crate::VERSION,
+            auth_mode(&config),
+            if config.ui { "on at /ui/" } else { "off" },
+            config
+                .backplane
+                .as_ref()
+                .map_or_else(|| "off".to_string(), |u| u.to_string()),
+            config.max_body,
+            config.max_queue_bytes,
             config.history,
+            config.history_bytes,
             config.heartbeat_ms
         );
         log::debug!("{config:?}");
@@ -217,13 +255,84 @@ impl Server {
             stopped: false,
             touched: Vec::new(),
             append_wait_off_until: None,
+            notifier: crate::systemd::Notifier::default(),
+            watchdog_due: None,
+            reloader: None,
         })
     }
 
+    /// Tells the service manager about readiness, shutdown and liveness through `notifier`
+    /// (the binary passes `Notifier::from_env()`; an embedding host has its own).
+    pub fn set_notifier(&mut self, notifier: crate::systemd::Notifier) {
+        // The first WATCHDOG=1 goes out with the first iteration.
+        self.watchdog_due = notifier.watchdog_every().map(|_| Instant::now());
+        self.notifier = notifier;
+    }
+
+    /// What SIGHUP runs to get the new configuration (see [`Server::reload`]).
+    pub fn set_reloader(&mut self, reloader: impl FnMut() -> Result<Config, String> + 'static) {
+        self.reloader = Some(Box::new(reloader));
+    }
+
+    /// Applies a new configuration between iterations (see `reload`): the settings that can
+    /// change live do, the others are reported and kept; an invalid one changes nothing. Logs
+    /// the outcome and counts it in `sseloop_config_reloads_total`.
+    pub fn reload(&mut self, config: &Config) -> Result<crate::reload::ReloadReport, String> {
+        self.notifier.reloading();
+        let result = crate::reload::apply(&mut self.sh, config);
+        match &result {
+            Ok(r) => {
+                self.sh.metrics.reloads[0] += 1;
+                log::info!(
+                    "configuration reloaded: changed [{}]; need a restart, kept [{}]",
+                    r.changed.join(", "),
+                    r.kept.join(", ")
+                );
+            }
+            Err(e) => {
+                self.sh.metrics.reloads[1] += 1;
+                log::error!("configuration reload refused, the running one stays: {e}");
+            }
+        }
+        self.notifier.notify("READY=1");
+        result
+    }
+
+    fn reload_from_source(&mut self) {
+        let Some(mut reloader) = self.reloader.take() else {
+            log::warn!("SIGHUP: no configuration source to reload from; ignored");
+            return;
+        };
+        match reloader() {
+            Ok(config) => {
+                let _ = self.reload(&config);
+            }
+            Err(e) => {
+                self.sh.metrics.reloads[1] += 1;
+                log::error!("configuration reload refused, the running one stays: {e}");
+            }
+        }
+        self.reloader = Some(reloader);
+    }
+
+    /// Checks a configuration as [`Server::bind`] does, without binding anything: every option
+    /// and combination, and the JWT key (`sseloop --check-config`).
+    pub fn check_config(config: &Config) -> Result<(), StartError> {
+        Self::checked_auth(config).map(drop)
+    }
+
+    fn checked_auth(config: &Config) -> Result<Auth, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        Auth::from_config(config)
+            .map_err(|e| StartError::Config(ConfigError::JwtKey(e.to_string())))
+    }
+
     /// Handles SIGTERM and SIGINT inside the loop: the first starts a graceful shutdown, a second
-    /// SIGINT forces an immediate stop. (The binary calls this; an embedding host may not want it.)
+    /// SIGINT forces an immediate stop; SIGHUP reloads the configuration (see
+    /// [`Server::set_reloader`]) and never ends the process. (The binary calls this; an embedding
+    /// host may not want it.)
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -294,11 +403,16 @@ impl Server {
         if let Some(shutdown) = &self.shutdown {
             consider(shutdown.deadline.saturating_duration_since(now));
         }
+        if let Some(due) = self.watchdog_due {
+            consider(due.saturating_duration_since(now));
+        }
         wait
     }
 
     /// Runs until shut down (signal, [`PublishHandle::stop`]).
     pub fn run(&mut self) -> io::Result<()> {
+        self.notifier
+            .ready(&format!("listening on {}", self.local_addr));
         while self.poll_once(None)? == Status::Running {}
         Ok(())
     }
@@ -331,6 +445,7 @@ impl Server {
         self.events = events;
         result?;
         self.after_dispatch();
+        self.feed_watchdog();
         Ok(if self.stopped {
             Status::Stopped
         } else {
@@ -391,6 +506,18 @@ impl Server {
             bp.flush_output(self.poll.registry(), self.sh.now);
         }
         self.check_shutdown();
+    }
+
+    /// `WATCHDOG=1` every half of the manager's interval, from the loop itself: a loop stuck in
+    /// an iteration stops sending it and the manager restarts the service.
+    fn feed_watchdog(&mut self) {
+        let Some(every) = self.notifier.watchdog_every() else {
+            return;
+        };
+        if self.watchdog_due.is_none_or(|due| self.sh.now >= due) {
+            self.notifier.watchdog();
+            self.watchdog_due = Some(self.sh.now + every);
+        }
     }
 
     /// A backlog goes out in slices small enough for a healthy reader to take in one round.
@@ -786,6 +913,7 @@ impl Server {
                         s.interrupts += 1;
                     }
                 }
+                SIGHUP => self.reload_from_source(),
                 _ => self.begin_shutdown("SIGTERM"),
             }
         }
@@ -802,6 +930,7 @@ impl Server {
             self.conns.len(),
             self.sh.config.grace_ms
         );
+        self.notifier.stopping(why);
         self.shutdown = Some(Shutdown {
             deadline: self.sh.now + self.sh.grace(),
             interrupts: 0,
@@ -889,7 +1018,31 @@ fn register(registry: &Registry, conn: &mut Connection, key: usize) -> io::Resul
     )
 }
 
+/// How clients are authorized, for the start-up line (never a secret).
+fn auth_mode(config: &Config) -> String {
+    if let Some(path) = &config.jwt_public_key {
+        format!("JWT (public key {})", path.display())
+    } else if config.jwt_secret.is_some() {
+        "JWT (HMAC secret)".to_string()
+    } else {
+        match (&config.publish_token, &config.subscribe_token) {
+            (None, None) if config.open_publish => "none (open publishing)".to_string(),
+            (None, None) => "none".to_string(),
+            (p, s) => format!(
+                "static tokens (publish {}, subscribe {})",
+                if p.is_some() { "yes" } else { "no" },
+                if s.is_some() { "yes" } else { "no" }
+            ),
+        }
+    }
+}
+
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    bind_socket(addr, reuse_port)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;

@@ -14,7 +14,8 @@
 //! - [`idempotency`]: `Idempotency-Key` answers without a backplane.
 //! - [`buf`]: the shared encoded event, output queues, pooled MSS-sized write chunks.
 //! - [`timer`]: every deadline in one structure; drives the poll timeout.
-//! - [`metrics`]: counters and the Prometheus page.
+//! - [`metrics`]: counters and the Prometheus page; [`procstat`]: the process figures it shows.
+//! - [`systemd`]: readiness notification and socket activation (inert without systemd).
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
 //! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod backplane;
 pub mod buf;
 pub mod config;
+pub mod config_sources;
 pub mod conn;
 pub mod console;
 pub mod event_loop;
@@ -39,11 +41,25 @@ pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+pub mod logging;
 pub mod loop_state;
 pub mod metrics;
+pub mod procstat;
+pub mod reload;
 pub mod sse;
+pub mod systemd;
 pub mod timer;
 
 pub use config::Config;
+
+/// The version and the git commit the library was built from, e.g. `0.1.0 (commit 004d731a2b3c)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SSELOOP_COMMIT"),
+    ")"
+);
+/// The git commit alone (`unknown` when built outside a checkout).
+pub const COMMIT: &str = env!("SSELOOP_COMMIT");
 pub use event_loop::{Server, StartError, Status};
 pub use handle::{PublishError, PublishHandle};
