@@ -251,9 +251,10 @@ pub struct Config {
     #[arg(long)]
     pub print_config: bool,
 
-    /// Print the man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) made from
-    /// these definitions, and exit (used by `make install`).
-    #[arg(long, hide = true, value_name = "WHAT", value_parser = ["man", "bash", "zsh", "fish"])]
+    /// Print the man page (`man`), a shell completion script (`bash`, `zsh`, `fish`) or the
+    /// options table of docs/OPTIONS.md (`markdown`) made from these definitions, and exit.
+    #[arg(long, hide = true, value_name = "WHAT",
+          value_parser = ["man", "bash", "zsh", "fish", "markdown"])]
     pub generate: Option<String>,
 
     /// Address to listen on (HOST:PORT; port 0 picks a free port).

@@ -103,6 +103,39 @@ fn is_flag(arg: &Arg) -> bool {
     !arg.get_action().takes_values()
 }
 
+/// The options table of docs/OPTIONS.md (`sseloop --generate markdown`): every setting with its
+/// variable, default and help, in `--help` order.
+pub fn options_markdown(cmd: &Command) -> String {
+    let mut out = String::from("| option | environment | default | meaning |\n|---|---|---|---|\n");
+    for (long, arg) in settings(cmd) {
+        let value = match arg.get_value_names() {
+            Some(names) if !is_flag(arg) => format!(" {}", names.join(" ")),
+            _ => String::new(),
+        };
+        let default: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| format!("`{}`", v.to_string_lossy()))
+            .collect();
+        let help = arg
+            .get_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+            .replace('|', "\\|")
+            .replace('\n', " ");
+        out.push_str(&format!(
+            "| `--{long}{value}` | `{}` | {} | {help} |\n",
+            env_var(long),
+            if default.is_empty() {
+                "".to_string()
+            } else {
+                default.join(", ")
+            },
+        ));
+    }
+    out
+}
+
 /// The command line and environment a configuration was loaded from; [`Sources::load`] reads
 /// the configuration file each time it is called.
 #[derive(Clone, Debug)]

@@ -84,6 +84,10 @@ fn generate(what: &str) -> ExitCode {
     use std::io::Write;
     let mut cmd = sseloop::Config::command();
     let mut out = Vec::new();
+    if what == "markdown" {
+        print!("{}", sseloop::config_sources::options_markdown(&cmd));
+        return ExitCode::SUCCESS;
+    }
     let shell = match what {
         "man" => None,
         "bash" => Some(clap_complete::Shell::Bash),

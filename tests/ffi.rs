@@ -29,6 +29,8 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use util::skipped;
+
 /// Slow under valgrind on a loaded 2-core machine; the programs finish in seconds natively.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -82,13 +84,13 @@ fn tool_available(tool: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let required = ["valgrind", "pkg-config", "nm", "make"].contains(&tool)
-        && std::env::var("SSELOOP_REQUIRE_TOOLS").as_deref() == Ok("1");
-    assert!(
-        found || !required,
-        "SSELOOP_REQUIRE_TOOLS=1 but {tool} is not installed (apt-get install valgrind pkg-config \
-         binutils make)"
-    );
+    if !found && ["valgrind", "pkg-config", "nm", "make"].contains(&tool) {
+        skipped(
+            tool,
+            "the C API tests that need it",
+            "apt-get install valgrind pkg-config binutils make",
+        );
+    }
     found
 }
 

@@ -441,7 +441,7 @@ fn version_names_the_commit() {
 #[test]
 fn make_install_and_uninstall_with_destdir() {
     if Command::new("make").arg("--version").output().is_err() {
-        eprintln!("SKIPPED make_install_and_uninstall_with_destdir: make is not installed");
+        skipped("make", "the make install test", "apt-get install make");
         return;
     }
     let dir = Scratch::new("install");
@@ -605,4 +605,80 @@ fn systemd_units_pass_systemd_analyze_verify() {
     // Only complaints about our two units count (the host's own units may be odd in a container).
     let ours: Vec<&str> = text.lines().filter(|l| l.contains("sseloop")).collect();
     assert!(out.status.success() && ours.is_empty(), "{text}");
+}
+
+/// The options' one source of truth: every setting of `--help` appears as a flag in the man page
+/// and the bash/zsh/fish completions, as a key in `--print-config`, and in docs/OPTIONS.md, whose
+/// table is exactly what the binary generates.
+#[test]
+fn every_option_appears_in_man_page_completions_print_config_and_docs() {
+    let bin = env!("CARGO_BIN_EXE_sseloop");
+    let gen = |what: &str| {
+        let out = Command::new(bin)
+            .args(["--generate", what])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "--generate {what}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = gen("markdown");
+    let doc =
+        std::fs::read_to_string(format!("{}/docs/OPTIONS.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let start = doc.find("-->\n").map(|i| i + 4).unwrap();
+    let end = doc.find("<!-- end of options table -->").unwrap();
+    assert_eq!(
+        &doc[start..end],
+        table,
+        "docs/OPTIONS.md is stale: regenerate it with `sseloop --generate markdown`"
+    );
+    let (man, bash, zsh, fish) = (gen("man"), gen("bash"), gen("zsh"), gen("fish"));
+    let (_, printed, _) = run_with_env(&["--print-config"], &[]);
+    let mut n = 0;
+    for row in table.lines().skip(2) {
+        let long = row.split('`').nth(1).unwrap().split(' ').next().unwrap();
+        let key = long.trim_start_matches("--");
+        n += 1;
+        assert!(
+            man.contains(&long.replace('-', "\\-")),
+            "{long} not in the man page"
+        );
+        assert!(bash.contains(long), "{long} not in the bash completion");
+        assert!(zsh.contains(long), "{long} not in the zsh completion");
+        assert!(
+            fish.contains(&format!("-l {key}")),
+            "{long} not in the fish completion"
+        );
+        assert!(
+            printed.contains(&format!("{key} ")),
+            "{key} not in --print-config"
+        );
+        let var = format!("SSELOOP_{}", key.to_uppercase().replace('-', "_"));
+        assert!(row.contains(&var), "{var} not in the table");
+    }
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flags = help.matches("\n      --").count() + help.matches("\n  -").count();
+    // --help also lists --config, --check-config, --print-config, --help and --version.
+    assert_eq!(n + 5, flags, "every --help option is in the table:\n{help}");
+}
+
+/// The configuration example of docs/OPERATIONS.md is a valid file.
+#[test]
+fn the_operations_guide_example_configuration_is_valid() {
+    let doc = std::fs::read_to_string(format!("{}/docs/OPERATIONS.md", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    let start = doc.find("```toml\n").unwrap() + 8;
+    let example = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = Scratch::new("guide");
+    let token = dir.file("publish-token", "t0ken\n");
+    let cfg = dir.file(
+        "sseloop.toml",
+        &example.replace("/etc/sseloop/publish-token", token.to_str().unwrap()),
+    );
+    let (code, out, err) =
+        run_with_env(&["--config", cfg.to_str().unwrap(), "--check-config"], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let shipped = format!("{}/contrib/sseloop.toml", env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) = run_with_env(&["--config", &shipped, "--check-config"], &[]);
+    assert_eq!(code, Some(0), "{err}");
 }
