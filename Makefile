@@ -7,6 +7,7 @@
 #   make install PREFIX=/usr/local        # installs what `make` built (DESTDIR is honoured)
 #   make uninstall PREFIX=/usr/local      # removes exactly what install put there
 #   make install-files                    # prints the paths install writes (one per line)
+#   make install-lib / install-bin        # only the C library, or only the server
 #
 # Then: cc host.c $(pkg-config --cflags --libs sseloop)          (shared)
 #       cc host.c $(pkg-config --cflags --libs sseloop-static)   (static)
@@ -46,14 +47,15 @@ SUBST = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
             -e 's|@BINDIR@|$(BINDIR)|' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|'
 
 BIN := $(BUILD_DIR)/sseloop
-FILES := $(BINDIR)/sseloop $(MANDIR)/man1/sseloop.1 $(BASHCOMPDIR)/sseloop \
+BIN_FILES := $(BINDIR)/sseloop $(MANDIR)/man1/sseloop.1 $(BASHCOMPDIR)/sseloop \
          $(ZSHCOMPDIR)/_sseloop $(FISHCOMPDIR)/sseloop.fish \
-         $(UNITDIR)/sseloop.service $(UNITDIR)/sseloop.socket \
-         $(LIBDIR)/libsseloop.so $(LIBDIR)/libsseloop.a $(INCLUDEDIR)/sseloop.h \
+         $(UNITDIR)/sseloop.service $(UNITDIR)/sseloop.socket
+LIB_FILES := $(LIBDIR)/libsseloop.so $(LIBDIR)/libsseloop.a $(INCLUDEDIR)/sseloop.h \
          $(PKGCONFIGDIR)/sseloop.pc $(PKGCONFIGDIR)/sseloop-static.pc
+FILES := $(BIN_FILES) $(LIB_FILES)
 CONFIG := $(SYSCONFDIR)/sseloop/sseloop.toml
 
-.PHONY: all build install uninstall install-files
+.PHONY: all build install install-bin install-lib uninstall install-files
 all: build
 
 build:
@@ -63,10 +65,11 @@ $(BIN) $(BUILD_DIR)/libsseloop.so $(BUILD_DIR)/libsseloop.a:
 	@echo "$@ is missing: run 'make' (or cargo build --release) first" >&2
 	@exit 1
 
-install: $(BIN) $(BUILD_DIR)/libsseloop.so $(BUILD_DIR)/libsseloop.a
+install: install-bin install-lib
+
+install-bin: $(BIN)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) \
 	    $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(UNITDIR) \
-	    $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	    $(DESTDIR)$(SYSCONFDIR)/sseloop
 	$(INSTALL) -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/sseloop
 	$(BIN) --generate man > $(DESTDIR)$(MANDIR)/man1/sseloop.1
@@ -76,6 +79,9 @@ install: $(BIN) $(BUILD_DIR)/libsseloop.so $(BUILD_DIR)/libsseloop.a
 	$(SUBST) contrib/systemd/sseloop.service.in > $(DESTDIR)$(UNITDIR)/sseloop.service
 	$(INSTALL) -m 0644 contrib/systemd/sseloop.socket $(DESTDIR)$(UNITDIR)/sseloop.socket
 	[ -e $(DESTDIR)$(CONFIG) ] || $(INSTALL) -m 0644 contrib/sseloop.toml $(DESTDIR)$(CONFIG)
+
+install-lib: $(BUILD_DIR)/libsseloop.so $(BUILD_DIR)/libsseloop.a
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	$(INSTALL) -m 0755 $(BUILD_DIR)/libsseloop.so $(DESTDIR)$(LIBDIR)/libsseloop.so
 	$(INSTALL) -m 0644 $(BUILD_DIR)/libsseloop.a $(DESTDIR)$(LIBDIR)/libsseloop.a
 	$(INSTALL) -m 0644 include/sseloop.h $(DESTDIR)$(INCLUDEDIR)/sseloop.h

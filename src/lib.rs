@@ -1,8 +1,12 @@
 //! sseloop: one thread, one `mio::Poll`, every connection in a slab, Server-Sent Events out.
 //!
-//! Module map (who owns what):
+//! Module map (who owns what; docs/ARCHITECTURE.md gives the layers, which `tests/layering.rs`
+//! enforces):
 //! - [`auth`]: JWT verification, topic patterns and their coverage, token sources.
-//! - [`config`]: options, defaults, validation (the CLI is generated from it).
+//! - [`config`]: options, defaults, ranges, validation, the backplane URL (the CLI is generated
+//!   from it), and where values come from (flags, `SSELOOP_*` variables, a TOML file:
+//!   [`config::sources`]). Plain values: it imports nothing else from the crate.
+//! - [`ids`]: the run prefix of event ids.
 //! - [`event_loop`]: the `Poll`, accept, dispatch, fan-out, flush, shutdown. Dispatches only.
 //! - [`conn`]: a connection's stage (HTTP / SSE), lifecycle ([`conn::state`]), output queue and
 //!   deadlines; [`conn::io`] is the socket edge (errno lives there only).
@@ -16,6 +20,7 @@
 //! - [`timer`]: every deadline in one structure; drives the poll timeout.
 //! - [`metrics`]: counters and the Prometheus page; [`procstat`]: the process figures it shows.
 //! - [`systemd`]: readiness notification and socket activation (inert without systemd).
+//! - [`logging`]: text or JSON log lines, a level a reload can change; [`json`]: JSON strings.
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
 //! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
@@ -30,7 +35,6 @@ pub mod auth;
 pub mod backplane;
 pub mod buf;
 pub mod config;
-pub mod config_sources;
 pub mod conn;
 pub mod console;
 pub mod event_loop;
@@ -41,25 +45,16 @@ pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+pub mod ids;
+pub mod json;
 pub mod logging;
 pub mod loop_state;
 pub mod metrics;
 pub mod procstat;
-pub mod reload;
 pub mod sse;
 pub mod systemd;
 pub mod timer;
 
-pub use config::Config;
-
-/// The version and the git commit the library was built from, e.g. `0.1.0 (commit 004d731a2b3c)`.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("SSELOOP_COMMIT"),
-    ")"
-);
-/// The git commit alone (`unknown` when built outside a checkout).
-pub const COMMIT: &str = env!("SSELOOP_COMMIT");
+pub use config::{Config, COMMIT, VERSION};
 pub use event_loop::{Server, StartError, Status};
 pub use handle::{PublishError, PublishHandle};

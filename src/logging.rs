@@ -33,9 +33,9 @@ pub fn init(format: LogFormat, level: Option<LevelFilter>) {
             line.push_str("\",\"level\":\"");
             line.push_str(record.level().as_str());
             line.push_str("\",\"target\":");
-            crate::console::push_json_str(&mut line, record.target());
+            crate::json::push_json_str(&mut line, record.target());
             line.push_str(",\"msg\":");
-            crate::console::push_json_str(&mut line, &record.args().to_string());
+            crate::json::push_json_str(&mut line, &record.args().to_string());
             line.push('}');
             writeln!(buf, "{line}")
         } else {

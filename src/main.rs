@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use sseloop::config_sources::Sources;
+use sseloop::config::sources::Sources;
 use sseloop::{logging, systemd, Server};
 
 fn main() -> ExitCode {
@@ -85,7 +85,7 @@ fn generate(what: &str) -> ExitCode {
     let mut cmd = sseloop::Config::command();
     let mut out = Vec::new();
     if what == "markdown" {
-        print!("{}", sseloop::config_sources::options_markdown(&cmd));
+        print!("{}", sseloop::config::sources::options_markdown(&cmd));
         return ExitCode::SUCCESS;
     }
     let shell = match what {

@@ -497,7 +497,7 @@ pub fn render_process(o: &mut String, p: Option<&crate::procstat::ProcessStats>)
         o,
         "sseloop_build_info{{version=\"{}\",commit=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION"),
-        crate::COMMIT
+        crate::config::COMMIT
     );
     let Some(p) = p else {
         return;

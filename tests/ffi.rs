@@ -429,7 +429,7 @@ fn pkg_config_file_builds_and_runs_the_host() {
     assert!(stdout.contains("stopped: published="), "{stdout}");
 }
 
-/// `make install PREFIX=<tmp>` (the top-level Makefile), then the example host built against the
+/// `make install-lib PREFIX=<tmp>` (the top-level Makefile), then the example host built against the
 /// installed files through pkg-config twice: with the shared library (found through
 /// LD_LIBRARY_PATH, as an installed library is) and with the static one (no libsseloop.so needed
 /// at run time).
@@ -452,7 +452,7 @@ fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_con
     let out = Command::new("make")
         .arg("-C")
         .arg(root())
-        .arg("install")
+        .arg("install-lib")
         .arg(format!("PREFIX={}", prefix.display()))
         .arg(format!("BUILD_DIR={}", lib.display()))
         .output()

@@ -20,10 +20,6 @@ pub use pattern::{Pattern, PatternError};
 
 use crate::config::Config;
 
-/// Largest `--jwt-leeway`: a day. More would make `exp` meaningless (and the time arithmetic of
-/// the JWT crate is unchecked near the epoch).
-pub const MAX_LEEWAY_SECS: u64 = 86_400;
-
 /// The event that ends an SSE stream whose token expired. It has no `id:`, so the browser keeps
 /// the id of the last real event and a reconnect (with a fresh token) resumes from there.
 pub const REAUTH_EVENT: &[u8] = b"event: sseloop-reauth\ndata: {\"reason\":\"token_expired\"}\n\n";

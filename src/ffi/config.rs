@@ -237,7 +237,7 @@ ffi_fn! {
             // SAFETY: NULL or NUL-terminated (contract).
             let url = unsafe { opt_str(url, "url") }?;
             c.backplane = url
-                .map(|u| crate::backplane::RedisUrl::parse(&u))
+                .map(|u| crate::config::RedisUrl::parse(&u))
                 .transpose()
                 .map_err(|e| Error::new(SSELOOP_EINVAL, e))?;
             Ok(())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::config::{apply, opt_str, sseloop_config_t};
 use super::error::{Error, SSELOOP_EINTERNAL, SSELOOP_EINVAL};
-use crate::auth::MAX_LEEWAY_SECS;
+use crate::config::MAX_LEEWAY_SECS;
 
 ffi_fn! {
     /// `--jwt-secret`: the HMAC secret (at least 32 bytes) of HS256/384/512 tokens; NULL removes

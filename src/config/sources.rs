@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches};
 
-use crate::config::Config;
+use super::{Config, RedisUrl};
 
 /// Options that are not settings: they are never read from the file or listed by
 /// `--print-config`.
@@ -423,7 +423,7 @@ fn toml_value(key: &str, v: &str) -> String {
     }
     if key == "backplane" {
         // Never print a Redis password: the URL's own display masks it.
-        if let Ok(url) = crate::backplane::RedisUrl::parse(v) {
+        if let Ok(url) = RedisUrl::parse(v) {
             return toml::Value::String(url.to_string()).to_string();
         }
     }

@@ -1,0 +1,396 @@
+//! The two links' state machines: a link is `Down` (waiting to reconnect, with jittered
+//! backoff) or `Up` (a non-blocking Redis connection with the replies it expects, in order, and
+//! their deadlines). Connecting pipelines the handshake (AUTH, SELECT, SCRIPT LOAD, HELLO); a
+//! reply is routed by what the link expects; an error or a missed deadline drops the link, which
+//! refuses what it carried and reconnects.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use mio::{Registry, Token};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::redis::{text, RedisConn};
+use super::warm::{request_page, Warm};
+use super::{scripts, Backplane, Notice, FIRST_BACKOFF, MAX_BACKOFF, READER, WRITER};
+
+pub(super) enum Expect {
+    /// AUTH / SELECT / SCRIPT LOAD: anything but an error.
+    Setup(&'static str),
+    ScriptSha(ScriptKind),
+    Hello,
+    /// The oldest in-flight APPEND call, with its number of events.
+    Append(usize),
+    /// The oldest in-flight backfill.
+    Fetch,
+    Read,
+    Warm,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum ScriptKind {
+    Append,
+    Fetch,
+}
+
+pub(super) enum Phase {
+    Down { retry_at: Instant, attempt: u32 },
+    Up(Box<Link>),
+}
+
+pub(super) struct Link {
+    pub(super) conn: RedisConn,
+    pub(super) expect: VecDeque<Expect>,
+    /// The oldest expected reply must arrive by then.
+    pub(super) deadlines: VecDeque<Instant>,
+    pub(super) append_sha: String,
+    pub(super) fetch_sha: String,
+    /// The dataset's epoch, once HELLO answered.
+    pub(super) epoch: Option<String>,
+    /// Reader: fetching the newest events for the cache (first contact only).
+    pub(super) warming: Option<Warm>,
+    pub(super) attempt: u32,
+}
+
+impl Backplane {
+    /// Waits at most `timeout` for the writer's replies and handles what came (answers and the
+    /// node's own events land in [`Backplane::completions`] and [`Backplane::events`]). False
+    /// when nothing came in time.
+    pub fn await_writer(
+        &mut self,
+        registry: &Registry,
+        timeout: Duration,
+        scratch: &mut [u8],
+    ) -> bool {
+        let Phase::Up(link) = &self.writer else {
+            return false;
+        };
+        if !link.conn.wait_readable(timeout) {
+            return false;
+        }
+        self.on_ready(WRITER, registry, Instant::now(), scratch);
+        true
+    }
+
+    /// Readiness on one of the links.
+    pub fn on_ready(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        now: Instant,
+        scratch: &mut [u8],
+    ) {
+        let writer = token == WRITER;
+        let result = {
+            let phase = pick(&mut self.writer, &mut self.reader, writer);
+            let Phase::Up(link) = phase else {
+                return;
+            };
+            let mut frames = std::mem::take(&mut self.frames);
+            let r = link
+                .conn
+                .check_connected()
+                .and_then(|ok| if ok { link.conn.flush() } else { Ok(()) })
+                .and_then(|()| link.conn.read(&mut frames, scratch));
+            self.frames = frames;
+            r
+        };
+        // Replies decoded before an error are genuine: handle them first.
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut broken = None;
+        for frame in frames.drain(..) {
+            if let Err(why) = self.on_reply(writer, frame, now) {
+                broken = Some(why);
+                break;
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+        if let Some(why) = broken.or_else(|| result.err().map(|e| e.to_string())) {
+            self.lose(writer, &why, registry, now);
+        }
+    }
+
+    pub(super) fn connect(
+        &mut self,
+        writer: bool,
+        registry: &Registry,
+        now: Instant,
+        attempt: u32,
+        floor: u64,
+    ) {
+        let token = if writer { WRITER } else { READER };
+        let conn = match RedisConn::connect(self.addr, registry, token) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = e.to_string();
+                let retry_at = now + self.backoff(attempt);
+                log::debug!("backplane {}: connect: {why}", self.describe());
+                let phase = pick(&mut self.writer, &mut self.reader, writer);
+                *phase = Phase::Down {
+                    retry_at,
+                    attempt: attempt + 1,
+                };
+                return;
+            }
+        };
+        let mut link = Box::new(Link {
+            conn,
+            expect: VecDeque::new(),
+            deadlines: VecDeque::new(),
+            append_sha: String::new(),
+            fetch_sha: String::new(),
+            epoch: None,
+            warming: None,
+            attempt,
+        });
+        // The whole handshake is pipelined: Redis answers in order, and an error in any step
+        // drops the link.
+        if let Some(password) = &self.cfg.url.password {
+            match &self.cfg.url.user {
+                Some(user) => link
+                    .conn
+                    .command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => link.conn.command(&[b"AUTH", password.as_bytes()]),
+            }
+            link.expect.push_back(Expect::Setup("AUTH"));
+        }
+        if self.cfg.url.db != 0 {
+            let db = self.cfg.url.db.to_string();
+            link.conn.command(&[b"SELECT", db.as_bytes()]);
+            link.expect.push_back(Expect::Setup("SELECT"));
+        }
+        // HELLO runs once per connection (plain EVAL); the writer's scripts run per event.
+        if writer {
+            link.conn
+                .command(&[b"SCRIPT", b"LOAD", scripts::APPEND.as_bytes()]);
+            link.expect.push_back(Expect::ScriptSha(ScriptKind::Append));
+            link.conn
+                .command(&[b"SCRIPT", b"LOAD", scripts::FETCH.as_bytes()]);
+            link.expect.push_back(Expect::ScriptSha(ScriptKind::Fetch));
+        }
+        let candidate = crate::ids::run_id();
+        let floor = floor.max(self.last_read).to_string();
+        link.conn.command(&[
+            b"EVAL",
+            scripts::HELLO.as_bytes(),
+            b"2",
+            self.keys.seq.as_bytes(),
+            self.keys.epoch.as_bytes(),
+            candidate.as_bytes(),
+            floor.as_bytes(),
+        ]);
+        link.expect.push_back(Expect::Hello);
+        // One deadline covers the handshake: the last reply (HELLO) must come by then.
+        link.deadlines.push_back(now + self.cfg.timeout);
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
+        *phase = Phase::Up(link);
+    }
+
+    pub(super) fn backoff(&mut self, attempt: u32) -> Duration {
+        let base = FIRST_BACKOFF
+            .saturating_mul(1u32 << attempt.min(6))
+            .min(MAX_BACKOFF);
+        // Jitter over [base/2, base] so that nodes restarted together do not reconnect in step.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = base / 2;
+        half + Duration::from_micros(self.rng % (half.as_micros() as u64 + 1))
+    }
+
+    /// Drops a link: its in-flight appends are refused, and it reconnects after a backoff.
+    pub(super) fn lose(&mut self, writer: bool, why: &str, registry: &Registry, now: Instant) {
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
+        let attempt = match std::mem::replace(
+            phase,
+            Phase::Down {
+                retry_at: now,
+                attempt: 0,
+            },
+        ) {
+            Phase::Up(link) => {
+                let was_ready = link.epoch.is_some();
+                let attempt = if was_ready { 0 } else { link.attempt + 1 };
+                link.conn.close(registry);
+                if was_ready {
+                    log::warn!(
+                        "backplane {} {}: connection lost: {why}",
+                        self.cfg.url,
+                        if writer { "writer" } else { "reader" }
+                    );
+                } else {
+                    log::debug!("backplane {}: handshake failed: {why}", self.cfg.url);
+                }
+                attempt
+            }
+            Phase::Down { attempt, .. } => attempt,
+        };
+        let retry_at = now
+            + if attempt == 0 {
+                Duration::ZERO
+            } else {
+                self.backoff(attempt)
+            };
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
+        *phase = Phase::Down { retry_at, attempt };
+        if writer {
+            self.fail_pending();
+        }
+    }
+
+    pub(super) fn on_reply(
+        &mut self,
+        writer: bool,
+        frame: OwnedFrame,
+        now: Instant,
+    ) -> Result<(), String> {
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
+        let Phase::Up(link) = phase else {
+            return Ok(());
+        };
+        let Some(expect) = link.expect.pop_front() else {
+            return Err("reply to nothing".into());
+        };
+        if matches!(
+            expect,
+            Expect::Hello | Expect::Append(_) | Expect::Fetch | Expect::Read | Expect::Warm
+        ) {
+            link.deadlines.pop_front();
+        }
+        if let OwnedFrame::Error(e) = &frame {
+            return match expect {
+                Expect::Append(n) => {
+                    // A script error (e.g. out of memory): refuse the call's events. Writes the
+                    // script made before it failed stay (Redis has no rollback) and are read
+                    // back like any event: the timed-out-publish case that idempotency keys
+                    // make safe to retry.
+                    log::warn!("backplane append refused by Redis: {}", first_word(e));
+                    for _ in 0..n {
+                        if let Some((origin, _)) = self.pop_inflight() {
+                            self.fail(origin);
+                        }
+                    }
+                    Ok(())
+                }
+                Expect::Fetch => {
+                    log::warn!("backplane backfill refused by Redis: {e}");
+                    if let Some(req) = self.fetches.pop_front() {
+                        self.backfill_failed(req);
+                    }
+                    Ok(())
+                }
+                Expect::Setup(step) => Err(format!("{step}: {}", first_word(e))),
+                _ => Err(first_word(e).to_string()),
+            };
+        }
+        match expect {
+            Expect::Setup(_) => Ok(()),
+            Expect::ScriptSha(kind) => {
+                let sha = text(&frame).ok_or("SCRIPT LOAD: no sha")?.to_string();
+                match kind {
+                    ScriptKind::Append => link.append_sha = sha,
+                    ScriptKind::Fetch => link.fetch_sha = sha,
+                }
+                Ok(())
+            }
+            Expect::Hello => self.on_hello(writer, &frame, now),
+            Expect::Append(n) => self.on_append(n, &frame),
+            Expect::Fetch => self.on_fetch(&frame),
+            Expect::Read => self.on_read(&frame),
+            Expect::Warm => self.on_warm(&frame, now),
+        }
+    }
+
+    pub(super) fn on_hello(
+        &mut self,
+        writer: bool,
+        frame: &OwnedFrame,
+        now: Instant,
+    ) -> Result<(), String> {
+        let OwnedFrame::Array(parts) = frame else {
+            return Err("HELLO: unexpected reply".into());
+        };
+        let epoch = parts.first().and_then(text).ok_or("HELLO: no epoch")?;
+        let epoch = epoch.to_string();
+        let phase = pick(&mut self.writer, &mut self.reader, writer);
+        let Phase::Up(link) = phase else {
+            return Ok(());
+        };
+        let seen = &mut self.ever_up[usize::from(!writer)];
+        if std::mem::replace(seen, true) {
+            self.stats.reconnects += 1;
+        }
+        link.epoch = Some(epoch.clone());
+        link.attempt = 0;
+        if writer {
+            log::info!(
+                "backplane {} writer: connected, epoch {epoch}",
+                self.cfg.url
+            );
+            return Ok(());
+        }
+        match self.epoch.as_deref() {
+            None => {
+                log::info!(
+                    "backplane {} reader: connected, epoch {epoch}",
+                    self.cfg.url
+                );
+                self.epoch = Some(epoch.clone());
+                self.out.notices.push((
+                    self.out.events.len(),
+                    Notice::Epoch {
+                        epoch: epoch.clone(),
+                        lost: false,
+                    },
+                ));
+                // First contact: fill the cache with the newest retained events.
+                link.warming = Some(Warm {
+                    events: Vec::new(),
+                    bytes: 0,
+                });
+                request_page(link, &self.keys.log, None, now + self.cfg.timeout);
+            }
+            Some(known) if known == epoch => {
+                log::info!(
+                    "backplane {} reader: reconnected, reading on after seq {}",
+                    self.cfg.url,
+                    self.last_read
+                );
+            }
+            Some(known) => {
+                log::warn!(
+                    "backplane {}: the dataset changed (epoch {known} -> {epoch}): Redis lost \
+                     its data; streams get a reset notice",
+                    self.cfg.url
+                );
+                self.epoch = Some(epoch.clone());
+                self.out
+                    .notices
+                    .push((self.out.events.len(), Notice::Epoch { epoch, lost: true }));
+                // Everything in the new dataset is new.
+                self.last_read = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer's or the reader's phase (a split borrow: the rest of the backplane stays usable).
+pub(super) fn pick<'a>(
+    writer: &'a mut Phase,
+    reader: &'a mut Phase,
+    which_writer: bool,
+) -> &'a mut Phase {
+    if which_writer {
+        writer
+    } else {
+        reader
+    }
+}
+
+pub(super) fn first_word(e: &str) -> &str {
+    // Redis errors start with a code word (NOAUTH, WRONGPASS, NOSCRIPT...); the rest may quote
+    // arguments, which could be a password.
+    e.split_whitespace().next().unwrap_or("error")
+}

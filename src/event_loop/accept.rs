@@ -1,0 +1,154 @@
+//! Accepting: a bounded batch per iteration (a connect storm cannot stall delivery), a pause on
+//! EMFILE/ENFILE instead of a spin, admission into the slab (or a 503 past
+//! `--max-connections`), and the listener's socket options.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::Server;
+use crate::backplane::Backplane;
+use crate::buf::chunk_size_for_mss;
+use crate::conn::{io as sockio, Connection, Flow};
+use crate::hooks::ConnectionEvent;
+use crate::metrics::ConnKind;
+
+/// Connections accepted per iteration at most, so a connect storm cannot stall delivery.
+const ACCEPT_BATCH: usize = 256;
+/// Pause before accepting again after EMFILE/ENFILE (the listener's backlog keeps the clients).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Descriptors kept back from `RLIMIT_NOFILE` for the listener, epoll, waker, signals, logs, and
+/// the connections being refused with 503.
+const FD_RESERVE: usize = 64;
+
+impl Server {
+    /// New connections are taken once the backplane has filled the history cache (or given up
+    /// waiting for Redis), so that a resume is not served from an empty cache.
+    pub(super) fn accepting(&self) -> bool {
+        self.sh.backplane.as_ref().is_none_or(Backplane::started)
+    }
+
+    pub(super) fn accept_batch(&mut self) {
+        if !self.accept_pending || !self.accepting() {
+            return;
+        }
+        if let Some(until) = self.accept_paused_until {
+            if self.sh.now < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listener.as_ref() else {
+                self.accept_pending = false;
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, peer)) => self.admit(sock, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    let fd_exhausted =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if fd_exhausted {
+                        self.sh.metrics.accept_fd_exhausted += 1;
+                    } else {
+                        self.sh.metrics.accept_errors += 1;
+                    }
+                    if self
+                        .last_fd_warning
+                        .is_none_or(|t| self.sh.now.duration_since(t) >= Duration::from_secs(1))
+                    {
+                        log::warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                        self.last_fd_warning = Some(self.sh.now);
+                    }
+                    // Leave the clients in the backlog and retry shortly; never spin.
+                    self.accept_paused_until = Some(self.sh.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+        // Batch used up: more may be waiting, and no new edge will say so.
+    }
+
+    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr) {
+        self.sh.metrics.accepted += 1;
+        let id = self.sh.metrics.accepted;
+        if let Err(e) = sockio::set_nodelay(&sock) {
+            log::debug!("TCP_NODELAY failed: {e}");
+        }
+        let chunk = chunk_size_for_mss(sockio::mss(&sock));
+        let over_capacity = self.conns.len() - self.sh.refused >= self.sh.max_connections;
+        let key = self
+            .conns
+            .insert(Connection::new(sock, id, self.sh.now, chunk));
+        self.sh.slab_len = self.conns.len();
+        let conn = &mut self.conns[key];
+        if let Err(e) = register(self.poll.registry(), conn, key) {
+            log::warn!("cannot register connection: {e}");
+            self.conns.remove(key);
+            self.sh.slab_len = self.conns.len();
+            return;
+        }
+        self.sh.metrics.open[ConnKind::Http as usize] += 1;
+        self.sh.hooks.connection(ConnectionEvent::Opened {
+            id,
+            peer: Some(peer),
+        });
+        let flow = conn.start(key, over_capacity, &mut self.sh);
+        if let Flow::Close(closing) = flow {
+            self.close(key, closing);
+        }
+    }
+}
+
+pub(super) fn register(registry: &Registry, conn: &mut Connection, key: usize) -> io::Result<()> {
+    // Edge-triggered and registered once for both directions: a writable edge only fires after a
+    // write came up short, so this costs no wake-ups, and it saves an epoll_ctl per stall.
+    registry.register(
+        &mut conn.sock,
+        Token(key),
+        Interest::READABLE | Interest::WRITABLE,
+    )
+}
+
+/// Binds `--listen`; the error names the address.
+pub(super) fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    bind_socket(addr, reuse_port)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        // Several processes share the address; the kernel spreads connections among them.
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// `RLIMIT_NOFILE` minus a reserve.
+pub(super) fn default_max_connections() -> usize {
+    let soft = sockio::nofile_limit().unwrap_or(1024);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_RESERVE)
+        .max(1)
+}
