@@ -169,6 +169,13 @@ int sseloop_run(sseloop_t *loop);
  * next timer or event). SSELOOP_OK while running, SSELOOP_EDONE once stopped. */
 int sseloop_poll(sseloop_t *loop, int timeout_ms);
 
+/* Applies a new configuration to a running loop, as SIGHUP does for the sseloop binary: the
+ * settings that can change live (authorization tokens and keys, CORS origin, heartbeat, retry,
+ * timeouts, max connections, log format and level) take effect before the next iteration; the
+ * others keep their values until a restart. An invalid configuration changes nothing:
+ * SSELOOP_ECONFIG. config is copied. Loop-side. */
+int sseloop_reload(sseloop_t *loop, const sseloop_config_t *config);
+
 /* Drive mode 3: a descriptor that is readable when the loop has work; watch it for POLLIN in the
  * host's poller, and call sseloop_poll(loop, 0) when it is readable or sseloop_timeout_ms has
  * elapsed. Never read or close it. Any thread. Negative code on failure. */

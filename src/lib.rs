@@ -4,7 +4,8 @@
 //! enforces):
 //! - [`auth`]: JWT verification, topic patterns and their coverage, token sources.
 //! - [`config`]: options, defaults, ranges, validation, the backplane URL (the CLI is generated
-//!   from it). Plain values: it imports nothing else from the crate.
+//!   from it), and where values come from (flags, `SSELOOP_*` variables, a TOML file:
+//!   [`config::sources`]). Plain values: it imports nothing else from the crate.
 //! - [`ids`]: the run prefix of event ids.
 //! - [`event_loop`]: the `Poll`, accept, dispatch, fan-out, flush, shutdown. Dispatches only.
 //! - [`conn`]: a connection's stage (HTTP / SSE), lifecycle ([`conn::state`]), output queue and
@@ -17,7 +18,9 @@
 //! - [`idempotency`]: `Idempotency-Key` answers without a backplane.
 //! - [`buf`]: the shared encoded event, output queues, pooled MSS-sized write chunks.
 //! - [`timer`]: every deadline in one structure; drives the poll timeout.
-//! - [`metrics`]: counters and the Prometheus page.
+//! - [`metrics`]: counters and the Prometheus page; [`procstat`]: the process figures it shows.
+//! - [`systemd`]: readiness notification and socket activation (inert without systemd).
+//! - [`logging`]: text or JSON log lines, a level a reload can change; [`json`]: JSON strings.
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
 //! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
@@ -43,11 +46,15 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 pub mod ids;
+pub mod json;
+pub mod logging;
 pub mod loop_state;
 pub mod metrics;
+pub mod procstat;
 pub mod sse;
+pub mod systemd;
 pub mod timer;
 
-pub use config::Config;
+pub use config::{Config, COMMIT, VERSION};
 pub use event_loop::{Server, StartError, Status};
 pub use handle::{PublishError, PublishHandle};

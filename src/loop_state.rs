@@ -228,6 +228,7 @@ impl LoopState {
         if let Some(bp) = &self.backplane {
             self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
         }
+        crate::metrics::render_process(&mut text, crate::procstat::ProcessStats::read().as_ref());
         text
     }
 

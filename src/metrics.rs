@@ -89,6 +89,8 @@ pub const CLOSE_CAUSES: [(&str, CloseCause); 7] = [
 /// All counters.
 #[derive(Default, Clone, Debug)]
 pub struct Metrics {
+    /// Configuration reloads: applied, refused.
+    pub reloads: [u64; 2],
     /// Connections accepted.
     pub accepted: u64,
     /// Open connections by [`ConnKind`].
@@ -468,7 +470,79 @@ impl Metrics {
             self.lifetime_count,
             self.lifetime_sum,
         );
+        let name = "sseloop_config_reloads_total";
+        family(
+            o,
+            name,
+            "counter",
+            "Configuration reloads (SIGHUP, sseloop_reload) by result.",
+        );
+        for (label, v) in ["ok", "error"].iter().zip(self.reloads) {
+            let _ = writeln!(o, "{name}{{result=\"{label}\"}} {v}");
+        }
         out
+    }
+}
+
+/// The standard process figures (`process_*`, as every Prometheus client library names them)
+/// and `sseloop_build_info`. Without `/proc`, only the build info.
+pub fn render_process(o: &mut String, p: Option<&crate::procstat::ProcessStats>) {
+    family(
+        o,
+        "sseloop_build_info",
+        "gauge",
+        "Always 1; the labels name the version and the git commit of the build.",
+    );
+    let _ = writeln!(
+        o,
+        "sseloop_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        crate::config::COMMIT
+    );
+    let Some(p) = p else {
+        return;
+    };
+    let rows: [(&str, &str, &str, f64); 6] = [
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds as f64,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        family(o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
     }
 }
 

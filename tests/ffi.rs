@@ -29,6 +29,8 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use util::skipped;
+
 /// Slow under valgrind on a loaded 2-core machine; the programs finish in seconds natively.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -82,13 +84,13 @@ fn tool_available(tool: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let required = ["valgrind", "pkg-config", "nm", "make"].contains(&tool)
-        && std::env::var("SSELOOP_REQUIRE_TOOLS").as_deref() == Ok("1");
-    assert!(
-        found || !required,
-        "SSELOOP_REQUIRE_TOOLS=1 but {tool} is not installed (apt-get install valgrind pkg-config \
-         binutils make)"
-    );
+    if !found && ["valgrind", "pkg-config", "nm", "make"].contains(&tool) {
+        skipped(
+            tool,
+            "the C API tests that need it",
+            "apt-get install valgrind pkg-config binutils make",
+        );
+    }
     found
 }
 
@@ -427,7 +429,7 @@ fn pkg_config_file_builds_and_runs_the_host() {
     assert!(stdout.contains("stopped: published="), "{stdout}");
 }
 
-/// `make install PREFIX=<tmp>` (the top-level Makefile), then the example host built against the
+/// `make install-lib PREFIX=<tmp>` (the top-level Makefile), then the example host built against the
 /// installed files through pkg-config twice: with the shared library (found through
 /// LD_LIBRARY_PATH, as an installed library is) and with the static one (no libsseloop.so needed
 /// at run time).
@@ -450,7 +452,7 @@ fn make_install_into_a_prefix_then_build_the_host_shared_and_static_with_pkg_con
     let out = Command::new("make")
         .arg("-C")
         .arg(root())
-        .arg("install")
+        .arg("install-lib")
         .arg(format!("PREFIX={}", prefix.display()))
         .arg(format!("BUILD_DIR={}", lib.display()))
         .output()

@@ -23,9 +23,15 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sse",
             "frame",
             "hooks",
+            "json",
+            "procstat",
+            "systemd",
         ],
     ),
-    ("encodings and request parsing", &["buf", "http"]),
+    (
+        "encodings, request parsing, logging",
+        &["buf", "http", "logging"],
+    ),
     (
         "authorization and the Redis backplane",
         &["auth", "backplane"],

@@ -17,6 +17,7 @@
 mod parse;
 pub mod ranges;
 pub mod redis_url;
+pub mod sources;
 mod validate;
 
 use std::fmt;
@@ -39,7 +40,10 @@ pub const EVENT_OVERHEAD_MAX: usize = 64 * 1024;
 #[derive(Parser, Clone)]
 #[command(
     name = "sseloop",
-    version,
+    version = VERSION,
+    // Settings from the file and the environment are passed before the command line, and the
+    // last occurrence of an option wins: that is the precedence flag > environment > file.
+    args_override_self = true,
     about = "Single-threaded Server-Sent Events publish/subscribe server",
     long_about = "Single-threaded Server-Sent Events publish/subscribe server.\n\n\
         GET /events?topic=A[&topic=B] streams events (Last-Event-ID resumes from history);\n\
@@ -50,6 +54,27 @@ pub const EVENT_OVERHEAD_MAX: usize = 64 * 1024;
         never both: the server refuses to start with both kinds configured."
 )]
 pub struct Config {
+    /// Read settings from this TOML file (keys are the long option names, e.g.
+    /// `max-queue-bytes = "2M"`); SSELOOP_* variables and flags take precedence over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Check the configuration (flags, environment and file) and exit: 0 when it is valid, 1
+    /// with the reason when not.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Print the effective configuration as TOML, with where each value came from, secrets
+    /// redacted, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Print the man page (`man`), a shell completion script (`bash`, `zsh`, `fish`) or the
+    /// options table of docs/OPTIONS.md (`markdown`) made from these definitions, and exit.
+    #[arg(long, hide = true, value_name = "WHAT",
+          value_parser = ["man", "bash", "zsh", "fish", "markdown"])]
+    pub generate: Option<String>,
+
     /// Address to listen on (HOST:PORT; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
@@ -76,13 +101,22 @@ pub struct Config {
     pub max_topics: usize,
 
     /// Bearer token required to publish (also read from SSELOOP_PUBLISH_TOKEN).
-    #[arg(long, env = "SSELOOP_PUBLISH_TOKEN", hide_env_values = true)]
+    #[arg(long)]
     pub publish_token: Option<String>,
 
     /// Bearer token (or access_token query parameter) required to subscribe
     /// (also read from SSELOOP_SUBSCRIBE_TOKEN).
-    #[arg(long, env = "SSELOOP_SUBSCRIBE_TOKEN", hide_env_values = true)]
+    #[arg(long)]
     pub subscribe_token: Option<String>,
+
+    /// File whose first line is the publish token: the recommended form, since a command line
+    /// shows in `ps` (re-read on reload).
+    #[arg(long, value_name = "FILE")]
+    pub publish_token_file: Option<std::path::PathBuf>,
+
+    /// File whose first line is the subscribe token (re-read on reload).
+    #[arg(long, value_name = "FILE")]
+    pub subscribe_token_file: Option<std::path::PathBuf>,
 
     /// Allow publishing without a token on a non-loopback listen address.
     #[arg(long)]
@@ -147,8 +181,12 @@ pub struct Config {
     pub ui: bool,
     /// HMAC secret (at least 32 bytes) for HS256/384/512 JWTs: turns on per-topic JWT
     /// authorization (also read from SSELOOP_JWT_SECRET). Not with the static tokens.
-    #[arg(long, env = "SSELOOP_JWT_SECRET", hide_env_values = true)]
+    #[arg(long)]
     pub jwt_secret: Option<String>,
+
+    /// File whose first line is the JWT HMAC secret (re-read on reload: key rotation).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_secret_file: Option<std::path::PathBuf>,
 
     /// PEM public key file (RSA: RS256/384/512; EC P-256/P-384: ES256/384; Ed25519: EdDSA)
     /// for JWTs: turns on per-topic JWT authorization. Not with --jwt-secret or static tokens.
@@ -176,7 +214,7 @@ pub struct Config {
     /// redis://[USER:PASSWORD@]HOST:PORT[/DB] (also read from SSELOOP_BACKPLANE; the password
     /// is never logged). Ids then come from Redis and every node delivers every event. See
     /// docs/SCALING.md.
-    #[arg(long, env = "SSELOOP_BACKPLANE", hide_env_values = true, value_name = "URL",
+    #[arg(long, value_name = "URL",
           value_parser = parse_backplane)]
     pub backplane: Option<RedisUrl>,
 
@@ -200,11 +238,42 @@ pub struct Config {
     #[arg(long, default_value = "300", value_parser = number_in(ranges::IDEMPOTENCY_WINDOW_SECS))]
     pub idempotency_window_secs: u64,
 
+    /// Log line format: `text` for people, `json` for collectors (one object per line with
+    /// `ts`, `level`, `target` and `msg`). A reload applies a change.
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log level: off, error, warn, info, debug or trace [default: RUST_LOG, else info]. A
+    /// reload applies a change.
+    #[arg(long, value_name = "LEVEL", value_parser = parse::parse_level)]
+    pub log_level: Option<log::LevelFilter>,
+
     /// Set SO_REUSEPORT on the listener so several nodes (one per core) share the address; the
     /// kernel spreads connections among them. With --backplane they form one hub.
     #[arg(long)]
     pub reuse_port: bool,
 }
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `[time level target] message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for collectors.
+    Json,
+}
+
+/// The version and the git commit the crate was built from, e.g. `0.1.0 (commit 004d731a2b3c)`
+/// (`--version`, the start-up line).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SSELOOP_COMMIT"),
+    ")"
+);
+/// The git commit alone (`unknown` when built outside a checkout).
+pub const COMMIT: &str = env!("SSELOOP_COMMIT");
 
 impl Default for Config {
     fn default() -> Self {
@@ -250,6 +319,12 @@ impl fmt::Debug for Config {
             .field("backplane_retention", &self.backplane_retention)
             .field("idempotency_window_secs", &self.idempotency_window_secs)
             .field("reuse_port", &self.reuse_port)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field("config", &self.config)
+            .field("publish_token_file", &self.publish_token_file)
+            .field("subscribe_token_file", &self.subscribe_token_file)
+            .field("jwt_secret_file", &self.jwt_secret_file)
             .finish()
     }
 }

@@ -42,7 +42,23 @@ pub(super) fn parse_backplane(s: &str) -> Result<RedisUrl, String> {
     RedisUrl::parse(s)
 }
 
+/// `--log-level`.
+pub(super) fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s}: expected off, error, warn, info, debug or trace"))
+}
+
 pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    // `:8080` means every IPv4 address, as in Go and nginx.
+    let owned;
+    let s = match s.strip_prefix(':') {
+        Some(port) => {
+            owned = format!("0.0.0.0:{port}");
+            owned.as_str()
+        }
+        None => s,
+    };
     if let Ok(addr) = s.parse() {
         return Ok(addr);
     }

@@ -12,11 +12,15 @@
 //!
 //! Files: this one holds the `Server`, its construction, one iteration and its dispatch, the
 //! fan-out mark and `close`; `accept.rs` accepting; `round.rs` the round of writes and its
-//! mid-round input; `pump.rs` the backplane's turn; `shutdown.rs` signals and shutdown.
+//! mid-round input; `pump.rs` the backplane's turn; `shutdown.rs` signals and shutdown;
+//! `service.rs` what the loop does for a service manager (readiness, watchdog, reload) and
+//! `reload.rs` which settings a reload changes.
 
 mod accept;
 mod pump;
+pub mod reload;
 mod round;
+mod service;
 mod shutdown;
 
 use std::io;
@@ -27,13 +31,12 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use self::accept::{bind_listener, default_max_connections};
 use self::shutdown::Shutdown;
-use crate::auth::Auth;
 use crate::backplane::{self, Backplane, BackplaneConfig};
 use crate::config::{Config, ConfigError};
 use crate::conn::{io as sockio, Closing, Connection, Flow};
@@ -112,16 +115,37 @@ pub struct Server {
     midround_events: Events,
     /// Connections marked for writing by mid-round input (reused buffer).
     midround_dirty: Vec<usize>,
+    /// The service manager, when the binary runs under one (readiness, watchdog).
+    notifier: crate::systemd::Notifier,
+    /// When the next `WATCHDOG=1` is due.
+    watchdog_due: Option<Instant>,
+    /// Reads the configuration again on SIGHUP (the binary's file, environment and flags).
+    reloader: Option<service::Reloader>,
 }
 
 impl Server {
     /// Validates the configuration, binds the listener and prepares the loop.
     pub fn bind(config: Config) -> Result<Server, StartError> {
-        config.validate().map_err(StartError::Config)?;
-        let auth = Auth::from_config(&config)
-            .map_err(|e| StartError::Config(ConfigError::JwtKey(e.to_string())))?;
+        Self::bind_with(config, None)
+    }
+
+    /// Like [`Server::bind`], serving `inherited` (a listening socket handed over by a service
+    /// manager, see `systemd::take_listen_fds`) instead of binding `--listen`.
+    pub fn bind_with(
+        mut config: Config,
+        inherited: Option<std::net::TcpListener>,
+    ) -> Result<Server, StartError> {
+        if let Some(l) = &inherited {
+            // The address checks (open publishing on a public address) apply to the real one.
+            config.listen = l.local_addr()?;
+        }
+        let auth = Self::checked_auth(&config)?;
         let poll = Poll::new()?;
-        let mut listener = bind_listener(config.listen, config.reuse_port)?;
+        let activated = inherited.is_some();
+        let mut listener = match inherited {
+            Some(l) => TcpListener::from_std(l),
+            None => bind_listener(config.listen, config.reuse_port)?,
+        };
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -145,12 +169,7 @@ impl Server {
         let max_connections = config
             .max_connections
             .unwrap_or_else(default_max_connections);
-        log::info!(
-            "listening on {local_addr}, run id {run}, max connections {max_connections}, \
-             history {} per topic, heartbeat {} ms",
-            config.history,
-            config.heartbeat_ms
-        );
+        service::log_start(&config, local_addr, activated, &run, max_connections);
         log::debug!("{config:?}");
         let backplane = match &config.backplane {
             None => None,
@@ -201,13 +220,18 @@ impl Server {
             stopped: false,
             touched: Vec::new(),
             append_wait_off_until: None,
+            notifier: crate::systemd::Notifier::default(),
+            watchdog_due: None,
+            reloader: None,
         })
     }
 
     /// Handles SIGTERM and SIGINT inside the loop: the first starts a graceful shutdown, a second
-    /// SIGINT forces an immediate stop. (The binary calls this; an embedding host may not want it.)
+    /// SIGINT forces an immediate stop; SIGHUP reloads the configuration (see
+    /// [`Server::set_reloader`]) and never ends the process. (The binary calls this; an embedding
+    /// host may not want it.)
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -278,11 +302,16 @@ impl Server {
         if let Some(shutdown) = &self.shutdown {
             consider(shutdown.deadline.saturating_duration_since(now));
         }
+        if let Some(due) = self.watchdog_due {
+            consider(due.saturating_duration_since(now));
+        }
         wait
     }
 
     /// Runs until shut down (signal, [`PublishHandle::stop`]).
     pub fn run(&mut self) -> io::Result<()> {
+        self.notifier
+            .ready(&format!("listening on {}", self.local_addr));
         while self.poll_once(None)? == Status::Running {}
         Ok(())
     }
@@ -315,6 +344,7 @@ impl Server {
         self.events = events;
         result?;
         self.after_dispatch();
+        self.feed_watchdog();
         Ok(if self.stopped {
             Status::Stopped
         } else {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use signal_hook::consts::SIGINT;
+use signal_hook::consts::{SIGHUP, SIGINT};
 
 use super::Server;
 use crate::backplane::Origin;
@@ -33,6 +33,7 @@ impl Server {
                         s.interrupts += 1;
                     }
                 }
+                SIGHUP => self.reload_from_source(),
                 _ => self.begin_shutdown("SIGTERM"),
             }
         }
@@ -49,6 +50,7 @@ impl Server {
             self.conns.len(),
             self.sh.config.grace_ms
         );
+        self.notifier.stopping(why);
         self.shutdown = Some(Shutdown {
             deadline: self.sh.now + self.sh.grace(),
             interrupts: 0,

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::config::sseloop_config_t;
-use super::error::{Error, SSELOOP_EBUSY, SSELOOP_EDONE, SSELOOP_EINTERNAL, SSELOOP_OK};
+use super::error::{
+    Error, SSELOOP_EBUSY, SSELOOP_ECONFIG, SSELOOP_EDONE, SSELOOP_EINTERNAL, SSELOOP_OK,
+};
 use crate::handle::PublishHandle;
 use crate::{Server, Status};
 
@@ -300,6 +302,24 @@ ffi_fn! {
             Ok(Status::Running) => SSELOOP_OK,
             Ok(Status::Stopped) => SSELOOP_EDONE,
             Err(e) => Error::from_io(e).report(),
+        }
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// Applies a new configuration to a running loop, as SIGHUP does for the binary: the
+    /// settings that can change live (authorization tokens and keys, CORS origin, heartbeat,
+    /// retry, timeouts, max connections, log format and level) take effect before the next
+    /// iteration; the others keep their values until a restart (the log line lists them). An
+    /// invalid configuration changes nothing: SSELOOP_ECONFIG with the reason. `config` is
+    /// copied: the caller still owns it. Loop-side (SSELOOP_EBUSY when the loop is in use).
+    fn sseloop_reload(lp: *mut sseloop_t, config: *const sseloop_config_t) -> c_int {
+        let lp = non_null!(lp);
+        let config = non_null!(config);
+        let mut busy = enter!(lp, "sseloop_reload");
+        match busy.core().server.reload(&config.config) {
+            Ok(_) => SSELOOP_OK,
+            Err(e) => Error::new(SSELOOP_ECONFIG, e).report(),
         }
     } ?= SSELOOP_EINTERNAL;
 }

@@ -662,3 +662,25 @@ pub fn raise_open_files(want: u64) {
         }
     }
 }
+
+/// Says that a group of tests did not run because `tool` is missing: once per test binary and
+/// tool, written straight to the process's standard error, which the test harness does not
+/// capture, so the line shows in `cargo test` output among the results. With
+/// `SSELOOP_REQUIRE_TOOLS=1` (CI) a missing tool is a failure instead.
+#[allow(dead_code)]
+pub fn skipped(tool: &str, group: &str, install: &str) {
+    use std::io::Write as _;
+    assert!(
+        std::env::var("SSELOOP_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "SSELOOP_REQUIRE_TOOLS=1 but {tool} is not installed ({install})"
+    );
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|t| t == tool) {
+        said.push(tool.to_string());
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {group}: {tool} is not installed ({install})"
+        );
+    }
+}
