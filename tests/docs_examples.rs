@@ -335,38 +335,35 @@ impl Raw {
     fn open(addr: std::net::SocketAddr, request: &[u8]) -> Raw {
         let mut stream = connect(addr);
         stream.write_all(request).unwrap();
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).expect("a response head");
-            assert!(n > 0, "closed before the response head: {buf:?}");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let pending = buf.split_off(end);
-        let head = String::from_utf8(buf).unwrap();
-        Raw {
+        let (head, pending) = (String::new(), Vec::new());
+        let mut raw = Raw {
             stream,
             head,
             pending,
-        }
+        };
+        let end = loop {
+            match raw.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(at) => break at + 4,
+                None => raw.fill("the response head"),
+            }
+        };
+        raw.head = String::from_utf8(raw.take(end)).unwrap();
+        raw
+    }
+
+    /// Reads what the socket has (waiting up to [`TIMEOUT`]); the stream must not end.
+    fn fill(&mut self, what: &str) {
+        let mut chunk = [0u8; 4096];
+        let got = self.stream.read(&mut chunk);
+        let got = got.unwrap_or_else(|e| panic!("waiting for {what}: {e}; {:02x?}", self.pending));
+        assert!(got > 0, "closed before {what}; {:02x?}", self.pending);
+        self.pending.extend_from_slice(&chunk[..got]);
     }
 
     /// The next `n` bytes of the stream.
     fn take(&mut self, n: usize) -> Vec<u8> {
         while self.pending.len() < n {
-            let mut chunk = [0u8; 4096];
-            let got = self.stream.read(&mut chunk).unwrap_or_else(|e| {
-                panic!("waiting for {n} bytes, have {:02x?}: {e}", self.pending)
-            });
-            assert!(
-                got > 0,
-                "closed; expected {n} bytes, have {:02x?}",
-                self.pending
-            );
-            self.pending.extend_from_slice(&chunk[..got]);
+            self.fill(&format!("{n} bytes"));
         }
         let rest = self.pending.split_off(n);
         std::mem::replace(&mut self.pending, rest)
@@ -562,15 +559,19 @@ fn worked_session() -> Vec<Step> {
         let [_, direction, _, bytes, _] = cells[..] else {
             continue;
         };
-        let bytes = match bytes.strip_prefix("example ") {
+        let frame = || match bytes.strip_prefix("example ") {
             Some(label) => frame_of(label),
-            None => hex_bytes(bytes.trim_matches('`')),
+            None => {
+                let inline = hex_bytes(bytes.trim_matches('`'));
+                assert!(!inline.is_empty(), "section 7: no bytes in {row}");
+                inline
+            }
         };
-        steps.push(match direction {
-            "C → S" => Step::Send(bytes),
-            "S → C" if bytes.is_empty() => Step::Closed,
-            "S → C" => Step::Expect(bytes),
-            "stop" => Step::Stop,
+        steps.push(match (direction, bytes) {
+            ("S → C", "end") => Step::Closed,
+            ("S → C", _) => Step::Expect(frame()),
+            ("C → S", _) => Step::Send(frame()),
+            ("stop", _) => Step::Stop,
             _ => continue,
         });
     }
