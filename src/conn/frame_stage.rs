@@ -107,8 +107,9 @@ impl Connection {
         }
         rbuf.drain(..start);
         if let Some(err) = fatal {
-            log::debug!("conn {key}: broken frame stream: {err:?}");
-            self.queue_frame_error(key, err.code(), 0, b"", "broken frame stream", sh);
+            let text = err.to_string();
+            log::debug!("conn {key}: broken frame stream: {text}");
+            self.queue_frame_error(key, err.code(), 0, b"", &text, sh);
             // A fatal ERROR is followed by the close, without GOAWAY.
             let _ = self.transition(LifeEvent::Drain, sh);
             rbuf = Vec::new();
@@ -135,7 +136,8 @@ impl Connection {
         let message = match frame::parse(payload) {
             Ok(message) => message,
             Err(err) => {
-                let text = format!("{err:?}");
+                // Words for a person reading logs, never a Rust debug string (PROTOCOL.md 4.8).
+                let text = err.to_string();
                 // A refused PUBLISH is answered with its correlation id when that is readable.
                 let correlation = if about == Kind::Publish.byte() {
                     publish_correlation(payload)

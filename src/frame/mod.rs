@@ -4,8 +4,8 @@
 //! length, the payload) in a buffer, [`payload`] parses and encodes the inner kinds, [`code`] is
 //! the registry of error codes, and [`client`] is a small blocking client for tests and tools.
 //! `codec`, `payload` and `code` are pure: no I/O, no allocation while decoding, and no panic on
-//! any input. docs/PROTOCOL.md is the specification; its worked examples are checked by the
-//! tests in this module.
+//! any input. docs/PROTOCOL.md is the specification; its examples are checked byte for byte by
+//! `tests/docs_examples.rs`.
 //!
 //! The server keeps the connection's read buffer and runs [`FrameDecoder::decode`] on it; each
 //! complete frame's payload goes to [`parse`], and the replies and events go out through the

@@ -1,6 +1,6 @@
-//! Cross-module tests: property tests of encoder → stream → split reads → decoder → parser, and
-//! the worked examples of docs/PROTOCOL.md, which are checked byte for byte against an
-//! independent field-by-field reading of the specification.
+//! Cross-module tests: property tests of encoder → stream → split reads → decoder → parser. The
+//! examples of docs/PROTOCOL.md are checked byte for byte, against this codec, an independent
+//! field-by-field reading of the specification and a real server, by `tests/docs_examples.rs`.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::code::ErrorCode;
 use super::codec::{FrameDecoder, HEADER_LEN, MAGIC};
 use super::owned::OwnedPayload;
-use super::payload::{encode_publish_frame, parse, Kind, Payload};
+use super::payload::{encode_publish_frame, parse, Payload};
 
 /// Feeds `chunks` to a decoder the way the server does: append each read to one buffer, take
 /// every complete frame out of it, then drop the consumed prefix.
@@ -221,290 +221,6 @@ proptest! {
     }
 }
 
-/// The worked examples of docs/PROTOCOL.md, in the order the document gives them.
-fn examples() -> Vec<OwnedPayload> {
-    vec![
-        OwnedPayload::Event {
-            id: "mhc1x2k9-42".into(),
-            topics: vec!["news".into(), "sport/eu".into()],
-            event_type: "score".into(),
-            data: b"1-0".to_vec(),
-        },
-        OwnedPayload::Publish {
-            correlation: b"c7".to_vec(),
-            topics: vec!["news".into()],
-            event_type: String::new(),
-            data: b"hello".to_vec(),
-            idempotency_key: String::new(),
-        },
-        OwnedPayload::PublishAck {
-            correlation: b"c7".to_vec(),
-            id: "mhc1x2k9-43".into(),
-        },
-        OwnedPayload::Subscribe {
-            topics: vec!["sport/eu".into()],
-            last_event_id: "mhc1x2k9-40".into(),
-        },
-        OwnedPayload::Unsubscribe {
-            topics: vec!["news".into()],
-        },
-        OwnedPayload::Ping {
-            opaque: vec![0, 0, 0, 1],
-        },
-        OwnedPayload::Pong {
-            opaque: vec![0, 0, 0, 1],
-        },
-        OwnedPayload::Error {
-            code: ErrorCode::BAD_TOPIC,
-            about: Kind::Publish.byte(),
-            correlation: b"c8".to_vec(),
-            message: "bad topic".into(),
-        },
-        OwnedPayload::Error {
-            code: ErrorCode::UNKNOWN_KIND,
-            about: 0x0A,
-            correlation: Vec::new(),
-            message: String::new(),
-        },
-        OwnedPayload::GoAway {
-            code: ErrorCode::SHUTTING_DOWN,
-            retry_ms: 2000,
-            message: "restarting".into(),
-        },
-    ]
-}
-
-/// The specification read field by field, independently of the encoder: each entry is the
-/// bytes of one field and the comment the document prints beside them.
-fn layout(p: &OwnedPayload) -> Vec<(Vec<u8>, String)> {
-    let mut s = Spec(Vec::new());
-    let kind = p.kind();
-    s.put(
-        &[kind.byte()],
-        format!("kind 0x{:02x} {}", kind.byte(), kind.name()),
-    );
-    match p {
-        OwnedPayload::Event {
-            id,
-            topics,
-            event_type,
-            data,
-        } => {
-            s.str8("id", id.as_bytes());
-            s.topics(topics);
-            s.str8("event type", event_type.as_bytes());
-            s.data(data);
-        }
-        OwnedPayload::Publish {
-            correlation,
-            topics,
-            event_type,
-            data,
-            idempotency_key,
-        } => {
-            s.str8("correlation", correlation);
-            s.topics(topics);
-            s.str8("event type", event_type.as_bytes());
-            s.data(data);
-            if !idempotency_key.is_empty() {
-                s.str8("idempotency key", idempotency_key.as_bytes());
-            }
-        }
-        OwnedPayload::PublishAck { correlation, id } => {
-            s.str8("correlation", correlation);
-            s.str8("id", id.as_bytes());
-        }
-        OwnedPayload::Subscribe {
-            topics,
-            last_event_id,
-        } => {
-            s.topics(topics);
-            s.str8("last event id", last_event_id.as_bytes());
-        }
-        OwnedPayload::Unsubscribe { topics } => s.topics(topics),
-        OwnedPayload::Ping { opaque } | OwnedPayload::Pong { opaque } => {
-            s.str8("opaque", opaque);
-        }
-        OwnedPayload::Error {
-            code,
-            about,
-            correlation,
-            message,
-        } => {
-            s.put(&code.0.to_be_bytes(), format!("code {code}"));
-            let name = Kind::from_byte(*about).map_or("not a known kind", Kind::name);
-            s.put(&[*about], format!("about 0x{about:02x} ({name})"));
-            s.str8("correlation", correlation);
-            s.message(message);
-        }
-        OwnedPayload::GoAway {
-            code,
-            retry_ms,
-            message,
-        } => {
-            s.put(&code.0.to_be_bytes(), format!("code {code}"));
-            s.put(&retry_ms.to_be_bytes(), format!("retry_ms {retry_ms}"));
-            s.message(message);
-        }
-    }
-    let payload_len: usize = s.0.iter().map(|(b, _)| b.len()).sum();
-    let mut all = vec![
-        (MAGIC.to_vec(), "magic".to_string()),
-        (
-            u32::try_from(payload_len).unwrap().to_be_bytes().to_vec(),
-            format!("payload length {payload_len}"),
-        ),
-    ];
-    all.extend(s.0);
-    all
-}
-
-/// Fields as docs/PROTOCOL.md describes them, with their comments.
-struct Spec(Vec<(Vec<u8>, String)>);
-
-impl Spec {
-    fn put(&mut self, bytes: &[u8], comment: String) {
-        self.0.push((bytes.to_vec(), comment));
-    }
-
-    /// A u8 length, then the bytes (omitted from the listing when empty).
-    fn str8(&mut self, name: &str, value: &[u8]) {
-        let len = u8::try_from(value.len()).unwrap();
-        self.put(&[len], format!("{name} length {len}"));
-        if !value.is_empty() {
-            self.put(value, format!("{name} {}", show(value)));
-        }
-    }
-
-    fn topics(&mut self, topics: &[String]) {
-        let count = u8::try_from(topics.len()).unwrap();
-        self.put(&[count], format!("topic count {count}"));
-        for t in topics {
-            self.str8("topic", t.as_bytes());
-        }
-    }
-
-    fn data(&mut self, data: &[u8]) {
-        let len = u32::try_from(data.len()).unwrap();
-        self.put(&len.to_be_bytes(), format!("data length {len}"));
-        if !data.is_empty() {
-            self.put(data, format!("data {}", show(data)));
-        }
-    }
-
-    fn message(&mut self, message: &str) {
-        let len = u16::try_from(message.len()).unwrap();
-        self.put(&len.to_be_bytes(), format!("message length {len}"));
-        if !message.is_empty() {
-            self.put(
-                message.as_bytes(),
-                format!("message {}", show(message.as_bytes())),
-            );
-        }
-    }
-}
-
-/// Text fields are shown quoted; anything else is left to the hex.
-fn show(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if !s.contains(|c: char| c.is_control()) => format!("{s:?}"),
-        _ => "(bytes)".into(),
-    }
-}
-
-/// Renders a layout as the document prints it: hex bytes (at most eight per line), then the
-/// comment from column 26.
-fn render(layout: &[(Vec<u8>, String)]) -> String {
-    let mut text = String::new();
-    for (bytes, comment) in layout {
-        for (i, line) in bytes.chunks(8).enumerate() {
-            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-            let hex = hex.join(" ");
-            if i == 0 {
-                text.push_str(&format!("{hex:<25} {comment}\n"));
-            } else {
-                text.push_str(&hex);
-                text.push('\n');
-            }
-        }
-    }
-    text
-}
-
-const PROTOCOL_MD: &str = include_str!("../../docs/PROTOCOL.md");
-
-/// The ```hex blocks of the document, in order.
-fn doc_hex_blocks() -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in PROTOCOL_MD.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```hex") => current = Some(String::new()),
-            (Some(_), "```") => blocks.extend(current.take()),
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
-
-/// The bytes of a hex block: on each line, the two-digit hex tokens before the comment.
-fn hex_bytes(block: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in block.lines() {
-        for token in line.split_whitespace() {
-            match (token.len(), u8::from_str_radix(token, 16)) {
-                (2, Ok(b)) => out.push(b),
-                _ => break,
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn layout_matches_the_encoder() {
-    for p in examples() {
-        let spec: Vec<u8> = layout(&p).into_iter().flat_map(|(b, _)| b).collect();
-        let mut enc = Vec::new();
-        p.encode_frame(&mut enc).unwrap();
-        assert_eq!(spec, enc, "{p:?}");
-    }
-}
-
-#[test]
-fn protocol_md_examples_decode_as_documented() {
-    let blocks = doc_hex_blocks();
-    let examples = examples();
-    assert_eq!(blocks.len(), examples.len(), "one hex block per example");
-    let dec = FrameDecoder::default();
-    for (block, want) in blocks.iter().zip(&examples) {
-        assert_eq!(
-            *block,
-            render(&layout(want)),
-            "document drifted from the examples"
-        );
-        let bytes = hex_bytes(block);
-        let frame = dec.decode(&bytes).unwrap().unwrap();
-        assert_eq!(frame.frame_len(), bytes.len());
-        let parsed = parse(&bytes[frame.payload_range()]).unwrap();
-        assert_eq!(OwnedPayload::from(parsed), *want);
-    }
-}
-
-#[test]
-fn protocol_md_unknown_kind_example() {
-    // The document's example of a frame from a later version: kind 0x0A with one byte.
-    let bytes = [0xCA, 0xFE, 0, 0, 0, 2, 0x0A, 0x01];
-    let frame = FrameDecoder::default().decode(&bytes).unwrap().unwrap();
-    let err = parse(&bytes[frame.payload_range()]).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::UNKNOWN_KIND);
-    assert!(PROTOCOL_MD.contains("ca fe 00 00 00 02 0a 01"));
-}
-
 #[test]
 fn zero_length_payload_is_a_frame_but_not_a_message() {
     let bytes = [0xCA, 0xFE, 0, 0, 0, 0];
@@ -532,16 +248,6 @@ fn borrowed_payload_points_into_the_read_buffer() {
     assert_eq!(opaque.as_ptr(), buf[HEADER_LEN + 2..].as_ptr());
 }
 
-/// Prints the examples as the document shows them:
-/// `cargo test print_protocol_examples -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn print_protocol_examples() {
-    for p in examples() {
-        println!("{}\n```hex\n{}```\n", p.kind(), render(&layout(&p)));
-    }
-}
-
 #[test]
 fn present_but_empty_idempotency_key_is_malformed() {
     // Found by the frame_decode fuzz target: a zero-length key field would parse as "no key"
@@ -557,4 +263,30 @@ fn present_but_empty_idempotency_key_is_malformed() {
         super::payload::PayloadError::EmptyOptional(super::payload::Field::IdempotencyKey)
     );
     assert_eq!(err.code(), ErrorCode::MALFORMED_PAYLOAD);
+}
+
+#[test]
+fn parse_errors_read_as_words_for_error_frames_not_as_debug_strings() {
+    use super::payload::{Field, PayloadError};
+    let cases = [
+        (PayloadError::Empty, "empty payload"),
+        (PayloadError::UnknownKind(0x0A), "unknown frame kind 0x0a"),
+        (
+            PayloadError::Truncated(Field::EventType),
+            "payload ends inside the event type",
+        ),
+        (
+            PayloadError::TrailingBytes(3),
+            "3 bytes after the last field",
+        ),
+        (PayloadError::NotUtf8(Field::Topic), "topic is not UTF-8"),
+        (PayloadError::NoTopics, "empty topic list"),
+        (
+            PayloadError::EmptyOptional(Field::IdempotencyKey),
+            "idempotency key is present but empty",
+        ),
+    ];
+    for (err, words) in cases {
+        assert_eq!(err.to_string(), words);
+    }
 }

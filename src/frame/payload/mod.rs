@@ -139,6 +139,27 @@ pub enum Field {
     IdempotencyKey,
 }
 
+impl fmt::Display for Field {
+    /// The field's name in words, for ERROR messages a person reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Id => "id",
+            Field::TopicCount => "topic count",
+            Field::Topic => "topic",
+            Field::EventType => "event type",
+            Field::Data => "data",
+            Field::Correlation => "correlation id",
+            Field::LastEventId => "last event id",
+            Field::Opaque => "opaque bytes",
+            Field::Code => "code",
+            Field::About => "about",
+            Field::Message => "message",
+            Field::RetryMs => "retry_ms",
+            Field::IdempotencyKey => "idempotency key",
+        })
+    }
+}
+
 /// Why a payload did not parse. None of these is fatal: the frame boundaries are intact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadError {
@@ -177,12 +198,12 @@ impl fmt::Display for PayloadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PayloadError::Empty => f.write_str("empty payload"),
-            PayloadError::UnknownKind(k) => write!(f, "unknown kind 0x{k:02x}"),
-            PayloadError::Truncated(field) => write!(f, "payload ends inside {field:?}"),
+            PayloadError::UnknownKind(k) => write!(f, "unknown frame kind 0x{k:02x}"),
+            PayloadError::Truncated(field) => write!(f, "payload ends inside the {field}"),
             PayloadError::TrailingBytes(n) => write!(f, "{n} bytes after the last field"),
-            PayloadError::NotUtf8(field) => write!(f, "{field:?} is not UTF-8"),
+            PayloadError::NotUtf8(field) => write!(f, "{field} is not UTF-8"),
             PayloadError::NoTopics => f.write_str("empty topic list"),
-            PayloadError::EmptyOptional(field) => write!(f, "{field:?} is present but empty"),
+            PayloadError::EmptyOptional(field) => write!(f, "{field} is present but empty"),
         }
     }
 }
