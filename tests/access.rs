@@ -67,7 +67,9 @@ fn stats_under_jwt_need_a_token_with_the_admin_claim() {
         c.contains("error=\"insufficient_scope\"")
             && c.contains("error_description=\"token does not grant admin\"")
     }));
-    assert!(refused.text().starts_with("{\"error\":\"token does not grant admin"));
+    assert!(refused
+        .text()
+        .starts_with("{\"error\":\"token does not grant admin"));
     assert!(!refused.text().contains("private/alice"));
 
     let forged = hs(&json!({"exp": now() + 60, "sseloop": {"admin": true}}));
@@ -282,7 +284,12 @@ fn preflight_allows_idempotency_key_and_errors_expose_retry_after() {
         .header("Access-Control-Allow-Headers")
         .unwrap_or_default()
         .to_ascii_lowercase();
-    for h in ["idempotency-key", "authorization", "content-type", "last-event-id"] {
+    for h in [
+        "idempotency-key",
+        "authorization",
+        "content-type",
+        "last-event-id",
+    ] {
         assert!(allowed.split(", ").any(|a| a == h), "{h} not in {allowed}");
     }
     let err = server.post("topic=", "x", &[]);
@@ -299,10 +306,7 @@ fn probes_are_answered_at_the_connection_limit_and_the_limit_is_logged() {
     let _streams: Vec<SseClient> = (0..3)
         .map(|_| server.subscribe("topic=full", &[]))
         .collect();
-    assert_eq!(
-        server.metric("sseloop_connections_open{kind=\"sse\"}"),
-        3.0
-    );
+    assert_eq!(server.metric("sseloop_connections_open{kind=\"sse\"}"), 3.0);
 
     let health = get(&server, "/healthz", &[]);
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
@@ -310,7 +314,9 @@ fn probes_are_answered_at_the_connection_limit_and_the_limit_is_logged() {
     assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
     let metrics = get(&server, "/metrics", &[]);
     assert_eq!(metrics.status, 200);
-    assert!(metrics.text().contains("sseloop_connections_open{kind=\"sse\"} 3\n"));
+    assert!(metrics
+        .text()
+        .contains("sseloop_connections_open{kind=\"sse\"} 3\n"));
     // A probe's connection closes after its answer (it does not hold a slot).
     assert_eq!(health.header("Connection").as_deref(), Some("close"));
 
@@ -330,16 +336,15 @@ fn probes_are_answered_at_the_connection_limit_and_the_limit_is_logged() {
     // Keep-alive is not granted over the limit: one answer, then the close.
     let mut keep = ResponseReader::new(connect(server.addr));
     keep.stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
         .unwrap();
     assert_eq!(keep.next().map(|r| r.status), Some(200));
     assert!(keep.closed_within(TIMEOUT));
 
     // Still full: the streams were never disturbed.
-    assert_eq!(
-        server.metric("sseloop_connections_open{kind=\"sse\"}"),
-        3.0
-    );
+    assert_eq!(server.metric("sseloop_connections_open{kind=\"sse\"}"), 3.0);
     assert!(server.metric("sseloop_closes_total{cause=\"over_capacity\"}") >= 3.0);
     let log = server.log.lock().unwrap().clone();
     let lines: Vec<&String> = log

@@ -236,9 +236,9 @@ mod tests {
             text.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n")
         );
         assert!(text.contains("\r\nAllow: GET\r\n"));
-        assert!(text.contains(
-            "\r\nAccess-Control-Expose-Headers: Retry-After, WWW-Authenticate\r\n"
-        ));
+        assert!(
+            text.contains("\r\nAccess-Control-Expose-Headers: Retry-After, WWW-Authenticate\r\n")
+        );
         assert!(text.contains("\r\nAccess-Control-Allow-Credentials: true\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"error\":\"method not allowed\",\"status\":405}\n"));
         assert!(text.contains("Connection: keep-alive\r\n"));
