@@ -273,30 +273,13 @@ fn browser_drives_the_console() {
     let open = TestServer::start(&["--ui", "--max-queue-bytes", "72k", "--max-body", "8k"]);
     let token = "console-test-token";
     let locked = TestServer::start(&["--ui", "--subscribe-token", token]);
-    let out = Command::new(node)
-        .arg("browser.mjs")
-        .current_dir(&dir)
-        .env("SSELOOP_URL", format!("http://{}", open.addr))
-        .env("SSELOOP_TOKEN_URL", format!("http://{}", locked.addr))
-        .env("SSELOOP_TOKEN", token)
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOT_DIR", &screens)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "browser test failed ({}):\n{stdout}\n{stderr}\nserver log: {:?}",
-        out.status,
-        open.log.lock().unwrap()
-    );
-    assert!(
-        stdout.contains("passed, 0 failed"),
-        "no summary line:\n{stdout}"
-    );
+    let env = [
+        ("SSELOOP_URL", format!("http://{}", open.addr)),
+        ("SSELOOP_TOKEN_URL", format!("http://{}", locked.addr)),
+        ("SSELOOP_TOKEN", token.to_string()),
+        ("SCREENSHOT_DIR", screens.display().to_string()),
+    ];
+    run_script(&dir, "browser.mjs", (&chromium, &node), &env, &open);
     for shot in ["console.png", "console-streams.png"] {
         let len = std::fs::metadata(screens.join(shot)).map_or(0, |m| m.len());
         assert!(len > 10_000, "{shot}: {len} bytes");
@@ -340,24 +323,46 @@ fn browser_publishes_cross_origin_and_the_console_needs_an_admin_token() {
         "200",
     ]);
     let jwt = TestServer::start(&["--ui", "--jwt-secret", secret]);
+    let env = [
+        ("SSELOOP_URL", format!("http://{}", open.addr)),
+        ("SSELOOP_DOWN_URL", format!("http://{}", down.addr)),
+        ("SSELOOP_JWT_URL", format!("http://{}", jwt.addr)),
+        ("SSELOOP_READER", reader),
+        ("SSELOOP_ADMIN", admin),
+    ];
+    let stdout = run_script(&dir, "access.mjs", (&chromium, &node), &env, &jwt);
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+}
+
+/// Runs a browser script of tests/console with node and `env`; asserts that every check passed
+/// (the script's summary line) and returns its output. `server`'s log goes in a failure message.
+fn run_script(
+    dir: &Path,
+    script: &str,
+    (chromium, node): (&Path, &str),
+    env: &[(&str, String)],
+    server: &TestServer,
+) -> String {
     let out = Command::new(node)
-        .arg("access.mjs")
-        .current_dir(&dir)
-        .env("SSELOOP_URL", format!("http://{}", open.addr))
-        .env("SSELOOP_DOWN_URL", format!("http://{}", down.addr))
-        .env("SSELOOP_JWT_URL", format!("http://{}", jwt.addr))
-        .env("SSELOOP_READER", &reader)
-        .env("SSELOOP_ADMIN", &admin)
-        .env("CHROMIUM", &chromium)
+        .arg(script)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("CHROMIUM", chromium)
         .stdin(Stdio::null())
         .output()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(
-        out.status.success() && stdout.contains("5 passed, 0 failed"),
-        "browser access test failed ({}):\n{stdout}\n{stderr}",
-        out.status
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}\nserver log: {:?}",
+        out.status,
+        server.log.lock().unwrap()
     );
+    assert!(
+        stdout.contains("passed, 0 failed"),
+        "no summary line:\n{stdout}"
+    );
+    stdout
 }

@@ -20,7 +20,7 @@
 import http from "node:http";
 import { once } from "node:events";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { ok, runChecks } from "./run.mjs";
 
 const BASE = process.env.SSELOOP_URL;
 const DOWN = process.env.SSELOOP_DOWN_URL;
@@ -29,11 +29,6 @@ const READER = process.env.SSELOOP_READER;
 const ADMIN = process.env.SSELOOP_ADMIN;
 const TIMEOUT = 15_000;
 
-let passed = 0;
-function ok(what) {
-  passed++;
-  console.log(`ok ${passed} - ${what}`);
-}
 
 /** A page served from another origin (another port) than the servers under test. */
 async function otherOrigin() {
@@ -139,20 +134,4 @@ async function adminChecks(browser) {
   await context.close();
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  // The test may run as root (CI), where Chromium's sandbox cannot start.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-try {
-  await crossOriginChecks(browser);
-  await adminChecks(browser);
-  console.log(`${passed} passed, 0 failed`);
-} catch (err) {
-  console.error(err);
-  console.log(`${passed} passed, 1 failed`);
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-  process.exit();
-}
+await runChecks(crossOriginChecks, adminChecks);
