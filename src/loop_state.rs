@@ -48,6 +48,8 @@ pub struct LoopState {
     /// Connections accepted over the limit, lingering only to deliver their 503 (they do not
     /// count against the limit).
     pub refused: usize,
+    /// The rate-limited "connection limit reached" log line.
+    pub limit_warning: crate::conn::capacity::LimitWarning,
     /// Host callbacks.
     pub hooks: Hooks,
     /// JWT authorization (inert unless configured).
@@ -89,6 +91,7 @@ impl LoopState {
             slab_len: 0,
             max_connections,
             refused: 0,
+            limit_warning: Default::default(),
             hooks: Hooks::default(),
             auth: Auth::default(),
             started: Instant::now(),

@@ -124,7 +124,10 @@ fn stats_document_reports_counters_connections_and_busiest_topics() {
     for body in ["one", "two"] {
         assert_eq!(server.post("topic=beta", body, &auth).status, 200);
     }
-    let resp = get(&server, "/stats", &[]);
+    // With only a publish token, the figures need it too (every authorization mode protects
+    // them; tests/access.rs).
+    assert_eq!(get(&server, "/stats", &[]).status, 401);
+    let resp = get(&server, "/stats", &auth);
     assert_eq!(resp.status, 200);
     assert_eq!(
         resp.header("Content-Type").as_deref(),
@@ -155,14 +158,14 @@ fn stats_document_reports_counters_connections_and_busiest_topics() {
     let id = util::json_id(&server.post("topic=alpha", "x", &auth).text());
     assert!(id.starts_with(&format!("{run}-")), "{id} is of run {run}");
 
-    let one = get(&server, "/stats?topics=1", &[]).text();
+    let one = get(&server, "/stats?topics=1", &auth).text();
     assert!(one.contains("\"topics\":[{\"name\":\"alpha\""));
     assert!(!one.contains("\"name\":\"beta\""));
-    assert!(get(&server, "/stats?topics=0", &[])
+    assert!(get(&server, "/stats?topics=0", &auth)
         .text()
         .contains("\"topics\":[]"));
-    assert_eq!(get(&server, "/stats?topics=101", &[]).status, 400);
-    assert_eq!(get(&server, "/stats?topics=many", &[]).status, 400);
+    assert_eq!(get(&server, "/stats?topics=101", &auth).status, 400);
+    assert_eq!(get(&server, "/stats?topics=many", &auth).status, 400);
 }
 
 #[test]
@@ -269,32 +272,96 @@ fn browser_drives_the_console() {
     let open = TestServer::start(&["--ui", "--max-queue-bytes", "72k", "--max-body", "8k"]);
     let token = "console-test-token";
     let locked = TestServer::start(&["--ui", "--subscribe-token", token]);
+    let env = [
+        ("SSELOOP_URL", format!("http://{}", open.addr)),
+        ("SSELOOP_TOKEN_URL", format!("http://{}", locked.addr)),
+        ("SSELOOP_TOKEN", token.to_string()),
+        ("SCREENSHOT_DIR", screens.display().to_string()),
+    ];
+    run_script(&dir, "browser.mjs", (&chromium, &node), &env, &open);
+    for shot in ["console.png", "console-streams.png"] {
+        let len = std::fs::metadata(screens.join(shot)).map_or(0, |m| m.len());
+        assert!(len > 10_000, "{shot}: {len} bytes");
+    }
+}
+
+/// A cross-origin `fetch` POST with `Idempotency-Key` from a page on another origin (preflighted),
+/// a readable `Retry-After` on a 503, and the console of a JWT server taking an admin token
+/// (`tests/console/access.mjs`).
+#[test]
+fn browser_publishes_cross_origin_and_the_console_needs_an_admin_token() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/console");
+    let (chromium, node) = match browser_tools(&dir) {
+        Ok(tools) => tools,
+        Err(missing) => return tool_missing(&missing),
+    };
+    let secret = "console-jwt-secret-of-32-bytes-or-more";
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let mint = |sseloop: serde_json::Value| {
+        let claims = serde_json::json!({"sub": "ops", "exp": exp, "sseloop": sseloop});
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    let reader = mint(serde_json::json!({"subscribe": ["*"]}));
+    let admin = mint(serde_json::json!({"admin": true, "subscribe": ["*"]}));
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let open = TestServer::start(&[]);
+    let down = TestServer::start(&[
+        "--backplane",
+        &format!("redis://127.0.0.1:{closed_port}"),
+        "--backplane-timeout-ms",
+        "200",
+    ]);
+    let jwt = TestServer::start(&["--ui", "--jwt-secret", secret]);
+    let env = [
+        ("SSELOOP_URL", format!("http://{}", open.addr)),
+        ("SSELOOP_DOWN_URL", format!("http://{}", down.addr)),
+        ("SSELOOP_JWT_URL", format!("http://{}", jwt.addr)),
+        ("SSELOOP_READER", reader),
+        ("SSELOOP_ADMIN", admin),
+    ];
+    let stdout = run_script(&dir, "access.mjs", (&chromium, &node), &env, &jwt);
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+}
+
+/// Runs a browser script of tests/console with node and `env`; asserts that every check passed
+/// (the script's summary line) and returns its output. `server`'s log goes in a failure message.
+fn run_script(
+    dir: &Path,
+    script: &str,
+    (chromium, node): (&Path, &str),
+    env: &[(&str, String)],
+    server: &TestServer,
+) -> String {
     let out = Command::new(node)
-        .arg("browser.mjs")
-        .current_dir(&dir)
-        .env("SSELOOP_URL", format!("http://{}", open.addr))
-        .env("SSELOOP_TOKEN_URL", format!("http://{}", locked.addr))
-        .env("SSELOOP_TOKEN", token)
-        .env("CHROMIUM", &chromium)
-        .env("SCREENSHOT_DIR", &screens)
+        .arg(script)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("CHROMIUM", chromium)
         .stdin(Stdio::null())
         .output()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(
         out.status.success(),
-        "browser test failed ({}):\n{stdout}\n{stderr}\nserver log: {:?}",
+        "{script} failed ({}):\n{stdout}\n{stderr}\nserver log: {:?}",
         out.status,
-        open.log.lock().unwrap()
+        server.log.lock().unwrap()
     );
     assert!(
         stdout.contains("passed, 0 failed"),
         "no summary line:\n{stdout}"
     );
-    for shot in ["console.png", "console-streams.png"] {
-        let len = std::fs::metadata(screens.join(shot)).map_or(0, |m| m.len());
-        assert!(len > 10_000, "{shot}: {len} bytes");
-    }
+    stdout
 }

@@ -70,6 +70,9 @@ pub struct Grants {
     pub publish: Vec<Pattern>,
     /// `exp`, in seconds since the Unix epoch.
     pub expires_at: u64,
+    /// `"sseloop":{"admin":true}`: the holder may read the server's figures (`/stats`), which
+    /// name every topic.
+    pub admin: bool,
 }
 
 /// The claims read from a token; unknown ones are ignored.
@@ -87,6 +90,8 @@ struct SseloopClaim {
     subscribe: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    #[serde(default)]
+    admin: bool,
 }
 
 /// Verifies tokens against one key.
@@ -172,6 +177,17 @@ impl Verifier {
         &self.validation.algorithms
     }
 
+    /// The family of the key's algorithms, as the console shows it: `HMAC`, `RSA`, `EC` or
+    /// `EdDSA` (never anything about the key itself).
+    pub fn family(&self) -> &'static str {
+        match self.validation.algorithms.first() {
+            Some(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => "HMAC",
+            Some(Algorithm::ES256 | Algorithm::ES384) => "EC",
+            Some(Algorithm::EdDSA) => "EdDSA",
+            _ => "RSA",
+        }
+    }
+
     /// Verifies `token` (the compact serialization) and reads its grants.
     pub fn verify(&self, token: &[u8]) -> Result<Grants, AuthFailure> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
@@ -197,6 +213,7 @@ impl Verifier {
             subscribe: parse_all(claims.sseloop.subscribe)?,
             publish: parse_all(claims.sseloop.publish)?,
             expires_at: claims.exp,
+            admin: claims.sseloop.admin,
         })
     }
 }
@@ -267,6 +284,18 @@ mod tests {
         assert_eq!(names(&g.subscribe), ["news/*", "a"]);
         assert_eq!(names(&g.publish), ["chat/alice"]);
         assert_eq!(g.expires_at, now() + 60);
+        assert!(!g.admin, "admin only when the claim says so");
+        let admin = hs(&json!({"exp": now() + 60, "sseloop": {"admin": true}}));
+        let g = verifier(VerifyOptions::default())
+            .verify(admin.as_bytes())
+            .unwrap();
+        assert!(g.admin && g.subscribe.is_empty());
+        let not_bool = hs(&json!({"exp": now() + 60, "sseloop": {"admin": "yes"}}));
+        assert_eq!(
+            verifier(VerifyOptions::default()).verify(not_bool.as_bytes()),
+            Err(AuthFailure::BadClaims)
+        );
+        assert_eq!(verifier(VerifyOptions::default()).family(), "HMAC");
     }
 
     #[test]

@@ -50,11 +50,13 @@ pub enum AuthFailure {
     BadClaims,
     /// A valid token that does not cover a requested topic (403).
     ForbiddenTopic,
+    /// A valid token without `"sseloop":{"admin":true}`, asking for the server's figures (403).
+    NotAdmin,
 }
 
 impl AuthFailure {
     /// Every reason, in metric order.
-    pub const ALL: [AuthFailure; 11] = [
+    pub const ALL: [AuthFailure; 12] = [
         AuthFailure::Missing,
         AuthFailure::WrongToken,
         AuthFailure::Malformed,
@@ -66,6 +68,7 @@ impl AuthFailure {
         AuthFailure::WrongAudience,
         AuthFailure::BadClaims,
         AuthFailure::ForbiddenTopic,
+        AuthFailure::NotAdmin,
     ];
 
     /// The `reason` label of `sseloop_auth_failures_total`.
@@ -82,6 +85,7 @@ impl AuthFailure {
             AuthFailure::WrongAudience => "wrong_audience",
             AuthFailure::BadClaims => "bad_claims",
             AuthFailure::ForbiddenTopic => "forbidden_topic",
+            AuthFailure::NotAdmin => "not_admin",
         }
     }
 
@@ -104,6 +108,7 @@ impl AuthFailure {
             AuthFailure::WrongAudience => "wrong audience",
             AuthFailure::BadClaims => "invalid claims",
             AuthFailure::ForbiddenTopic => "token does not cover the topic",
+            AuthFailure::NotAdmin => "token does not grant admin",
         }
     }
 
@@ -152,6 +157,10 @@ impl AuthFailure {
             AuthFailure::ForbiddenTopic => {
                 "Bearer realm=\"sseloop\", error=\"insufficient_scope\", \
                  error_description=\"token does not cover the topic\""
+            }
+            AuthFailure::NotAdmin => {
+                "Bearer realm=\"sseloop\", error=\"insufficient_scope\", \
+                 error_description=\"token does not grant admin\""
             }
         }
     }
@@ -231,6 +240,21 @@ impl Auth {
     /// Whether JWT authorization is on.
     pub fn enabled(&self) -> bool {
         self.verifier.is_some()
+    }
+
+    /// The authorization mode in force, as the console shows it: `none`, `static tokens`, or
+    /// `JWT (<family>)` with the key's algorithm family. Never anything secret.
+    pub fn mode(&self, config: &Config) -> &'static str {
+        match self.verifier.as_ref().map(Verifier::family) {
+            Some("HMAC") => "JWT (HMAC)",
+            Some("EC") => "JWT (EC)",
+            Some("EdDSA") => "JWT (EdDSA)",
+            Some(_) => "JWT (RSA)",
+            None if config.publish_token.is_some() || config.subscribe_token.is_some() => {
+                "static tokens"
+            }
+            None => "none",
+        }
     }
 
     /// The token of a subscribe request: `Authorization: Bearer`, else `access_token`, else the

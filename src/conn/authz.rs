@@ -109,6 +109,7 @@ impl Connection {
         sh.metrics.count_auth_failure(failure);
         let err = match failure {
             AuthFailure::ForbiddenTopic => HttpError::FORBIDDEN_TOPIC,
+            AuthFailure::NotAdmin => HttpError::FORBIDDEN_ADMIN,
             _ => HttpError::UNAUTHORIZED,
         };
         let challenge = [("WWW-Authenticate", failure.challenge())];
@@ -206,7 +207,7 @@ impl Connection {
         };
         sh.metrics.count_auth_failure(failure);
         let code = match failure {
-            AuthFailure::ForbiddenTopic => ErrorCode::FORBIDDEN,
+            AuthFailure::ForbiddenTopic | AuthFailure::NotAdmin => ErrorCode::FORBIDDEN,
             _ => ErrorCode::UNAUTHORIZED,
         };
         Err((code, failure.description()))

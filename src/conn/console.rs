@@ -4,8 +4,10 @@
 
 use std::borrow::Cow;
 
+use super::authz::Refused;
 use super::http_stage::{common, Reply};
 use super::Connection;
+use crate::auth::AuthFailure;
 use crate::console::{self, Lookup, StatsInput};
 use crate::http::request::query_pairs;
 use crate::http::response;
@@ -72,8 +74,8 @@ impl Connection {
         );
     }
 
-    /// `GET|HEAD /stats[?topics=N]`: the console's numbers. Needs the subscribe token, when one
-    /// is configured, as `Authorization: Bearer` (not in the URL, where logs would keep it).
+    /// `GET|HEAD /stats[?topics=N]`: the console's numbers, which name every topic. Open only
+    /// when no authorization is configured ([`Self::authorize_stats`]).
     pub(super) fn serve_stats(
         &mut self,
         key: usize,
@@ -84,11 +86,8 @@ impl Connection {
         if !sh.config.ui {
             return self.respond_error(key, &HttpError::NOT_FOUND, reuse, &[], sh);
         }
-        if let Some(expected) = sh.config.subscribe_token.as_deref() {
-            let presented = head.authorization.as_deref().and_then(http::bearer_token);
-            if !presented.is_some_and(|t| http::token_matches(t, expected)) {
-                return self.refuse_unauthorized(key, presented.is_some(), reuse, sh);
-            }
+        if self.authorize_stats(key, head, reuse, sh).is_err() {
+            return;
         }
         let limit = match topics_limit(&head.query) {
             Ok(limit) => limit,
@@ -97,6 +96,7 @@ impl Connection {
         let topics = sh.hub.topic_summaries(limit);
         let body = console::render_stats(&StatsInput {
             config: &sh.config,
+            auth_mode: sh.auth.mode(&sh.config),
             max_connections: sh.max_connections,
             run: sh.hub.run(),
             uptime: sh.now.saturating_duration_since(sh.started),
@@ -116,6 +116,49 @@ impl Connection {
             &headers,
             sh,
         );
+    }
+
+    /// Who may read `/stats`, in every authorization mode. The token comes only from
+    /// `Authorization: Bearer` (a URL would leave it in logs; a cookie would let any page the
+    /// origin trusts read the figures). With JWT: a token with `"sseloop":{"admin":true}`
+    /// (missing or invalid `401`, valid without the claim `403`). With static tokens: either
+    /// configured token (`401` otherwise). Without authorization: anyone.
+    fn authorize_stats(
+        &mut self,
+        key: usize,
+        head: &RequestHead,
+        reuse: bool,
+        sh: &mut LoopState,
+    ) -> Result<(), Refused> {
+        let presented = head.authorization.as_deref().and_then(http::bearer_token);
+        if sh.auth.enabled() {
+            let admin = sh.auth.verify(presented).and_then(|grants| {
+                if grants.admin {
+                    Ok(())
+                } else {
+                    Err(AuthFailure::NotAdmin)
+                }
+            });
+            return admin.map_err(|failure| {
+                self.refuse_auth(key, failure, reuse, sh);
+                Refused
+            });
+        }
+        let tokens = [&sh.config.subscribe_token, &sh.config.publish_token];
+        if tokens.iter().all(|t| t.is_none()) {
+            return Ok(());
+        }
+        let accepted = presented.is_some_and(|p| {
+            tokens
+                .iter()
+                .filter_map(|t| t.as_deref())
+                .fold(false, |ok, expected| http::token_matches(p, expected) | ok)
+        });
+        if accepted {
+            return Ok(());
+        }
+        self.refuse_unauthorized(key, presented.is_some(), reuse, sh);
+        Err(Refused)
     }
 
     #[allow(clippy::too_many_arguments)]

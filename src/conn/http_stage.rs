@@ -181,7 +181,7 @@ impl Connection {
     pub(super) fn on_head(&mut self, key: usize, head: Box<RequestHead>, sh: &mut LoopState) {
         // A body we will not read makes the connection unusable for another request.
         let has_body = head.body != BodyKind::None;
-        let keep_alive = head.keep_alive && !sh.shutting_down;
+        let keep_alive = head.keep_alive && !sh.shutting_down && !self.refused;
         let route = match http::route(head.method, &head.path) {
             Ok(route) => route,
             Err(err) => {
@@ -195,6 +195,9 @@ impl Connection {
             }
         };
         log::debug!("conn {key}: {:?} {} ({route:?})", head.method, head.path);
+        if self.refused && !super::capacity::answered_at_limit(route) {
+            return self.refuse_over_capacity(key, sh);
+        }
         let head_only = head.method == http::Method::Head;
         let reuse = keep_alive && !has_body;
         match route {

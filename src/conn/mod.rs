@@ -6,6 +6,7 @@
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
 mod authz;
+pub(crate) mod capacity;
 mod console;
 mod frame_stage;
 #[cfg(any(test, fuzzing))]
@@ -22,12 +23,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use crate::buf::MAX_IOVECS;
-use crate::http::HttpError;
 use crate::hub::Hub;
 use crate::loop_state::LoopState;
 use crate::metrics::{CloseCause, ConnKind};
 use crate::timer::{TimerKey, TimerKind};
-use http_stage::RETRY_SOON;
 use io::Io;
 use output::Output;
 use state::{Life, LifeEvent};
@@ -40,8 +39,6 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// Pipelined requests stop being read while this much output is queued (backpressure: a client
 /// that sends requests without reading responses cannot grow our memory).
 pub const PIPELINE_OUTPUT_LIMIT: usize = 256 * 1024;
-/// Grace given to a connection refused for capacity (it only has to read its 503).
-const REJECT_GRACE: Duration = Duration::from_secs(1);
 
 /// What the loop should do with a connection after a handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +121,7 @@ pub struct Connection {
     /// Stopped reading at the per-iteration budget with bytes left: read again from the dirty
     /// list.
     read_pending: bool,
-    /// Accepted over `--max-connections`: only here to deliver its 503.
+    /// Accepted over `--max-connections`: only here to answer one probe or deliver its 503.
     refused: bool,
     /// A JWT-authorized stream's grants and expiry timer.
     auth: Option<Box<authz::StreamAuth>>,
@@ -185,14 +182,11 @@ impl Connection {
         }
     }
 
-    /// Arms the first deadline; a connection over the limit gets its 503 and winds down.
+    /// Arms the first deadline; a connection over the limit may send one request, answered
+    /// only if it is a probe (`conn/capacity.rs`).
     pub fn start(&mut self, key: usize, over_capacity: bool, sh: &mut LoopState) -> Flow {
         if over_capacity {
-            self.refused = true;
-            sh.refused += 1;
-            sh.metrics.closes[CloseCause::OverCapacity as usize] += 1;
-            self.respond_error(key, &HttpError::OVER_CAPACITY, false, RETRY_SOON, sh);
-            self.grace = REJECT_GRACE;
+            self.admit_over_capacity(sh);
         }
         self.sync_deadline(key, sh);
         Flow::Keep
@@ -616,7 +610,7 @@ impl Connection {
                 }
                 Stage::Http(http) => http
                     .request_started
-                    .map(|started| (Deadline::Header, started + sh.header_timeout())),
+                    .map(|started| (Deadline::Header, started + self.header_timeout(sh))),
             },
         }
     }
@@ -669,6 +663,7 @@ impl Connection {
 
     fn expire(&mut self, key: usize, deadline: Deadline, sh: &mut LoopState) -> Flow {
         let (cause, linger0) = match deadline {
+            Deadline::Header | Deadline::Body if self.refused => (CloseCause::OverCapacity, true),
             Deadline::Header | Deadline::Body => (CloseCause::HeaderTimeout, true),
             Deadline::Idle => (CloseCause::IdleTimeout, false),
             Deadline::WriteStall => (CloseCause::WriteStall, true),

@@ -21,6 +21,8 @@ pub const MAX_TOPICS: usize = 100;
 pub struct StatsInput<'a> {
     /// The effective configuration (tokens are never written, only whether they are set).
     pub config: &'a Config,
+    /// The authorization mode in force (`crate::auth::Auth::mode`).
+    pub auth_mode: &'a str,
     /// The connection limit in force (the configured one, or the one derived from the rlimit).
     pub max_connections: usize,
     /// The run prefix of event ids.
@@ -46,7 +48,7 @@ pub fn render_stats(input: &StatsInput<'_>) -> String {
     let _ = write!(o, ",\"uptime_ms\":{}", input.uptime.as_millis());
 
     o.push_str(",\"config\":");
-    render_config(&mut o, input.config, input.max_connections);
+    render_config(&mut o, input.config, input.auth_mode, input.max_connections);
 
     let open = |kind: ConnKind| m.open[kind as usize];
     let _ = write!(
@@ -114,11 +116,14 @@ pub fn render_stats(input: &StatsInput<'_>) -> String {
     o
 }
 
-fn render_config(o: &mut String, c: &Config, max_connections: usize) {
+fn render_config(o: &mut String, c: &Config, auth_mode: &str, max_connections: usize) {
     // Only whether a secret is set, never its value or length.
     let secret = |t: &Option<String>| if t.is_some() { "\"<set>\"" } else { "null" };
     o.push_str("{\"listen\":");
     push_json_str(o, &c.listen.to_string());
+    // The mode names the JWT key's algorithm family, never the key.
+    o.push_str(",\"auth\":");
+    push_json_str(o, auth_mode);
     let _ = write!(
         o,
         ",\"heartbeat_ms\":{},\"retry_ms\":{},\"history\":{},\"publish_token\":{},\
@@ -136,7 +141,7 @@ fn render_config(o: &mut String, c: &Config, max_connections: usize) {
         ",\"max_body\":{},\"max_connections\":{max_connections},\"grace_ms\":{},\
          \"header_timeout_ms\":{},\"idle_timeout_ms\":{},\"write_stall_ms\":{},\
          \"max_queue_bytes\":{},\"max_frame\":{},\"history_bytes\":{},\"max_topics\":{},\
-         \"publish_queue_bytes\":{},\"ui\":{}}}",
+         \"publish_queue_bytes\":{},\"ui\":{}",
         c.max_body,
         c.grace_ms,
         c.header_timeout_ms,
@@ -148,6 +153,20 @@ fn render_config(o: &mut String, c: &Config, max_connections: usize) {
         c.max_topics,
         c.publish_queue_bytes,
         c.ui
+    );
+    // The URL's `Display` masks the password.
+    o.push_str(",\"backplane\":");
+    match &c.backplane {
+        Some(url) => push_json_str(o, &url.to_string()),
+        None => o.push_str("null"),
+    }
+    o.push_str(",\"backplane_prefix\":");
+    push_json_str(o, &c.backplane_prefix);
+    let _ = write!(
+        o,
+        ",\"backplane_timeout_ms\":{},\"backplane_retention\":{},\
+         \"idempotency_window_secs\":{},\"reuse_port\":{}}}",
+        c.backplane_timeout_ms, c.backplane_retention, c.idempotency_window_secs, c.reuse_port
     );
 }
 
@@ -165,6 +184,9 @@ mod tests {
             "--subscribe-token",
             "sub-secret",
             "--ui",
+            "--backplane",
+            "redis://app:redis-secret@127.0.0.1:6390/2",
+            "--reuse-port",
         ]);
         let mut metrics = Metrics::default();
         (metrics.published, metrics.deliveries, metrics.bytes_written) = (7, 70, 9000);
@@ -179,6 +201,7 @@ mod tests {
         }];
         let doc = render_stats(&StatsInput {
             config: &config,
+            auth_mode: "static tokens",
             max_connections: 1000,
             run: "abc123",
             uptime: Duration::from_millis(61_500),
@@ -198,6 +221,10 @@ mod tests {
             "\"subscribe_token\":\"<set>\"",
             "\"max_connections\":1000",
             "\"ui\":true",
+            "\"auth\":\"static tokens\"",
+            "\"backplane\":\"redis://app:***@127.0.0.1:6390/2\"",
+            "\"backplane_prefix\":\"sseloop:\"",
+            "\"idempotency_window_secs\":300,\"reuse_port\":true}",
             "\"connections\":{\"http\":0,\"sse\":3,\"frames\":0}",
             "\"published\":7,\"deliveries\":70",
             "\"bytes_written\":9000",
@@ -221,6 +248,7 @@ mod tests {
         let config = Config::default();
         let doc = render_stats(&StatsInput {
             config: &config,
+            auth_mode: "none",
             max_connections: 1,
             run: "r",
             uptime: Duration::ZERO,
@@ -229,6 +257,8 @@ mod tests {
             topics: &[],
         });
         assert!(doc.contains("\"publish_token\":null,\"subscribe_token\":null"));
+        assert!(doc.contains("\"auth\":\"none\""));
+        assert!(doc.contains("\"backplane\":null"));
         assert!(doc.contains("\"topics\":[]}"));
     }
 }

@@ -58,6 +58,12 @@ impl HttpError {
     /// A valid JWT that does not cover a requested topic.
     pub const FORBIDDEN_TOPIC: HttpError =
         HttpError::new(403, "token does not cover the topic", false);
+    /// A valid JWT without the admin claim, asking for the server's figures.
+    pub const FORBIDDEN_ADMIN: HttpError = HttpError::new(
+        403,
+        "token does not grant admin (the sseloop.admin claim)",
+        false,
+    );
     /// Refused by the host's publish hook.
     pub const FORBIDDEN: HttpError = HttpError::new(403, "refused by the host", false);
     /// Unknown path.

@@ -6,10 +6,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::HttpError;
 
-/// Methods and headers a preflight allows. `*` would not cover `Authorization`, so it is listed.
+/// Methods and headers a preflight allows. `*` would not cover `Authorization`, so every header
+/// the docs tell a browser to send is listed: `Idempotency-Key` lets a page retry a publish
+/// answered `503` without publishing it twice.
 const PREFLIGHT_METHODS: &str = "GET, POST, OPTIONS";
 const PREFLIGHT_HEADERS: &str =
-    "Authorization, Content-Type, Last-Event-ID, Cache-Control, X-Requested-With";
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Cache-Control, X-Requested-With";
+/// Response headers of error answers that a cross-origin page may read (besides the CORS
+/// safelist): when to retry a `503`, and why a token was refused.
+const EXPOSED_HEADERS: &str = "Retry-After, WWW-Authenticate";
 
 /// What every response of this server shares.
 pub struct Common<'a> {
@@ -116,6 +121,7 @@ pub fn write_error(
         err.reason, err.status
     );
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    headers.push(("Access-Control-Expose-Headers", EXPOSED_HEADERS));
     if let Some(allow) = err.allow {
         headers.push(("Allow", allow));
     }
@@ -230,6 +236,9 @@ mod tests {
             text.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n")
         );
         assert!(text.contains("\r\nAllow: GET\r\n"));
+        assert!(
+            text.contains("\r\nAccess-Control-Expose-Headers: Retry-After, WWW-Authenticate\r\n")
+        );
         assert!(text.contains("\r\nAccess-Control-Allow-Credentials: true\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"error\":\"method not allowed\",\"status\":405}\n"));
         assert!(text.contains("Connection: keep-alive\r\n"));
@@ -246,8 +255,10 @@ mod tests {
         write_preflight(&mut out, &common, false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"));
-        assert!(text
-            .contains("Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID"));
+        assert!(text.contains(
+            "Access-Control-Allow-Headers: Authorization, Content-Type, Idempotency-Key, \
+             Last-Event-ID"
+        ));
         assert!(!text.contains("Content-Length"));
         assert!(!text.contains("Vary"));
         assert!(!text.contains("Credentials"));

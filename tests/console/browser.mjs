@@ -15,7 +15,7 @@ import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { ok, runChecks } from "./run.mjs";
 
 const BASE = process.env.SSELOOP_URL;
 const TOKEN_BASE = process.env.SSELOOP_TOKEN_URL;
@@ -25,11 +25,6 @@ const TIMEOUT = 15_000;
 /** Subscribers the load phase opens on topic "load" (the busiest-topics table must show it). */
 const LOAD_SUBSCRIBERS = 25;
 
-let passed = 0;
-function ok(what) {
-  passed++;
-  console.log(`ok ${passed} - ${what}`);
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -373,21 +368,4 @@ async function tokenServerChecks(browser) {
   await context.close();
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  // The test may run as root (CI), where Chromium's sandbox cannot start.
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-try {
-  await openServerChecks(browser);
-  await tokenServerChecks(browser);
-  console.log(`${passed} passed, 0 failed`);
-} catch (err) {
-  console.error(err);
-  console.log(`${passed} passed, 1 failed`);
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-  // Sockets, agents and curl children of a failed check must not keep the process alive.
-  process.exit();
-}
+await runChecks(openServerChecks, tokenServerChecks);

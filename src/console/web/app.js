@@ -30,15 +30,23 @@ const notice = document.getElementById("notice");
 tokenInput.value = stored(TOKEN_KEY);
 const token = () => tokenInput.value.trim();
 
-function showState(state, detail) {
+function showState(state, detail, httpStatus) {
   document.body.dataset.state = state;
   const status = document.getElementById("status");
   status.textContent = state;
   status.dataset.state = state;
   if (state === "locked") {
-    notice.textContent = token()
-      ? `The server refused this token (${detail}). Enter the subscribe token above.`
-      : "This server needs a token to show its data. Enter the subscribe token above.";
+    if (httpStatus === 403) {
+      notice.textContent = `The server accepted this token but it does not grant the server's ` +
+        `figures (${detail}). With JWT they need a token whose claims include ` +
+        `"sseloop": {"admin": true}.`;
+    } else {
+      notice.textContent = token()
+        ? `The server refused this token (${detail}). Enter the subscribe token, or with JWT ` +
+          `an admin token, above.`
+        : "This server needs a token to show its data. Enter the subscribe token, or with " +
+          "JWT an admin token, above.";
+    }
     notice.hidden = false;
     tokenInput.focus();
   } else if (state === "offline") {

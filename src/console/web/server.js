@@ -90,7 +90,8 @@ class Card {
 export class ServerView {
   /**
    * @param {() => string} token   bearer token for ../stats ("" for none)
-   * @param {(state: string, detail?: string) => void} onState   live | locked | offline
+   * @param {(state: string, detail?: string, status?: number) => void} onState
+   *        live | locked | offline; locked comes with the refusal's text and status (401, 403)
    */
   constructor(token, onState) {
     this.token = token;
@@ -132,11 +133,12 @@ export class ServerView {
       return this.next();
     }
     if (generation !== this.generation) return;
-    if (res.status === 401) {
+    if (res.status === 401 || res.status === 403) {
       // Show nothing and stop asking until a token is entered (one refusal, not one a second).
+      // 403: a valid token that does not grant the figures (a JWT without the admin claim).
       this.clear();
       this.polling = false;
-      this.onState("locked", await errorText(res));
+      this.onState("locked", await errorText(res), res.status);
       return;
     }
     if (!res.ok) {
