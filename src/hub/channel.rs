@@ -150,12 +150,7 @@ impl Channel {
     /// keeps it: it sends the rest as one slice). True when something beyond history is still
     /// held for a reader, so the channel is looked at again after the next round.
     pub(crate) fn release_passed(&mut self) -> bool {
-        let slowest = self
-            .readers
-            .iter()
-            .map(|r| r.next)
-            .min()
-            .unwrap_or(u64::MAX);
+        let slowest = self.slowest();
         if self.batch.as_ref().is_some_and(|b| slowest >= b.end) {
             self.batch = None;
         }
@@ -234,13 +229,17 @@ impl Channel {
         if self.first >= self.hist_from {
             return;
         }
-        let slowest = self
-            .readers
+        let slowest = self.slowest();
+        self.trim_to(slowest);
+    }
+
+    /// The slowest reader's cursor (`u64::MAX` without readers).
+    fn slowest(&self) -> u64 {
+        self.readers
             .iter()
             .map(|r| r.next)
             .min()
-            .unwrap_or(u64::MAX);
-        self.trim_to(slowest);
+            .unwrap_or(u64::MAX)
     }
 
     /// Drops entries below both `slowest` (the slowest reader's cursor) and the history.

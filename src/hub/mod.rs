@@ -12,8 +12,16 @@
 //!
 //! History is the replayable tail of each topic's log: at most `--history` events per topic and
 //! `--history-bytes` in total (each event counted once, encodings included; the oldest go
-//! first). Resume starts a cursor inside it. A topic with no reader and nothing retained does not
-//! exist, and `--max-topics` bounds how many channels exist at once.
+//! first). Resume starts a cursor inside it. A pattern's log keeps no history: a resume on it
+//! replays its topics' (`resume`). A topic with no reader and nothing retained does not exist,
+//! and `--max-topics` bounds how many channels exist at once. When a round of writes ends,
+//! channels release what every reader has passed (`Hub::end_round`), so with readers that keep
+//! up the hub holds its history and one iteration's working set (docs/ARCHITECTURE.md, "Memory
+//! model").
+//!
+//! This file holds the types and the hub's state; `record` the way in of every event,
+//! `history` its accounting and eviction, `registry` channels and subscriptions, `resume`
+//! where a new stream starts and what it replays, `channel` one log and its readers.
 //!
 //! `record` is the one entry point of every event. Without a backplane, `publish` assigns the id
 //! and records; with one (see `backplane`), ids come from Redis and the events read back from the
