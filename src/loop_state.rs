@@ -152,6 +152,7 @@ impl LoopState {
             topics: self.hub.topic_count(),
             history_events: self.hub.history_events(),
             history_bytes: self.hub.history_bytes(),
+            hub_transient_bytes: self.hub.transient_bytes(),
             chunks_lent: self.pool.lent(),
             max_connections: self.max_connections,
         }

@@ -152,6 +152,9 @@ pub struct Gauges {
     pub history_events: usize,
     /// Bytes of the distinct events retained.
     pub history_bytes: usize,
+    /// Bytes the hub holds beyond history: events still being written to readers that no
+    /// history retains, joined batches, the backlog.
+    pub hub_transient_bytes: usize,
     /// Write chunks lent to connections.
     pub chunks_lent: usize,
     /// Connection limit in force.
@@ -279,7 +282,7 @@ impl Metrics {
         for (kind, v) in ["http", "sse", "frames"].iter().zip(self.open) {
             let _ = writeln!(o, "sseloop_connections_open{{kind=\"{kind}\"}} {v}");
         }
-        let simple: [(&str, &str, &str, u64); 21] = [
+        let simple: [(&str, &str, &str, u64); 22] = [
             (
                 "sseloop_connections_accepted_total",
                 "counter",
@@ -370,6 +373,12 @@ impl Metrics {
                 "gauge",
                 "Bytes held by events retained in history.",
                 g.history_bytes as u64,
+            ),
+            (
+                "sseloop_hub_transient_bytes",
+                "gauge",
+                "Bytes the hub holds beyond history (events still being written that no history retains, joined batches, the backlog).",
+                g.hub_transient_bytes as u64,
             ),
             (
                 "sseloop_topics",

@@ -1,7 +1,8 @@
 //! Streams, SSE and frames alike: opening one (auth, subscriptions, where the cursors start for a
 //! resume, the reset notice), heartbeats (a comment line on SSE, a PING frame on frame streams)
 //! and farewells. Events themselves are never queued here: the write path reads them from the
-//! shared logs (`output`).
+//! shared logs (`output`), except a pattern's replay, queued by reference (a pattern's log holds
+//! no history).
 
 use super::authz::push_wanted;
 use super::frame_stage::FrameConn;
@@ -10,7 +11,7 @@ use super::state::Life;
 use super::{Closing, Connection, Flow, Stage};
 use crate::auth::Grants;
 use crate::backplane::{FetchRequest, RemoteEvent};
-use crate::buf::{encode_wire, Wire};
+use crate::buf::{encode_wire, SharedEvent, Wire};
 use crate::frame::{self, ErrorCode};
 use crate::http::request::query_pairs;
 use crate::http::response;
@@ -37,6 +38,8 @@ pub(crate) struct BackfillWait {
     reset_id: String,
     /// The stream's topics (for a frame notice).
     topics: Vec<String>,
+    /// Its patterns' replay from this node's history, after the events Redis sends.
+    replay: Vec<SharedEvent>,
 }
 
 impl Connection {
@@ -217,9 +220,12 @@ impl Connection {
             };
             if let Some(after) = backfill {
                 self.start_backfill(key, after, topics, start.reset_id, sh);
-            } else if let Some(reason) = start.reset {
-                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                self.queue_reset_notice(key, reason, &start.reset_id, &names, 0, sh);
+            } else {
+                if let Some(reason) = start.reset {
+                    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                    self.queue_reset_notice(key, reason, &start.reset_id, &names, 0, sh);
+                }
+                self.queue_replay(&start.replay, sh);
             }
             let replayed = self.out.backlog_events(&sh.hub);
             sh.metrics.replayed += replayed;
@@ -244,7 +250,10 @@ impl Connection {
         sh: &mut LoopState,
     ) {
         let upto = sh.hub.cache_floor(&self.out.subs);
-        sh.hub.start_stream(&mut self.out.subs, Resume::After(upto));
+        let replay = sh
+            .hub
+            .start_stream(&mut self.out.subs, Resume::After(upto))
+            .replay;
         let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
         for t in topics {
             match t.strip_suffix('*') {
@@ -263,6 +272,7 @@ impl Connection {
         self.backfill = Some(Box::new(BackfillWait {
             reset_id,
             topics: topics.to_vec(),
+            replay,
         }));
         if let Some(bp) = sh.backplane.as_mut() {
             bp.fetch(request, sh.now);
@@ -287,7 +297,8 @@ impl Connection {
         let names: Vec<&str> = wait.topics.iter().map(String::as_str).collect();
         let Some(events) = events else {
             let reason = ResetReason::Expired;
-            return self.queue_reset_notice(key, reason, &wait.reset_id, &names, 0, sh);
+            self.queue_reset_notice(key, reason, &wait.reset_id, &names, 0, sh);
+            return self.queue_replay(&wait.replay, sh);
         };
         // Only this stream's wire form: these events are not shared, nothing else reads them.
         let wire = self.out.wire.unwrap_or(Wire::Sse);
@@ -301,6 +312,20 @@ impl Connection {
         if !bytes.is_empty() {
             self.push_private(key, &bytes, 0, sh);
         }
+        self.queue_replay(&wait.replay, sh);
+    }
+
+    /// Queues a pattern's replay by reference, each event after the shared events before it so
+    /// that it merges in id order with what the stream's cursors replay.
+    fn queue_replay(&mut self, events: &[SharedEvent], sh: &mut LoopState) {
+        let wire = self.out.wire.unwrap_or(Wire::Sse);
+        for event in events {
+            self.out
+                .private
+                .push_event(event, wire, event.seq.saturating_sub(1));
+        }
+        sh.metrics.replayed += events.len() as u64;
+        sh.metrics.deliveries += events.len() as u64;
     }
 
     /// Tells a live stream that events were lost on the backplane (its dataset was lost, or a

@@ -399,6 +399,7 @@ impl Server {
         }
         self.fan_out(false);
         self.flush_dirty();
+        self.sh.hub.end_round();
         if let Some(bp) = self.sh.backplane.as_mut() {
             // Flushing connections read pipelined requests: their appends go out now, not at
             // the next wake-up.

@@ -5,7 +5,11 @@
 //! purposes at once: the last `--history` events are *replayable* (resume starts a cursor inside
 //! them), and any older entry stays only while some reader's cursor has not passed it. A reader
 //! too far behind is cut by the slow-consumer rule, so what a log holds beyond its history is
-//! bounded by `--max-queue-bytes`.
+//! bounded by `--max-queue-bytes`. A pattern's log has no replayable part: its entries stay only
+//! for its readers (a resume on a pattern replays its topics' history, see `hub::resume`).
+//!
+//! When a round of writes ends, `release_passed` drops what every reader has passed, the joined
+//! batch included, so a caught-up channel holds nothing beyond its history.
 
 use std::collections::VecDeque;
 
@@ -45,6 +49,9 @@ pub struct Channel {
     handles: Slab<usize>,
     /// Gets new entries this round (in the hub's touched list).
     pub(crate) touched: bool,
+    /// Listed in the hub's `held` list: it may hold entries or a batch beyond its history that
+    /// the end of a round releases once every reader has passed them.
+    pub(crate) held: bool,
     /// For a topic: the pattern channels that match it.
     pub(crate) patterns: Vec<usize>,
     /// Index of the first entry appended in the current iteration.
@@ -54,9 +61,11 @@ pub struct Channel {
     batch: Option<Batch>,
 }
 
-/// Most bytes a batch grows to by mid-round extensions (a reader writes at most 256 KiB per
-/// flush anyway); past it, the new entries start a batch of their own.
-const MAX_EXTENDED_BATCH: u64 = 256 * 1024;
+/// Most bytes a joined batch holds, built at once or grown by mid-round extensions (a reader
+/// writes at most 256 KiB per flush anyway): the entries of a larger round past it are written
+/// one iovec each, and mid-round entries past it start a batch of their own. It bounds the copy
+/// a channel makes of one round's events.
+const MAX_BATCH: u64 = 256 * 1024;
 
 /// Consecutive entries' SSE bytes in one buffer.
 struct Batch {
@@ -78,6 +87,7 @@ impl Channel {
             readers: Vec::new(),
             handles: Slab::new(),
             touched: false,
+            held: false,
             patterns: Vec::new(),
             round_start: 1,
             batch: None,
@@ -97,24 +107,60 @@ impl Channel {
         }
         let adding = self.pending_bytes(first, Wire::Sse);
         let batch = match self.batch.as_mut() {
-            Some(b)
-                if extend
-                    && b.end == first
-                    && b.bytes.len() as u64 + adding <= MAX_EXTENDED_BATCH =>
-            {
+            Some(b) if extend && b.end == first && b.bytes.len() as u64 + adding <= MAX_BATCH => {
                 b.end = end;
                 b
             }
             _ if end - first < 2 => return,
-            _ => self.batch.insert(Batch {
-                first,
-                end,
-                bytes: Vec::with_capacity(usize::try_from(adding).unwrap_or(0)),
-            }),
+            _ => {
+                // A round larger than the cap joins its first entries only (two at least).
+                let mut to = first;
+                let mut bytes = 0;
+                while to < end {
+                    let len = self.entry(to).map_or(0, |e| e.ev.sse().len() as u64);
+                    if to >= first + 2 && bytes + len > MAX_BATCH {
+                        break;
+                    }
+                    bytes += len;
+                    to += 1;
+                }
+                self.batch.insert(Batch {
+                    first,
+                    end: to,
+                    bytes: Vec::with_capacity(usize::try_from(bytes).unwrap_or(0)),
+                })
+            }
         };
-        for e in self.entries.range((first - self.first) as usize..) {
+        let (from, to) = (
+            (first - self.first) as usize,
+            (batch.end - self.first) as usize,
+        );
+        for e in self.entries.range(from..to) {
             batch.bytes.extend_from_slice(e.ev.sse());
         }
+    }
+
+    /// Bytes the joined batch holds (its allocation).
+    pub(crate) fn batch_bytes(&self) -> usize {
+        self.batch.as_ref().map_or(0, |b| b.bytes.capacity())
+    }
+
+    /// At the end of a round: drops the entries that are neither replayable nor ahead of any
+    /// reader, and the joined batch once every reader has passed its end (a reader still behind
+    /// keeps it: it sends the rest as one slice). True when something beyond history is still
+    /// held for a reader, so the channel is looked at again after the next round.
+    pub(crate) fn release_passed(&mut self) -> bool {
+        let slowest = self.slowest();
+        if self.batch.as_ref().is_some_and(|b| slowest >= b.end) {
+            self.batch = None;
+        }
+        self.trim_to(slowest);
+        self.batch.is_some() || self.first < self.hist_from
+    }
+
+    /// Makes every entry unreplayable (a pattern's log: its readers' live tail only).
+    pub(crate) fn pass_history(&mut self) {
+        self.hist_from = self.end();
     }
 
     /// The joined SSE bytes of entries `[pos, end)`, when `pos` falls inside a batch.
@@ -183,13 +229,25 @@ impl Channel {
         if self.first >= self.hist_from {
             return;
         }
-        let floor = self
-            .readers
+        let slowest = self.slowest();
+        self.trim_to(slowest);
+    }
+
+    /// The slowest reader's cursor (`u64::MAX` without readers).
+    fn slowest(&self) -> u64 {
+        self.readers
             .iter()
             .map(|r| r.next)
             .min()
             .unwrap_or(u64::MAX)
-            .min(self.hist_from);
+    }
+
+    /// Drops entries below both `slowest` (the slowest reader's cursor) and the history.
+    fn trim_to(&mut self, slowest: u64) {
+        let floor = slowest.min(self.hist_from);
+        if self.first >= floor {
+            return;
+        }
         while self.first < floor {
             let Some(entry) = self.entries.pop_front() else {
                 break;
@@ -200,6 +258,17 @@ impl Channel {
         if self.entries.is_empty() {
             self.entries = VecDeque::new();
         }
+        if self.batch.as_ref().is_some_and(|b| b.first < self.first) {
+            // Its head is gone (a reader that could start there was cut or left); a batch is
+            // only read from inside `[first, end)` anyway, but its bytes serve nobody now.
+            self.batch = self.batch.take().filter(|b| b.end > self.first);
+        }
+    }
+
+    /// The unreplayable entries (held for readers behind), oldest first.
+    pub(crate) fn unreplayable_events(&self) -> impl Iterator<Item = &SharedEvent> {
+        let to = (self.hist_from.min(self.end()) - self.first) as usize;
+        self.entries.range(..to).map(|e| &e.ev)
     }
 
     /// Absolute index of the first replayable entry with a seq above `seq`.
@@ -303,15 +372,6 @@ impl Channel {
     pub(crate) fn replayable_events(&self) -> impl Iterator<Item = &SharedEvent> {
         let from = (self.hist_from - self.first) as usize;
         self.entries.range(from..).map(|e| &e.ev)
-    }
-
-    /// Sets the log to `events` (seq order), all replayable (a new pattern channel's seed).
-    pub(crate) fn seed(&mut self, events: &[SharedEvent], evicted_through: u64) {
-        debug_assert!(self.entries.is_empty());
-        for ev in events {
-            self.append(ev);
-        }
-        self.evicted_through = evicted_through;
     }
 }
 

@@ -151,18 +151,22 @@ fn readers_shrink_back_after_a_peak() {
 }
 
 #[test]
-fn patterns_see_topics_created_later_and_seed_from_history() {
+fn patterns_see_topics_created_later_and_replay_their_history() {
     let mut hub = hub(8, usize::MAX, 100);
     hub.publish(&["news/a"], None, "1").unwrap();
     hub.publish(&["sport"], None, "2").unwrap();
     let mut subs = vec![hub.subscribe("news/*", 1).unwrap()];
     let start = hub.start_stream(&mut subs, Resume::After(0));
     assert!(start.reset.is_none());
-    assert_eq!(pending(&hub, &subs[0]), vec![1], "retained news/a replays");
+    assert_eq!(seqs(&start.replay), vec![1], "retained news/a replays");
+    assert!(
+        pending(&hub, &subs[0]).is_empty(),
+        "the pattern's cursor starts live"
+    );
     hub.publish(&["news/b/c"], None, "3").unwrap();
     hub.publish(&["news/a", "news/b"], None, "4").unwrap();
     hub.publish(&["newsy"], None, "5").unwrap();
-    assert_eq!(pending(&hub, &subs[0]), vec![1, 3, 4], "once per event");
+    assert_eq!(pending(&hub, &subs[0]), vec![3, 4], "once per event");
     assert!(hub.covers(&subs[0], "news/x"));
     assert!(!hub.covers(&subs[0], "newsy"));
     hub.unsubscribe(subs.pop().unwrap());
@@ -170,4 +174,198 @@ fn patterns_see_topics_created_later_and_seed_from_history() {
         hub.channel_id("news/*").is_none(),
         "pattern log dropped with its readers"
     );
+}
+
+/// Moves every reader of `subs` to the end of its log, as a caught-up write does.
+fn catch_up(hub: &mut Hub, subs: &[Subscription]) {
+    for sub in subs {
+        let end = hub.channel(sub.channel()).unwrap().end();
+        hub.set_cursor(sub, end);
+    }
+}
+
+fn round(hub: &mut Hub) {
+    let mut touched = Vec::new();
+    hub.take_touched(&mut touched);
+}
+
+fn footprint(topic: &str, data: &str) -> usize {
+    Event::new(
+        1,
+        "r-1".into(),
+        vec![topic.into()].into(),
+        None,
+        data.into(),
+    )
+    .footprint()
+}
+
+#[test]
+fn a_pattern_log_holds_no_history_and_its_resume_follows_the_topics_bytes_bound() {
+    // Issue 21, defect 1: a caught-up reader on `*`, one large event to each of 30 topics.
+    let big = "x".repeat(16 << 10);
+    let limit = footprint("t00", &big) * 3 + 64;
+    let mut hub = hub(1024, limit, 1000);
+    let all = vec![hub.subscribe("*", 1).unwrap()];
+    for i in 0..30 {
+        hub.publish(&[&format!("t{i:02}")], None, &big).unwrap();
+        round(&mut hub);
+        catch_up(&mut hub, &all);
+        hub.end_round();
+        assert!(
+            hub.history_bytes() <= limit,
+            "history within --history-bytes"
+        );
+        assert_eq!(hub.transient_bytes(), 0, "nothing held beyond history");
+    }
+    let pattern = hub.channel(all[0].channel()).unwrap();
+    assert!(
+        pattern.entry(pattern.end() - 1).is_none(),
+        "passed entries released"
+    );
+    // A resume on the pattern replays what the same resume on its topics does.
+    let names: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (exact, expired) = hub.replay(&names, 0);
+    assert!(expired);
+    assert_eq!(seqs(&exact), vec![28, 29, 30]);
+    let mut subs = vec![hub.subscribe("*", 2).unwrap()];
+    let start = hub.start_stream(&mut subs, Resume::After(0));
+    assert_eq!(start.reset, Some(ResetReason::Expired));
+    assert_eq!(seqs(&start.replay), seqs(&exact));
+    assert_eq!(start.reset_id, "r-27");
+    let start = hub.start_stream(&mut subs, Resume::After(28));
+    assert_eq!((start.reset, seqs(&start.replay)), (None, vec![29, 30]));
+    assert_eq!(
+        hub.replay(&["*"], 0).0.len(),
+        3,
+        "a SUBSCRIBE frame's replay too"
+    );
+}
+
+#[test]
+fn a_resume_on_a_pattern_replays_what_its_topics_retain() {
+    // Issue 21, defect 3: --history 4, four events to each of two topics.
+    let mut hub = hub(4, usize::MAX, 100);
+    for i in 0..4 {
+        hub.publish(&["news/a"], None, &i.to_string()).unwrap();
+        hub.publish(&["news/b"], None, &i.to_string()).unwrap();
+    }
+    let mut pattern = vec![hub.subscribe("news/*", 1).unwrap()];
+    let start = hub.start_stream(&mut pattern, Resume::After(1));
+    assert_eq!(start.reset, None);
+    assert_eq!(seqs(&start.replay), (2..=8).collect::<Vec<_>>());
+    // One more to news/a evicts its oldest: now the topics themselves say "expired".
+    hub.publish(&["news/a"], None, "4").unwrap();
+    let (exact, expired) = hub.replay(&["news/a", "news/b"], 0);
+    let start = hub.start_stream(&mut pattern, Resume::After(0));
+    assert!(expired);
+    assert_eq!(start.reset, Some(ResetReason::Expired));
+    assert_eq!(seqs(&start.replay), seqs(&exact));
+    assert_eq!(start.replay.len(), 8);
+    // With a topic subscription in the same stream, its events go once, through its cursor.
+    let mut both = vec![
+        hub.subscribe("news/b", 2).unwrap(),
+        hub.subscribe("news/*", 2).unwrap(),
+    ];
+    let start = hub.start_stream(&mut both, Resume::After(0));
+    assert_eq!(pending(&hub, &both[0]), vec![2, 4, 6, 8]);
+    assert_eq!(seqs(&start.replay), vec![3, 5, 7, 9]);
+    assert_eq!(start.reset_id, "r-1");
+}
+
+#[test]
+fn a_forgotten_topic_marks_its_patterns() {
+    let mut hub = hub(1, usize::MAX, 100);
+    let mut subs = vec![hub.subscribe("news/*", 1).unwrap()];
+    hub.publish(&["news/a"], None, "1").unwrap();
+    hub.publish(&["news/a"], None, "2").unwrap();
+    // news/a forgets event 1, then is forgotten itself (all history gone, nobody reading).
+    hub.forget_history();
+    round(&mut hub);
+    assert!(hub.channel_id("news/a").is_none());
+    let start = hub.start_stream(&mut subs, Resume::After(0));
+    assert_eq!(start.reset, Some(ResetReason::Expired));
+    let start = hub.start_stream(&mut subs, Resume::After(2));
+    assert_eq!(start.reset, None);
+}
+
+#[test]
+fn a_caught_up_channel_keeps_only_its_history_once_the_round_ends() {
+    // Issue 21, defect 2: --history 1, two readers per topic, a burst of four large events.
+    let big = "y".repeat(48 << 10);
+    let mut hub = hub(1, usize::MAX, 100);
+    let mut subs = Vec::new();
+    for t in ["a", "b"] {
+        subs.push(hub.subscribe(t, 1).unwrap());
+        subs.push(hub.subscribe(t, 2).unwrap());
+    }
+    for _ in 0..4 {
+        hub.publish(&["a"], None, &big).unwrap();
+        hub.publish(&["b"], None, &big).unwrap();
+    }
+    round(&mut hub);
+    let batch = |hub: &Hub, sub: &Subscription| {
+        let ch = hub.channel(sub.channel()).unwrap();
+        ch.batch_bytes()
+    };
+    assert!(batch(&hub, &subs[0]) > 0, "the round's events joined");
+    assert!(hub.transient_bytes() >= 3 * footprint("a", &big));
+    // Every reader of a has taken the round; one reader of b is still behind.
+    catch_up(&mut hub, &subs[..3]);
+    hub.end_round();
+    assert_eq!(batch(&hub, &subs[0]), 0, "passed by every reader: released");
+    let a = hub.channel(subs[0].channel()).unwrap();
+    assert!(
+        a.entry(a.end() - 2).is_none(),
+        "only its one event of history is left"
+    );
+    assert!(
+        batch(&hub, &subs[3]) > 0,
+        "kept while a reader can still use it"
+    );
+    catch_up(&mut hub, &subs[3..]);
+    hub.end_round();
+    assert_eq!(batch(&hub, &subs[3]), 0);
+    assert_eq!(hub.transient_bytes(), 0);
+    assert_eq!(hub.history_bytes(), 2 * footprint("a", &big));
+}
+
+#[test]
+fn a_joined_batch_is_capped() {
+    let mut hub = hub(64, usize::MAX, 100);
+    let a = hub.subscribe("a", 1).unwrap();
+    let _b = hub.subscribe("a", 2).unwrap();
+    let start = hub.cursor(&a);
+    for _ in 0..40 {
+        hub.publish(&["a"], None, &"z".repeat(16 << 10)).unwrap();
+    }
+    round(&mut hub);
+    let ch = hub.channel(a.channel()).unwrap();
+    let (end, bytes) = ch.batch_at(start).unwrap();
+    assert!(bytes.len() <= 256 << 10 && end - start >= 2);
+    let joined: Vec<u8> = (start..end)
+        .flat_map(|i| ch.entry(i).unwrap().ev.sse().to_vec())
+        .collect();
+    assert_eq!(bytes, &joined[..], "the first entries of the round, joined");
+}
+
+#[test]
+fn events_evicted_out_of_order_count_against_history_bytes_until_dropped() {
+    // Per-topic --history evicts a large event from the middle of the retained list.
+    let big = "w".repeat(32 << 10);
+    let limit = footprint("a", &big) * 4;
+    let mut hub = hub(1, limit, 100);
+    hub.publish(&["a"], None, &big).unwrap();
+    for i in 0..3 {
+        hub.publish(&[&format!("b{i}")], None, &big).unwrap();
+    }
+    hub.publish(&["a"], None, "small").unwrap();
+    assert_eq!(
+        hub.transient_bytes(),
+        0,
+        "the evicted event is not kept alive by the list"
+    );
+    assert!(hub.history_bytes() <= limit);
+    assert_eq!(hub.history_events(), 4);
 }
