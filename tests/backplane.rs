@@ -1695,3 +1695,35 @@ fn a_publish_waiting_for_redis_when_the_node_shuts_down_is_still_answered() {
     );
     assert_eq!(a.wait_exit(TIMEOUT), Some(0), "clean exit after the answer");
 }
+
+/// A Redis that cannot be used is named by its cause in a WARN line: a closed port is
+/// "refused", a wrong password "auth failed" (without the password), an unknown host "DNS".
+#[test]
+fn redis_failures_are_logged_with_their_cause() {
+    if !redis_available() {
+        return;
+    }
+    let wait_log = |server: &TestServer, needle: &str| {
+        let logged = || server.log.lock().unwrap().join("\n");
+        assert!(
+            wait_until(TIMEOUT, || logged().contains(needle)),
+            "{needle:?} not logged:\n{}",
+            logged()
+        );
+        logged()
+    };
+    let closed = format!("redis://127.0.0.1:{}", free_port());
+    let server = TestServer::start(&["--backplane", &closed, "--backplane-timeout-ms", "200"]);
+    let log = wait_log(&server, "cannot connect: refused");
+    assert!(log.contains("WARN"), "{log}");
+
+    let redis = RedisServer::start_with_password(Persistence::None, "right-password");
+    let wrong = redis.url().replace("right-password", "wrong-password");
+    let server = TestServer::start(&["--backplane", &wrong, "--backplane-timeout-ms", "200"]);
+    let log = wait_log(&server, "handshake failed: auth failed");
+    assert!(!log.contains("wrong-password") && !log.contains("right-password"), "{log}");
+
+    let (code, out) = run_binary(&["--backplane", "redis://no-such-host.invalid:6379"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("DNS: cannot resolve no-such-host.invalid"), "{out}");
+}

@@ -125,7 +125,7 @@ impl Backplane {
             Err(e) => {
                 let why = e.to_string();
                 let retry_at = now + self.backoff(attempt);
-                log::debug!("backplane {}: connect: {why}", self.describe());
+                self.log_failure("cannot connect", &why, now);
                 let phase = pick(&mut self.writer, &mut self.reader, writer);
                 *phase = Phase::Down {
                     retry_at,
@@ -220,7 +220,7 @@ impl Backplane {
                         if writer { "writer" } else { "reader" }
                     );
                 } else {
-                    log::debug!("backplane {}: handshake failed: {why}", self.cfg.url);
+                    self.log_failure("handshake failed", why, now);
                 }
                 attempt
             }
@@ -389,8 +389,60 @@ pub(super) fn pick<'a>(
     }
 }
 
+/// Most often a failure to reach Redis is logged at WARN; the retries in between go to DEBUG.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+impl Backplane {
+    /// A failure to (re)connect, named by its cause (refused, timeout, auth failed, …): at WARN
+    /// once per [`FAILURE_LOG_EVERY`], at DEBUG for the retries in between.
+    fn log_failure(&mut self, what: &str, why: &str, now: Instant) {
+        // `why` never holds a password: Redis's errors are cut to their code word.
+        let (cause, shown) = (failure_cause(why), why);
+        if self
+            .last_failure_log
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY)
+        {
+            self.last_failure_log = Some(now);
+            log::warn!("backplane {}: {what}: {cause}: {shown}", self.describe());
+        } else {
+            log::debug!("backplane {}: {what}: {cause}: {shown}", self.describe());
+        }
+    }
+}
+
+/// The cause of a connection failure in an operator's words.
+fn failure_cause(why: &str) -> &'static str {
+    let lower = why.to_ascii_lowercase();
+    if lower.contains("refused") {
+        "refused"
+    } else if lower.contains("wrongpass") || lower.contains("noauth") || lower.contains("auth") {
+        "auth failed"
+    } else if lower.contains("deadline") || lower.contains("timed out") {
+        "timeout"
+    } else if lower.contains("reset") || lower.contains("closed") || lower.contains("broken pipe") {
+        "connection lost"
+    } else {
+        "error"
+    }
+}
+
 pub(super) fn first_word(e: &str) -> &str {
     // Redis errors start with a code word (NOAUTH, WRONGPASS, NOSCRIPT...); the rest may quote
     // arguments, which could be a password.
     e.split_whitespace().next().unwrap_or("error")
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::failure_cause;
+
+    #[test]
+    fn causes_in_an_operators_words() {
+        assert_eq!(failure_cause("Connection refused (os error 111)"), "refused");
+        assert_eq!(failure_cause("AUTH: WRONGPASS"), "auth failed");
+        assert_eq!(failure_cause("HELLO: NOAUTH"), "auth failed");
+        assert_eq!(failure_cause("no reply within the append deadline"), "timeout");
+        assert_eq!(failure_cause("Connection reset by peer (os error 104)"), "connection lost");
+        assert_eq!(failure_cause("something else"), "error");
+    }
 }

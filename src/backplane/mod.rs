@@ -130,6 +130,8 @@ pub struct Backplane {
     /// The first HELLO + cache fill is done (or gave up): streams may start.
     started: bool,
     started_deadline: Instant,
+    /// When a failure to connect was last logged at WARN (they repeat with every retry).
+    last_failure_log: Option<Instant>,
     rng: u64,
     /// Whether the writer / the reader has been up before (a later HELLO is a reconnect).
     ever_up: [bool; 2],
@@ -146,7 +148,7 @@ impl Backplane {
     pub fn new(cfg: BackplaneConfig) -> Result<Backplane, String> {
         let addr = (cfg.url.host.as_str(), cfg.url.port)
             .to_socket_addrs()
-            .map_err(|e| format!("backplane host {}: {e}", cfg.url.host))?
+            .map_err(|e| format!("backplane {}: DNS: cannot resolve {}: {e}", cfg.url, cfg.url.host))?
             .next()
             .ok_or_else(|| format!("backplane host {} has no address", cfg.url.host))?;
         let now = Instant::now();
@@ -157,6 +159,7 @@ impl Backplane {
         Ok(Backplane {
             keys: Keys::new(&cfg.prefix),
             started_deadline: now + cfg.timeout * 2,
+            last_failure_log: None,
             cfg,
             addr,
             writer: Phase::Down {
