@@ -13,7 +13,17 @@ use crate::hooks::{Hooks, PublishAttempt};
 use crate::http::response::http_date;
 use crate::hub::{Hub, HubError, Published};
 use crate::metrics::{Gauges, Metrics};
+use crate::ratelimit::LogLimit;
 use crate::timer::Timers;
+
+/// The warning that the connection limit is reached: at most one line per this period, so a
+/// flood at the limit cannot flood the log.
+pub const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The rate limit of that warning.
+pub fn limit_warning() -> LogLimit {
+    LogLimit::new(LIMIT_WARNING_EVERY, 1)
+}
 
 /// How long a `Connection: close` response lingers for the peer's FIN before a forced close.
 const LINGER: Duration = Duration::from_secs(2);
@@ -49,7 +59,7 @@ pub struct LoopState {
     /// count against the limit).
     pub refused: usize,
     /// The rate-limited "connection limit reached" log line.
-    pub limit_warning: crate::conn::capacity::LimitWarning,
+    pub limit_warning: crate::ratelimit::LogLimit,
     /// Host callbacks.
     pub hooks: Hooks,
     /// JWT authorization (inert unless configured).
@@ -91,7 +101,7 @@ impl LoopState {
             slab_len: 0,
             max_connections,
             refused: 0,
-            limit_warning: Default::default(),
+            limit_warning: limit_warning(),
             hooks: Hooks::default(),
             auth: Auth::default(),
             started: Instant::now(),
