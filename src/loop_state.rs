@@ -25,6 +25,12 @@ pub fn limit_warning() -> LogLimit {
     LogLimit::new(LIMIT_WARNING_EVERY, 1)
 }
 
+/// Refused authorizations are logged at most [`AUTH_REFUSALS_BURST`] per this period; the next
+/// line says how many were left out (`suppressed=N`).
+pub const AUTH_REFUSALS_EVERY: Duration = Duration::from_secs(1);
+/// See [`AUTH_REFUSALS_EVERY`].
+pub const AUTH_REFUSALS_BURST: u32 = 10;
+
 /// How long a `Connection: close` response lingers for the peer's FIN before a forced close.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -60,6 +66,8 @@ pub struct LoopState {
     pub refused: usize,
     /// The rate-limited "connection limit reached" log line.
     pub limit_warning: crate::ratelimit::LogLimit,
+    /// The rate limit of the INFO line logged for each refused authorization.
+    pub auth_refusal_log: LogLimit,
     /// Host callbacks.
     pub hooks: Hooks,
     /// JWT authorization (inert unless configured).
@@ -102,6 +110,7 @@ impl LoopState {
             max_connections,
             refused: 0,
             limit_warning: limit_warning(),
+            auth_refusal_log: LogLimit::new(AUTH_REFUSALS_EVERY, AUTH_REFUSALS_BURST),
             hooks: Hooks::default(),
             auth: Auth::default(),
             started: Instant::now(),
