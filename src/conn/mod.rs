@@ -534,7 +534,9 @@ impl Connection {
             sh.refused -= 1;
         }
         sh.metrics.open[self.kind() as usize] -= 1;
-        sh.metrics
-            .observe_lifetime(sh.now.saturating_duration_since(self.opened_at));
+        sh.metrics.observe_lifetime(
+            self.kind(),
+            sh.now.saturating_duration_since(self.opened_at),
+        );
     }
 }
