@@ -51,6 +51,7 @@ pub mod logging;
 pub mod loop_state;
 pub mod metrics;
 pub mod procstat;
+pub mod ratelimit;
 pub mod sse;
 pub mod systemd;
 pub mod timer;

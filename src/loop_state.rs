@@ -13,7 +13,23 @@ use crate::hooks::{Hooks, PublishAttempt};
 use crate::http::response::http_date;
 use crate::hub::{Hub, HubError, Published};
 use crate::metrics::{Gauges, Metrics};
+use crate::ratelimit::LogLimit;
 use crate::timer::Timers;
+
+/// The warning that the connection limit is reached: at most one line per this period, so a
+/// flood at the limit cannot flood the log.
+pub const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The rate limit of that warning.
+pub fn limit_warning() -> LogLimit {
+    LogLimit::new(LIMIT_WARNING_EVERY, 1)
+}
+
+/// Refused authorizations are logged at most [`AUTH_REFUSALS_BURST`] per this period; the next
+/// line says how many were left out (`suppressed=N`).
+pub const AUTH_REFUSALS_EVERY: Duration = Duration::from_secs(1);
+/// See [`AUTH_REFUSALS_EVERY`].
+pub const AUTH_REFUSALS_BURST: u32 = 10;
 
 /// How long a `Connection: close` response lingers for the peer's FIN before a forced close.
 const LINGER: Duration = Duration::from_secs(2);
@@ -49,7 +65,9 @@ pub struct LoopState {
     /// count against the limit).
     pub refused: usize,
     /// The rate-limited "connection limit reached" log line.
-    pub limit_warning: crate::conn::capacity::LimitWarning,
+    pub limit_warning: crate::ratelimit::LogLimit,
+    /// The rate limit of the INFO line logged for each refused authorization.
+    pub auth_refusal_log: LogLimit,
     /// Host callbacks.
     pub hooks: Hooks,
     /// JWT authorization (inert unless configured).
@@ -91,7 +109,8 @@ impl LoopState {
             slab_len: 0,
             max_connections,
             refused: 0,
-            limit_warning: Default::default(),
+            limit_warning: limit_warning(),
+            auth_refusal_log: LogLimit::new(AUTH_REFUSALS_EVERY, AUTH_REFUSALS_BURST),
             hooks: Hooks::default(),
             auth: Auth::default(),
             started: Instant::now(),

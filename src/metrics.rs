@@ -34,6 +34,9 @@ pub enum ConnKind {
     Frames = 2,
 }
 
+/// The `kind` label of each [`ConnKind`], by index.
+const CONN_KINDS: [&str; 3] = ["http", "sse", "frames"];
+
 /// Why a resume could not be served in full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetReason {
@@ -129,12 +132,13 @@ pub struct Metrics {
     pub publishes_vetoed: u64,
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
-    lifetime_buckets: [u64; LIFETIME_BUCKETS.len()],
+    /// Lifetimes of closed connections by the kind they ended as (index: `ConnKind`).
+    lifetime_buckets: [[u64; LIFETIME_BUCKETS.len()]; CONN_KINDS.len()],
     lag_buckets: [u64; LAG_BUCKETS.len()],
     lag_count: u64,
     lag_sum: f64,
-    lifetime_count: u64,
-    lifetime_sum: f64,
+    lifetime_count: [u64; CONN_KINDS.len()],
+    lifetime_sum: [f64; CONN_KINDS.len()],
 }
 
 /// Gauges owned by other structures, read when rendering.
@@ -185,16 +189,17 @@ impl Metrics {
             .map_or(0, |slot| self.responses[slot])
     }
 
-    /// Records a closed connection's lifetime.
-    pub fn observe_lifetime(&mut self, lifetime: Duration) {
+    /// Records a closed connection's lifetime, by the kind it ended as.
+    pub fn observe_lifetime(&mut self, kind: ConnKind, lifetime: Duration) {
+        let k = kind as usize;
         let secs = lifetime.as_secs_f64();
-        for (bucket, bound) in self.lifetime_buckets.iter_mut().zip(LIFETIME_BUCKETS) {
+        for (bucket, bound) in self.lifetime_buckets[k].iter_mut().zip(LIFETIME_BUCKETS) {
             if secs <= bound {
                 *bucket += 1;
             }
         }
-        self.lifetime_count += 1;
-        self.lifetime_sum += secs;
+        self.lifetime_count[k] += 1;
+        self.lifetime_sum[k] += secs;
     }
 
     /// Records the time from an event's append in Redis to its local fan-out.
@@ -279,7 +284,7 @@ impl Metrics {
             "gauge",
             "Open connections by kind.",
         );
-        for (kind, v) in ["http", "sse", "frames"].iter().zip(self.open) {
+        for (kind, v) in CONN_KINDS.iter().zip(self.open) {
             let _ = writeln!(o, "sseloop_connections_open{{kind=\"{kind}\"}} {v}");
         }
         let simple: [(&str, &str, &str, u64); 22] = [
@@ -470,15 +475,24 @@ impl Metrics {
                 let _ = writeln!(o, "{name}{{code=\"{status}\"}} {v}");
             }
         }
-        histogram(
+        let name = "sseloop_connection_lifetime_seconds";
+        family(
             o,
-            "sseloop_connection_lifetime_seconds",
-            "Lifetime of closed connections.",
-            &LIFETIME_BUCKETS,
-            &self.lifetime_buckets,
-            self.lifetime_count,
-            self.lifetime_sum,
+            name,
+            "histogram",
+            "Lifetime of closed connections, by the kind they ended as.",
         );
+        for (k, kind) in CONN_KINDS.iter().enumerate() {
+            series(
+                o,
+                name,
+                &format!("kind=\"{kind}\","),
+                &LIFETIME_BUCKETS,
+                &self.lifetime_buckets[k],
+                self.lifetime_count[k],
+                self.lifetime_sum[k],
+            );
+        }
         let name = "sseloop_config_reloads_total";
         family(
             o,
@@ -566,12 +580,31 @@ fn histogram(
     sum: f64,
 ) {
     family(o, name, "histogram", help);
+    series(o, name, "", bounds, buckets, count, sum);
+}
+
+/// One series of a histogram; `labels` (empty, or `k="v",`) precede `le`.
+fn series(
+    o: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    buckets: &[u64],
+    count: u64,
+    sum: f64,
+) {
     for (bound, v) in bounds.iter().zip(buckets) {
-        let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {v}");
+        let _ = writeln!(o, "{name}_bucket{{{labels}le=\"{bound}\"}} {v}");
     }
-    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(o, "{name}_sum {sum}");
-    let _ = writeln!(o, "{name}_count {count}");
+    let _ = writeln!(o, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let plain = labels.trim_end_matches(',');
+    if plain.is_empty() {
+        let _ = writeln!(o, "{name}_sum {sum}");
+        let _ = writeln!(o, "{name}_count {count}");
+    } else {
+        let _ = writeln!(o, "{name}_sum{{{plain}}} {sum}");
+        let _ = writeln!(o, "{name}_count{{{plain}}} {count}");
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -592,7 +625,7 @@ mod tests {
         m.count_response(404);
         m.count_response(299);
         m.count_auth_failure(AuthFailure::Expired);
-        m.observe_lifetime(Duration::from_millis(50));
+        m.observe_lifetime(ConnKind::Sse, Duration::from_millis(50));
         let text = m.render(&Gauges {
             timers: 4,
             ..Default::default()
@@ -602,9 +635,11 @@ mod tests {
         assert!(text.contains("sseloop_http_responses_total{code=\"404\"} 1\n"));
         assert!(text.contains("sseloop_http_responses_total{code=\"other\"} 1\n"));
         assert!(text.contains("sseloop_timers_armed 4\n"));
-        assert!(text.contains("sseloop_connection_lifetime_seconds_bucket{le=\"0.01\"} 0\n"));
-        assert!(text.contains("sseloop_connection_lifetime_seconds_bucket{le=\"0.1\"} 1\n"));
-        assert!(text.contains("sseloop_connection_lifetime_seconds_count 1\n"));
+        let name = "sseloop_connection_lifetime_seconds";
+        assert!(text.contains(&format!("{name}_bucket{{kind=\"sse\",le=\"0.01\"}} 0\n")));
+        assert!(text.contains(&format!("{name}_bucket{{kind=\"sse\",le=\"0.1\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_count{{kind=\"sse\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_count{{kind=\"http\"}} 0\n")));
         assert_eq!(m.responses(404), 1);
         assert!(text.contains("sseloop_auth_failures_total{reason=\"expired\"} 1\n"));
         assert!(text.contains("sseloop_auth_failures_total{reason=\"missing\"} 0\n"));

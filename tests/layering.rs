@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hooks",
             "json",
             "procstat",
+            "ratelimit",
             "systemd",
         ],
     ),

@@ -15,7 +15,8 @@ const PUBLISHED: &str = "sseloop_events_published_total";
 const DELIVERIES: &str = "sseloop_event_deliveries_total";
 const BYTES: &str = "sseloop_bytes_written_total";
 const HISTORY: &str = "sseloop_history_events";
-const LIFETIME_COUNT: &str = "sseloop_connection_lifetime_seconds_count";
+const LIFETIME_COUNT: &str = "sseloop_connection_lifetime_seconds_count{kind=\"sse\"}";
+const HTTP_LIFETIME_COUNT: &str = "sseloop_connection_lifetime_seconds_count{kind=\"http\"}";
 const ITERATIONS: &str = "sseloop_loop_iterations_total";
 
 fn get(m: &HashMap<String, f64>, name: &str) -> f64 {
@@ -60,8 +61,10 @@ fn exposition_names_every_required_metric() {
         HISTORY,
         ITERATIONS,
         LIFETIME_COUNT,
-        "sseloop_connection_lifetime_seconds_sum",
-        "sseloop_connection_lifetime_seconds_bucket{le=\"+Inf\"}",
+        HTTP_LIFETIME_COUNT,
+        "sseloop_connection_lifetime_seconds_count{kind=\"frames\"}",
+        "sseloop_connection_lifetime_seconds_sum{kind=\"sse\"}",
+        "sseloop_connection_lifetime_seconds_bucket{kind=\"http\",le=\"+Inf\"}",
         "sseloop_resume_resets_total{reason=\"expired\"}",
         "sseloop_resume_resets_total{reason=\"unknown\"}",
     ] {
@@ -116,6 +119,7 @@ fn connection_counters_and_gauges_move() {
         "accepted did not count the new connections"
     );
     let lifetimes_before = get(&last, LIFETIME_COUNT);
+    let http_lifetimes_before = get(&last, HTTP_LIFETIME_COUNT);
     drop(subs);
     drop(idle);
     assert!(
@@ -128,20 +132,24 @@ fn connection_counters_and_gauges_move() {
         get(&last, HTTP_OPEN)
     );
     assert!(
-        get(&last, LIFETIME_COUNT) >= lifetimes_before + 3.0,
-        "lifetime histogram did not count the closed connections"
+        get(&last, LIFETIME_COUNT) == lifetimes_before + 2.0,
+        "lifetime histogram did not count the two closed streams as sse"
+    );
+    assert!(
+        get(&last, HTTP_LIFETIME_COUNT) >= http_lifetimes_before + 1.0,
+        "lifetime histogram did not count the closed keep-alive connection as http"
     );
     // The histogram is cumulative and its +Inf bucket equals its count.
     let inf = get(
         &last,
-        "sseloop_connection_lifetime_seconds_bucket{le=\"+Inf\"}",
+        "sseloop_connection_lifetime_seconds_bucket{kind=\"sse\",le=\"+Inf\"}",
     );
     assert_eq!(inf, get(&last, LIFETIME_COUNT));
     let mut buckets: Vec<(f64, f64)> = last
         .iter()
         .filter_map(|(k, v)| {
             let le = k
-                .strip_prefix("sseloop_connection_lifetime_seconds_bucket{le=\"")?
+                .strip_prefix("sseloop_connection_lifetime_seconds_bucket{kind=\"sse\",le=\"")?
                 .strip_suffix("\"}")?;
             Some((le.parse::<f64>().unwrap_or(f64::INFINITY), *v))
         })
@@ -152,7 +160,12 @@ fn connection_counters_and_gauges_move() {
         buckets.windows(2).all(|w| w[0].1 <= w[1].1),
         "buckets not cumulative: {buckets:?}"
     );
-    assert!(get(&last, "sseloop_connection_lifetime_seconds_sum") > 0.0);
+    assert!(
+        get(
+            &last,
+            "sseloop_connection_lifetime_seconds_sum{kind=\"sse\"}"
+        ) > 0.0
+    );
 }
 
 #[test]

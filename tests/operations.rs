@@ -682,3 +682,49 @@ fn the_operations_guide_example_configuration_is_valid() {
     let (code, _, err) = run_with_env(&["--config", &shipped, "--check-config"], &[]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn a_flood_of_refused_tokens_logs_a_few_lines_and_a_suppressed_count() {
+    let secret = "ops-secret-of-at-least-32-bytes!!!";
+    let server = TestServer::start(&["--jwt-secret", secret]);
+    let token = "not.a-valid.TOKEN-SHOULD-NOT-BE-LOGGED";
+    for i in 0..1000 {
+        let raw = if i % 2 == 0 {
+            format!("GET /events?topic=t&access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n")
+        } else {
+            format!(
+                "GET /events?topic=t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+        };
+        assert_eq!(request(server.addr, &raw).status, 401);
+    }
+    // The next refusal after the period reports how many were left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    let raw = "GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(request(server.addr, raw).status, 401);
+    let refused_lines = || -> Vec<String> {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .filter(|l| l.contains("authorization refused"))
+            .cloned()
+            .collect()
+    };
+    assert!(wait_until(TIMEOUT, || refused_lines()
+        .iter()
+        .any(|l| l.contains("suppressed="))));
+    let lines = refused_lines();
+    assert!(lines.len() <= 25, "{} lines: {lines:?}", lines.len());
+    let first = &lines[0];
+    assert!(first.contains("INFO"), "{first}");
+    assert!(first.contains("peer=127.0.0.1:"), "{first}");
+    assert!(first.contains("path=/events status=401"), "{first}");
+    // Every refusal is accounted for: logged, or counted in a later line's `suppressed=`.
+    let suppressed: u64 = lines
+        .iter()
+        .filter_map(|l| l.split("suppressed=").nth(1))
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(suppressed + lines.len() as u64, 1001, "{lines:?}");
+    let log = server.log.lock().unwrap();
+    assert!(log.iter().all(|l| !l.contains("SHOULD-NOT-BE-LOGGED")));
+}

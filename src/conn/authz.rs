@@ -58,7 +58,7 @@ impl Connection {
             match checked {
                 Ok(grants) => Some(grants),
                 Err(failure) => {
-                    self.refuse_auth(key, failure, false, sh);
+                    self.refuse_auth(key, &head.path, failure, false, sh);
                     return Err(Refused);
                 }
             }
@@ -91,7 +91,7 @@ impl Connection {
             .verify(token)
             .and_then(|g| auth::check_publish(&g, topics).map(|()| g.subject));
         checked.map_err(|failure| {
-            self.refuse_auth(key, failure, keep_alive, sh);
+            self.refuse_auth(key, &head.path, failure, keep_alive, sh);
             Refused
         })
     }
@@ -101,17 +101,37 @@ impl Connection {
     pub(super) fn refuse_auth(
         &mut self,
         key: usize,
+        path: &str,
         failure: AuthFailure,
         keep_alive: bool,
         sh: &mut LoopState,
     ) {
         log::debug!("conn {key}: authorization refused: {failure}");
-        sh.metrics.count_auth_failure(failure);
         let err = match failure {
             AuthFailure::ForbiddenTopic => HttpError::FORBIDDEN_TOPIC,
             AuthFailure::NotAdmin => HttpError::FORBIDDEN_ADMIN,
             _ => HttpError::UNAUTHORIZED,
         };
+        // At INFO for operators, rate-limited: a flood of bad tokens must not fill a disk. The
+        // path carries no query string (it may hold `access_token`).
+        if let Some(skipped) = sh.auth_refusal_log.note(sh.now) {
+            let peer = self
+                .sock
+                .peer_addr()
+                .map_or_else(|_| "-".to_owned(), |a| a.to_string());
+            let status = err.status;
+            let reason = failure.label();
+            let suppressed = if skipped > 0 {
+                format!(" suppressed={skipped}")
+            } else {
+                String::new()
+            };
+            log::info!(
+                "authorization refused: peer={peer} path={path} status={status} \
+                 reason={reason}{suppressed}"
+            );
+        }
+        sh.metrics.count_auth_failure(failure);
         let challenge = [("WWW-Authenticate", failure.challenge())];
         self.respond_error(key, &err, keep_alive, &challenge, sh);
     }

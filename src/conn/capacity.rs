@@ -3,14 +3,14 @@
 //! (a liveness probe must not restart a node that is full but healthy, and monitoring must not
 //! go dark when it matters most), anything else gets `503` with `Retry-After`. Either way the
 //! connection then closes. Reaching the limit is logged, at most once per
-//! [`LimitWarning::EVERY`], with the number of connections refused since the last line.
+//! [`LIMIT_WARNING_EVERY`], with the number of connections refused since the last line.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::http_stage::RETRY_SOON;
 use super::Connection;
 use crate::http::{HttpError, Route};
-use crate::loop_state::LoopState;
+use crate::loop_state::{LoopState, LIMIT_WARNING_EVERY};
 use crate::metrics::CloseCause;
 
 /// How long a connection over the limit has to send its request head, and then to read its
@@ -22,32 +22,6 @@ pub(super) fn answered_at_limit(route: Route) -> bool {
     matches!(route, Route::Healthz | Route::Readyz | Route::Metrics)
 }
 
-/// The rate-limited warning that the connection limit is reached.
-#[derive(Clone, Debug, Default)]
-pub struct LimitWarning {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl LimitWarning {
-    /// At most one line per this period, so a flood at the limit cannot flood the log.
-    pub const EVERY: Duration = Duration::from_secs(10);
-
-    /// Counts a connection accepted at the limit. Returns how many were accepted since the last
-    /// line (this one included) when a line is due now.
-    pub fn note(&mut self, now: Instant) -> Option<u64> {
-        self.unlogged += 1;
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
 impl Connection {
     /// Marks a connection accepted past the limit: it may send one request, within
     /// [`REJECT_GRACE`].
@@ -55,13 +29,14 @@ impl Connection {
         self.refused = true;
         sh.refused += 1;
         self.grace = REJECT_GRACE;
-        if let Some(count) = sh.limit_warning.note(sh.now) {
+        if let Some(skipped) = sh.limit_warning.note(sh.now) {
+            let count = skipped + 1;
             log::warn!(
                 "connection limit reached (--max-connections {}): {count} connection(s) over it \
                  in the last {}s or less; /healthz, /readyz and /metrics are still answered, \
                  anything else gets 503",
                 sh.max_connections,
-                LimitWarning::EVERY.as_secs()
+                LIMIT_WARNING_EVERY.as_secs()
             );
         }
     }
@@ -86,16 +61,17 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn the_limit_warning_is_rate_limited_and_counts_what_it_skipped() {
         let t0 = Instant::now();
-        let mut w = LimitWarning::default();
-        assert_eq!(w.note(t0), Some(1));
+        let mut w = crate::loop_state::limit_warning();
+        assert_eq!(w.note(t0), Some(0));
         assert_eq!(w.note(t0 + Duration::from_secs(1)), None);
         assert_eq!(w.note(t0 + Duration::from_secs(9)), None);
-        assert_eq!(w.note(t0 + LimitWarning::EVERY), Some(3));
-        assert_eq!(w.note(t0 + LimitWarning::EVERY), None);
+        assert_eq!(w.note(t0 + LIMIT_WARNING_EVERY), Some(2));
+        assert_eq!(w.note(t0 + LIMIT_WARNING_EVERY), None);
     }
 
     #[test]

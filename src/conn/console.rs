@@ -140,7 +140,7 @@ impl Connection {
                 }
             });
             return admin.map_err(|failure| {
-                self.refuse_auth(key, failure, reuse, sh);
+                self.refuse_auth(key, &head.path, failure, reuse, sh);
                 Refused
             });
         }

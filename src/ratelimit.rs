@@ -1,0 +1,71 @@
+//! Rate limits for log lines a peer can provoke (connections over the limit, refused tokens): at
+//! most a few lines per period, and the next line says how many were left out, so a flood cannot
+//! fill a disk yet nothing goes unnoticed.
+
+use std::time::{Duration, Instant};
+
+/// At most `burst` lines per `period`; the rest are counted.
+#[derive(Clone, Debug)]
+pub struct LogLimit {
+    period: Duration,
+    burst: u32,
+    window: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// A limit of `burst` lines per `period`.
+    pub const fn new(period: Duration, burst: u32) -> LogLimit {
+        LogLimit {
+            period,
+            burst,
+            window: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// The period lines are counted over.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Counts one occurrence. Returns, when a line is due now, how many occurrences were left
+    /// out since the last line (this one excluded).
+    pub fn note(&mut self, now: Instant) -> Option<u64> {
+        match self.window {
+            Some(start) if now.saturating_duration_since(start) < self.period => {
+                if self.logged >= self.burst {
+                    self.suppressed += 1;
+                    return None;
+                }
+            }
+            _ => {
+                self.window = Some(now);
+                self.logged = 0;
+            }
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_past_the_burst_are_counted_and_reported_with_the_next_line() {
+        let t0 = Instant::now();
+        let mut l = LogLimit::new(Duration::from_secs(1), 2);
+        assert_eq!(l.note(t0), Some(0));
+        assert_eq!(l.note(t0), Some(0));
+        for _ in 0..5 {
+            assert_eq!(l.note(t0 + Duration::from_millis(500)), None);
+        }
+        assert_eq!(l.note(t0 + Duration::from_secs(1)), Some(5));
+        assert_eq!(l.note(t0 + Duration::from_secs(1)), Some(0));
+        assert_eq!(l.note(t0 + Duration::from_secs(1)), None);
+    }
+}
