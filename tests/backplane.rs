@@ -1280,15 +1280,13 @@ fn backplane_counters_count_appends_and_reads_per_node() {
     }
 }
 
-#[test]
-fn a_resume_older_than_the_nodes_cache_is_served_from_redis_in_order() {
-    if !redis_available() {
-        return;
-    }
-    let redis = RedisServer::start(Persistence::None);
-    // Redis keeps 100 events per topic (the publishing node's --history); node C caches only
-    // about 2 KiB of history, so most of what a client missed is not in C's memory.
-    let a = node(&redis, &["--history", "100"]);
+/// Node A (Redis keeps 100 events per topic, A's --history) publishes x0..x49 and y0..y29; node C,
+/// started after, caches only about 2 KiB of history, so most of what a client resuming from x4
+/// missed is not in C's memory. Returns A, the ids of x and y, and C, both ready.
+fn events_beyond_a_small_cache(
+    redis: &RedisServer,
+) -> (TestServer, Vec<String>, Vec<String>, TestServer) {
+    let a = node(redis, &["--history", "100"]);
     wait_ready(&a);
     let xs: Vec<String> = (0..50)
         .map(|i| a.publish("topic=x", &format!("x{i}")))
@@ -1296,8 +1294,18 @@ fn a_resume_older_than_the_nodes_cache_is_served_from_redis_in_order() {
     let ys: Vec<String> = (0..30)
         .map(|i| a.publish("topic=y", &format!("y{i}")))
         .collect();
-    let c = node(&redis, &["--history", "100", "--history-bytes", "2k"]);
+    let c = node(redis, &["--history", "100", "--history-bytes", "2k"]);
     wait_ready(&c);
+    (a, xs, ys, c)
+}
+
+#[test]
+fn a_resume_older_than_the_nodes_cache_is_served_from_redis_in_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, xs, ys, c) = events_beyond_a_small_cache(&redis);
     let expect_x: Vec<(String, String)> =
         (5..50).map(|i| (xs[i].clone(), format!("x{i}"))).collect();
     // An exact topic (per-topic stream) and a pattern (the shared log, filtered).
@@ -1335,6 +1343,51 @@ fn a_resume_older_than_the_nodes_cache_is_served_from_redis_in_order() {
     let first = expired.next_event();
     assert_eq!(first.event, RESET, "{}", expired.raw_text());
     assert_eq!(first.data, r#"{"reason":"expired"}"#);
+}
+
+/// The EVENT frames' ids and data, next `n` frames; panics on anything else (a reset notice).
+fn frame_events(c: &mut FrameClient, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|_| match next_frame(c) {
+            OwnedPayload::Event {
+                id,
+                event_type,
+                data,
+                ..
+            } if event_type.is_empty() => (id, String::from_utf8_lossy(&data).into_owned()),
+            other => panic!("expected an EVENT, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscribe_frame_resuming_older_than_the_nodes_cache_is_served_from_redis_like_http() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, xs, _, c) = events_beyond_a_small_cache(&redis);
+    let expect_x: Vec<(String, String)> =
+        (5..50).map(|i| (xs[i].clone(), format!("x{i}"))).collect();
+    // A live frame connection (on another topic) subscribes to x, resuming after x4; then a
+    // second SUBSCRIBE frame for a pattern, with the same id.
+    let mut f = FrameClient::connect(c.addr, &["w"], None, None).expect("frame handshake");
+    f.subscribe(&["x"], Some(&xs[4])).expect("send SUBSCRIBE");
+    assert_eq!(frame_events(&mut f, 45), expect_x, "exact topic from Redis");
+    let mut p = FrameClient::connect(c.addr, &["w"], None, None).expect("frame handshake");
+    p.subscribe(&["x*"], Some(&xs[4])).expect("send SUBSCRIBE");
+    assert_eq!(frame_events(&mut p, 45), expect_x, "pattern from Redis");
+    // Frame input goes on after the backfill; then live events, nothing twice, no reset.
+    f.ping(b"after").expect("send PING");
+    match next_frame(&mut f) {
+        OwnedPayload::Pong { opaque } => assert_eq!(opaque, b"after"),
+        other => panic!("expected the PONG, got {other:?}"),
+    }
+    let live = a.publish("topic=x", "live");
+    for client in [&mut f, &mut p] {
+        assert_eq!(frame_events(client, 1), vec![(live.clone(), "live".into())]);
+    }
+    assert!(c.metric("sseloop_events_replayed_total") >= 90.0);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use super::authz::{distinct_wanted, Need};
 use super::state::{Life, LifeEvent};
+use super::stream::{delivered_by, BackfillWait};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
 use crate::auth::AuthFailure;
 use crate::backplane::{AppendError, Origin};
@@ -90,6 +91,7 @@ impl Connection {
             && self.life == Life::Active
             && self.out.private.len() < PIPELINE_OUTPUT_LIMIT
             && !matches!(&self.stage, Stage::Frames(f) if f.awaiting >= MAX_AWAITING)
+            && self.backfill.is_none()
         {
             match decoder.decode(&rbuf[start..]) {
                 Ok(Some(found)) => {
@@ -437,7 +439,8 @@ impl Connection {
 
     /// A SUBSCRIBE with a resume id on a live connection: the new topics' retained events after
     /// it are queued by reference (the connection's other cursors are ahead of them), except
-    /// those the connection gets through a subscription it already had.
+    /// those the connection gets through a subscription it already had. With a backplane, what
+    /// this node no longer holds is asked of Redis first, as for a stream opened with that id.
     fn replay_added(
         &mut self,
         key: usize,
@@ -458,32 +461,47 @@ impl Connection {
         let names: Vec<&str> = added.iter().map(String::as_str).collect();
         let (events, expired) = sh.hub.replay(&names, after);
         let barrier = sh.hub.last_seq();
+        // Older than this node's cache: the events in between come from Redis, then the
+        // retained ones after them.
+        let upto = sh.hub.cache_floor(&self.out.subs[before..]);
+        let backfill = expired && !foreign && sh.backplane.is_some() && upto > after;
+        let (events, reset_id) = if backfill {
+            (sh.hub.replay(&names, upto).0, sh.hub.id_for(upto))
+        } else {
+            let reset_id = sh.hub.id_for(events.first().map_or(barrier, |e| e.seq - 1));
+            (events, reset_id)
+        };
         let reason = if foreign {
             Some(ResetReason::Unknown)
-        } else if expired {
+        } else if expired && !backfill {
             Some(ResetReason::Expired)
         } else {
             None
         };
         if let Some(reason) = reason {
-            let reset_id = sh.hub.id_for(events.first().map_or(barrier, |e| e.seq - 1));
             self.queue_reset_notice(key, reason, &reset_id, &names, barrier, sh);
         }
-        let (old, _) = self.out.subs.split_at(before);
+        let old = &self.out.subs[..before];
         let fresh: Vec<_> = events
             .into_iter()
-            .filter(|e| {
-                !old.iter().any(|sub| {
-                    sub.is_active()
-                        && e.seq > sub.start_seq()
-                        && e.topics.iter().any(|t| sh.hub.covers(sub, t))
-                })
-            })
+            .filter(|e| !delivered_by(old, e.seq, &e.topics, &sh.hub))
             .collect();
         sh.metrics.replayed += fresh.len() as u64;
         sh.metrics.deliveries += fresh.len() as u64;
-        for event in &fresh {
-            self.out.private.push_event(event, Wire::Frame, barrier);
+        if backfill {
+            let wait = BackfillWait {
+                reset_id,
+                topics: added.to_vec(),
+                barrier,
+                first_new: before,
+                then: fresh,
+                replay: Vec::new(),
+            };
+            self.request_backfill(key, after, upto, wait, sh);
+        } else {
+            for event in &fresh {
+                self.out.private.push_event(event, Wire::Frame, barrier);
+            }
         }
         self.mark_dirty(key, sh);
     }

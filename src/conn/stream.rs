@@ -16,7 +16,7 @@ use crate::frame::{self, ErrorCode};
 use crate::http::request::query_pairs;
 use crate::http::response;
 use crate::http::{self, HttpError, RequestHead};
-use crate::hub::{HubError, Resume};
+use crate::hub::{Hub, HubError, Resume, Subscription};
 use crate::loop_state::LoopState;
 use crate::metrics::{CloseCause, ConnKind, ResetReason};
 use crate::sse;
@@ -32,14 +32,24 @@ struct StreamRequest {
     grants: Option<Grants>,
 }
 
-/// A stream waiting for Redis to send the events its resume needs.
+/// A stream waiting for Redis to send the events its resume needs (a stream opened with a resume
+/// id, or a SUBSCRIBE frame with one on a live connection: the same request, the same answer).
 pub(crate) struct BackfillWait {
     /// The id for the reset notice if Redis no longer holds them.
-    reset_id: String,
-    /// The stream's topics (for a frame notice).
-    topics: Vec<String>,
-    /// Its patterns' replay from this node's history, after the events Redis sends.
-    replay: Vec<SharedEvent>,
+    pub(super) reset_id: String,
+    /// The topics resumed (for a frame notice, and the request).
+    pub(super) topics: Vec<String>,
+    /// Where the backfill goes among the shared events: 0 when a stream opens (before any),
+    /// the newest recorded seq when a SUBSCRIBE asked (after what the connection had).
+    pub(super) barrier: u64,
+    /// Subscriptions before this index were there before the SUBSCRIBE: what they deliver is
+    /// not sent again.
+    pub(super) first_new: usize,
+    /// The node's own retained events that follow the backfill (a SUBSCRIBE's replay).
+    pub(super) then: Vec<SharedEvent>,
+    /// A stream's patterns' replay from this node's history, queued after the events Redis
+    /// sends (each after the shared events before it).
+    pub(super) replay: Vec<SharedEvent>,
 }
 
 impl Connection {
@@ -254,8 +264,30 @@ impl Connection {
             .hub
             .start_stream(&mut self.out.subs, Resume::After(upto))
             .replay;
+        let wait = BackfillWait {
+            reset_id,
+            topics: topics.to_vec(),
+            barrier: 0,
+            first_new: 0,
+            then: Vec::new(),
+            replay,
+        };
+        self.request_backfill(key, after, upto, wait, sh);
+    }
+
+    /// Asks Redis for the events of `wait.topics` in `(after, upto]` (the node's cache holds
+    /// everything after `upto`); the connection's output and frame input wait for the answer
+    /// ([`Connection::backfill_done`]).
+    pub(super) fn request_backfill(
+        &mut self,
+        key: usize,
+        after: u64,
+        upto: u64,
+        wait: BackfillWait,
+        sh: &mut LoopState,
+    ) {
         let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
-        for t in topics {
+        for t in &wait.topics {
             match t.strip_suffix('*') {
                 Some(prefix) => prefixes.push(prefix.to_string()),
                 None => exact.push(t.clone()),
@@ -269,18 +301,15 @@ impl Connection {
             after,
             upto,
         };
-        self.backfill = Some(Box::new(BackfillWait {
-            reset_id,
-            topics: topics.to_vec(),
-            replay,
-        }));
+        self.backfill = Some(Box::new(wait));
         if let Some(bp) = sh.backplane.as_mut() {
             bp.fetch(request, sh.now);
         }
     }
 
     /// Redis answered this stream's backfill: the missed events go out first, or the reset
-    /// notice when Redis no longer holds them all.
+    /// notice when Redis no longer holds them all; then the node's own retained events that
+    /// follow them (a SUBSCRIBE's).
     pub fn backfill_done(
         &mut self,
         key: usize,
@@ -294,23 +323,33 @@ impl Connection {
         if self.life != Life::Active {
             return;
         }
-        let names: Vec<&str> = wait.topics.iter().map(String::as_str).collect();
-        let Some(events) = events else {
-            let reason = ResetReason::Expired;
-            self.queue_reset_notice(key, reason, &wait.reset_id, &names, 0, sh);
-            return self.queue_replay(&wait.replay, sh);
-        };
         // Only this stream's wire form: these events are not shared, nothing else reads them.
         let wire = self.out.wire.unwrap_or(Wire::Sse);
-        let mut bytes = Vec::new();
-        for ev in events {
-            let id = sh.hub.id_for(ev.seq);
-            let ty = ev.event_type.as_deref();
-            encode_wire(&mut bytes, wire, &id, &ev.topics, ty, &ev.data);
-            sh.metrics.replayed += 1;
+        match events {
+            None => {
+                let names: Vec<&str> = wait.topics.iter().map(String::as_str).collect();
+                let reason = ResetReason::Expired;
+                self.queue_reset_notice(key, reason, &wait.reset_id, &names, wait.barrier, sh);
+            }
+            Some(events) => {
+                let old = &self.out.subs[..wait.first_new.min(self.out.subs.len())];
+                let mut bytes = Vec::new();
+                for ev in events {
+                    if delivered_by(old, ev.seq, &ev.topics, &sh.hub) {
+                        continue;
+                    }
+                    let id = sh.hub.id_for(ev.seq);
+                    let ty = ev.event_type.as_deref();
+                    encode_wire(&mut bytes, wire, &id, &ev.topics, ty, &ev.data);
+                    sh.metrics.replayed += 1;
+                }
+                if !bytes.is_empty() {
+                    self.push_private(key, &bytes, wait.barrier, sh);
+                }
+            }
         }
-        if !bytes.is_empty() {
-            self.push_private(key, &bytes, 0, sh);
+        for event in &wait.then {
+            self.out.private.push_event(event, wire, wait.barrier);
         }
         self.queue_replay(&wait.replay, sh);
     }
@@ -480,4 +519,12 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
         return Err(HttpError::BAD_TOPIC);
     }
     Ok(q)
+}
+
+/// True when one of `old`'s subscriptions delivers the event `seq` with `topics` anyway (it is
+/// active and started before it), so that a replay does not send it twice.
+pub(super) fn delivered_by(old: &[Subscription], seq: u64, topics: &[Box<str>], hub: &Hub) -> bool {
+    old.iter().any(|sub| {
+        sub.is_active() && seq > sub.start_seq() && topics.iter().any(|t| hub.covers(sub, t))
+    })
 }
