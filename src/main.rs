@@ -1,6 +1,6 @@
 //! The `sseloop` binary: load the configuration (flags > environment > file > defaults), start
 //! the loop, exit 0 after a graceful shutdown. Exit codes: 0 done, 1 `--check-config` found an
-//! error or the loop failed, 2 the server could not start.
+//! error or the loop failed, 2 the server could not start (its configuration included).
 
 use std::process::ExitCode;
 
@@ -14,7 +14,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
         Ok(Err(e)) => {
             eprintln!("sseloop: {e}");
-            return ExitCode::from(2);
+            // --check-config promises 0 or 1; otherwise a configuration that cannot load is a
+            // failure to start (2).
+            let checking = std::env::args_os().any(|a| a == "--check-config");
+            return ExitCode::from(if checking { 1 } else { 2 });
         }
         Ok(Ok(loaded)) => loaded,
     };

@@ -1774,9 +1774,15 @@ fn redis_failures_are_logged_with_their_cause() {
     let wrong = redis.url().replace("right-password", "wrong-password");
     let server = TestServer::start(&["--backplane", &wrong, "--backplane-timeout-ms", "200"]);
     let log = wait_log(&server, "handshake failed: auth failed");
-    assert!(!log.contains("wrong-password") && !log.contains("right-password"), "{log}");
+    assert!(
+        !log.contains("wrong-password") && !log.contains("right-password"),
+        "{log}"
+    );
 
     let (code, out) = run_binary(&["--backplane", "redis://no-such-host.invalid:6379"]);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("DNS: cannot resolve no-such-host.invalid"), "{out}");
+    assert!(
+        out.contains("DNS: cannot resolve no-such-host.invalid"),
+        "{out}"
+    );
 }

@@ -94,7 +94,7 @@ fn a_config_file_with_precedence_check_and_print() {
     // A bad value names the file, the line, the key and the range, and exits 1.
     let bad = dir.file("bad.toml", "ui = true\n\nmax-queue-bytes = \"1k\"\n");
     let (code, _, err) = run_with_env(&["--config", bad.to_str().unwrap(), "--check-config"], &[]);
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!(
             "{}:3: max-queue-bytes: must be between 65536 and 1099511627776 (got 1024)",
@@ -118,6 +118,9 @@ fn a_config_file_with_precedence_check_and_print() {
     );
     // An environment error names the variable, not the flag.
     let (code, _, err) = run_with_env(&["--check-config"], &[("SSELOOP_HISTORY", "lots")]);
+    assert_eq!(code, Some(1));
+    // Without --check-config the same configuration is a failure to start.
+    let (code, _, _) = run_with_env(&["--print-config"], &[("SSELOOP_HISTORY", "lots")]);
     assert_eq!(code, Some(2));
     assert!(err.contains("SSELOOP_HISTORY=\"lots\""), "{err}");
     assert!(!err.contains("--history"), "{err}");

@@ -438,11 +438,20 @@ mod failure_tests {
 
     #[test]
     fn causes_in_an_operators_words() {
-        assert_eq!(failure_cause("Connection refused (os error 111)"), "refused");
+        assert_eq!(
+            failure_cause("Connection refused (os error 111)"),
+            "refused"
+        );
         assert_eq!(failure_cause("AUTH: WRONGPASS"), "auth failed");
         assert_eq!(failure_cause("HELLO: NOAUTH"), "auth failed");
-        assert_eq!(failure_cause("no reply within the append deadline"), "timeout");
-        assert_eq!(failure_cause("Connection reset by peer (os error 104)"), "connection lost");
+        assert_eq!(
+            failure_cause("no reply within the append deadline"),
+            "timeout"
+        );
+        assert_eq!(
+            failure_cause("Connection reset by peer (os error 104)"),
+            "connection lost"
+        );
         assert_eq!(failure_cause("something else"), "error");
     }
 }

@@ -148,7 +148,12 @@ impl Backplane {
     pub fn new(cfg: BackplaneConfig) -> Result<Backplane, String> {
         let addr = (cfg.url.host.as_str(), cfg.url.port)
             .to_socket_addrs()
-            .map_err(|e| format!("backplane {}: DNS: cannot resolve {}: {e}", cfg.url, cfg.url.host))?
+            .map_err(|e| {
+                format!(
+                    "backplane {}: DNS: cannot resolve {}: {e}",
+                    cfg.url, cfg.url.host
+                )
+            })?
             .next()
             .ok_or_else(|| format!("backplane host {} has no address", cfg.url.host))?;
         let now = Instant::now();

@@ -147,8 +147,14 @@ pub struct Sources {
 impl Sources {
     /// This process's command line and `SSELOOP_*` environment.
     pub fn from_process() -> Sources {
+        Sources::from_env_with_args(std::env::args_os().collect())
+    }
+
+    /// The command line `args` (program name first) with this process's `SSELOOP_*`
+    /// environment (the C API's `sseloop_config_parse_args`).
+    pub fn from_env_with_args(args: Vec<OsString>) -> Sources {
         Sources::new(
-            std::env::args_os().collect(),
+            args,
             std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
                 .filter(|(k, _)| k.starts_with("SSELOOP_")),

@@ -59,9 +59,10 @@ ffi_fn! {
 }
 
 ffi_fn! {
-    /// Replaces every option with the result of parsing `argv` exactly like the `sseloop` binary
-    /// does (`argv[0]` is the program name and is skipped; the `SSELOOP_*_TOKEN` environment
-    /// variables apply). On failure the options are unchanged and the message is clap's.
+    /// Replaces every option with the result of loading `argv` exactly like the `sseloop` binary
+    /// does (`argv[0]` is the program name and is skipped; `SSELOOP_*` environment variables and
+    /// a `--config` file apply, flags first). On failure the options are unchanged and the
+    /// message names the bad value's source.
     fn sseloop_config_parse_args(
         config: *mut sseloop_config_t,
         argc: c_int,
@@ -87,11 +88,17 @@ ffi_fn! {
         if args.is_empty() {
             args.push("sseloop");
         }
-        match Config::try_parse_from(args) {
-            Ok(parsed) => {
-                config.config = parsed;
+        // The binary's own loading: SSELOOP_* variables and a --config file apply, with the
+        // same precedence and messages.
+        let sources = crate::config::sources::Sources::from_env_with_args(
+            args.iter().map(std::ffi::OsString::from).collect(),
+        );
+        match sources.load() {
+            Ok(Ok(loaded)) => {
+                config.config = loaded.config;
                 SSELOOP_OK
             }
+            Ok(Err(e)) => Error::new(SSELOOP_ECONFIG, e.to_string()).report(),
             Err(e) => Error::new(SSELOOP_ECONFIG, e.to_string().trim_end()).report(),
         }
     } ?= SSELOOP_EINTERNAL;
