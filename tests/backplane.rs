@@ -1767,7 +1767,7 @@ fn redis_failures_are_logged_with_their_cause() {
     };
     let closed = format!("redis://127.0.0.1:{}", free_port());
     let server = TestServer::start(&["--backplane", &closed, "--backplane-timeout-ms", "200"]);
-    let log = wait_log(&server, "cannot connect: refused");
+    let log = wait_log(&server, "refused: Connection refused");
     assert!(log.contains("WARN"), "{log}");
 
     let redis = RedisServer::start_with_password(Persistence::None, "right-password");
