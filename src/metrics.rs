@@ -259,10 +259,7 @@ impl Metrics {
                 stats.read_bytes,
             ),
         ];
-        for (name, kind, help, v) in simple {
-            family(o, name, kind, help);
-            let _ = writeln!(o, "{name} {v}");
-        }
+        unlabelled(o, &simple);
         histogram(
             o,
             "sseloop_backplane_read_lag_seconds",
@@ -422,10 +419,7 @@ impl Metrics {
                 g.max_connections as u64,
             ),
         ];
-        for (name, kind, help, value) in simple {
-            family(o, name, kind, help);
-            let _ = writeln!(o, "{name} {value}");
-        }
+        unlabelled(o, &simple);
         let name = "sseloop_auth_failures_total";
         family(
             o,
@@ -563,10 +557,7 @@ pub fn render_process(o: &mut String, p: Option<&crate::procstat::ProcessStats>)
             p.start_time_seconds,
         ),
     ];
-    for (name, kind, help, value) in rows {
-        family(o, name, kind, help);
-        let _ = writeln!(o, "{name} {value}");
-    }
+    unlabelled(o, &rows);
 }
 
 /// A histogram family: cumulative buckets, +Inf, sum and count.
@@ -604,6 +595,14 @@ fn series(
     } else {
         let _ = writeln!(o, "{name}_sum{{{plain}}} {sum}");
         let _ = writeln!(o, "{name}_count{{{plain}}} {count}");
+    }
+}
+
+/// Families of one unlabelled sample each: `(name, type, help, value)`.
+fn unlabelled<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V)]) {
+    for (name, kind, help, value) in rows {
+        family(o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
     }
 }
 

@@ -188,8 +188,8 @@ fn listen_fd_count(pid: Option<&str>, fds: Option<&str>, me: u32) -> io::Result<
     Ok(n)
 }
 
-/// Takes ownership of inherited descriptor `fd`, which must be a listening stream socket.
-fn adopt_listener(fd: RawFd) -> io::Result<TcpListener> {
+/// Checks that descriptor `fd` is an open, listening stream socket; the error names it.
+fn check_listener(fd: RawFd) -> io::Result<()> {
     let listening = sockopt(fd, libc::SO_ACCEPTCONN)
         .map_err(|e| io::Error::new(e.kind(), format!("inherited descriptor {fd}: {e}")))?;
     let kind = sockopt(fd, libc::SO_TYPE)?;
@@ -199,6 +199,12 @@ fn adopt_listener(fd: RawFd) -> io::Result<TcpListener> {
             format!("inherited descriptor {fd} is not a listening stream socket"),
         ));
     }
+    Ok(())
+}
+
+/// Takes ownership of inherited descriptor `fd`, which must be a listening stream socket.
+fn adopt_listener(fd: RawFd) -> io::Result<TcpListener> {
+    check_listener(fd)?;
     // SAFETY: `fd` was handed to this process by its parent under the listen-fds protocol
     // ($LISTEN_PID is ours), it is an open socket (getsockopt succeeded), and nothing else in
     // the process owns it: the variables naming it were just removed, and this runs once.
@@ -254,29 +260,16 @@ mod tests {
     fn a_descriptor_that_is_not_a_listener_is_refused_by_name() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         use std::os::fd::AsRawFd;
-        let err = adopt_listener_check_only(a.as_raw_fd()).unwrap_err();
+        let err = check_listener(a.as_raw_fd()).unwrap_err();
         assert!(
             err.to_string().contains("not a listening stream socket"),
             "{err}"
         );
-        let err = adopt_listener_check_only(987_654).unwrap_err();
+        let err = check_listener(987_654).unwrap_err();
         assert!(
             err.to_string().contains("inherited descriptor 987654"),
             "{err}"
         );
-    }
-
-    /// The checks of `adopt_listener` without taking ownership (the fd stays the test's).
-    fn adopt_listener_check_only(fd: RawFd) -> io::Result<()> {
-        let listening = sockopt(fd, libc::SO_ACCEPTCONN)
-            .map_err(|e| io::Error::new(e.kind(), format!("inherited descriptor {fd}: {e}")))?;
-        let kind = sockopt(fd, libc::SO_TYPE)?;
-        if listening != 1 || kind != libc::SOCK_STREAM {
-            return Err(io::Error::other(format!(
-                "inherited descriptor {fd} is not a listening stream socket"
-            )));
-        }
-        Ok(())
     }
 
     #[test]

@@ -390,7 +390,7 @@ pub(super) fn pick<'a>(
 }
 
 /// Most often a failure to reach Redis is logged at WARN; the retries in between go to DEBUG.
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+pub(super) const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 impl Backplane {
     /// A failure to (re)connect, named by its cause (refused, timeout, auth failed, …): at WARN
@@ -398,11 +398,7 @@ impl Backplane {
     fn log_failure(&mut self, what: &str, why: &str, now: Instant) {
         // `why` never holds a password: Redis's errors are cut to their code word.
         let (cause, shown) = (failure_cause(why), why);
-        if self
-            .last_failure_log
-            .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY)
-        {
-            self.last_failure_log = Some(now);
+        if self.failure_log.note(now).is_some() {
             log::warn!("backplane {}: {what}: {cause}: {shown}", self.describe());
         } else {
             log::debug!("backplane {}: {what}: {cause}: {shown}", self.describe());

@@ -130,8 +130,8 @@ pub struct Backplane {
     /// The first HELLO + cache fill is done (or gave up): streams may start.
     started: bool,
     started_deadline: Instant,
-    /// When a failure to connect was last logged at WARN (they repeat with every retry).
-    last_failure_log: Option<Instant>,
+    /// Failures to connect repeat with every retry: one WARN line per period, DEBUG between.
+    pub(super) failure_log: crate::ratelimit::LogLimit,
     rng: u64,
     /// Whether the writer / the reader has been up before (a later HELLO is a reconnect).
     ever_up: [bool; 2],
@@ -164,7 +164,7 @@ impl Backplane {
         Ok(Backplane {
             keys: Keys::new(&cfg.prefix),
             started_deadline: now + cfg.timeout * 2,
-            last_failure_log: None,
+            failure_log: crate::ratelimit::LogLimit::new(link::FAILURE_LOG_EVERY, 1),
             cfg,
             addr,
             writer: Phase::Down {
