@@ -2,6 +2,7 @@
 //!
 //! Module map (who owns what; docs/ARCHITECTURE.md gives the layers, which `tests/layering.rs`
 //! enforces):
+//! - [`api`]: the server API's requests, its JSON answers and the banned subjects.
 //! - [`auth`]: JWT verification, topic patterns and their coverage, token sources.
 //! - [`config`]: options, defaults, ranges, validation, the backplane URL (the CLI is generated
 //!   from it), and where values come from (flags, `SSELOOP_*` variables, a TOML file:
@@ -31,6 +32,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
 pub mod auth;
 pub mod backplane;
 pub mod buf;

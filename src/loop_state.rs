@@ -76,6 +76,10 @@ pub struct LoopState {
     pub started: Instant,
     /// The Redis backplane, when configured: publishes go through it.
     pub backplane: Option<Backplane>,
+    /// Subjects banned through the server API.
+    pub bans: crate::api::Bans,
+    /// Server API calls that walk the connections, served by the loop (`event_loop/admin.rs`).
+    pub api_jobs: std::collections::VecDeque<ApiJob>,
     rng: u64,
 }
 
@@ -115,6 +119,8 @@ impl LoopState {
             auth: Auth::default(),
             started: Instant::now(),
             backplane: None,
+            bans: crate::api::Bans::default(),
+            api_jobs: std::collections::VecDeque::new(),
             rng,
         }
     }
@@ -262,8 +268,24 @@ impl LoopState {
         if secs != self.date_secs {
             self.date_secs = secs;
             self.date = http_date(wall);
+            self.hub.set_clock(secs);
         }
     }
+}
+
+/// A server API call waiting for the loop, which alone sees every connection.
+pub struct ApiJob {
+    /// The asking connection: slab key and id (a reused slot is not answered).
+    pub key: usize,
+    pub conn: u64,
+    /// Its number among the connection's waiting answers.
+    pub n: u64,
+    pub keep_alive: bool,
+    pub call: crate::api::ApiCall,
+    /// The next slab key to visit (a walk takes a bounded slice per iteration).
+    pub next_key: usize,
+    /// Connections closed so far (revocations).
+    pub closed: u64,
 }
 
 #[cfg(test)]

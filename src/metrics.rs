@@ -130,6 +130,10 @@ pub struct Metrics {
     pub streams_token_expired: u64,
     /// Client publishes refused by the host's publish hook.
     pub publishes_vetoed: u64,
+    /// Server API requests answered, by operation and status (a short list: few of either).
+    admin_requests: Vec<(&'static str, u16, u64)>,
+    /// Streams closed through the server API, by [`DisconnectCause`].
+    pub disconnects: [u64; 3],
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
     /// Lifetimes of closed connections by the kind they ended as (index: `ConnKind`).
@@ -139,6 +143,35 @@ pub struct Metrics {
     lag_sum: f64,
     lifetime_count: [u64; CONN_KINDS.len()],
     lifetime_sum: [f64; CONN_KINDS.len()],
+}
+
+/// Why the server API closed a stream (`sseloop_disconnects_total{cause}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectCause {
+    /// `DELETE /api/v1/connections/{id}`.
+    Admin = 0,
+    /// `POST /api/v1/disconnect` without a ban.
+    Revoke = 1,
+    /// `POST /api/v1/disconnect` with `ban_secs`.
+    Ban = 2,
+}
+
+impl DisconnectCause {
+    /// Every cause, in index order.
+    pub const ALL: [DisconnectCause; 3] = [
+        DisconnectCause::Admin,
+        DisconnectCause::Revoke,
+        DisconnectCause::Ban,
+    ];
+
+    /// The `cause` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DisconnectCause::Admin => "admin",
+            DisconnectCause::Revoke => "revoke",
+            DisconnectCause::Ban => "ban",
+        }
+    }
 }
 
 /// Gauges owned by other structures, read when rendering.
@@ -170,6 +203,21 @@ impl Metrics {
     pub fn count_auth_failure(&mut self, reason: AuthFailure) {
         self.auth_failures += 1;
         self.auth_failures_by_reason[reason.index()] += 1;
+    }
+
+    /// Counts an answered server API request.
+    pub fn count_admin(&mut self, op: &'static str, code: u16) {
+        match self
+            .admin_requests
+            .iter_mut()
+            .find(|(o, c, _)| *o == op && *c == code)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => {
+                self.admin_requests.push((op, code, 1));
+                self.admin_requests.sort_unstable();
+            }
+        }
     }
 
     /// Counts a response status.
@@ -458,6 +506,31 @@ impl Metrics {
                 o,
                 "{name}{{cause=\"{label}\"}} {}",
                 self.closes[cause as usize]
+            );
+        }
+        let name = "sseloop_admin_requests_total";
+        family(
+            o,
+            name,
+            "counter",
+            "Server API requests (/api/v1/), by operation and status.",
+        );
+        for (op, code, v) in &self.admin_requests {
+            let _ = writeln!(o, "{name}{{op=\"{op}\",code=\"{code}\"}} {v}");
+        }
+        let name = "sseloop_disconnects_total";
+        family(
+            o,
+            name,
+            "counter",
+            "Streams closed through the server API, by cause (admin: one connection; revoke: by subject or topic; ban: a revocation that also banned).",
+        );
+        for cause in DisconnectCause::ALL {
+            let _ = writeln!(
+                o,
+                "{name}{{cause=\"{}\"}} {}",
+                cause.label(),
+                self.disconnects[cause as usize]
             );
         }
         let name = "sseloop_http_responses_total";

@@ -35,7 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "authorization and the Redis backplane",
-        &["auth", "backplane"],
+        &["api", "auth", "backplane"],
     ),
     (
         "counters and cross-thread publishing",

@@ -52,11 +52,13 @@ pub enum AuthFailure {
     ForbiddenTopic,
     /// A valid token without `"sseloop":{"admin":true}`, asking for the server's figures (403).
     NotAdmin,
+    /// A valid token whose subject an operator banned (`POST /api/v1/disconnect`, 403).
+    Banned,
 }
 
 impl AuthFailure {
     /// Every reason, in metric order.
-    pub const ALL: [AuthFailure; 12] = [
+    pub const ALL: [AuthFailure; 13] = [
         AuthFailure::Missing,
         AuthFailure::WrongToken,
         AuthFailure::Malformed,
@@ -69,6 +71,7 @@ impl AuthFailure {
         AuthFailure::BadClaims,
         AuthFailure::ForbiddenTopic,
         AuthFailure::NotAdmin,
+        AuthFailure::Banned,
     ];
 
     /// The `reason` label of `sseloop_auth_failures_total`.
@@ -86,6 +89,7 @@ impl AuthFailure {
             AuthFailure::BadClaims => "bad_claims",
             AuthFailure::ForbiddenTopic => "forbidden_topic",
             AuthFailure::NotAdmin => "not_admin",
+            AuthFailure::Banned => "banned",
         }
     }
 
@@ -109,6 +113,7 @@ impl AuthFailure {
             AuthFailure::BadClaims => "invalid claims",
             AuthFailure::ForbiddenTopic => "token does not cover the topic",
             AuthFailure::NotAdmin => "token does not grant admin",
+            AuthFailure::Banned => "subject banned",
         }
     }
 
@@ -161,6 +166,10 @@ impl AuthFailure {
             AuthFailure::NotAdmin => {
                 "Bearer realm=\"sseloop\", error=\"insufficient_scope\", \
                  error_description=\"token does not grant admin\""
+            }
+            AuthFailure::Banned => {
+                "Bearer realm=\"sseloop\", error=\"insufficient_scope\", \
+                 error_description=\"subject banned\""
             }
         }
     }

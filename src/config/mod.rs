@@ -118,6 +118,15 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub subscribe_token_file: Option<std::path::PathBuf>,
 
+    /// Bearer token of the server API's admin calls (`/api/v1/`, docs/API.md) and of `/stats`.
+    /// Under JWT a token with `"sseloop":{"admin":true}` is accepted too.
+    #[arg(long)]
+    pub admin_token: Option<String>,
+
+    /// File whose first line is the admin token: the recommended form (re-read on reload).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+
     /// Allow publishing without a token on a non-loopback listen address.
     #[arg(long)]
     pub open_publish: bool,
@@ -293,6 +302,7 @@ impl fmt::Debug for Config {
             .field("history_bytes", &self.history_bytes)
             .field("max_topics", &self.max_topics)
             .field("publish_token", &redact(&self.publish_token))
+            .field("admin_token", &redact(&self.admin_token))
             .field("subscribe_token", &redact(&self.subscribe_token))
             .field("open_publish", &self.open_publish)
             .field("cors_origin", &self.cors_origin)
@@ -323,6 +333,7 @@ impl fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("config", &self.config)
             .field("publish_token_file", &self.publish_token_file)
+            .field("admin_token_file", &self.admin_token_file)
             .field("subscribe_token_file", &self.subscribe_token_file)
             .field("jwt_secret_file", &self.jwt_secret_file)
             .finish()

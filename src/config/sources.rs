@@ -32,7 +32,12 @@ const META: [&str; 6] = [
 ];
 
 /// Options whose value is a secret: `--print-config` shows `<redacted>`.
-pub const SECRETS: [&str; 3] = ["publish-token", "subscribe-token", "jwt-secret"];
+pub const SECRETS: [&str; 4] = [
+    "publish-token",
+    "subscribe-token",
+    "jwt-secret",
+    "admin-token",
+];
 
 /// Where an option's effective value came from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -249,6 +254,7 @@ impl Sources {
             ("publish-token", config.publish_token.is_some()),
             ("subscribe-token", config.subscribe_token.is_some()),
             ("jwt-secret", config.jwt_secret.is_some()),
+            ("admin-token", config.admin_token.is_some()),
         ] {
             if set {
                 values.insert(key.to_string(), Some(String::new()));
@@ -268,7 +274,7 @@ fn resolve_secret_files(
     config: &mut Config,
     origins: &mut BTreeMap<String, Origin>,
 ) -> Result<(), LoadError> {
-    let pairs: [(&str, Option<PathBuf>, &mut Option<String>); 3] = [
+    let pairs: [(&str, Option<PathBuf>, &mut Option<String>); 4] = [
         (
             "publish-token",
             config.publish_token_file.clone(),
@@ -283,6 +289,11 @@ fn resolve_secret_files(
             "jwt-secret",
             config.jwt_secret_file.clone(),
             &mut config.jwt_secret,
+        ),
+        (
+            "admin-token",
+            config.admin_token_file.clone(),
+            &mut config.admin_token,
         ),
     ];
     for (key, file, slot) in pairs {

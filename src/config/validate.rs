@@ -133,6 +133,9 @@ impl Config {
                 max_body: self.max_body,
             });
         }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken("--admin-token"));
+        }
         if self.publish_token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken("--publish-token"));
         }

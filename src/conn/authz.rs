@@ -54,6 +54,7 @@ impl Connection {
             let checked = sh
                 .auth
                 .verify(token)
+                .and_then(|g| not_banned(g, sh))
                 .and_then(|g| auth::check_subscribe(&g, wanted).map(|()| g));
             match checked {
                 Ok(grants) => Some(grants),
@@ -89,6 +90,7 @@ impl Connection {
         let checked = sh
             .auth
             .verify(token)
+            .and_then(|g| not_banned(g, sh))
             .and_then(|g| auth::check_publish(&g, topics).map(|()| g.subject));
         checked.map_err(|failure| {
             self.refuse_auth(key, &head.path, failure, keep_alive, sh);
@@ -110,6 +112,7 @@ impl Connection {
         let err = match failure {
             AuthFailure::ForbiddenTopic => HttpError::FORBIDDEN_TOPIC,
             AuthFailure::NotAdmin => HttpError::FORBIDDEN_ADMIN,
+            AuthFailure::Banned => HttpError::FORBIDDEN_BANNED,
             _ => HttpError::UNAUTHORIZED,
         };
         // At INFO for operators, rate-limited: a flood of bad tokens must not fill a disk. The
@@ -227,7 +230,9 @@ impl Connection {
         };
         sh.metrics.count_auth_failure(failure);
         let code = match failure {
-            AuthFailure::ForbiddenTopic | AuthFailure::NotAdmin => ErrorCode::FORBIDDEN,
+            AuthFailure::ForbiddenTopic | AuthFailure::NotAdmin | AuthFailure::Banned => {
+                ErrorCode::FORBIDDEN
+            }
             _ => ErrorCode::UNAUTHORIZED,
         };
         Err((code, failure.description()))
@@ -272,4 +277,16 @@ pub(super) fn distinct_wanted(topics: TopicList<'_>) -> Option<Vec<&str>> {
         }
     }
     (!names.is_empty()).then_some(names)
+}
+
+/// Refuses the grants of a subject an operator banned (`POST /api/v1/disconnect` with
+/// `ban_secs`); no lookup while nobody is banned.
+pub(super) fn not_banned(grants: Grants, sh: &LoopState) -> Result<Grants, AuthFailure> {
+    if sh.bans.is_empty() {
+        return Ok(grants);
+    }
+    match grants.subject.as_deref() {
+        Some(sub) if sh.bans.remaining(sub, sh.now).is_some() => Err(AuthFailure::Banned),
+        _ => Ok(grants),
+    }
 }

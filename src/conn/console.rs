@@ -122,7 +122,8 @@ impl Connection {
     /// `Authorization: Bearer` (a URL would leave it in logs; a cookie would let any page the
     /// origin trusts read the figures). With JWT: a token with `"sseloop":{"admin":true}`
     /// (missing or invalid `401`, valid without the claim `403`). With static tokens: either
-    /// configured token (`401` otherwise). Without authorization: anyone.
+    /// configured token (`401` otherwise). `--admin-token` in every mode. Without authorization:
+    /// anyone.
     fn authorize_stats(
         &mut self,
         key: usize,
@@ -131,6 +132,11 @@ impl Connection {
         sh: &mut LoopState,
     ) -> Result<(), Refused> {
         let presented = head.authorization.as_deref().and_then(http::bearer_token);
+        if let (Some(p), Some(admin)) = (presented, sh.config.admin_token.as_deref()) {
+            if http::token_matches(p, admin) {
+                return Ok(());
+            }
+        }
         if sh.auth.enabled() {
             let admin = sh.auth.verify(presented).and_then(|grants| {
                 if grants.admin {
@@ -144,7 +150,11 @@ impl Connection {
                 Refused
             });
         }
-        let tokens = [&sh.config.subscribe_token, &sh.config.publish_token];
+        let tokens = [
+            &sh.config.subscribe_token,
+            &sh.config.publish_token,
+            &sh.config.admin_token,
+        ];
         if tokens.iter().all(|t| t.is_none()) {
             return Ok(());
         }

@@ -52,6 +52,9 @@ impl HttpConn {
 pub(super) enum Pending {
     /// A publish still with the backplane: its number on this connection.
     Publish { n: u64, keep_alive: bool },
+    /// A server API call the loop answers once it has walked the connections (its number,
+    /// from the same count).
+    Api { n: u64, keep_alive: bool },
     /// A response ready behind one.
     Ready(Reply),
 }
@@ -59,7 +62,7 @@ pub(super) enum Pending {
 impl Pending {
     fn keep_alive(&self) -> bool {
         match self {
-            Pending::Publish { keep_alive, .. } => *keep_alive,
+            Pending::Publish { keep_alive, .. } | Pending::Api { keep_alive, .. } => *keep_alive,
             Pending::Ready(r) => r.keep_alive,
         }
     }
@@ -73,10 +76,11 @@ pub(super) struct Reply {
 }
 
 pub(super) struct BodyInProgress {
-    head: Box<RequestHead>,
-    publish: PublishTarget,
+    pub(super) head: Box<RequestHead>,
+    /// The publish it carries; `None`: a server API call's body (`conn/api.rs`).
+    publish: Option<PublishTarget>,
     framing: BodyFraming,
-    data: Vec<u8>,
+    pub(super) data: Vec<u8>,
 }
 
 pub(super) enum BodyFraming {
@@ -142,7 +146,11 @@ impl Connection {
                     return Flow::Keep;
                 };
                 http.request_started = (!http.rbuf.is_empty()).then_some(sh.now);
-                self.finish_publish(key, *done, sh);
+                if done.publish.is_some() {
+                    self.finish_publish(key, *done, sh);
+                } else {
+                    self.finish_api_body(key, *done, sh);
+                }
                 continue;
             }
             if http.rbuf.is_empty() {
@@ -226,6 +234,7 @@ impl Connection {
             Route::Publish => self.start_publish(key, head, keep_alive, sh),
             Route::Console => self.serve_console(key, &head, reuse, sh),
             Route::Stats => self.serve_stats(key, &head, reuse, sh),
+            Route::Api => self.serve_api(key, head, keep_alive, sh),
         }
     }
 
@@ -260,17 +269,35 @@ impl Connection {
             Ok(subject) => target.subject = subject,
             Err(_) => return,
         }
+        let max_body = sh.config.max_body;
+        self.read_body(key, head, Some(target), max_body, sh);
+    }
+
+    /// Reads the body of `head` (at most `max_body` bytes) for `publish`, or for a server API
+    /// call when `None`; handles it at once when there is none.
+    pub(super) fn read_body(
+        &mut self,
+        key: usize,
+        head: Box<RequestHead>,
+        publish: Option<PublishTarget>,
+        max_body: usize,
+        sh: &mut LoopState,
+    ) {
         let framing = match head.body {
             BodyKind::None => {
                 let done = BodyInProgress {
                     head,
-                    publish: target,
+                    publish,
                     framing: BodyFraming::Length(0),
                     data: Vec::new(),
                 };
-                return self.finish_publish(key, done, sh);
+                return if done.publish.is_some() {
+                    self.finish_publish(key, done, sh)
+                } else {
+                    self.finish_api_body(key, done, sh)
+                };
             }
-            BodyKind::Length(n) if n > sh.config.max_body as u64 => {
+            BodyKind::Length(n) if n > max_body as u64 => {
                 return self.respond_error(key, &HttpError::BODY_TOO_LARGE, false, &[], sh);
             }
             BodyKind::Length(n) => BodyFraming::Length(n),
@@ -286,7 +313,7 @@ impl Connection {
         if let Stage::Http(http) = &mut self.stage {
             http.body = Some(Box::new(BodyInProgress {
                 head,
-                publish: target,
+                publish,
                 framing,
                 data: Vec::with_capacity(capacity),
             }));
@@ -300,12 +327,15 @@ impl Connection {
             return self.respond_error(key, &HttpError::SHUTTING_DOWN, false, RETRY_SOON, sh);
         }
         let keep_alive = req.head.keep_alive;
+        let Some(publish) = req.publish else {
+            return;
+        };
         let Ok(data) = String::from_utf8(req.data) else {
             return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
         };
-        let topics: Vec<&str> = req.publish.topics.iter().map(String::as_str).collect();
-        let event_type = req.publish.event_type.as_deref();
-        let subject = req.publish.subject.as_deref();
+        let topics: Vec<&str> = publish.topics.iter().map(String::as_str).collect();
+        let event_type = publish.event_type.as_deref();
+        let subject = publish.subject.as_deref();
         if !sh.allow_publish(&topics, event_type, &data, self.id, subject) {
             return self.respond_error(key, &HttpError::FORBIDDEN, keep_alive, &[], sh);
         }
@@ -361,6 +391,38 @@ impl Connection {
                 sh,
             ),
         });
+        self.release_pending(key, sh);
+        self.mark_dirty(key, sh);
+    }
+
+    /// The loop answered server API call `n` of this connection (`event_loop/admin.rs`).
+    pub fn api_done(&mut self, key: usize, n: u64, status: u16, body: &str, sh: &mut LoopState) {
+        let Stage::Http(http) = &mut self.stage else {
+            return;
+        };
+        let waiting = |p: &Pending| matches!(p, Pending::Api { n: m, .. } if *m == n);
+        let Some(at) = http.pending.iter().position(waiting) else {
+            return;
+        };
+        let keep_alive = http.pending[at].keep_alive();
+        let mut bytes = Vec::with_capacity(256 + body.len());
+        let c = common(sh);
+        response::write_response(
+            &mut bytes,
+            &c,
+            status,
+            JSON,
+            body.as_bytes(),
+            keep_alive,
+            false,
+            &[],
+        );
+        let reply = Reply {
+            status,
+            bytes,
+            keep_alive,
+        };
+        http.pending[at] = Pending::Ready(reply);
         self.release_pending(key, sh);
         self.mark_dirty(key, sh);
     }
@@ -481,7 +543,7 @@ impl Connection {
     }
 }
 
-const JSON: &str = "application/json";
+pub(super) const JSON: &str = "application/json";
 
 /// The body answering an accepted publish.
 fn publish_body(id: &str) -> String {
@@ -493,7 +555,7 @@ fn publish_body(id: &str) -> String {
 pub(super) const RETRY_SOON: &[(&str, &str)] = &[("Retry-After", "1")];
 
 /// A `200` response with `body` (omitted for HEAD).
-fn ok_reply(
+pub(super) fn ok_reply(
     content_type: &str,
     body: &[u8],
     keep_alive: bool,
@@ -520,7 +582,12 @@ fn ok_reply(
 }
 
 /// An error response (it closes the connection when the error says so).
-fn error_reply(err: &HttpError, keep_alive: bool, extra: &[(&str, &str)], sh: &LoopState) -> Reply {
+pub(super) fn error_reply(
+    err: &HttpError,
+    keep_alive: bool,
+    extra: &[(&str, &str)],
+    sh: &LoopState,
+) -> Reply {
     let keep_alive = keep_alive && !err.close;
     let mut bytes = Vec::new();
     response::write_error(&mut bytes, &common(sh), err, keep_alive, extra);

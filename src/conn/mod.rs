@@ -6,6 +6,7 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
+mod api;
 mod authz;
 pub(crate) mod capacity;
 mod console;
@@ -94,6 +95,8 @@ pub struct Connection {
     opened_at: Instant,
     /// Last time the socket accepted bytes (write-stall deadline).
     last_write: Instant,
+    /// Bytes the socket has accepted from us (the server API's listing).
+    written: u64,
     /// Last time bytes were read (body deadline).
     last_read: Instant,
     /// Last time output was queued on a stream (heartbeat).
@@ -153,6 +156,7 @@ impl Connection {
             refused: false,
             auth: None,
             backfill: None,
+            written: 0,
         }
     }
 
@@ -406,6 +410,7 @@ impl Connection {
                     );
                     sh.metrics.deliveries += done.events;
                     sh.metrics.bytes_written += written as u64;
+                    self.written += written as u64;
                     self.last_write = sh.now;
                     self.last_queued = sh.now;
                     pending = done.more;

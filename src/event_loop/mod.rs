@@ -13,10 +13,12 @@
 //! Files: this one holds the `Server`, its construction, one iteration and its dispatch, the
 //! fan-out mark and `close`; `accept.rs` accepting; `round.rs` the round of writes and its
 //! mid-round input; `pump.rs` the backplane's turn; `shutdown.rs` signals and shutdown;
+//! `admin.rs` the server API calls that walk the connections;
 //! `service.rs` what the loop does for a service manager (readiness, watchdog, reload) and
 //! `reload.rs` which settings a reload changes.
 
 mod accept;
+mod admin;
 mod pump;
 pub mod reload;
 mod round;
@@ -279,7 +281,11 @@ impl Server {
 
     /// How long the loop may sleep before it has work (timers, left-over writes, accepts).
     pub fn next_timeout(&self) -> Option<Duration> {
-        if !self.sh.dirty.is_empty() || self.stopped || self.sh.hub.backlog_len() > 0 {
+        if !self.sh.dirty.is_empty()
+            || self.stopped
+            || self.sh.hub.backlog_len() > 0
+            || !self.sh.api_jobs.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -398,6 +404,9 @@ impl Server {
             self.sh.hub.record_backlog(slice);
         }
         self.fan_out(false);
+        if !self.sh.api_jobs.is_empty() {
+            self.serve_api_jobs();
+        }
         self.flush_dirty();
         self.sh.hub.end_round();
         if let Some(bp) = self.sh.backplane.as_mut() {

@@ -51,6 +51,7 @@ pub fn apply(sh: &mut LoopState, new: &Config) -> Result<ReloadReport, String> {
 /// Copies the settings that can change live from `new` into `into`.
 fn copy_live(into: &mut Config, new: &Config) {
     into.publish_token.clone_from(&new.publish_token);
+    into.admin_token.clone_from(&new.admin_token);
     into.subscribe_token.clone_from(&new.subscribe_token);
     into.jwt_secret.clone_from(&new.jwt_secret);
     into.jwt_public_key.clone_from(&new.jwt_public_key);
@@ -76,6 +77,7 @@ fn changed_fields(a: &Config, b: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let secrets = [
         ("publish_token", a.publish_token != b.publish_token),
+        ("admin_token", a.admin_token != b.admin_token),
         ("subscribe_token", a.subscribe_token != b.subscribe_token),
         ("jwt_secret", a.jwt_secret != b.jwt_secret),
     ];

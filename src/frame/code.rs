@@ -49,6 +49,10 @@ impl ErrorCode {
     /// The backplane did not accept a PUBLISH (Redis unreachable, or no answer within the
     /// append timeout). The event may still have been appended; retry later.
     pub const BACKPLANE_UNAVAILABLE: ErrorCode = ErrorCode(0x0305);
+    /// An operator closed the connection through the server API (`DELETE
+    /// /api/v1/connections/{id}` or a revocation); the message says why. Reconnecting is allowed
+    /// (a banned subject's new stream is refused with `FORBIDDEN`).
+    pub const DISCONNECTED: ErrorCode = ErrorCode(0x0310);
     /// The server failed in a way that is not the client's fault.
     pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
 
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::OVERLOADED => "OVERLOADED",
             ErrorCode::TOKEN_EXPIRED => "TOKEN_EXPIRED",
             ErrorCode::BACKPLANE_UNAVAILABLE => "BACKPLANE_UNAVAILABLE",
+            ErrorCode::DISCONNECTED => "DISCONNECTED",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => return None,
         })
@@ -118,6 +123,7 @@ mod tests {
             (ErrorCode::TOO_LARGE, "TOO_LARGE", 0x02),
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
+            (ErrorCode::DISCONNECTED, "DISCONNECTED", 0x03),
             (ErrorCode::OVERLOADED, "OVERLOADED", 0x03),
             (ErrorCode::TOKEN_EXPIRED, "TOKEN_EXPIRED", 0x03),
             (

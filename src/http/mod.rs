@@ -58,6 +58,8 @@ impl HttpError {
     /// A valid JWT that does not cover a requested topic.
     pub const FORBIDDEN_TOPIC: HttpError =
         HttpError::new(403, "token does not cover the topic", false);
+    /// A valid JWT whose subject is banned for now (the server API's revocation).
+    pub const FORBIDDEN_BANNED: HttpError = HttpError::new(403, "subject banned", false);
     /// A valid JWT without the admin claim, asking for the server's figures.
     pub const FORBIDDEN_ADMIN: HttpError = HttpError::new(
         403,
@@ -139,6 +141,8 @@ pub enum Route {
     Console,
     /// `GET|HEAD /stats`: the console's JSON numbers (404 without `--ui`).
     Stats,
+    /// `/api/v1/…`: the server API (its methods are checked by `api::parse`).
+    Api,
 }
 
 /// Maps method and path to a route, or to 404/405.
@@ -152,6 +156,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, HttpError> {
         "/frames" => (Route::Frames, "GET, OPTIONS"),
         "/stats" => (Route::Stats, "GET, HEAD, OPTIONS"),
         p if p == "/ui" || p.starts_with("/ui/") => (Route::Console, "GET, HEAD, OPTIONS"),
+        p if p.starts_with("/api/v1/") => (Route::Api, ""),
         "*" if method == Method::Options => return Ok(Route::Preflight),
         _ => return Err(HttpError::NOT_FOUND),
     };
@@ -161,6 +166,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, HttpError> {
         (Route::Publish, Method::Post) => true,
         (Route::Healthz | Route::Readyz | Route::Metrics, Method::Get | Method::Head) => true,
         (Route::Console | Route::Stats, Method::Get | Method::Head) => true,
+        (Route::Api, _) => true,
         _ => false,
     };
     if allowed {

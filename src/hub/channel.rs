@@ -56,6 +56,8 @@ pub struct Channel {
     pub(crate) patterns: Vec<usize>,
     /// Index of the first entry appended in the current iteration.
     pub(crate) round_start: u64,
+    /// Unix seconds of its last event (a topic's; the server API's topic list).
+    pub(crate) last_event_secs: u64,
     /// The SSE encodings of one iteration's entries, end to end: a reader caught up with the
     /// start of that iteration sends them as one iovec instead of one per event.
     batch: Option<Batch>,
@@ -90,6 +92,7 @@ impl Channel {
             held: false,
             patterns: Vec::new(),
             round_start: 1,
+            last_event_secs: 0,
             batch: None,
         }
     }

@@ -204,6 +204,8 @@ pub struct Hub {
     history_events: usize,
     history_bytes: usize,
     recorded: u64,
+    /// Unix seconds now, set by the loop once a second (stamps a topic's last event).
+    clock_secs: u64,
     /// The highest seq evicted from a channel that was then forgotten: a channel created later
     /// may have had events up to it, so a resume from before it is told it may have missed some
     /// (never silence).
@@ -243,8 +245,14 @@ impl Hub {
             history_events: 0,
             history_bytes: 0,
             recorded: 0,
+            clock_secs: 0,
             removed_through: 0,
         }
+    }
+
+    /// Sets the wall clock (Unix seconds) that stamps each topic's last event.
+    pub fn set_clock(&mut self, unix_secs: u64) {
+        self.clock_secs = unix_secs;
     }
 
     /// The sequencer shared with other threads' publish handles.

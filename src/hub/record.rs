@@ -153,6 +153,7 @@ impl Hub {
             if !ch.touched {
                 ch.round_start = ch.end();
             }
+            ch.last_event_secs = self.clock_secs;
             ch.append(&event);
             if !self.skips.is_empty() {
                 Self::skip_for(&self.skips, ch, id, event.seq);

@@ -18,7 +18,42 @@ pub struct TopicSummary {
     pub retained_bytes: usize,
 }
 
+/// Most channel slots one page of the server API's topic list visits, so that a page never
+/// walks every topic (the page then ends early, with a cursor to go on).
+const TOPICS_SCAN: usize = 8192;
+
 impl Hub {
+    /// One page of `GET /api/v1/topics`: channels whose name starts with `prefix`, from the
+    /// channel slot `cursor` on, at most `limit`, with the cursor of the next page (`None`: the
+    /// end). Patterns are listed too, marked by their `*`; their retained figures are those of
+    /// their own log (a pattern keeps no history: its replays come from its topics).
+    pub fn topics_page(
+        &self,
+        prefix: &str,
+        cursor: u64,
+        limit: usize,
+    ) -> (Vec<crate::api::TopicInfo>, Option<u64>) {
+        let cap = self.channels.capacity();
+        let mut k = usize::try_from(cursor).unwrap_or(usize::MAX).min(cap);
+        let end = k.saturating_add(TOPICS_SCAN).min(cap);
+        let mut list = Vec::new();
+        while k < end && list.len() < limit {
+            if let Some(c) = self.channels.get(k) {
+                if c.name.starts_with(prefix) {
+                    list.push(crate::api::TopicInfo {
+                        name: c.name.to_string(),
+                        subscribers: c.reader_count(),
+                        retained_events: c.replayable(),
+                        retained_bytes: c.replayable_events().map(|e| e.footprint()).sum(),
+                        last_event_unix: (c.last_event_secs > 0).then_some(c.last_event_secs),
+                    });
+                }
+            }
+            k += 1;
+        }
+        (list, (k < cap).then_some(k as u64))
+    }
+
     /// The `limit` channels with the most subscribers, most first (ties: more retained events
     /// first, then by name, so the order is stable between polls).
     pub fn topic_summaries(&self, limit: usize) -> Vec<TopicSummary> {

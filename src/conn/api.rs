@@ -1,0 +1,294 @@
+//! A connection's side of the server API (`/api/v1/`, docs/API.md): who may call it, the
+//! answers one connection and the hub can give (bans, topics, history), and handing the calls
+//! that walk every connection to the loop (`event_loop/admin.rs`). Also what an API
+//! disconnect does to a stream: its notice and a graceful close.
+
+use super::http_stage::{Pending, JSON};
+use super::state::LifeEvent;
+use super::{Closing, Connection, Flow, Stage};
+use crate::api::{self, ApiCall, ConnInfo, HistoryEvent, Kind};
+use crate::auth::{self, AuthFailure};
+use crate::frame::{self, ErrorCode};
+use crate::http::{self, BodyKind, RequestHead};
+use crate::hub::Resume;
+use crate::json::push_json_str;
+use crate::loop_state::{ApiJob, LoopState};
+
+impl Connection {
+    /// Routes an `/api/v1/` request: parse, authorize, then answer or queue it for the loop.
+    pub(super) fn serve_api(
+        &mut self,
+        key: usize,
+        head: Box<RequestHead>,
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        let has_body = head.body != BodyKind::None;
+        let reuse = keep_alive && !has_body;
+        let call = match api::parse(head.method, &head.path, &head.query) {
+            Ok(call) => call,
+            Err(err) => {
+                sh.metrics.count_admin("invalid", err.status);
+                return self.respond_error(key, &err, reuse, &[], sh);
+            }
+        };
+        let checked = match &call {
+            ApiCall::History { topic, .. } => read_check(&head, topic, sh),
+            _ => admin_check(&head, sh),
+        };
+        if let Err(failure) = checked {
+            let status = match failure {
+                AuthFailure::ForbiddenTopic | AuthFailure::NotAdmin | AuthFailure::Banned => 403,
+                _ => 401,
+            };
+            sh.metrics.count_admin(call.op(), status);
+            return self.refuse_auth(key, &head.path, failure, reuse, sh);
+        }
+        match call {
+            ApiCall::Disconnect(_) => {
+                if !has_body {
+                    sh.metrics.count_admin("disconnect", 400);
+                    return self.respond_error(key, &api::BAD_BODY, keep_alive, &[], sh);
+                }
+                self.read_body(key, head, None, api::MAX_BODY, sh);
+            }
+            ApiCall::Bans => {
+                sh.bans.sweep(sh.now);
+                let body = api::bans::render_bans(&sh.bans, sh.now);
+                self.respond_api(key, "bans", &body, reuse, sh);
+            }
+            ApiCall::Topics { prefix, page } => {
+                let (list, next) = sh.hub.topics_page(&prefix, page.cursor, page.limit);
+                let body = api::render_topics(&list, next);
+                self.respond_api(key, "topics", &body, reuse, sh);
+            }
+            ApiCall::History {
+                topic,
+                after,
+                limit,
+            } => {
+                let body = history(&topic, after.as_deref(), limit, sh);
+                self.respond_api(key, "history", &body, reuse, sh);
+            }
+            call @ (ApiCall::Connections { .. } | ApiCall::CloseConnection { .. }) => {
+                self.queue_api_job(key, call, reuse, sh)
+            }
+        }
+    }
+
+    /// The body of `POST /api/v1/disconnect` is in: a revocation, with its ban set at once so
+    /// that no new stream of the subject opens while the loop walks the old ones.
+    pub(super) fn finish_api_body(
+        &mut self,
+        key: usize,
+        req: super::http_stage::BodyInProgress,
+        sh: &mut LoopState,
+    ) {
+        let keep_alive = req.head.keep_alive;
+        let revoke = match api::parse_revoke(&req.data) {
+            Ok(revoke) => revoke,
+            Err(err) => {
+                sh.metrics.count_admin("disconnect", err.status);
+                return self.respond_error(key, &err, keep_alive, &[], sh);
+            }
+        };
+        if let (Some(sub), true) = (&revoke.filter.sub, revoke.ban_secs > 0) {
+            sh.bans.ban(sub, revoke.ban_secs, sh.now);
+            log::info!(
+                "api: subject banned for {} s (reason: {})",
+                revoke.ban_secs,
+                revoke.reason
+            );
+        }
+        self.queue_api_job(key, ApiCall::Disconnect(revoke), keep_alive, sh);
+    }
+
+    fn queue_api_job(&mut self, key: usize, call: ApiCall, keep_alive: bool, sh: &mut LoopState) {
+        let Stage::Http(http) = &mut self.stage else {
+            return;
+        };
+        http.next_publish += 1;
+        let n = http.next_publish;
+        http.pending.push_back(Pending::Api { n, keep_alive });
+        let next_key = match &call {
+            ApiCall::Connections { page, .. } => usize::try_from(page.cursor).unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        sh.api_jobs.push_back(ApiJob {
+            key,
+            conn: self.id,
+            n,
+            keep_alive,
+            call,
+            next_key,
+            closed: 0,
+        });
+    }
+
+    fn respond_api(
+        &mut self,
+        key: usize,
+        op: &'static str,
+        body: &str,
+        reuse: bool,
+        sh: &mut LoopState,
+    ) {
+        sh.metrics.count_admin(op, 200);
+        let reply = super::http_stage::ok_reply(JSON, body.as_bytes(), reuse, false, sh);
+        self.queue_response(key, reply, sh);
+    }
+
+    /// This connection as the connections listing shows it.
+    pub fn api_info(&self, sh: &LoopState) -> ConnInfo {
+        let kind = match self.stage {
+            Stage::Http(_) => Kind::Http,
+            Stage::Sse => Kind::Sse,
+            Stage::Frames(_) => Kind::Frames,
+        };
+        let topics = self
+            .out
+            .subs
+            .iter()
+            .filter(|s| s.is_active())
+            .filter_map(|s| sh.hub.channel(s.channel()).map(|c| c.name.to_string()))
+            .collect();
+        ConnInfo {
+            id: self.id,
+            peer: self
+                .sock
+                .peer_addr()
+                .map_or_else(|_| "-".to_owned(), |a| a.to_string()),
+            kind,
+            topics,
+            sub: self.subject().map(str::to_owned),
+            age_ms: sh.now.saturating_duration_since(self.opened_at).as_millis(),
+            bytes_written: self.written,
+            bytes_queued: self.out.backlog(&sh.hub),
+            events_behind: self.out.backlog_events(&sh.hub),
+        }
+    }
+
+    /// Whether a revocation's filter selects this stream (HTTP connections carry no
+    /// subscription or subject, so only streams match).
+    pub fn api_matches(&self, filter: &api::Filter, sh: &LoopState) -> bool {
+        if matches!(self.stage, Stage::Http(_)) || self.life != super::state::Life::Active {
+            return false;
+        }
+        let sub_ok = filter
+            .sub
+            .as_deref()
+            .is_none_or(|want| self.subject() == Some(want));
+        let topic_ok = filter.topic.as_deref().is_none_or(|want| {
+            self.out.subs.iter().any(|s| {
+                s.is_active()
+                    && sh
+                        .hub
+                        .channel(s.channel())
+                        .is_some_and(|c| &*c.name == want)
+            })
+        });
+        sub_ok && topic_ok
+    }
+
+    /// Ends the connection for the server API: a stream gets a notice (SSE `sseloop-disconnect`
+    /// event, frame GOAWAY `DISCONNECTED`) after what is already recorded for it, then a
+    /// graceful close; an HTTP connection closes at once.
+    pub fn api_disconnect(&mut self, key: usize, reason: &str, sh: &mut LoopState) -> Flow {
+        let mut bytes = Vec::with_capacity(64 + reason.len());
+        match self.stage {
+            Stage::Sse => {
+                let mut data = String::from("{\"reason\":");
+                push_json_str(&mut data, reason);
+                data.push('}');
+                bytes.extend_from_slice(b"event: sseloop-disconnect\ndata: ");
+                bytes.extend_from_slice(data.as_bytes());
+                bytes.extend_from_slice(b"\n\n");
+            }
+            Stage::Frames(_) => {
+                let _ = frame::encode_goaway_frame(&mut bytes, ErrorCode::DISCONNECTED, 0, reason);
+            }
+            Stage::Http(_) => return Flow::Close(Closing::Done),
+        }
+        self.freeze_streams(sh);
+        self.push_private(key, &bytes, u64::MAX, sh);
+        let flow = self.transition(LifeEvent::Drain, sh);
+        if flow == Flow::Keep {
+            self.grace = sh.grace();
+            self.mark_dirty(key, sh);
+            self.sync_deadline(key, sh);
+        }
+        flow
+    }
+}
+
+/// Admin calls: `--admin-token`, or under JWT a token with `"sseloop":{"admin":true}`. With no
+/// authorization configured at all the API is open, like `/stats` (and publishing, which
+/// `--listen` on a public address refuses without a token).
+fn admin_check(head: &RequestHead, sh: &LoopState) -> Result<(), AuthFailure> {
+    let presented = head.authorization.as_deref().and_then(http::bearer_token);
+    if let Some(expected) = sh.config.admin_token.as_deref() {
+        if presented.is_some_and(|p| http::token_matches(p, expected)) {
+            return Ok(());
+        }
+    }
+    if sh.auth.enabled() {
+        let grants = sh.auth.verify(presented)?;
+        return if grants.admin {
+            Ok(())
+        } else {
+            Err(AuthFailure::NotAdmin)
+        };
+    }
+    let configured = sh.config.admin_token.is_some()
+        || sh.config.publish_token.is_some()
+        || sh.config.subscribe_token.is_some();
+    match (configured, presented) {
+        (false, _) => Ok(()),
+        (true, None) => Err(AuthFailure::Missing),
+        (true, Some(_)) => Err(AuthFailure::WrongToken),
+    }
+}
+
+/// Reading a topic's history: what subscribing to it needs (or admin).
+fn read_check(head: &RequestHead, topic: &str, sh: &LoopState) -> Result<(), AuthFailure> {
+    if admin_check(head, sh).is_ok() {
+        return Ok(());
+    }
+    let presented = head.authorization.as_deref().and_then(http::bearer_token);
+    if sh.auth.enabled() {
+        let grants = sh.auth.verify(presented)?;
+        return auth::check_subscribe(&grants, &[topic]);
+    }
+    match (sh.config.subscribe_token.as_deref(), presented) {
+        (None, _) => Ok(()),
+        (Some(expected), Some(p)) if http::token_matches(p, expected) => Ok(()),
+        (Some(_), None) => Err(AuthFailure::Missing),
+        (Some(_), Some(_)) => Err(AuthFailure::WrongToken),
+    }
+}
+
+/// `GET /api/v1/history`: what a resume from `after` would replay, as JSON, with the same reset
+/// a resume would get.
+fn history(topic: &str, after: Option<&str>, limit: usize, sh: &LoopState) -> String {
+    let (after_seq, mut reset) = match after.map(|a| sh.hub.parse_resume(a)) {
+        None => (0, None),
+        Some(Resume::After(seq)) => (seq, None),
+        Some(Resume::Foreign) => (0, Some("unknown")),
+    };
+    let (events, expired) = sh.hub.replay(&[topic], after_seq);
+    if expired && after.is_some() && reset.is_none() {
+        reset = Some("expired");
+    }
+    let more = events.len() > limit;
+    let shown: Vec<HistoryEvent<'_>> = events
+        .iter()
+        .take(limit)
+        .map(|e| HistoryEvent {
+            id: &e.id,
+            event: e.event_type.as_deref(),
+            data: &e.data,
+            topics: &e.topics,
+        })
+        .collect();
+    api::render_history(&shown, reset, more)
+}

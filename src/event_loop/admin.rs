@@ -1,0 +1,139 @@
+//! The server API calls that walk every connection (`conn/api.rs` queues them): a page of the
+//! connections listing, closing one connection by id, and revoking streams by subject or topic.
+//! Each iteration visits at most [`WALK_SLICE`] slab slots over all calls, so no call holds the
+//! loop for a time proportional to all connections: a revocation that is not done goes on at the
+//! next iteration, and a listing page ends early with the cursor to go on from.
+
+use super::Server;
+use crate::api::{self, ApiCall};
+use crate::conn::state::Life;
+use crate::loop_state::ApiJob;
+use crate::metrics::DisconnectCause;
+
+/// Slab slots visited per iteration by the server API.
+pub const WALK_SLICE: usize = 4096;
+
+impl Server {
+    /// Advances the queued API calls within this iteration's slice, answering those done.
+    pub(super) fn serve_api_jobs(&mut self) {
+        let mut budget = WALK_SLICE;
+        while budget > 0 {
+            let Some(mut job) = self.sh.api_jobs.pop_front() else {
+                return;
+            };
+            match self.advance(&mut job, &mut budget) {
+                Some((status, body)) => self.answer(&job, status, &body),
+                None => {
+                    self.sh.api_jobs.push_front(job);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Walks part of the slab for `job`; its answer once it is done.
+    fn advance(&mut self, job: &mut ApiJob, budget: &mut usize) -> Option<(u16, String)> {
+        let cap = self.conns.capacity();
+        let mut k = job.next_key.min(cap);
+        match &job.call {
+            ApiCall::Connections { filter, page } => {
+                let mut list = Vec::new();
+                while k < cap && list.len() < page.limit && *budget > 0 {
+                    if let Some(conn) = self.conns.get(k) {
+                        let info = conn.api_info(&self.sh);
+                        if info.matches(filter) {
+                            list.push(info);
+                        }
+                    }
+                    k += 1;
+                    *budget -= 1;
+                }
+                let next = (k < cap).then_some(k as u64);
+                Some((200, api::render_connections(&list, next)))
+            }
+            ApiCall::CloseConnection { id, reason } => {
+                let (id, reason) = (*id, reason.clone());
+                while k < cap && *budget > 0 {
+                    *budget -= 1;
+                    let key = k;
+                    k += 1;
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    if conn.id() != id {
+                        continue;
+                    }
+                    if matches!(conn.life(), Life::Graceful | Life::Closed) {
+                        // Already saying goodbye (a shutdown, an earlier close).
+                        return Some(not_found());
+                    }
+                    let flow = conn.api_disconnect(key, &reason, &mut self.sh);
+                    self.settle(key, flow);
+                    self.sh.metrics.disconnects[DisconnectCause::Admin as usize] += 1;
+                    log::info!("api: connection {id} closed ({reason})");
+                    return Some((200, api::render_closed(1, 0)));
+                }
+                job.next_key = k;
+                (k >= cap).then(not_found)
+            }
+            ApiCall::Disconnect(revoke) => {
+                let (filter, reason) = (revoke.filter.clone(), revoke.reason.clone());
+                let ban_secs = revoke.ban_secs;
+                let cause = if ban_secs > 0 {
+                    DisconnectCause::Ban
+                } else {
+                    DisconnectCause::Revoke
+                };
+                while k < cap && *budget > 0 {
+                    *budget -= 1;
+                    let key = k;
+                    k += 1;
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    if !conn.api_matches(&filter, &self.sh) {
+                        continue;
+                    }
+                    let flow = conn.api_disconnect(key, &reason, &mut self.sh);
+                    self.settle(key, flow);
+                    job.closed += 1;
+                    self.sh.metrics.disconnects[cause as usize] += 1;
+                }
+                job.next_key = k;
+                if k < cap {
+                    return None;
+                }
+                log::info!(
+                    "api: revocation closed {} streams (sub {:?}, topic {:?}, ban {} s): {}",
+                    job.closed,
+                    filter.sub,
+                    filter.topic,
+                    ban_secs,
+                    reason
+                );
+                Some((200, api::render_closed(job.closed, ban_secs)))
+            }
+            // Answered by the connection itself (`conn/api.rs`).
+            ApiCall::Bans | ApiCall::Topics { .. } | ApiCall::History { .. } => {
+                Some((500, "{\"error\":\"internal\",\"status\":500}\n".to_owned()))
+            }
+        }
+    }
+
+    fn answer(&mut self, job: &ApiJob, status: u16, body: &str) {
+        self.sh.metrics.count_admin(job.call.op(), status);
+        if let Some(conn) = self.conns.get_mut(job.key) {
+            if conn.id() == job.conn {
+                conn.api_done(job.key, job.n, status, body, &mut self.sh);
+            }
+        }
+    }
+}
+
+/// The answer for an id that names no open connection.
+fn not_found() -> (u16, String) {
+    (
+        404,
+        "{\"error\":\"no such connection\",\"status\":404}\n".to_owned(),
+    )
+}

@@ -1,0 +1,446 @@
+//! The server API (`/api/v1/`, docs/API.md) against a real server over real sockets: listing and
+//! paging connections, closing one, revoking and banning a subject, bans expiring, history
+//! matching a resume, and who may call what.
+
+mod util;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use util::*;
+
+const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
+const ADMIN: &str = "admin-token-for-tests";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn jwt(claims: &Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn user(sub: &str) -> String {
+    jwt(&json!({"sub": sub, "exp": now() + 600, "sseloop": {"subscribe": ["*"], "publish": ["*"]}}))
+}
+
+/// `METHOD path` with an optional bearer token and JSON body; the response.
+fn call(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        raw.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        raw.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    request(server.addr, &raw)
+}
+
+fn json_of(resp: &Response) -> Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", resp.text()))
+}
+
+/// Every connection the listing shows for `query`, following `next_cursor` page by page.
+fn list_all(server: &TestServer, query: &str, token: Option<&str>) -> (Vec<Value>, usize) {
+    let mut all = Vec::new();
+    let mut cursor = 0u64;
+    let mut pages = 0;
+    loop {
+        let resp = call(
+            server,
+            "GET",
+            &format!("/api/v1/connections?{query}&limit=1000&cursor={cursor}"),
+            token,
+            "",
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let doc = json_of(&resp);
+        pages += 1;
+        all.extend(doc["connections"].as_array().unwrap().iter().cloned());
+        match doc["next_cursor"].as_u64() {
+            Some(next) => cursor = next,
+            None => return (all, pages),
+        }
+        assert!(pages < 100, "the walk does not end");
+    }
+}
+
+#[test]
+fn thousand_connections_listed_filtered_paged_and_one_closed() {
+    raise_open_files(4096);
+    let server = TestServer::start(&["--admin-token", ADMIN, "--max-connections", "2000"]);
+    let mut clients: Vec<SseClient> = (0..1000)
+        .map(|i| {
+            let topic = if i % 100 == 0 { "rare" } else { "common" };
+            server.subscribe(&format!("topic={topic}"), &[])
+        })
+        .collect();
+
+    let (all, _) = list_all(&server, "", Some(ADMIN));
+    let sse: Vec<&Value> = all.iter().filter(|c| c["kind"] == "sse").collect();
+    assert_eq!(sse.len(), 1000, "every stream is listed once");
+    let mut ids: Vec<u64> = sse.iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "ids are unique");
+    let first = sse[0];
+    assert!(first["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["age_ms"].as_u64().is_some());
+    assert!(
+        first["bytes_written"].as_u64().unwrap() > 0,
+        "the head was written"
+    );
+
+    // Small pages walk the same set.
+    let mut seen = 0;
+    let mut cursor = 0;
+    loop {
+        let resp = call(
+            &server,
+            "GET",
+            &format!("/api/v1/connections?topic=common&limit=100&cursor={cursor}"),
+            Some(ADMIN),
+            "",
+        );
+        let doc = json_of(&resp);
+        let page = doc["connections"].as_array().unwrap();
+        assert!(page.len() <= 100);
+        seen += page.len();
+        match doc["next_cursor"].as_u64() {
+            Some(c) => cursor = c,
+            None => break,
+        }
+    }
+    assert_eq!(seen, 990);
+
+    let (rare, _) = list_all(&server, "topic=rare", Some(ADMIN));
+    assert_eq!(rare.len(), 10);
+    assert!(rare.iter().all(|c| c["topics"] == json!(["rare"])));
+
+    // Close one of them: it gets the notice, then the end of the stream.
+    let victim = rare[0]["id"].as_u64().unwrap();
+    let resp = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/connections/{victim}?reason=maintenance"),
+        Some(ADMIN),
+        "",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(json_of(&resp), json!({"closed": 1}));
+    let mut notified = 0;
+    for i in (0..1000).step_by(100) {
+        let c = &mut clients[i];
+        if let Some(ev) = c.next_event_within(Duration::from_millis(200)) {
+            assert_eq!(ev.event, "sseloop-disconnect");
+            assert_eq!(ev.data, r#"{"reason":"maintenance"}"#);
+            assert!(c.ended_within(TIMEOUT), "the stream ends after its notice");
+            notified += 1;
+        }
+    }
+    assert_eq!(notified, 1, "exactly the one connection was closed");
+    let (rare, _) = list_all(&server, "topic=rare", Some(ADMIN));
+    assert_eq!(rare.len(), 9);
+    let resp = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/connections/{victim}"),
+        Some(ADMIN),
+        "",
+    );
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        server.metric("sseloop_disconnects_total{cause=\"admin\"}"),
+        1.0
+    );
+    assert!(server.metric("sseloop_admin_requests_total{op=\"connections\",code=\"200\"}") >= 3.0);
+
+    // The others still receive events.
+    server.publish("topic=common", "still here");
+    assert_eq!(clients[1].next_event().data, "still here");
+}
+
+#[test]
+fn admin_calls_need_the_admin_token_and_errors_are_json() {
+    let server = TestServer::start(&["--admin-token", ADMIN, "--publish-token", "pub"]);
+    let missing = call(&server, "GET", "/api/v1/connections", None, "");
+    assert_eq!(missing.status, 401);
+    assert!(missing.header("WWW-Authenticate").is_some());
+    assert_eq!(json_of(&missing)["status"], 401);
+    let publish_token = call(&server, "GET", "/api/v1/bans", Some("pub"), "");
+    assert_eq!(
+        publish_token.status, 401,
+        "a publish token is not an admin token"
+    );
+    let bad = call(
+        &server,
+        "GET",
+        "/api/v1/connections?limit=5000",
+        Some(ADMIN),
+        "",
+    );
+    assert_eq!(bad.status, 400);
+    assert!(json_of(&bad)["error"].as_str().unwrap().contains("limit"));
+    let wrong_method = call(&server, "GET", "/api/v1/disconnect", Some(ADMIN), "");
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(
+        wrong_method.header("Allow").as_deref(),
+        Some("POST, OPTIONS")
+    );
+    let bad_body = call(
+        &server,
+        "POST",
+        "/api/v1/disconnect",
+        Some(ADMIN),
+        "{\"who\":1}",
+    );
+    assert_eq!(bad_body.status, 400);
+    assert_eq!(
+        call(&server, "GET", "/api/v1/nothing", Some(ADMIN), "").status,
+        404
+    );
+    // The admin token never reaches the log.
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(!log.contains(ADMIN), "{log}");
+}
+
+#[test]
+fn revoking_a_subject_closes_its_streams_and_a_ban_expires() {
+    raise_open_files(1024);
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-leeway", "0"]);
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let alice = user("alice");
+    let bob = user("bob");
+    let auth_alice = format!("Bearer {alice}");
+    let auth_bob = format!("Bearer {bob}");
+    let mut alices: Vec<SseClient> = (0..50)
+        .map(|_| server.subscribe("topic=room", &[("Authorization", &auth_alice)]))
+        .collect();
+    let mut bobs: Vec<SseClient> = (0..5)
+        .map(|_| server.subscribe("topic=room", &[("Authorization", &auth_bob)]))
+        .collect();
+
+    // A user token is not an admin token.
+    let forbidden = call(
+        &server,
+        "POST",
+        "/api/v1/disconnect",
+        Some(&bob),
+        r#"{"sub":"alice"}"#,
+    );
+    assert_eq!(forbidden.status, 403);
+
+    let (listed, _) = list_all(&server, "sub=alice", Some(&admin));
+    assert_eq!(listed.len(), 50);
+
+    let resp = call(
+        &server,
+        "POST",
+        "/api/v1/disconnect",
+        Some(&admin),
+        r#"{"sub":"alice","ban_secs":2,"reason":"abuse"}"#,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(json_of(&resp), json!({"closed": 50, "banned_secs": 2}));
+    let banned_at = Instant::now();
+    for c in &mut alices {
+        let ev = c.next_event();
+        assert_eq!(ev.event, "sseloop-disconnect");
+        assert!(c.ended_within(TIMEOUT));
+    }
+    // Bob's streams are untouched.
+    server.post("topic=room", "for bob", &[("Authorization", &auth_bob)]);
+    for c in &mut bobs {
+        assert_eq!(c.next_event().data, "for bob");
+    }
+    // Alice is refused while banned, streams and publishes alike, and listed.
+    let refused = SseClient::open(
+        server.addr,
+        "/events?topic=room",
+        &[("Authorization", &auth_alice)],
+    );
+    assert_eq!(refused.status, 403);
+    let publish = server.post("topic=room", "x", &[("Authorization", &auth_alice)]);
+    assert_eq!(publish.status, 403);
+    assert!(publish.text().contains("subject banned"));
+    let bans = json_of(&call(&server, "GET", "/api/v1/bans", Some(&admin), ""));
+    assert_eq!(bans["bans"][0]["sub"], "alice");
+    assert_eq!(
+        server.metric("sseloop_disconnects_total{cause=\"ban\"}"),
+        50.0
+    );
+    assert!(server.metric("sseloop_auth_failures_total{reason=\"banned\"}") >= 2.0);
+
+    // After the ban, she is served again.
+    std::thread::sleep(
+        Duration::from_secs(2).saturating_sub(banned_at.elapsed()) + Duration::from_millis(300),
+    );
+    let back = SseClient::open(
+        server.addr,
+        "/events?topic=room",
+        &[("Authorization", &auth_alice)],
+    );
+    assert_eq!(back.status, 200);
+    let bans = json_of(&call(&server, "GET", "/api/v1/bans", Some(&admin), ""));
+    assert_eq!(bans["bans"], json!([]));
+
+    // Revoking by topic closes every stream of it.
+    let resp = call(
+        &server,
+        "POST",
+        "/api/v1/disconnect",
+        Some(&admin),
+        r#"{"topic":"room"}"#,
+    );
+    assert_eq!(json_of(&resp), json!({"closed": 6}));
+}
+
+#[test]
+fn history_through_the_api_is_what_a_resume_replays() {
+    let server = TestServer::start(&["--history", "4", "--subscribe-token", "sub"]);
+    let ids: Vec<String> = (0..6)
+        .map(|i| server.publish("topic=h&event=tick", &format!("event {i}\nline two")))
+        .collect();
+    // Retained: the last 4. A resume from ids[2] replays ids[3..].
+    let resume_from = &ids[2];
+    let mut resumed = server.subscribe(
+        "topic=h",
+        &[
+            ("Authorization", "Bearer sub"),
+            ("Last-Event-ID", resume_from),
+        ],
+    );
+    let replayed = resumed.events(3);
+    let resp = call(
+        &server,
+        "GET",
+        &format!("/api/v1/history?topic=h&after={resume_from}"),
+        Some("sub"),
+        "",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let doc = json_of(&resp);
+    let events = doc["events"].as_array().unwrap();
+    assert_eq!(events.len(), replayed.len());
+    for (api, sse) in events.iter().zip(&replayed) {
+        assert_eq!(api["id"], sse.id.as_str());
+        assert_eq!(api["data"], sse.data.as_str());
+        assert_eq!(api["event"], "tick");
+        assert_eq!(api["topics"], json!(["h"]));
+    }
+    assert_eq!(doc["reset"], Value::Null);
+    assert_eq!(doc["more"], false);
+
+    // From before what history keeps: the same answer a resume's notice gives.
+    let expired = json_of(&call(
+        &server,
+        "GET",
+        &format!("/api/v1/history?topic=h&after={}", ids[0]),
+        Some("sub"),
+        "",
+    ));
+    assert_eq!(expired["reset"], "expired");
+    assert_eq!(expired["events"].as_array().unwrap().len(), 4);
+    let unknown = json_of(&call(
+        &server,
+        "GET",
+        "/api/v1/history?topic=h&after=nope-1",
+        Some("sub"),
+        "",
+    ));
+    assert_eq!(unknown["reset"], "unknown");
+    let page = json_of(&call(
+        &server,
+        "GET",
+        "/api/v1/history?topic=h&limit=2",
+        Some("sub"),
+        "",
+    ));
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page["more"], true);
+
+    // Reading history needs what subscribing needs.
+    let resp = call(&server, "GET", "/api/v1/history?topic=h", None, "");
+    assert_eq!(resp.status, 401);
+
+    // Listing topics is an admin call: a subscribe token is not enough.
+    let topics = call(&server, "GET", "/api/v1/topics?prefix=h", Some("sub"), "");
+    assert_eq!(topics.status, 401);
+}
+
+#[test]
+fn a_frame_connection_closed_by_the_api_gets_a_goaway() {
+    use sseloop::frame::{ErrorCode, FrameClient, OwnedPayload};
+    let server = TestServer::start(&["--admin-token", ADMIN]);
+    let mut frames = FrameClient::connect(server.addr, &["f"], None, None).unwrap();
+    let (listed, _) = list_all(&server, "topic=f", Some(ADMIN));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["kind"], "frames");
+    let id = listed[0]["id"].as_u64().unwrap();
+    let resp = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/connections/{id}?reason=moved"),
+        Some(ADMIN),
+        "",
+    );
+    assert_eq!(resp.status, 200);
+    loop {
+        match frames.recv(Some(TIMEOUT)).unwrap() {
+            OwnedPayload::GoAway { code, message, .. } => {
+                assert_eq!(code, ErrorCode::DISCONNECTED);
+                assert_eq!(message, "moved");
+                break;
+            }
+            OwnedPayload::Event { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn topics_are_listed_with_their_figures() {
+    let server = TestServer::start(&["--history", "8"]);
+    let _watch = server.subscribe("topic=news/a&topic=news/*", &[]);
+    server.publish("topic=news/a", "1");
+    server.publish("topic=news/a", "22");
+    server.publish("topic=other", "3");
+    let doc = json_of(&call(
+        &server,
+        "GET",
+        "/api/v1/topics?prefix=news/",
+        None,
+        "",
+    ));
+    let topics = doc["topics"].as_array().unwrap();
+    let a = topics.iter().find(|t| t["name"] == "news/a").unwrap();
+    assert_eq!(a["subscribers"], 1);
+    assert_eq!(a["retained_events"], 2);
+    assert!(a["retained_bytes"].as_u64().unwrap() > 0);
+    assert!(a["last_event_unix"].as_u64().unwrap() + 5 >= now());
+    assert_eq!(a["pattern"], false);
+    let p = topics.iter().find(|t| t["name"] == "news/*").unwrap();
+    assert_eq!(p["pattern"], true);
+    assert!(topics.iter().all(|t| t["name"] != "other"));
+    assert_eq!(doc["next_cursor"], Value::Null);
+}
