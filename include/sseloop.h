@@ -215,6 +215,17 @@ int sseloop_publish_idempotent(const sseloop_t *loop, const char *const *topics,
  * period). ANY THREAD, also from hooks. Idempotent: SSELOOP_OK every time. */
 int sseloop_stop(const sseloop_t *loop);
 
+/* ---- Server API --------------------------------------------------------------------------- */
+
+/* The server API of docs/API.md without HTTP or authorization (the host is trusted): method
+ * ("GET", "POST", "DELETE") and target (path and query, e.g. "/api/v1/connections?topic=news"),
+ * body (body_len bytes: a disconnect's JSON; NULL when 0). The JSON answer is copied into out
+ * (out_len bytes, NUL-terminated, truncated to fit; NULL to ask for the length) and *status gets
+ * the HTTP status the same request would get. Returns the answer's full length (like snprintf).
+ * A revocation walks every connection before returning. Loop-side (SSELOOP_EBUSY from a hook). */
+int sseloop_api(const sseloop_t *loop, const char *method, const char *target, const char *body,
+                size_t body_len, char *out, size_t out_len, int *status);
+
 /* ---- Statistics -------------------------------------------------------------------------- */
 
 /* The numbers GET /metrics shows. Fields are only ever appended: pass sizeof(sseloop_stats_t)

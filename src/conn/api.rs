@@ -44,35 +44,16 @@ impl Connection {
             sh.metrics.count_admin(call.op(), status);
             return self.refuse_auth(key, &head.path, failure, reuse, sh);
         }
-        match call {
-            ApiCall::Disconnect(_) => {
-                if !has_body {
-                    sh.metrics.count_admin("disconnect", 400);
-                    return self.respond_error(key, &api::BAD_BODY, keep_alive, &[], sh);
-                }
-                self.read_body(key, head, None, api::MAX_BODY, sh);
+        if let ApiCall::Disconnect(_) = call {
+            if !has_body {
+                sh.metrics.count_admin("disconnect", 400);
+                return self.respond_error(key, &api::BAD_BODY, keep_alive, &[], sh);
             }
-            ApiCall::Bans => {
-                sh.bans.sweep(sh.now);
-                let body = api::bans::render_bans(&sh.bans, sh.now);
-                self.respond_api(key, "bans", &body, reuse, sh);
-            }
-            ApiCall::Topics { prefix, page } => {
-                let (list, next) = sh.hub.topics_page(&prefix, page.cursor, page.limit);
-                let body = api::render_topics(&list, next);
-                self.respond_api(key, "topics", &body, reuse, sh);
-            }
-            ApiCall::History {
-                topic,
-                after,
-                limit,
-            } => {
-                let body = history(&topic, after.as_deref(), limit, sh);
-                self.respond_api(key, "history", &body, reuse, sh);
-            }
-            call @ (ApiCall::Connections { .. } | ApiCall::CloseConnection { .. }) => {
-                self.queue_api_job(key, call, reuse, sh)
-            }
+            return self.read_body(key, head, None, api::MAX_BODY, sh);
+        }
+        match answer_here(&call, sh) {
+            Some(body) => self.respond_api(key, call.op(), &body, reuse, sh),
+            None => self.queue_api_job(key, call, reuse, sh),
         }
     }
 
@@ -92,14 +73,7 @@ impl Connection {
                 return self.respond_error(key, &err, keep_alive, &[], sh);
             }
         };
-        if let (Some(sub), true) = (&revoke.filter.sub, revoke.ban_secs > 0) {
-            sh.bans.ban(sub, revoke.ban_secs, sh.now);
-            log::info!(
-                "api: subject banned for {} s (reason: {})",
-                revoke.ban_secs,
-                revoke.reason
-            );
-        }
+        apply_ban(&revoke, sh);
         self.queue_api_job(key, ApiCall::Disconnect(revoke), keep_alive, sh);
     }
 
@@ -218,6 +192,42 @@ impl Connection {
             self.sync_deadline(key, sh);
         }
         flow
+    }
+}
+
+/// The answer of a call that needs no walk of the connections (bans, topics, history); `None`
+/// for the others, which the loop serves.
+pub fn answer_here(call: &ApiCall, sh: &mut LoopState) -> Option<String> {
+    Some(match call {
+        ApiCall::Bans => {
+            sh.bans.sweep(sh.now);
+            api::bans::render_bans(&sh.bans, sh.now)
+        }
+        ApiCall::Topics { prefix, page } => {
+            let (list, next) = sh.hub.topics_page(prefix, page.cursor, page.limit);
+            api::render_topics(&list, next)
+        }
+        ApiCall::History {
+            topic,
+            after,
+            limit,
+        } => history(topic, after.as_deref(), *limit, sh),
+        ApiCall::Connections { .. } | ApiCall::CloseConnection { .. } | ApiCall::Disconnect(_) => {
+            return None
+        }
+    })
+}
+
+/// A revocation's ban starts before its walk, so that no new stream of the subject opens while
+/// the loop closes the old ones.
+pub fn apply_ban(revoke: &api::Revoke, sh: &mut LoopState) {
+    if let (Some(sub), true) = (&revoke.filter.sub, revoke.ban_secs > 0) {
+        sh.bans.ban(sub, revoke.ban_secs, sh.now);
+        log::info!(
+            "api: subject banned for {} s (reason: {})",
+            revoke.ban_secs,
+            revoke.reason
+        );
     }
 }
 

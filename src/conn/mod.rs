@@ -6,7 +6,7 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
-mod api;
+pub mod api;
 mod authz;
 pub(crate) mod capacity;
 mod console;

@@ -6,7 +6,9 @@
 
 use super::Server;
 use crate::api::{self, ApiCall};
+use crate::conn::api::{answer_here, apply_ban};
 use crate::conn::state::Life;
+use crate::http::{HttpError, Method};
 use crate::loop_state::ApiJob;
 use crate::metrics::DisconnectCause;
 
@@ -14,6 +16,59 @@ use crate::metrics::DisconnectCause;
 pub const WALK_SLICE: usize = 4096;
 
 impl Server {
+    /// Serves one server API call for the host (the C API's `sseloop_api`), with no
+    /// authorization: the host is trusted. `target` is the path with its query; `body` is a
+    /// disconnect's JSON. Calls that walk the connections run to the end at once (the host
+    /// chose to spend that time on its loop thread). Returns the status and the JSON body.
+    pub fn api_request(&mut self, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+        let error = |e: &HttpError| {
+            (
+                e.status,
+                format!("{{\"error\":\"{}\",\"status\":{}}}\n", e.reason, e.status),
+            )
+        };
+        let Some(method) = Method::parse(method) else {
+            return error(&HttpError::UNKNOWN_METHOD);
+        };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let call = match api::parse(method, path, query) {
+            Ok(ApiCall::Disconnect(_)) => match api::parse_revoke(body) {
+                Ok(revoke) => {
+                    apply_ban(&revoke, &mut self.sh);
+                    ApiCall::Disconnect(revoke)
+                }
+                Err(e) => return error(&e),
+            },
+            Ok(call) => call,
+            Err(e) => return error(&e),
+        };
+        let op = call.op();
+        if let Some(body) = answer_here(&call, &mut self.sh) {
+            self.sh.metrics.count_admin(op, 200);
+            return (200, body);
+        }
+        let next_key = match &call {
+            ApiCall::Connections { page, .. } => usize::try_from(page.cursor).unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        let mut job = ApiJob {
+            key: usize::MAX,
+            conn: u64::MAX,
+            n: 0,
+            keep_alive: false,
+            call,
+            next_key,
+            closed: 0,
+        };
+        loop {
+            let mut budget = usize::MAX;
+            if let Some((status, body)) = self.advance(&mut job, &mut budget) {
+                self.sh.metrics.count_admin(op, status);
+                return (status, body);
+            }
+        }
+    }
+
     /// Advances the queued API calls within this iteration's slice, answering those done.
     pub(super) fn serve_api_jobs(&mut self) {
         let mut budget = WALK_SLICE;

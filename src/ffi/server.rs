@@ -7,7 +7,7 @@
 //! values copied at creation, so they are safe anywhere too.
 
 use std::cell::UnsafeCell;
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use super::config::sseloop_config_t;
 use super::error::{
     Error, SSELOOP_EBUSY, SSELOOP_ECONFIG, SSELOOP_EDONE, SSELOOP_EINTERNAL, SSELOOP_OK,
 };
+use super::{copy_out, str_arg};
 use crate::handle::PublishHandle;
 use crate::{Server, Status};
 
@@ -395,6 +396,53 @@ ffi_fn! {
             std::ptr::write_bytes(dst.add(known), 0, size - known);
         }
         SSELOOP_OK
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// The server API (docs/API.md) without HTTP or authorization (the host is trusted):
+    /// `method` ("GET", "POST", "DELETE") and `target` (path and query, e.g.
+    /// "/api/v1/connections?topic=news") as NUL-terminated strings, `body` (`body_len` bytes, a
+    /// disconnect's JSON; NULL when 0). The JSON answer goes to `out` (`out_len` bytes,
+    /// NUL-terminated, truncated to fit; NULL to ask for the length) and the status the same HTTP
+    /// request would get to `*status`. Returns the answer's full length. A revocation walks every
+    /// connection before returning. Loop-side (SSELOOP_EBUSY from a hook).
+    fn sseloop_api(
+        lp: *const sseloop_t,
+        method: *const c_char,
+        target: *const c_char,
+        body: *const c_char,
+        body_len: usize,
+        out: *mut c_char,
+        out_len: usize,
+        status: *mut c_int,
+    ) -> c_int {
+        let lp = non_null!(lp);
+        if status.is_null() {
+            return Error::null("status").report();
+        }
+        // SAFETY: NULL or NUL-terminated (contract).
+        let (method, target) = match unsafe { (str_arg(method, "method"), str_arg(target, "target")) } {
+            (Ok(m), Ok(t)) => (m, t),
+            (Err(e), _) | (_, Err(e)) => return e.report(),
+        };
+        let body: &[u8] = if body_len == 0 {
+            &[]
+        } else if body.is_null() {
+            return Error::null("body").report();
+        } else {
+            // SAFETY: `body` points to `body_len` readable bytes (contract), alive for this call.
+            unsafe { std::slice::from_raw_parts(body.cast::<u8>(), body_len) }
+        };
+        let mut busy = enter!(lp, "sseloop_api");
+        let (code, answer) = busy.core().server.api_request(method, target, body);
+        // SAFETY: `status` is non-NULL and writable (contract); `out` is NULL or has `out_len`
+        // writable bytes (contract).
+        let full = unsafe {
+            *status = c_int::from(code);
+            copy_out(&answer, out, out_len)
+        };
+        c_int::try_from(full).unwrap_or(c_int::MAX)
     } ?= SSELOOP_EINTERNAL;
 }
 

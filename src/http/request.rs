@@ -36,7 +36,8 @@ pub enum Method {
 }
 
 impl Method {
-    fn parse(s: &str) -> Option<Method> {
+    /// The method named `s` (case-sensitive, as RFC 9110 says), if it is one of these.
+    pub fn parse(s: &str) -> Option<Method> {
         Some(match s {
             "GET" => Method::Get,
             "HEAD" => Method::Head,

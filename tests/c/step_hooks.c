@@ -38,6 +38,9 @@ static int on_publish(void *userdata, const sseloop_publish_attempt_t *a) {
     sseloop_stats_t stats;
     CHECK_RC(sseloop_poll(loop, 0), SSELOOP_EBUSY);
     CHECK_LAST_ERROR("in use");
+    int api_status = 0;
+    CHECK_RC(sseloop_api(loop, "GET", "/api/v1/bans", NULL, 0, NULL, 0, &api_status),
+             SSELOOP_EBUSY);
     CHECK_RC(sseloop_run(loop), SSELOOP_EBUSY);
     CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_EBUSY);
     CHECK_RC(sseloop_set_publish_hook(loop, NULL, NULL), SSELOOP_EBUSY);
@@ -143,6 +146,18 @@ int main(void) {
     int timeout = sseloop_timeout_ms(loop); /* the stream's heartbeat is armed */
     CHECK(timeout >= 0 && timeout <= 60000);
     CHECK(counts.opened == 1 && strncmp(counts.peer, "127.0.0.1:", 10) == 0);
+
+    /* The server API without HTTP: the one stream is listed; a bad revocation is refused. */
+    char answer[4096];
+    int status = 0;
+    int len = sseloop_api(loop, "GET", "/api/v1/connections?topic=news", NULL, 0, answer,
+                          sizeof answer, &status);
+    CHECK(len > 0 && (size_t)len < sizeof answer && status == 200);
+    CHECK(strstr(answer, "\"kind\":\"sse\"") != NULL);
+    len = sseloop_api(loop, "POST", "/api/v1/disconnect", "{}", 2, answer, sizeof answer, &status);
+    CHECK(len > 0 && status == 400 && strstr(answer, "\"status\":400") != NULL);
+    len = sseloop_api(loop, "GET", "/api/v1/bans", NULL, 0, NULL, 0, &status);
+    CHECK(len == (int)strlen("{\"bans\":[]}\n") && status == 200);
     atomic_store(&step, 2);
 
     drive_until(step_is, (void *)3, "the client");
