@@ -78,6 +78,10 @@ pub struct LoopState {
     pub backplane: Option<Backplane>,
     /// Subjects banned through the server API.
     pub bans: crate::api::Bans,
+    /// Streams that asked for join/leave notices (`presence=1`), by topic; empty unless one did.
+    pub presence_watch: std::collections::HashMap<Box<str>, Vec<usize>>,
+    /// Joins and leaves for those streams, delivered by the loop after the handlers.
+    pub presence_notes: Vec<PresenceNote>,
     /// Server API calls that walk the connections, served by the loop (`event_loop/admin.rs`).
     pub api_jobs: std::collections::VecDeque<ApiJob>,
     rng: u64,
@@ -121,6 +125,8 @@ impl LoopState {
             backplane: None,
             bans: crate::api::Bans::default(),
             api_jobs: std::collections::VecDeque::new(),
+            presence_watch: std::collections::HashMap::new(),
+            presence_notes: Vec::new(),
             rng,
         }
     }
@@ -273,6 +279,15 @@ impl LoopState {
     }
 }
 
+/// A stream with a subject opened on, or left, a watched topic.
+pub struct PresenceNote {
+    pub topic: Box<str>,
+    pub sub: String,
+    /// The stream's connection id.
+    pub conn: u64,
+    pub join: bool,
+}
+
 /// A server API call waiting for the loop, which alone sees every connection.
 pub struct ApiJob {
     /// The asking connection: slab key and id (a reused slot is not answered).
@@ -286,6 +301,9 @@ pub struct ApiJob {
     pub next_key: usize,
     /// Connections closed so far (revocations).
     pub closed: u64,
+    /// Distinct subjects seen so far (presence), and whether the caller may see them.
+    pub subjects: std::collections::BTreeSet<String>,
+    pub show_subjects: bool,
 }
 
 #[cfg(test)]

@@ -444,3 +444,104 @@ fn topics_are_listed_with_their_figures() {
     assert!(topics.iter().all(|t| t["name"] != "other"));
     assert_eq!(doc["next_cursor"], Value::Null);
 }
+
+#[test]
+fn presence_counts_subjects_and_notices_follow_streams() {
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--jwt-leeway", "0"]);
+    let watcher = jwt(&json!({"sub": "mod", "exp": now() + 600,
+        "sseloop": {"subscribe": ["room"], "presence": ["room"]}}));
+    let auth_watcher = format!("Bearer {watcher}");
+    let mut watch = server.subscribe("topic=room&presence=1", &[("Authorization", &auth_watcher)]);
+    // Without the presence grant, no notices and no subjects.
+    let plain = user("carol");
+    let auth_plain = format!("Bearer {plain}");
+    let refused = SseClient::open(
+        server.addr,
+        "/events?topic=room&presence=1",
+        &[("Authorization", &auth_plain)],
+    );
+    assert_eq!(refused.status, 403);
+
+    let mut streams = Vec::new();
+    for sub in ["alice", "bob", "alice", "dave"] {
+        let auth = format!("Bearer {}", user(sub));
+        streams.push(server.subscribe("topic=room", &[("Authorization", &auth)]));
+        let ev = watch.next_event();
+        assert_eq!(ev.event, "sseloop-join");
+        let note: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(note["topic"], "room");
+        assert_eq!(note["sub"], sub);
+        assert!(note["conn"].as_u64().is_some());
+    }
+    let presence = |token: &str, query: &str| {
+        json_of(&call(
+            &server,
+            "GET",
+            &format!("/api/v1/presence?topic=room{query}"),
+            Some(token),
+            "",
+        ))
+    };
+    let doc = presence(&watcher, "");
+    assert_eq!(doc["subscribers"], 5, "the watcher and four streams: {doc}");
+    assert_eq!(doc["subjects"], json!(["alice", "bob", "dave", "mod"]));
+    let page = presence(&watcher, "&limit=2");
+    assert_eq!(page["subjects"], json!(["alice", "bob"]));
+    assert_eq!(page["next_cursor"], "bob");
+    let page = presence(&watcher, "&limit=2&cursor=bob");
+    assert_eq!(page["subjects"], json!(["dave", "mod"]));
+    assert_eq!(page["next_cursor"], Value::Null);
+    // A subscriber without the presence grant sees the count only.
+    let counted = presence(&plain, "");
+    assert_eq!(counted["subscribers"], 5);
+    assert_eq!(counted["subjects"], Value::Null);
+
+    // Bob leaves: a notice, and the figures follow.
+    drop(streams.remove(1));
+    let ev = watch.next_event();
+    assert_eq!(ev.event, "sseloop-leave");
+    assert_eq!(
+        serde_json::from_str::<Value>(&ev.data).unwrap()["sub"],
+        "bob"
+    );
+    assert!(wait_until(TIMEOUT, || presence(&watcher, "")
+        ["subscribers"]
+        == 4));
+    assert_eq!(
+        presence(&watcher, "")["subjects"],
+        json!(["alice", "dave", "mod"])
+    );
+    // One of alice's two streams leaves: she is still present.
+    drop(streams.remove(0));
+    assert_eq!(watch.next_event().event, "sseloop-leave");
+    assert!(wait_until(TIMEOUT, || presence(&watcher, "")
+        ["subscribers"]
+        == 3));
+    assert_eq!(
+        presence(&watcher, "")["subjects"],
+        json!(["alice", "dave", "mod"])
+    );
+    // An unknown topic has nobody.
+    let none = json_of(&call(
+        &server,
+        "GET",
+        "/api/v1/presence?topic=empty",
+        Some(&plain),
+        "",
+    ));
+    assert_eq!(none["subscribers"], 0);
+    // Reading presence needs the subscribe grant for the topic.
+    let other =
+        jwt(&json!({"sub": "x", "exp": now() + 600, "sseloop": {"subscribe": ["elsewhere"]}}));
+    assert_eq!(
+        call(
+            &server,
+            "GET",
+            "/api/v1/presence?topic=room",
+            Some(&other),
+            ""
+        )
+        .status,
+        403
+    );
+}

@@ -44,6 +44,13 @@ pub enum ApiCall {
         after: Option<String>,
         limit: usize,
     },
+    /// `GET /api/v1/presence?topic=&limit=&cursor=` (the cursor is the last subject of the
+    /// previous page).
+    Presence {
+        topic: String,
+        limit: usize,
+        after: Option<String>,
+    },
 }
 
 /// Which connections a listing or a revocation matches (all when both are `None`).
@@ -74,7 +81,7 @@ pub struct Revoke {
 impl ApiCall {
     /// Whether the call needs an admin grant (history needs the topic's subscribe grant).
     pub fn needs_admin(&self) -> bool {
-        !matches!(self, ApiCall::History { .. })
+        !matches!(self, ApiCall::History { .. } | ApiCall::Presence { .. })
     }
 
     /// The `op` label of `sseloop_admin_requests_total`.
@@ -86,6 +93,7 @@ impl ApiCall {
             ApiCall::Bans => "bans",
             ApiCall::Topics { .. } => "topics",
             ApiCall::History { .. } => "history",
+            ApiCall::Presence { .. } => "presence",
         }
     }
 }
@@ -125,7 +133,7 @@ const BAN_NEEDS_SUB: HttpError = HttpError {
 pub fn allowed(path: &str) -> Option<&'static str> {
     let rest = path.strip_prefix("/api/v1/")?;
     Some(match rest {
-        "connections" | "bans" | "topics" | "history" => "GET, OPTIONS",
+        "connections" | "bans" | "topics" | "history" | "presence" => "GET, OPTIONS",
         "disconnect" => "POST, OPTIONS",
         r if r.starts_with("connections/") => "DELETE, OPTIONS",
         _ => return None,
@@ -146,13 +154,7 @@ pub fn parse(method: Method, path: &str, query: &str) -> Result<ApiCall, HttpErr
             .map(|(_, v)| v.clone())
     };
     let page = || -> Result<Page, HttpError> {
-        let limit = match get("limit") {
-            None => DEFAULT_PAGE,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => return Err(BAD_LIMIT),
-            },
-        };
+        let limit = page_limit(get("limit"))?;
         let cursor = match get("cursor") {
             None => 0,
             Some(v) => v.parse::<u64>().map_err(|_| BAD_CURSOR)?,
@@ -177,6 +179,11 @@ pub fn parse(method: Method, path: &str, query: &str) -> Result<ApiCall, HttpErr
             after: get("after"),
             limit: page()?.limit,
         },
+        (Method::Get, "presence") => ApiCall::Presence {
+            topic: get("topic").ok_or(NEED_TOPIC)?,
+            limit: page_limit(get("limit"))?,
+            after: get("cursor"),
+        },
         (Method::Post, "disconnect") => ApiCall::Disconnect(Revoke::default()),
         (Method::Delete, r) if r.starts_with("connections/") => {
             let id = r["connections/".len()..]
@@ -195,6 +202,16 @@ pub fn parse(method: Method, path: &str, query: &str) -> Result<ApiCall, HttpErr
         }
     };
     Ok(call)
+}
+
+fn page_limit(value: Option<String>) -> Result<usize, HttpError> {
+    match value {
+        None => Ok(DEFAULT_PAGE),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(BAD_LIMIT),
+        },
+    }
 }
 
 fn decode(query: &str) -> Result<Vec<(String, String)>, HttpError> {
@@ -410,6 +427,27 @@ pub fn render_history(events: &[HistoryEvent<'_>], reset: Option<&str>, more: bo
     o.push_str("],\"reset\":");
     push_opt_str(&mut o, reset);
     let _ = writeln!(o, ",\"more\":{more}}}");
+    o
+}
+
+/// `{"topic":…,"subscribers":N,"subjects":[…]|null,"next_cursor":"…"|null}`: `subjects` is
+/// `null` when the caller may not see them (no presence grant).
+pub fn render_presence(
+    topic: &str,
+    subscribers: usize,
+    subjects: Option<&[&str]>,
+    next_cursor: Option<&str>,
+) -> String {
+    let mut o = String::from("{\"topic\":");
+    push_json_str(&mut o, topic);
+    let _ = write!(o, ",\"subscribers\":{subscribers},\"subjects\":");
+    match subjects {
+        Some(list) => push_str_array(&mut o, list.iter().copied()),
+        None => o.push_str("null"),
+    }
+    o.push_str(",\"next_cursor\":");
+    push_opt_str(&mut o, next_cursor);
+    o.push_str("}\n");
     o
 }
 

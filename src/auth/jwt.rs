@@ -73,6 +73,9 @@ pub struct Grants {
     /// `"sseloop":{"admin":true}`: the holder may read the server's figures (`/stats`), which
     /// name every topic.
     pub admin: bool,
+    /// `"sseloop":{"presence":[…]}`: topics whose subscribers' subjects the holder may see
+    /// (the server API's presence, join/leave notices).
+    pub presence: Vec<Pattern>,
 }
 
 /// The claims read from a token; unknown ones are ignored.
@@ -92,6 +95,8 @@ struct SseloopClaim {
     publish: Vec<String>,
     #[serde(default)]
     admin: bool,
+    #[serde(default)]
+    presence: Vec<String>,
 }
 
 /// Verifies tokens against one key.
@@ -214,6 +219,7 @@ impl Verifier {
             publish: parse_all(claims.sseloop.publish)?,
             expires_at: claims.exp,
             admin: claims.sseloop.admin,
+            presence: parse_all(claims.sseloop.presence)?,
         })
     }
 }

@@ -33,7 +33,9 @@ impl Connection {
             }
         };
         let checked = match &call {
-            ApiCall::History { topic, .. } => read_check(&head, topic, sh),
+            ApiCall::History { topic, .. } | ApiCall::Presence { topic, .. } => {
+                read_check(&head, topic, sh)
+            }
             _ => admin_check(&head, sh),
         };
         if let Err(failure) = checked {
@@ -51,9 +53,13 @@ impl Connection {
             }
             return self.read_body(key, head, None, api::MAX_BODY, sh);
         }
+        let show_subjects = match &call {
+            ApiCall::Presence { topic, .. } => presence_check(&head, topic, sh),
+            _ => false,
+        };
         match answer_here(&call, sh) {
             Some(body) => self.respond_api(key, call.op(), &body, reuse, sh),
-            None => self.queue_api_job(key, call, reuse, sh),
+            None => self.queue_api_job(key, call, reuse, show_subjects, sh),
         }
     }
 
@@ -74,10 +80,17 @@ impl Connection {
             }
         };
         apply_ban(&revoke, sh);
-        self.queue_api_job(key, ApiCall::Disconnect(revoke), keep_alive, sh);
+        self.queue_api_job(key, ApiCall::Disconnect(revoke), keep_alive, false, sh);
     }
 
-    fn queue_api_job(&mut self, key: usize, call: ApiCall, keep_alive: bool, sh: &mut LoopState) {
+    fn queue_api_job(
+        &mut self,
+        key: usize,
+        call: ApiCall,
+        keep_alive: bool,
+        show_subjects: bool,
+        sh: &mut LoopState,
+    ) {
         let Stage::Http(http) = &mut self.stage else {
             return;
         };
@@ -96,6 +109,8 @@ impl Connection {
             call,
             next_key,
             closed: 0,
+            subjects: Default::default(),
+            show_subjects,
         });
     }
 
@@ -140,6 +155,11 @@ impl Connection {
             bytes_queued: self.out.backlog(&sh.hub),
             events_behind: self.out.backlog_events(&sh.hub),
         }
+    }
+
+    /// The subject of the token this stream was opened with (JWT only).
+    pub fn api_subject(&self) -> Option<&str> {
+        self.subject()
     }
 
     /// Whether a revocation's filter selects this stream (HTTP connections carry no
@@ -212,9 +232,10 @@ pub fn answer_here(call: &ApiCall, sh: &mut LoopState) -> Option<String> {
             after,
             limit,
         } => history(topic, after.as_deref(), *limit, sh),
-        ApiCall::Connections { .. } | ApiCall::CloseConnection { .. } | ApiCall::Disconnect(_) => {
-            return None
-        }
+        ApiCall::Connections { .. }
+        | ApiCall::CloseConnection { .. }
+        | ApiCall::Disconnect(_)
+        | ApiCall::Presence { .. } => return None,
     })
 }
 
@@ -275,6 +296,21 @@ fn read_check(head: &RequestHead, topic: &str, sh: &LoopState) -> Result<(), Aut
         (Some(_), None) => Err(AuthFailure::Missing),
         (Some(_), Some(_)) => Err(AuthFailure::WrongToken),
     }
+}
+
+/// Whether the caller may see the subjects of `topic`'s subscribers: admin, or under JWT a
+/// token whose `presence` patterns cover the topic. Without JWT there are no subjects to hide.
+fn presence_check(head: &RequestHead, topic: &str, sh: &LoopState) -> bool {
+    if admin_check(head, sh).is_ok() {
+        return true;
+    }
+    if !sh.auth.enabled() {
+        return true;
+    }
+    let presented = head.authorization.as_deref().and_then(http::bearer_token);
+    sh.auth
+        .verify(presented)
+        .is_ok_and(|g| crate::auth::pattern::any_matches(&g.presence, topic))
 }
 
 /// `GET /api/v1/history`: what a resume from `after` would replay, as JSON, with the same reset

@@ -97,7 +97,7 @@ impl Harness {
     /// Closes the connection as the loop would, releasing everything.
     pub fn close(&mut self) {
         if !self.closed {
-            self.conn.release(&mut self.sh);
+            self.conn.release(self.key, &mut self.sh);
             self.sh.slab_len = 0;
             self.closed = true;
         }

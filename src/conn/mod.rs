@@ -17,6 +17,7 @@ mod http_stage;
 pub mod io;
 mod lifecycle;
 pub mod output;
+mod presence;
 pub mod state;
 mod stream;
 
@@ -97,6 +98,8 @@ pub struct Connection {
     last_write: Instant,
     /// Bytes the socket has accepted from us (the server API's listing).
     written: u64,
+    /// Registered in `LoopState::presence_watch` for its topics (`presence=1`).
+    watching_presence: bool,
     /// Last time bytes were read (body deadline).
     last_read: Instant,
     /// Last time output was queued on a stream (heartbeat).
@@ -157,6 +160,7 @@ impl Connection {
             auth: None,
             backfill: None,
             written: 0,
+            watching_presence: false,
         }
     }
 
@@ -517,12 +521,15 @@ impl Connection {
 
     /// Releases every resource this connection holds except the socket and the slab slot (the
     /// loop owns those): timers, subscriptions, queued output. Records metrics.
-    pub fn release(&mut self, sh: &mut LoopState) {
+    pub fn release(&mut self, key: usize, sh: &mut LoopState) {
         if let Some((timer, _)) = self.deadline.take() {
             sh.timers.cancel(timer);
         }
         if let Some(timer) = self.heartbeat.take() {
             sh.timers.cancel(timer);
+        }
+        if self.watching_presence || !sh.presence_watch.is_empty() {
+            self.presence_closed(key, sh);
         }
         self.release_auth(sh);
         for sub in self.out.subs.drain(..) {

@@ -30,6 +30,8 @@ struct StreamRequest {
     credential: Option<Vec<u8>>,
     /// What the stream's JWT allows (JWT authorization only).
     grants: Option<Grants>,
+    /// `presence=1`: join/leave notices for its topics (`conn/presence.rs`).
+    presence: bool,
 }
 
 /// A stream waiting for Redis to send the events its resume needs (a stream opened with a resume
@@ -90,6 +92,22 @@ impl Connection {
         let grants = self
             .authorize_stream(key, head, access_token, &query.topics, sh)
             .ok()?;
+        if query.presence {
+            // Join/leave notices name subjects: under JWT they need the `presence` grant (or
+            // admin) for every topic, as the presence API does.
+            let allowed = grants.as_ref().is_none_or(|g| {
+                g.admin
+                    || query
+                        .topics
+                        .iter()
+                        .all(|t| crate::auth::pattern::any_matches(&g.presence, t))
+            });
+            if !allowed {
+                let failure = crate::auth::AuthFailure::ForbiddenTopic;
+                self.refuse_auth(key, &head.path, failure, false, sh);
+                return None;
+            }
+        }
         // The header wins over the query parameter; an empty id means "no id" (browsers never
         // send one, and the spec resets the last event id to "" on an empty `id:`).
         let last_event_id = head
@@ -102,6 +120,7 @@ impl Connection {
             last_event_id,
             credential,
             grants,
+            presence: query.presence,
         })
     }
 
@@ -128,6 +147,7 @@ impl Connection {
             sh,
         );
         self.arm_token_expiry(key, req.grants, sh);
+        self.presence_opened(key, req.presence, sh);
     }
 
     /// `GET /frames` with `Upgrade: cafe`: answers 101 and hands the bytes read past the request
@@ -182,6 +202,7 @@ impl Connection {
             sh,
         );
         self.arm_token_expiry(key, req.grants, sh);
+        self.presence_opened(key, req.presence, sh);
     }
 
     /// Subscribes the connection to every topic of a stream request; on refusal (no room for
@@ -498,6 +519,7 @@ struct SubscribeQuery {
     topics: Vec<String>,
     last_event_id: Option<String>,
     access_token: Option<String>,
+    presence: bool,
 }
 
 fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
@@ -505,6 +527,7 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
         topics: Vec::new(),
         last_event_id: None,
         access_token: None,
+        presence: false,
     };
     for pair in query_pairs(query) {
         let (name, value) = pair?;
@@ -512,6 +535,7 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
             "topic" => push_wanted(&mut q.topics, &value)?,
             "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
             "access_token" => q.access_token = Some(value.into_owned()),
+            "presence" => q.presence = value == "1" || value == "true",
             _ => {}
         }
     }

@@ -2,7 +2,8 @@
 //! connections listing, closing one connection by id, and revoking streams by subject or topic.
 //! Each iteration visits at most [`WALK_SLICE`] slab slots over all calls, so no call holds the
 //! loop for a time proportional to all connections: a revocation that is not done goes on at the
-//! next iteration, and a listing page ends early with the cursor to go on from.
+//! next iteration, and a listing page ends early with the cursor to go on from. Also the delivery
+//! of join/leave notices to the streams that watch a topic's presence.
 
 use super::Server;
 use crate::api::{self, ApiCall};
@@ -59,6 +60,8 @@ impl Server {
             call,
             next_key,
             closed: 0,
+            subjects: Default::default(),
+            show_subjects: true,
         };
         loop {
             let mut budget = usize::MAX;
@@ -81,6 +84,24 @@ impl Server {
                 None => {
                     self.sh.api_jobs.push_front(job);
                     return;
+                }
+            }
+        }
+    }
+
+    /// Hands the joins and leaves noted since the last call to the streams watching their
+    /// topics (`presence=1`).
+    pub(super) fn deliver_presence(&mut self) {
+        let notes = std::mem::take(&mut self.sh.presence_notes);
+        for note in &notes {
+            let Some(watchers) = self.sh.presence_watch.get(&*note.topic).cloned() else {
+                continue;
+            };
+            for key in watchers {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    if conn.id() != note.conn {
+                        conn.presence_notice(key, note, &mut self.sh);
+                    }
                 }
             }
         }
@@ -167,6 +188,50 @@ impl Server {
                     reason
                 );
                 Some((200, api::render_closed(job.closed, ban_secs)))
+            }
+            ApiCall::Presence {
+                topic,
+                limit,
+                after,
+            } => {
+                let Some(channel) = self.sh.hub.channel_id(topic) else {
+                    let subjects = job.show_subjects.then_some(&[][..]);
+                    return Some((200, api::render_presence(topic, 0, subjects, None)));
+                };
+                let readers: Vec<usize> = self
+                    .sh
+                    .hub
+                    .readers(channel)
+                    .skip(job.next_key)
+                    .take(*budget)
+                    .collect();
+                *budget -= readers.len();
+                job.next_key += readers.len();
+                if job.show_subjects {
+                    for key in readers {
+                        if let Some(sub) = self.conns.get(key).and_then(|c| c.api_subject()) {
+                            if !job.subjects.contains(sub) {
+                                job.subjects.insert(sub.to_owned());
+                            }
+                        }
+                    }
+                }
+                let total = self.sh.hub.channel(channel).map_or(0, |c| c.reader_count());
+                if job.next_key < total {
+                    return None;
+                }
+                let from = after.as_deref();
+                let mut page: Vec<&str> = job
+                    .subjects
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| from.is_none_or(|f| *s > f))
+                    .take(*limit + 1)
+                    .collect();
+                let next = (page.len() > *limit).then(|| page[*limit - 1]);
+                page.truncate(*limit);
+                let subjects = job.show_subjects.then_some(&page[..]);
+                Some((200, api::render_presence(topic, total, subjects, next)))
             }
             // Answered by the connection itself (`conn/api.rs`).
             ApiCall::Bans | ApiCall::Topics { .. } | ApiCall::History { .. } => {

@@ -285,6 +285,7 @@ impl Server {
             || self.stopped
             || self.sh.hub.backlog_len() > 0
             || !self.sh.api_jobs.is_empty()
+            || !self.sh.presence_notes.is_empty()
         {
             return Some(Duration::ZERO);
         }
@@ -407,6 +408,9 @@ impl Server {
         if !self.sh.api_jobs.is_empty() {
             self.serve_api_jobs();
         }
+        if !self.sh.presence_notes.is_empty() {
+            self.deliver_presence();
+        }
         self.flush_dirty();
         self.sh.hub.end_round();
         if let Some(bp) = self.sh.backplane.as_mut() {
@@ -468,7 +472,7 @@ impl Server {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        conn.release(&mut self.sh);
+        conn.release(key, &mut self.sh);
         if let Closing::Forced { cause, linger0 } = closing {
             self.sh.metrics.closes[cause as usize] += 1;
             if linger0 {
