@@ -78,6 +78,9 @@ pub struct LoopState {
     pub backplane: Option<Backplane>,
     /// Subjects banned through the server API.
     pub bans: crate::api::Bans,
+    /// With `--ui`: one sample a second of what the console charts, the last five minutes, so
+    /// that a console opened mid-incident shows them (`/stats?samples=1`).
+    pub samples: std::collections::VecDeque<crate::console::Sample>,
     /// Streams that asked for join/leave notices (`presence=1`), by topic; empty unless one did.
     pub presence_watch: std::collections::HashMap<Box<str>, Vec<usize>>,
     /// Joins and leaves for those streams, delivered by the loop after the handlers.
@@ -127,6 +130,7 @@ impl LoopState {
             api_jobs: std::collections::VecDeque::new(),
             presence_watch: std::collections::HashMap::new(),
             presence_notes: Vec::new(),
+            samples: std::collections::VecDeque::new(),
             rng,
         }
     }
@@ -275,6 +279,14 @@ impl LoopState {
             self.date_secs = secs;
             self.date = http_date(wall);
             self.hub.set_clock(secs);
+            if self.config.ui {
+                if self.samples.len() >= crate::console::SAMPLES_KEPT {
+                    self.samples.pop_front();
+                }
+                let uptime = self.now.saturating_duration_since(self.started);
+                self.samples
+                    .push_back(crate::console::sample(uptime, &self.metrics));
+            }
         }
     }
 }

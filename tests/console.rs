@@ -24,7 +24,7 @@ fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> util::Respo
 }
 
 /// The files the page loads (index.html names the rest; app.js imports the modules).
-const ASSETS: [(&str, &str); 8] = [
+const ASSETS: [(&str, &str); 9] = [
     ("/ui/", "text/html; charset=utf-8"),
     ("/ui/console.css", "text/css; charset=utf-8"),
     ("/ui/app.js", "text/javascript; charset=utf-8"),
@@ -32,6 +32,7 @@ const ASSETS: [(&str, &str); 8] = [
     ("/ui/chart.js", "text/javascript; charset=utf-8"),
     ("/ui/sse.js", "text/javascript; charset=utf-8"),
     ("/ui/streams.js", "text/javascript; charset=utf-8"),
+    ("/ui/admin.js", "text/javascript; charset=utf-8"),
     ("/ui/favicon.svg", "image/svg+xml"),
 ];
 
@@ -333,6 +334,27 @@ fn browser_publishes_cross_origin_and_the_console_needs_an_admin_token() {
     assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
 }
 
+/// The console's server-API pages (`tests/console/admin.mjs`): connections listed and one
+/// disconnected, a topic's history and live presence, patterns apart, sizes in units, the last
+/// minutes of samples for a page opened late.
+#[test]
+fn browser_manages_connections_and_topics_through_the_api() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/console");
+    let (chromium, node) = match browser_tools(&dir) {
+        Ok(tools) => tools,
+        Err(missing) => return tool_missing(&missing),
+    };
+    let admin = "console-admin-token";
+    let server = TestServer::start(&["--ui", "--admin-token", admin, "--history", "16"]);
+    let env = [
+        ("SSELOOP_URL", format!("http://{}", server.addr)),
+        ("SSELOOP_ADMIN", admin.to_string()),
+    ];
+    let stdout = run_script(&dir, "admin.mjs", (&chromium, &node), &env, &server);
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+}
+
 /// Runs a browser script of tests/console with node and `env`; asserts that every check passed
 /// (the script's summary line) and returns its output. `server`'s log goes in a failure message.
 fn run_script(
@@ -342,6 +364,10 @@ fn run_script(
     env: &[(&str, String)],
     server: &TestServer,
 ) -> String {
+    // One browser at a time: the scripts measure rates and cuts under load, which two other
+    // Chromiums on a 2-core machine would skew.
+    static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(node)
         .arg(script)
         .current_dir(dir)

@@ -89,8 +89,8 @@ impl Connection {
         if self.authorize_stats(key, head, reuse, sh).is_err() {
             return;
         }
-        let limit = match topics_limit(&head.query) {
-            Ok(limit) => limit,
+        let (limit, samples) = match stats_query(&head.query) {
+            Ok(q) => q,
             Err(err) => return self.respond_error(key, &err, reuse, &[], sh),
         };
         let topics = sh.hub.topic_summaries(limit);
@@ -103,6 +103,7 @@ impl Connection {
             metrics: &sh.metrics,
             gauges: sh.gauges(),
             topics: &topics,
+            samples: samples.then_some(&sh.samples),
         });
         let headers = [("Cache-Control", "no-store"), HARDENING[1]];
         let head_only = head.method == Method::Head;
@@ -201,6 +202,12 @@ impl Connection {
         };
         self.queue_response(key, reply, sh);
     }
+}
+
+/// The query of `/stats`: how many busiest topics to list, and whether to add the samples.
+fn stats_query(query: &str) -> Result<(usize, bool), HttpError> {
+    let samples = query_pairs(query).any(|p| matches!(p, Ok((n, v)) if n == "samples" && v == "1"));
+    Ok((topics_limit(query)?, samples))
 }
 
 /// The `topics` query parameter of `/stats`: how many busiest topics to list.

@@ -36,7 +36,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
 /// Every file the console serves; the first is the page itself (`/ui/`).
-pub static ASSETS: [Asset; 8] = [
+pub static ASSETS: [Asset; 9] = [
     Asset::new("index.html", HTML, include_bytes!("web/index.html")),
     Asset::new("console.css", CSS, include_bytes!("web/console.css")),
     Asset::new("app.js", JS, include_bytes!("web/app.js")),
@@ -44,6 +44,7 @@ pub static ASSETS: [Asset; 8] = [
     Asset::new("chart.js", JS, include_bytes!("web/chart.js")),
     Asset::new("sse.js", JS, include_bytes!("web/sse.js")),
     Asset::new("streams.js", JS, include_bytes!("web/streams.js")),
+    Asset::new("admin.js", JS, include_bytes!("web/admin.js")),
     Asset::new("favicon.svg", SVG, include_bytes!("web/favicon.svg")),
 ];
 

@@ -35,6 +35,31 @@ pub struct StatsInput<'a> {
     pub gauges: Gauges,
     /// The busiest topics, most subscribers first.
     pub topics: &'a [TopicSummary],
+    /// The last minutes of samples (`/stats?samples=1`), oldest first; `None` leaves them out.
+    pub samples: Option<&'a std::collections::VecDeque<Sample>>,
+}
+
+/// Samples kept for a console opened mid-incident: five minutes at one a second.
+pub const SAMPLES_KEPT: usize = 300;
+
+/// One second's figures, as the console charts them: `uptime_ms`, open connections (http, sse,
+/// frames), then the counters deliveries, published, bytes written, slow-consumer closes and
+/// resume resets (totals since start: the page turns them into rates).
+pub type Sample = [u64; 9];
+
+/// The sample of now.
+pub fn sample(uptime: Duration, m: &Metrics) -> Sample {
+    [
+        u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        m.open[ConnKind::Http as usize],
+        m.open[ConnKind::Sse as usize],
+        m.open[ConnKind::Frames as usize],
+        m.deliveries,
+        m.published,
+        m.bytes_written,
+        m.closes[CloseCause::SlowConsumer as usize],
+        m.resume_resets.iter().sum::<u64>(),
+    ]
 }
 
 /// Renders the document (one line, then `\n`).
@@ -98,6 +123,24 @@ pub fn render_stats(input: &StatsInput<'_>) -> String {
          \"history_bytes\":{},\"timers\":{},\"write_chunks_lent\":{}}}",
         g.subscriptions, g.topics, g.history_events, g.history_bytes, g.timers, g.chunks_lent
     );
+
+    if let Some(samples) = input.samples {
+        o.push_str(",\"samples\":[");
+        for (i, s) in samples.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push('[');
+            for (j, v) in s.iter().enumerate() {
+                if j > 0 {
+                    o.push(',');
+                }
+                let _ = write!(o, "{v}");
+            }
+            o.push(']');
+        }
+        o.push(']');
+    }
 
     o.push_str(",\"topics\":[");
     for (i, t) in input.topics.iter().enumerate() {
@@ -199,6 +242,8 @@ mod tests {
             retained_events: 7,
             retained_bytes: 210,
         }];
+        let samples: std::collections::VecDeque<Sample> =
+            [sample(Duration::from_millis(60_000), &metrics)].into();
         let doc = render_stats(&StatsInput {
             config: &config,
             auth_mode: "static tokens",
@@ -211,8 +256,13 @@ mod tests {
                 ..Default::default()
             },
             topics: &topics,
+            samples: Some(&samples),
         });
         assert!(!doc.contains("secret"), "{doc}");
+        assert!(
+            doc.contains(",\"samples\":[[60000,0,3,0,70,7,9000,2,1]],"),
+            "{doc}"
+        );
         for part in [
             "\"version\":\"0.1.0\"",
             "\"run\":\"abc123\"",
@@ -255,6 +305,7 @@ mod tests {
             metrics: &Metrics::default(),
             gauges: Gauges::default(),
             topics: &[],
+            samples: None,
         });
         assert!(doc.contains("\"publish_token\":null,\"subscribe_token\":null"));
         assert!(doc.contains("\"auth\":\"none\""));

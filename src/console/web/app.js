@@ -2,6 +2,7 @@
 // the subscription panels and the publish form.
 
 import { ServerView } from "./server.js";
+import { ConnectionsView, TopicView } from "./admin.js";
 import { initStreams, parseTopics } from "./streams.js";
 import { errorText } from "./sse.js";
 
@@ -58,6 +59,8 @@ function showState(state, detail, httpStatus) {
 }
 
 const server = new ServerView(token, showState);
+new ConnectionsView(token);
+new TopicView(token);
 const streams = initStreams(token);
 
 document.getElementById("token-form").addEventListener("submit", (e) => {

@@ -54,6 +54,50 @@ function cell(row, text, className) {
   row.append(td);
 }
 
+/** Fills a table body with one row per item, or one "empty" row. */
+function fillTable(selector, items, columns, emptyText, fill) {
+  const body = document.querySelector(selector);
+  const rows = items.map((item) => {
+    const tr = document.createElement("tr");
+    tr.dataset.topic = item.name;
+    fill(tr, item);
+    return tr;
+  });
+  if (rows.length === 0) {
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.colSpan = columns;
+    td.className = "empty";
+    td.textContent = emptyText;
+    tr.append(td);
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+}
+
+/** A configuration value for people: sizes in binary units, durations in their unit. */
+export function configValue(key, value) {
+  if (typeof value === "number") {
+    if (key.endsWith("_bytes") || key === "max_body" || key === "max_frame") {
+      return formatBinaryBytes(value);
+    }
+    if (key.endsWith("_ms")) return value >= 1000 ? `${value / 1000} s` : `${value} ms`;
+    return formatCount(value);
+  }
+  return String(value);
+}
+
+/** Bytes in binary units (KiB, MiB, GiB), as the options take them. */
+export function formatBinaryBytes(v) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return (i === 0 || Number.isInteger(v) ? String(v) : v.toFixed(1)) + " " + units[i];
+}
+
 /** One chart card: the chart plus its value label. */
 class Card {
   constructor(id, series, format, unit) {
@@ -126,7 +170,10 @@ export class ServerView {
     if (token) headers.Authorization = "Bearer " + token;
     let res;
     try {
-      res = await fetch("../stats?topics=10", { headers, cache: "no-store" });
+      // The first document after a (re)start carries the server's last minutes of samples, so
+      // the charts are not empty when the page opens mid-incident.
+      const samples = this.prev ? "" : "&samples=1";
+      res = await fetch("../stats?topics=20" + samples, { headers, cache: "no-store" });
     } catch (err) {
       if (generation !== this.generation) return;
       this.onState("offline", String(err.message || err));
@@ -170,6 +217,7 @@ export class ServerView {
       for (const card of Object.values(this.cards)) card.reset();
       this.prev = null;
     }
+    if (!this.prev && Array.isArray(doc.samples)) this.replay(doc.samples);
     setText("version", doc.version);
     setText("run", doc.run);
     setText("uptime", formatUptime(doc.uptime_ms));
@@ -203,27 +251,45 @@ export class ServerView {
     this.fillConfig(doc.config);
   }
 
-  fillTopics(topics) {
-    const body = document.querySelector("#topics tbody");
-    const rows = topics.map((t) => {
-      const tr = document.createElement("tr");
-      tr.dataset.topic = t.name;
-      cell(tr, t.name, "name");
-      cell(tr, String(t.subscribers), "num subscribers");
-      cell(tr, String(t.retained_events), "num");
-      cell(tr, formatBytes(t.retained_bytes), "num");
-      return tr;
-    });
-    if (rows.length === 0) {
-      const tr = document.createElement("tr");
-      const td = document.createElement("td");
-      td.colSpan = 4;
-      td.className = "empty";
-      td.textContent = "no topics yet";
-      tr.append(td);
-      rows.push(tr);
+  /**
+   * Draws the server's recent samples ([uptime_ms, http, sse, frames, deliveries, published,
+   * bytes_written, slow_consumer_closes, resume_resets], oldest first) as if they had been polled.
+   */
+  replay(samples) {
+    let p = null;
+    for (const s of samples) {
+      const t = s[0] / 1000;
+      this.cards.connections.push(t, [s[1], s[2], s[3]], "");
+      if (p) {
+        const dt = (s[0] - p[0]) / 1000;
+        if (dt > 0) {
+          const r = (i) => Math.max(0, (s[i] - p[i]) / dt);
+          this.cards.deliveries.push(t, [r(4)], "");
+          this.cards.publishes.push(t, [r(5)], "");
+          this.cards.bytes.push(t, [r(6)], "");
+          this.cards.slow.push(t, [r(7)], "");
+          this.cards.resets.push(t, [r(8)], "");
+        }
+      }
+      p = s;
     }
-    body.replaceChildren(...rows);
+  }
+
+  fillTopics(all) {
+    // Patterns keep no history of their own (they replay their topics'): they are listed apart,
+    // with their subscribers only, so that nothing is counted twice.
+    const topics = all.filter((t) => !t.name.endsWith("*")).slice(0, 10);
+    const patterns = all.filter((t) => t.name.endsWith("*"));
+    fillTable("#topics tbody", topics, 4, "no topics yet", (tr, t) => {
+      cell(tr, t.name, "name");
+      cell(tr, formatCount(t.subscribers), "num subscribers");
+      cell(tr, formatCount(t.retained_events), "num");
+      cell(tr, formatBytes(t.retained_bytes), "num");
+    });
+    fillTable("#patterns tbody", patterns, 2, "no pattern subscriptions", (tr, t) => {
+      cell(tr, t.name, "name");
+      cell(tr, formatCount(t.subscribers), "num subscribers");
+    });
   }
 
   fillConfig(config) {
@@ -232,7 +298,7 @@ export class ServerView {
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
       dt.textContent = key;
-      dd.textContent = value === null ? "not set" : String(value);
+      dd.textContent = value === null ? "not set" : configValue(key, value);
       dd.title = dd.textContent;
       div.append(dt, dd);
       return div;
@@ -246,6 +312,7 @@ export class ServerView {
     this.prev = null;
     for (const id of ["version", "run", "uptime"]) setText(id, "—");
     document.querySelector("#topics tbody").replaceChildren();
+    document.querySelector("#patterns tbody").replaceChildren();
     document.getElementById("config").replaceChildren();
   }
 }
