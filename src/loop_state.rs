@@ -80,7 +80,7 @@ pub struct LoopState {
     pub bans: crate::api::Bans,
     /// With `--ui`: one sample a second of what the console charts, the last five minutes, so
     /// that a console opened mid-incident shows them (`/stats?samples=1`).
-    pub samples: std::collections::VecDeque<crate::console::Sample>,
+    pub samples: std::collections::VecDeque<crate::metrics::Sample>,
     /// Streams that asked for join/leave notices (`presence=1`), by topic; empty unless one did.
     pub presence_watch: std::collections::HashMap<Box<str>, Vec<usize>>,
     /// Joins and leaves for those streams, delivered by the loop after the handlers.
@@ -280,12 +280,12 @@ impl LoopState {
             self.date = http_date(wall);
             self.hub.set_clock(secs);
             if self.config.ui {
-                if self.samples.len() >= crate::console::SAMPLES_KEPT {
+                if self.samples.len() >= crate::metrics::SAMPLES_KEPT {
                     self.samples.pop_front();
                 }
                 let uptime = self.now.saturating_duration_since(self.started);
                 self.samples
-                    .push_back(crate::console::sample(uptime, &self.metrics));
+                    .push_back(crate::metrics::sample(uptime, &self.metrics));
             }
         }
     }

@@ -145,6 +145,29 @@ pub struct Metrics {
     lifetime_sum: [f64; CONN_KINDS.len()],
 }
 
+/// Samples kept for a console opened mid-incident: five minutes at one a second.
+pub const SAMPLES_KEPT: usize = 300;
+
+/// One second's figures, as the console charts (`/stats?samples=1`) them: `uptime_ms`, open connections (http, sse,
+/// frames), then the counters deliveries, published, bytes written, slow-consumer closes and
+/// resume resets (totals since start: the page turns them into rates).
+pub type Sample = [u64; 9];
+
+/// The sample of now.
+pub fn sample(uptime: Duration, m: &Metrics) -> Sample {
+    [
+        u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        m.open[ConnKind::Http as usize],
+        m.open[ConnKind::Sse as usize],
+        m.open[ConnKind::Frames as usize],
+        m.deliveries,
+        m.published,
+        m.bytes_written,
+        m.closes[CloseCause::SlowConsumer as usize],
+        m.resume_resets.iter().sum::<u64>(),
+    ]
+}
+
 /// Why the server API closed a stream (`sseloop_disconnects_total{cause}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisconnectCause {

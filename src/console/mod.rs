@@ -9,9 +9,7 @@ mod assets;
 mod stats;
 
 pub use assets::{lookup, Asset, Lookup, ASSETS};
-pub use stats::{
-    render_stats, sample, Sample, StatsInput, DEFAULT_TOPICS, MAX_TOPICS, SAMPLES_KEPT,
-};
+pub use stats::{render_stats, StatsInput, DEFAULT_TOPICS, MAX_TOPICS};
 
 /// Policy for every console response: scripts, styles, images and fetches from this origin only;
 /// no inline script or style, no plugins, no framing, no form posts elsewhere.

@@ -36,30 +36,7 @@ pub struct StatsInput<'a> {
     /// The busiest topics, most subscribers first.
     pub topics: &'a [TopicSummary],
     /// The last minutes of samples (`/stats?samples=1`), oldest first; `None` leaves them out.
-    pub samples: Option<&'a std::collections::VecDeque<Sample>>,
-}
-
-/// Samples kept for a console opened mid-incident: five minutes at one a second.
-pub const SAMPLES_KEPT: usize = 300;
-
-/// One second's figures, as the console charts them: `uptime_ms`, open connections (http, sse,
-/// frames), then the counters deliveries, published, bytes written, slow-consumer closes and
-/// resume resets (totals since start: the page turns them into rates).
-pub type Sample = [u64; 9];
-
-/// The sample of now.
-pub fn sample(uptime: Duration, m: &Metrics) -> Sample {
-    [
-        u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
-        m.open[ConnKind::Http as usize],
-        m.open[ConnKind::Sse as usize],
-        m.open[ConnKind::Frames as usize],
-        m.deliveries,
-        m.published,
-        m.bytes_written,
-        m.closes[CloseCause::SlowConsumer as usize],
-        m.resume_resets.iter().sum::<u64>(),
-    ]
+    pub samples: Option<&'a std::collections::VecDeque<crate::metrics::Sample>>,
 }
 
 /// Renders the document (one line, then `\n`).
@@ -242,8 +219,11 @@ mod tests {
             retained_events: 7,
             retained_bytes: 210,
         }];
-        let samples: std::collections::VecDeque<Sample> =
-            [sample(Duration::from_millis(60_000), &metrics)].into();
+        let samples: std::collections::VecDeque<crate::metrics::Sample> = [crate::metrics::sample(
+            Duration::from_millis(60_000),
+            &metrics,
+        )]
+        .into();
         let doc = render_stats(&StatsInput {
             config: &config,
             auth_mode: "static tokens",
