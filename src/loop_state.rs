@@ -76,6 +76,9 @@ pub struct LoopState {
     pub started: Instant,
     /// The Redis backplane, when configured: publishes go through it.
     pub backplane: Option<Backplane>,
+    /// This node's own id (its first run id: with a backplane the hub's id prefix becomes the
+    /// dataset's, shared by every node).
+    pub node: Box<str>,
     /// Subjects banned through the server API.
     pub bans: crate::api::Bans,
     /// With `--ui`: one sample a second of what the console charts, the last five minutes, so
@@ -105,6 +108,7 @@ impl LoopState {
             .duration_since(UNIX_EPOCH)
             .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
             | 1;
+        let node: Box<str> = hub.run().into();
         LoopState {
             config,
             hub,
@@ -126,6 +130,7 @@ impl LoopState {
             auth: Auth::default(),
             started: Instant::now(),
             backplane: None,
+            node,
             bans: crate::api::Bans::default(),
             api_jobs: std::collections::VecDeque::new(),
             presence_watch: std::collections::HashMap::new(),

@@ -2,6 +2,8 @@
 //! paging connections, closing one, revoking and banning a subject, bans expiring, history
 //! matching a resume, and who may call what.
 
+#[path = "util/redis.rs"]
+mod redis;
 mod util;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -543,5 +545,105 @@ fn presence_counts_subjects_and_notices_follow_streams() {
         )
         .status,
         403
+    );
+}
+
+/// A node of a backplane on `redis` with JWT authorization, waited for on `/readyz`.
+fn jwt_node(redis: &redis::RedisServer) -> TestServer {
+    let url = redis.url();
+    let node = TestServer::start_with(
+        &[
+            "--backplane",
+            &url,
+            "--jwt-secret",
+            SECRET,
+            "--jwt-leeway",
+            "0",
+        ],
+        |cmd| {
+            cmd.env_remove("SSELOOP_BACKPLANE");
+        },
+    );
+    let ready = || {
+        request(
+            node.addr,
+            "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .status
+            == 200
+    };
+    assert!(wait_until(TIMEOUT, ready), "node never ready");
+    node
+}
+
+#[test]
+fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
+    if !redis::redis_available() {
+        return;
+    }
+    let redis = redis::RedisServer::start(redis::Persistence::None);
+    let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let auth_alice = format!("Bearer {}", user("alice"));
+    let auth_bob = format!("Bearer {}", user("bob"));
+    let mut on_a: Vec<SseClient> = (0..2)
+        .map(|_| a.subscribe("topic=room", &[("Authorization", &auth_alice)]))
+        .collect();
+    let mut on_b: Vec<SseClient> = (0..3)
+        .map(|_| b.subscribe("topic=room", &[("Authorization", &auth_alice)]))
+        .collect();
+    let mut bob_b = b.subscribe("topic=lobby", &[("Authorization", &auth_bob)]);
+
+    let resp = call(
+        &a,
+        "POST",
+        "/api/v1/disconnect",
+        Some(&admin),
+        r#"{"sub":"alice","ban_secs":60,"reason":"abuse"}"#,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        json_of(&resp),
+        json!({"closed": 2, "banned_secs": 60, "cluster": true}),
+        "A closes its own and tells the others"
+    );
+    for c in on_a.iter_mut().chain(on_b.iter_mut()) {
+        let ev = c.next_event();
+        assert_eq!(ev.event, "sseloop-disconnect");
+        assert_eq!(ev.data, r#"{"reason":"abuse"}"#);
+        assert!(c.ended_within(TIMEOUT));
+    }
+    // B applied the ban too, and lists it.
+    let refused = SseClient::open(
+        b.addr,
+        "/events?topic=room",
+        &[("Authorization", &auth_alice)],
+    );
+    assert_eq!(refused.status, 403);
+    let bans = json_of(&call(&b, "GET", "/api/v1/bans", Some(&admin), ""));
+    assert_eq!(bans["bans"][0]["sub"], "alice");
+    assert_eq!(b.metric("sseloop_disconnects_total{cause=\"ban\"}"), 3.0);
+
+    // A revocation by topic on B reaches A's streams; bob's stream on another topic stays.
+    let mut room_a = a.subscribe("topic=room", &[("Authorization", &auth_bob)]);
+    let resp = call(
+        &b,
+        "POST",
+        "/api/v1/disconnect",
+        Some(&admin),
+        r#"{"topic":"room"}"#,
+    );
+    assert_eq!(json_of(&resp), json!({"closed": 0, "cluster": true}));
+    assert_eq!(room_a.next_event().event, "sseloop-disconnect");
+    // The control message is not an event: nobody on the reserved topic, and bob's lobby stream
+    // gets only what is published to it.
+    let id = b.post("topic=lobby", "still here", &[("Authorization", &auth_bob)]);
+    assert_eq!(id.status, 200);
+    let ev = bob_b.next_event();
+    assert_eq!(ev.data, "still here");
+    let topics = json_of(&call(&a, "GET", "/api/v1/topics", Some(&admin), ""));
+    assert!(
+        !topics.to_string().contains("sseloop:revoke"),
+        "the control topic never reaches the hub: {topics}"
     );
 }

@@ -254,6 +254,52 @@ pub fn parse_revoke(body: &[u8]) -> Result<Revoke, HttpError> {
     })
 }
 
+/// The reserved topic on which a node tells the others, through the backplane's shared log, of a
+/// revocation: they close their matching streams and set the ban. Clients cannot name it (`$` is
+/// outside the topic alphabet), and the loop takes it out before the hub sees it.
+pub const CONTROL_TOPIC: &str = "$sseloop:revoke";
+
+/// A revocation as it travels between nodes (`node`: who applied it already).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ControlMessage {
+    node: String,
+    sub: Option<String>,
+    topic: Option<String>,
+    ban_secs: u64,
+    reason: String,
+}
+
+/// The data of a [`CONTROL_TOPIC`] event: `revoke` as applied by `node`.
+pub fn encode_control(node: &str, revoke: &Revoke) -> String {
+    let msg = ControlMessage {
+        node: node.to_owned(),
+        sub: revoke.filter.sub.clone(),
+        topic: revoke.filter.topic.clone(),
+        ban_secs: revoke.ban_secs,
+        reason: revoke.reason.clone(),
+    };
+    serde_json::to_string(&msg).unwrap_or_default()
+}
+
+/// Reads a [`CONTROL_TOPIC`] event's data: the node that sent it and the revocation; `None` for
+/// anything else (a newer version's message is ignored, not guessed at).
+pub fn decode_control(data: &str) -> Option<(String, Revoke)> {
+    let msg: ControlMessage = serde_json::from_str(data).ok()?;
+    if (msg.sub.is_none() && msg.topic.is_none()) || msg.ban_secs > MAX_BAN_SECS {
+        return None;
+    }
+    let ban_secs = if msg.sub.is_some() { msg.ban_secs } else { 0 };
+    let revoke = Revoke {
+        filter: Filter {
+            topic: msg.topic,
+            sub: msg.sub,
+        },
+        ban_secs,
+        reason: clip_reason(&msg.reason),
+    };
+    Some((msg.node, revoke))
+}
+
 /// A close reason, bounded and on one line (it is sent to the client).
 pub fn clip_reason(reason: &str) -> String {
     let mut end = reason.len().min(MAX_REASON);
@@ -349,13 +395,18 @@ pub fn render_connections(list: &[ConnInfo], next_cursor: Option<u64>) -> String
     o
 }
 
-/// `{"closed":N}` (a disconnect or a revocation), with the ban's expiry when one was set.
-pub fn render_closed(closed: u64, banned_secs: u64) -> String {
+/// `{"closed":N}` (a disconnect or a revocation), with the ban's length when one was set, and
+/// `"cluster":true` when the other nodes of a backplane were told too (they close theirs).
+pub fn render_closed(closed: u64, banned_secs: u64, cluster: bool) -> String {
+    let mut o = format!("{{\"closed\":{closed}");
     if banned_secs > 0 {
-        format!("{{\"closed\":{closed},\"banned_secs\":{banned_secs}}}\n")
-    } else {
-        format!("{{\"closed\":{closed}}}\n")
+        let _ = write!(o, ",\"banned_secs\":{banned_secs}");
     }
+    if cluster {
+        o.push_str(",\"cluster\":true");
+    }
+    o.push_str("}\n");
+    o
 }
 
 /// One topic as `GET /api/v1/topics` lists it.

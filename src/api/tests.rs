@@ -130,3 +130,23 @@ fn json_shapes() {
     );
     assert_eq!(clip_reason(&"é".repeat(150)).len(), 200);
 }
+
+#[test]
+fn control_messages_round_trip_and_refuse_the_rest() {
+    let revoke = parse_revoke(br#"{"sub":"alice","ban_secs":60,"reason":"spam"}"#).unwrap();
+    let data = encode_control("node-a", &revoke);
+    assert_eq!(decode_control(&data), Some(("node-a".to_owned(), revoke)));
+    assert_eq!(decode_control("{}"), None);
+    assert_eq!(decode_control("not json"), None);
+    let no_target = r#"{"node":"n","sub":null,"topic":null,"ban_secs":0,"reason":""}"#;
+    assert_eq!(decode_control(no_target), None);
+    assert!(
+        !crate::http::request::valid_topic(CONTROL_TOPIC),
+        "clients cannot name it"
+    );
+    assert_eq!(render_closed(2, 0, false), "{\"closed\":2}\n");
+    assert_eq!(
+        render_closed(2, 5, true),
+        "{\"closed\":2,\"banned_secs\":5,\"cluster\":true}\n"
+    );
+}

@@ -3,11 +3,14 @@
 //! that walk every connection to the loop (`event_loop/admin.rs`). Also what an API
 //! disconnect does to a stream: its notice and a graceful close.
 
+use std::sync::Arc;
+
 use super::http_stage::{Pending, JSON};
 use super::state::LifeEvent;
 use super::{Closing, Connection, Flow, Stage};
 use crate::api::{self, ApiCall, ConnInfo, HistoryEvent, Kind};
 use crate::auth::{self, AuthFailure};
+use crate::backplane::{AppendRequest, Origin, ReplySlot};
 use crate::frame::{self, ErrorCode};
 use crate::http::{self, BodyKind, RequestHead};
 use crate::hub::Resume;
@@ -80,6 +83,7 @@ impl Connection {
             }
         };
         apply_ban(&revoke, sh);
+        propagate(&revoke, sh);
         self.queue_api_job(key, ApiCall::Disconnect(revoke), keep_alive, false, sh);
     }
 
@@ -250,6 +254,23 @@ pub fn apply_ban(revoke: &api::Revoke, sh: &mut LoopState) {
             revoke.reason
         );
     }
+}
+
+/// With the backplane, tells the other nodes of a revocation: an event on the reserved
+/// `api::CONTROL_TOPIC` in the shared log, which every node reads in order (`on_control`). Its
+/// answer is not awaited: the revocation here does not depend on Redis.
+pub fn propagate(revoke: &api::Revoke, sh: &mut LoopState) {
+    let node = sh.node.to_string();
+    let Some(bp) = sh.backplane.as_mut() else {
+        return;
+    };
+    bp.append(AppendRequest {
+        origin: Origin::Handle(Arc::new(ReplySlot::default())),
+        topics: vec![api::CONTROL_TOPIC.to_owned()],
+        event_type: None,
+        data: api::encode_control(&node, revoke),
+        idempotency_key: None,
+    });
 }
 
 /// Admin calls: `--admin-token`, or under JWT a token with `"sseloop":{"admin":true}`. With no

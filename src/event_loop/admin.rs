@@ -5,9 +5,11 @@
 //! next iteration, and a listing page ends early with the cursor to go on from. Also the delivery
 //! of join/leave notices to the streams that watch a topic's presence.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use super::Server;
 use crate::api::{self, ApiCall};
-use crate::conn::api::{answer_here, apply_ban};
+use crate::conn::api::{answer_here, apply_ban, propagate};
 use crate::conn::state::Life;
 use crate::http::{HttpError, Method};
 use crate::loop_state::ApiJob;
@@ -15,6 +17,10 @@ use crate::metrics::DisconnectCause;
 
 /// Slab slots visited per iteration by the server API.
 pub const WALK_SLICE: usize = 4096;
+
+/// A revocation read from the backplane closes streams only if it was made this recently (a node
+/// that warms its cache at start meets older ones: their streams were closed long ago).
+const REMOTE_REVOKE_FRESH: Duration = Duration::from_secs(30);
 
 impl Server {
     /// Serves one server API call for the host (the C API's `sseloop_api`), with no
@@ -36,6 +42,7 @@ impl Server {
             Ok(ApiCall::Disconnect(_)) => match api::parse_revoke(body) {
                 Ok(revoke) => {
                     apply_ban(&revoke, &mut self.sh);
+                    propagate(&revoke, &mut self.sh);
                     ApiCall::Disconnect(revoke)
                 }
                 Err(e) => return error(&e),
@@ -87,6 +94,46 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Another node's revocation, read from the backplane's shared log (`api::CONTROL_TOPIC`):
+    /// set its ban for what is left of it, and close the matching streams here if it is recent
+    /// (an old one, met by a node warming its cache at start, only carries its ban).
+    pub(super) fn on_control(&mut self, data: &str, appended_ms: u64) {
+        let Some((node, revoke)) = api::decode_control(data) else {
+            log::warn!(
+                "ignored a revocation message from the backplane that this version cannot read"
+            );
+            return;
+        };
+        if *node == *self.sh.node {
+            return; // applied when it was made
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = Duration::from_millis(now_ms.saturating_sub(appended_ms));
+        if let (Some(sub), true) = (&revoke.filter.sub, revoke.ban_secs > 0) {
+            let left = Duration::from_secs(revoke.ban_secs).saturating_sub(age);
+            if !left.is_zero() {
+                self.sh.bans.ban(sub, left.as_secs().max(1), self.sh.now);
+            }
+        }
+        if age > REMOTE_REVOKE_FRESH {
+            return;
+        }
+        log::info!("api: revocation from node {node}: {}", revoke.reason);
+        self.sh.api_jobs.push_back(ApiJob {
+            key: usize::MAX,
+            conn: u64::MAX,
+            n: 0,
+            keep_alive: false,
+            call: ApiCall::Disconnect(revoke),
+            next_key: 0,
+            closed: 0,
+            subjects: Default::default(),
+            show_subjects: false,
+        });
     }
 
     /// Hands the joins and leaves noted since the last call to the streams watching their
@@ -147,7 +194,7 @@ impl Server {
                     self.settle(key, flow);
                     self.sh.metrics.disconnects[DisconnectCause::Admin as usize] += 1;
                     log::info!("api: connection {id} closed ({reason})");
-                    return Some((200, api::render_closed(1, 0)));
+                    return Some((200, api::render_closed(1, 0, false)));
                 }
                 job.next_key = k;
                 (k >= cap).then(not_found)
@@ -187,7 +234,8 @@ impl Server {
                     ban_secs,
                     reason
                 );
-                Some((200, api::render_closed(job.closed, ban_secs)))
+                let cluster = self.sh.backplane.is_some();
+                Some((200, api::render_closed(job.closed, ban_secs, cluster)))
             }
             ApiCall::Presence {
                 topic,

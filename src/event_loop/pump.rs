@@ -83,6 +83,15 @@ impl Server {
             while let Some((_, notice)) = notices.next_if(|(at, _)| *at <= i) {
                 self.on_backplane_notice(notice, ev.seq);
             }
+            if ev
+                .topics
+                .first()
+                .is_some_and(|t| &**t == crate::api::CONTROL_TOPIC)
+            {
+                // Not an event: another node's revocation (`admin.rs`).
+                self.on_control(&ev.data, ev.appended_ms);
+                continue;
+            }
             if ev.appended_ms > 0 {
                 let lag = wall_ms.saturating_sub(ev.appended_ms) as f64 / 1000.0;
                 self.sh.metrics.observe_read_lag(lag);
