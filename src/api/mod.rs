@@ -350,18 +350,6 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Whether `filter` selects it.
-    pub fn matches(&self, filter: &Filter) -> bool {
-        filter
-            .topic
-            .as_ref()
-            .is_none_or(|t| self.topics.iter().any(|x| x == t))
-            && filter
-                .sub
-                .as_ref()
-                .is_none_or(|s| self.sub.as_deref() == Some(s.as_str()))
-    }
-
     fn render(&self, o: &mut String) {
         let _ = write!(o, "{{\"id\":{},\"peer\":", self.id);
         push_json_str(o, &self.peer);

@@ -131,8 +131,24 @@ impl Connection {
         self.queue_response(key, reply, sh);
     }
 
-    /// This connection as the connections listing shows it.
-    pub fn api_info(&self, sh: &LoopState) -> ConnInfo {
+    /// This connection as the connections listing shows it, if `filter` selects it (checked
+    /// first: the peer address is a system call).
+    pub fn api_info(&self, filter: &api::Filter, sh: &LoopState) -> Option<ConnInfo> {
+        if filter.sub.is_some() && filter.sub.as_deref() != self.subject() {
+            return None;
+        }
+        if let Some(want) = filter.topic.as_deref() {
+            let named = |s: &crate::hub::Subscription| {
+                s.is_active()
+                    && sh
+                        .hub
+                        .channel(s.channel())
+                        .is_some_and(|c| &*c.name == want)
+            };
+            if !self.out.subs.iter().any(named) {
+                return None;
+            }
+        }
         let kind = match self.stage {
             Stage::Http(_) => Kind::Http,
             Stage::Sse => Kind::Sse,
@@ -145,7 +161,7 @@ impl Connection {
             .filter(|s| s.is_active())
             .filter_map(|s| sh.hub.channel(s.channel()).map(|c| c.name.to_string()))
             .collect();
-        ConnInfo {
+        Some(ConnInfo {
             id: self.id,
             peer: self
                 .sock
@@ -158,7 +174,7 @@ impl Connection {
             bytes_written: self.written,
             bytes_queued: self.out.backlog(&sh.hub),
             events_behind: self.out.backlog_events(&sh.hub),
-        }
+        })
     }
 
     /// The subject of the token this stream was opened with (JWT only).

@@ -162,11 +162,9 @@ impl Server {
             ApiCall::Connections { filter, page } => {
                 let mut list = Vec::new();
                 while k < cap && list.len() < page.limit && *budget > 0 {
-                    if let Some(conn) = self.conns.get(k) {
-                        let info = conn.api_info(&self.sh);
-                        if info.matches(filter) {
-                            list.push(info);
-                        }
+                    if let Some(info) = self.conns.get(k).and_then(|c| c.api_info(filter, &self.sh))
+                    {
+                        list.push(info);
                     }
                     k += 1;
                     *budget -= 1;
