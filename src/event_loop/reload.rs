@@ -9,7 +9,7 @@
 //! - `--cors-origin`, `--heartbeat-ms`, `--retry-ms`;
 //! - the timeouts (`--header-timeout-ms`, `--idle-timeout-ms`, `--write-stall-ms`,
 //!   `--grace-ms`) and `--max-connections` (for connections accepted from then on);
-//! - `--log-format` and `--log-level`.
+//! - `--log-format`, `--log-level` and `--access-log` (for connections accepted from then on).
 //!
 //! Everything else sizes structures built at start (history, queues, the listener, the
 //! backplane) and needs a restart.
@@ -68,6 +68,7 @@ fn copy_live(into: &mut Config, new: &Config) {
     into.max_connections = new.max_connections;
     into.log_format = new.log_format;
     into.log_level = new.log_level;
+    into.access_log = new.access_log;
 }
 
 /// Names of the settings whose values differ. Secrets are compared directly (their `Debug` is
