@@ -164,6 +164,32 @@ fn access_lines_in_text_for_a_stream_a_publish_a_refusal_and_frames() {
     let secrets = exercise(&server);
     check_lines(&server, logfmt, "-");
     assert_nowhere(&server, &secrets);
+    // docs/OPERATIONS.md's example is a stream line with the same fields in the same order.
+    let example = guide_line("sseloop::access] ");
+    let real = access_lines(&server)
+        .into_iter()
+        .find(|l| l.contains("path=/events ") && l.contains("status=200"))
+        .unwrap();
+    assert_eq!(keys(&example), keys(&real), "{example}\n{real}");
+    assert_eq!(logfmt(&example)["reason"], "client_closed");
+}
+
+/// The line of docs/OPERATIONS.md that contains `marker`.
+fn guide_line(marker: &str) -> String {
+    let doc = std::fs::read_to_string(format!("{}/docs/OPERATIONS.md", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    doc.lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker} in docs/OPERATIONS.md"))
+        .to_string()
+}
+
+/// The keys of a text line without quoted values, in order.
+fn keys(line: &str) -> Vec<String> {
+    let body = line.split_once("] ").unwrap().1;
+    body.split(' ')
+        .map(|kv| kv.split('=').next().unwrap().to_string())
+        .collect()
 }
 
 /// A JSON line's access fields as text (arrays joined by commas, `null` as `null`).
@@ -205,6 +231,18 @@ fn access_lines_in_json_have_their_fields_as_keys() {
     let secrets = exercise(&server);
     check_lines(&server, json_fields, "null");
     assert_nowhere(&server, &secrets);
+    // docs/OPERATIONS.md's example is a publish line with the same keys.
+    let example = json_fields(&guide_line("\"target\":\"sseloop::access\""));
+    let real = access_lines(&server)
+        .into_iter()
+        .map(|l| json_fields(&l))
+        .find(|f| f["path"] == "/publish")
+        .unwrap();
+    let mut want: Vec<&String> = real.keys().collect();
+    let mut got: Vec<&String> = example.keys().collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
 }
 
 #[test]
