@@ -1,7 +1,7 @@
 //! The binary's log output: plain text (as before) or one JSON object per line
 //! (`--log-format json`: `ts`, `level`, `target`, `msg`), and a level that a reload can change.
 //! Lines made of fields ([`Fields`], the access log) are `key=value` pairs (logfmt) in text and
-//! the object's own keys in JSON, in place of `msg`.
+//! the object's own keys in JSON (where the caller gives a short `msg` too).
 //!
 //! `env_logger` does the filtering and writing. Its own filter lets everything through that
 //! `RUST_LOG` allows; the level in force is the global `log::max_level`, which a reload moves
@@ -40,7 +40,7 @@ pub fn init(format: LogFormat, level: Option<LevelFilter>) {
             line.push_str("\",\"target\":");
             crate::json::push_json_str(&mut line, record.target());
             if record.target() == ACCESS_TARGET {
-                // The message is already the JSON members of a `Fields` line.
+                // The message is already the JSON members of a `Fields` line, `msg` among them.
                 line.push(',');
                 line.push_str(&record.args().to_string());
             } else {
@@ -108,6 +108,11 @@ impl Fields {
         } else {
             crate::json::push_json_str(&mut self.out, value);
         }
+    }
+
+    /// The line is JSON members.
+    pub fn is_json(&self) -> bool {
+        self.json
     }
 
     /// A text field.

@@ -352,7 +352,7 @@ fn socket_activation_keeps_clients_waiting_across_a_restart_and_notify_reports_s
 
 #[test]
 fn json_log_lines_parse() {
-    let mut server = TestServer::start(&["--log-format", "json"]);
+    let mut server = TestServer::start(&["--log-format", "json", "--access-log"]);
     let _ = server.publish("topic=t", "x");
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit(TIMEOUT), Some(0));
@@ -368,6 +368,42 @@ fn json_log_lines_parse() {
         lines.iter().any(|l| l.contains("authorization none")),
         "{lines:?}"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"target\":\"sseloop::access\"")),
+        "{lines:?}"
+    );
+}
+
+/// A static token's refusal leaves the same INFO line as a JWT's (it used to leave none).
+#[test]
+fn a_refused_static_token_is_logged() {
+    let server = TestServer::start(&["--publish-token", "right-token"]);
+    let resp = server.post("topic=t", "x", &[("Authorization", "Bearer WRONG-TOKEN")]);
+    assert_eq!(resp.status, 401);
+    assert_eq!(server.post("topic=t", "x", &[]).status, 401);
+    let refused = || -> Vec<String> {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .filter(|l| l.contains("authorization refused"))
+            .cloned()
+            .collect()
+    };
+    assert!(
+        wait_until(TIMEOUT, || refused().len() == 2),
+        "{:?}",
+        refused()
+    );
+    let lines = refused();
+    assert!(lines[0].contains("INFO"), "{lines:?}");
+    assert!(
+        lines[0].contains("path=/publish status=401 reason=wrong_token"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("reason=missing"), "{lines:?}");
+    let log = server.log.lock().unwrap();
+    assert!(log.iter().all(|l| !l.contains("WRONG-TOKEN")));
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> f64 {

@@ -109,7 +109,7 @@ impl Connection {
         };
         if sh.config.access_log {
             let mut f = Fields::default();
-            request_fields(&mut f, access.peer, line.as_deref());
+            request_fields(&mut f, access.peer, line.as_deref(), Some(status));
             f.number("status", status).number("bytes", bytes);
             duration_field(&mut f, line.as_deref());
             subject_field(&mut f, line.as_deref().and_then(|l| l.subject.as_deref()));
@@ -136,7 +136,7 @@ impl Connection {
             return;
         }
         let mut f = Fields::default();
-        request_fields(&mut f, access.peer, Some(line));
+        request_fields(&mut f, access.peer, Some(line), status);
         match status {
             Some(s) => f.number("status", s).number("bytes", access.written),
             None => f.none("status").number("bytes", 0),
@@ -160,7 +160,18 @@ impl Connection {
     }
 }
 
-fn request_fields(f: &mut Fields, peer: SocketAddr, line: Option<&RequestLine>) {
+/// The request's fields; in JSON first a `msg` (`GET /events 200`), which every JSON line has.
+fn request_fields(
+    f: &mut Fields,
+    peer: SocketAddr,
+    line: Option<&RequestLine>,
+    status: Option<u16>,
+) {
+    if f.is_json() {
+        let (method, path) = line.map_or(("-", "-"), |l| (l.method.as_str(), &*l.path));
+        let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
+        f.text("msg", &format!("{method} {path} {status}"));
+    }
     f.text("peer", &peer.to_string());
     match line {
         Some(l) => f

@@ -134,11 +134,18 @@ mod tests {
             publish_token: Some("rotated".into()),
             history: 7,
             listen: "127.0.0.1:9".parse().unwrap(),
+            access_log: true,
+            metrics_listen: Some("127.0.0.1:10".parse().unwrap()),
             ..Config::default()
         };
         let report = apply(&mut sh, &new).unwrap();
-        assert_eq!(report.changed, ["heartbeat_ms", "publish_token"]);
-        assert_eq!(report.kept, ["history", "listen"]);
+        assert_eq!(
+            report.changed,
+            ["access_log", "heartbeat_ms", "publish_token"]
+        );
+        assert_eq!(report.kept, ["history", "listen", "metrics_listen"]);
+        assert!(sh.config.access_log);
+        assert_eq!(sh.config.metrics_listen, None);
         assert_eq!(sh.config.heartbeat_ms, 5);
         assert_eq!(sh.config.publish_token.as_deref(), Some("rotated"));
         assert_eq!(sh.config.history, Config::default().history);
