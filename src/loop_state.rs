@@ -64,6 +64,9 @@ pub struct LoopState {
     /// Connections accepted over the limit, lingering only to deliver their 503 (they do not
     /// count against the limit).
     pub refused: usize,
+    /// Connections open on the internal `--metrics-listen` address (they do not count against
+    /// the limit either; capped on their own).
+    pub internal: usize,
     /// The rate-limited "connection limit reached" log line.
     pub limit_warning: crate::ratelimit::LogLimit,
     /// The rate limit of the INFO line logged for each refused authorization.
@@ -124,6 +127,7 @@ impl LoopState {
             slab_len: 0,
             max_connections,
             refused: 0,
+            internal: 0,
             limit_warning: limit_warning(),
             auth_refusal_log: LogLimit::new(AUTH_REFUSALS_EVERY, AUTH_REFUSALS_BURST),
             hooks: Hooks::default(),
@@ -259,6 +263,18 @@ impl LoopState {
             state.idempotency.put(key, p.seq, &p.id, self.now);
         }
         PublishStart::Done(result)
+    }
+
+    /// When a rate-limited log line's summary of what it left out is due (see
+    /// `conn::report_suppressed`).
+    pub fn log_summary_due(&self) -> Option<Instant> {
+        match (
+            self.limit_warning.summary_due(),
+            self.auth_refusal_log.summary_due(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Publishing works: not shutting down, and the backplane (if any) is up.

@@ -257,6 +257,18 @@ pub struct Config {
     #[arg(long, value_name = "LEVEL", value_parser = parse::parse_level)]
     pub log_level: Option<log::LevelFilter>,
 
+    /// Write one line per finished request or stream (target `sseloop::access`, at INFO): peer,
+    /// method, path without the query, topics, status, bytes, duration, JWT subject, and the close
+    /// reason of streams. A reload applies a change to connections accepted from then on.
+    #[arg(long)]
+    pub access_log: bool,
+
+    /// Also serve /metrics, /healthz and /readyz (only those) on this internal address
+    /// (HOST:PORT), never subject to --max-connections or authorization; at most 64 connections
+    /// at once there. A restart applies a change.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Set SO_REUSEPORT on the listener so several nodes (one per core) share the address; the
     /// kernel spreads connections among them. With --backplane they form one hub.
     #[arg(long)]
@@ -331,6 +343,8 @@ impl fmt::Debug for Config {
             .field("reuse_port", &self.reuse_port)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("access_log", &self.access_log)
+            .field("metrics_listen", &self.metrics_listen)
             .field("config", &self.config)
             .field("publish_token_file", &self.publish_token_file)
             .field("admin_token_file", &self.admin_token_file)

@@ -725,6 +725,7 @@ mod tests {
             "max-connections" => "100".into(),
             "backplane" => "redis://127.0.0.1:6379".into(),
             "log-level" => "debug".into(),
+            "metrics-listen" => "127.0.0.1:9090".into(),
             _ => "x".into(),
         }
     }

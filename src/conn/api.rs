@@ -223,6 +223,7 @@ impl Connection {
             }
             Stage::Http(_) => return Flow::Close(Closing::Done),
         }
+        self.access_ending("api_disconnect");
         self.freeze_streams(sh);
         self.push_private(key, &bytes, u64::MAX, sh);
         let flow = self.transition(LifeEvent::Drain, sh);

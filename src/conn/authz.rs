@@ -1,6 +1,7 @@
 //! A connection's side of JWT authorization: asking `crate::auth` at the points where requests
-//! and frames arrive, answering refusals (401 with a challenge, 403, frame ERRORs), and ending a
-//! stream when its token expires (`sseloop-reauth` on SSE, GOAWAY `TOKEN_EXPIRED` on frames).
+//! and frames arrive, answering refusals (401 with a challenge, 403, frame ERRORs; the static
+//! tokens' 401 too) with their rate-limited INFO line, and ending a stream when its token expires
+//! (`sseloop-reauth` on SSE, GOAWAY `TOKEN_EXPIRED` on frames).
 //!
 //! Kept apart from the stream and frame stages so that those only gain one call per check.
 
@@ -115,28 +116,55 @@ impl Connection {
             AuthFailure::Banned => HttpError::FORBIDDEN_BANNED,
             _ => HttpError::UNAUTHORIZED,
         };
-        // At INFO for operators, rate-limited: a flood of bad tokens must not fill a disk. The
-        // path carries no query string (it may hold `access_token`).
-        if let Some(skipped) = sh.auth_refusal_log.note(sh.now) {
-            let peer = self
-                .sock
-                .peer_addr()
-                .map_or_else(|_| "-".to_owned(), |a| a.to_string());
-            let status = err.status;
-            let reason = failure.label();
-            let suppressed = if skipped > 0 {
-                format!(" suppressed={skipped}")
-            } else {
-                String::new()
-            };
-            log::info!(
-                "authorization refused: peer={peer} path={path} status={status} \
-                 reason={reason}{suppressed}"
-            );
-        }
+        self.log_refusal(path, err.status, failure, sh);
         sh.metrics.count_auth_failure(failure);
         let challenge = [("WWW-Authenticate", failure.challenge())];
         self.respond_error(key, &err, keep_alive, &challenge, sh);
+    }
+
+    /// Answers a request refused by the static tokens (`--publish-token`, `--subscribe-token`):
+    /// 401 with a challenge, logged and counted like a JWT refusal.
+    pub(super) fn refuse_unauthorized(
+        &mut self,
+        key: usize,
+        path: &str,
+        token_given: bool,
+        keep_alive: bool,
+        sh: &mut LoopState,
+    ) {
+        let (failure, challenge) = if token_given {
+            let challenge = "Bearer realm=\"sseloop\", error=\"invalid_token\"";
+            (AuthFailure::WrongToken, challenge)
+        } else {
+            (AuthFailure::Missing, "Bearer realm=\"sseloop\"")
+        };
+        self.log_refusal(path, HttpError::UNAUTHORIZED.status, failure, sh);
+        sh.metrics.count_auth_failure(failure);
+        let err = &HttpError::UNAUTHORIZED;
+        self.respond_error(key, err, keep_alive, &[("WWW-Authenticate", challenge)], sh);
+    }
+
+    /// The INFO line of a refused request, rate-limited: a flood of bad tokens must not fill a
+    /// disk. The path carries no query string (it may hold `access_token`); the token is never
+    /// logged.
+    fn log_refusal(&self, path: &str, status: u16, failure: AuthFailure, sh: &mut LoopState) {
+        let Some(skipped) = sh.auth_refusal_log.note(sh.now) else {
+            return;
+        };
+        let peer = self
+            .sock
+            .peer_addr()
+            .map_or_else(|_| "-".to_owned(), |a| a.to_string());
+        let reason = failure.label();
+        let suppressed = if skipped > 0 {
+            format!(" suppressed={skipped}")
+        } else {
+            String::new()
+        };
+        log::info!(
+            "authorization refused: peer={peer} path={path} status={status} \
+             reason={reason}{suppressed}"
+        );
     }
 
     /// Keeps a stream's grants and arms the timer that ends it when the token expires.
@@ -189,6 +217,7 @@ impl Connection {
         }
         log::debug!("conn {key}: token expired, ending the stream");
         sh.metrics.streams_token_expired += 1;
+        self.access_ending("token_expired");
         // The notice is the stream's last word: events recorded so far go before it, none after.
         self.freeze_streams(sh);
         self.push_private(key, &bytes, u64::MAX, sh);
@@ -248,6 +277,18 @@ impl Connection {
         if let Some(timer) = self.auth.take().and_then(|a| a.expiry) {
             sh.timers.cancel(timer);
         }
+    }
+}
+
+/// The refusals left out of the log in a period that has ended, when no later refusal reported
+/// them: a flood that stops still leaves its count.
+pub(super) fn report_suppressed(sh: &mut LoopState) {
+    if let Some(n) = sh.auth_refusal_log.take_summary(sh.now) {
+        log::info!(
+            "authorization refused: {n} more refusal(s) not logged in the last {}s \
+             (suppressed={n})",
+            crate::loop_state::AUTH_REFUSALS_EVERY.as_secs()
+        );
     }
 }
 

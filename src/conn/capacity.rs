@@ -1,9 +1,11 @@
-//! Connections accepted past `--max-connections`. Such a connection does not count against the
-//! limit and may send one request: `/healthz`, `/readyz` and `/metrics` are answered as usual
-//! (a liveness probe must not restart a node that is full but healthy, and monitoring must not
-//! go dark when it matters most), anything else gets `503` with `Retry-After`. Either way the
+//! Connections accepted past `--max-connections`, and those of the internal `--metrics-listen`
+//! address. Neither counts against the limit and either may send one request: `/healthz`,
+//! `/readyz` and `/metrics` are answered as usual (a liveness probe must not restart a node that
+//! is full but healthy, and monitoring must not go dark when it matters most); anything else gets
+//! `503` with `Retry-After` past the limit, `404` on the internal address. Either way the
 //! connection then closes. Reaching the limit is logged, at most once per
-//! [`LIMIT_WARNING_EVERY`], with the number of connections refused since the last line.
+//! [`LIMIT_WARNING_EVERY`], with the number of connections refused since the last line; the
+//! ones refused after it are reported on their own when the period ends ([`report_suppressed`]).
 
 use std::time::Duration;
 
@@ -22,7 +24,44 @@ pub(super) fn answered_at_limit(route: Route) -> bool {
     matches!(route, Route::Healthz | Route::Readyz | Route::Metrics)
 }
 
+/// The connections over the limit left out of the log in a period that has ended, when no later
+/// one reported them.
+pub(super) fn report_suppressed(sh: &mut LoopState) {
+    if let Some(n) = sh.limit_warning.take_summary(sh.now) {
+        log::warn!(
+            "connection limit reached (--max-connections {}): {n} more connection(s) over it \
+             in the last {}s (suppressed={n})",
+            sh.max_connections,
+            LIMIT_WARNING_EVERY.as_secs()
+        );
+    }
+}
+
+/// How a new connection was admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// On `--listen`, under `--max-connections`.
+    Counted,
+    /// On `--listen`, past `--max-connections`: one probe, or a 503.
+    OverCapacity,
+    /// On `--metrics-listen`: one probe, or a 404; never counted against `--max-connections`.
+    Internal,
+}
+
 impl Connection {
+    /// Marks a connection of the internal address: it may send one request, within
+    /// [`REJECT_GRACE`], and only probes and metrics are served.
+    pub(super) fn admit_internal(&mut self, sh: &mut LoopState) {
+        self.internal = true;
+        sh.internal += 1;
+        self.grace = REJECT_GRACE;
+    }
+
+    /// The request of an internal connection is not a probe: `404`, then close.
+    pub(super) fn refuse_internal(&mut self, key: usize, sh: &mut LoopState) {
+        self.respond_error(key, &HttpError::NOT_FOUND, false, &[], sh);
+    }
+
     /// Marks a connection accepted past the limit: it may send one request, within
     /// [`REJECT_GRACE`].
     pub(super) fn admit_over_capacity(&mut self, sh: &mut LoopState) {
@@ -50,7 +89,7 @@ impl Connection {
 
     /// The header deadline: shorter for a connection over the limit.
     pub(super) fn header_timeout(&self, sh: &LoopState) -> Duration {
-        if self.refused {
+        if self.refused || self.internal {
             REJECT_GRACE.min(sh.header_timeout())
         } else {
             sh.header_timeout()

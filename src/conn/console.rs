@@ -168,7 +168,7 @@ impl Connection {
         if accepted {
             return Ok(());
         }
-        self.refuse_unauthorized(key, presented.is_some(), reuse, sh);
+        self.refuse_unauthorized(key, &head.path, presented.is_some(), reuse, sh);
         Err(Refused)
     }
 

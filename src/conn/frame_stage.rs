@@ -112,6 +112,7 @@ impl Connection {
             let text = err.to_string();
             log::debug!("conn {key}: broken frame stream: {text}");
             self.queue_frame_error(key, err.code(), 0, b"", &text, sh);
+            self.access_ending("protocol_error");
             // A fatal ERROR is followed by the close, without GOAWAY.
             let _ = self.transition(LifeEvent::Drain, sh);
             rbuf = Vec::new();

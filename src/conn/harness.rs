@@ -50,7 +50,7 @@ impl Harness {
         let mut conn = Connection::new(mio::net::TcpStream::from_std(sock), 1, sh.now, 1024);
         sh.metrics.open[ConnKind::Http as usize] += 1;
         sh.slab_len = 1;
-        let flow = conn.start(key, false, &mut sh);
+        let flow = conn.start(key, super::Admission::Counted, &mut sh);
         Ok(Harness {
             sh,
             conn,

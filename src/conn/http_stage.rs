@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use super::state::{Life, LifeEvent};
 use super::{Connection, Flow, Stage, PIPELINE_OUTPUT_LIMIT};
-use crate::auth::AuthFailure;
 use crate::backplane::{AppendError, Origin};
 use crate::http::request::{query_pairs, topic_is_new, valid_event_type, TopicError};
 use crate::http::response::{self, Common};
@@ -50,8 +49,13 @@ impl HttpConn {
 
 /// One response in request order.
 pub(super) enum Pending {
-    /// A publish still with the backplane: its number on this connection.
-    Publish { n: u64, keep_alive: bool },
+    /// A publish still with the backplane: its number on this connection (and its access-log
+    /// line, written with the answer).
+    Publish {
+        n: u64,
+        keep_alive: bool,
+        line: Option<Box<super::access::RequestLine>>,
+    },
     /// A server API call the loop answers once it has walked the connections (its number,
     /// from the same count).
     Api { n: u64, keep_alive: bool },
@@ -177,8 +181,10 @@ impl Connection {
                     return Flow::Keep;
                 }
                 Ok(HeadParse::Complete(head, len)) => {
+                    let started = http.request_started.unwrap_or(sh.now);
                     http.rbuf.drain(..len);
                     http.request_started = (!http.rbuf.is_empty()).then_some(sh.now);
+                    self.access_request(&head, started);
                     self.on_head(key, head, sh);
                 }
             }
@@ -189,7 +195,7 @@ impl Connection {
     pub(super) fn on_head(&mut self, key: usize, head: Box<RequestHead>, sh: &mut LoopState) {
         // A body we will not read makes the connection unusable for another request.
         let has_body = head.body != BodyKind::None;
-        let keep_alive = head.keep_alive && !sh.shutting_down && !self.refused;
+        let keep_alive = head.keep_alive && !sh.shutting_down && !self.refused && !self.internal;
         let route = match http::route(head.method, &head.path) {
             Ok(route) => route,
             Err(err) => {
@@ -203,7 +209,10 @@ impl Connection {
             }
         };
         log::debug!("conn {key}: {:?} {} ({route:?})", head.method, head.path);
-        if self.refused && !super::capacity::answered_at_limit(route) {
+        if (self.refused || self.internal) && !super::capacity::answered_at_limit(route) {
+            if self.internal {
+                return self.refuse_internal(key, sh);
+            }
             return self.refuse_over_capacity(key, sh);
         }
         let head_only = head.method == http::Method::Head;
@@ -252,7 +261,13 @@ impl Connection {
         if let Some(expected) = sh.config.publish_token.as_deref() {
             let presented = head.authorization.as_deref().and_then(http::bearer_token);
             if !presented.is_some_and(|t| http::token_matches(t, expected)) {
-                return self.refuse_unauthorized(key, presented.is_some(), reuse_on_error, sh);
+                return self.refuse_unauthorized(
+                    key,
+                    &head.path,
+                    presented.is_some(),
+                    reuse_on_error,
+                    sh,
+                );
             }
         }
         let mut target = match parse_publish_query(&head.query) {
@@ -336,6 +351,7 @@ impl Connection {
         let topics: Vec<&str> = publish.topics.iter().map(String::as_str).collect();
         let event_type = publish.event_type.as_deref();
         let subject = publish.subject.as_deref();
+        self.access_subject(subject);
         if !sh.allow_publish(&topics, event_type, &data, self.id, subject) {
             return self.respond_error(key, &HttpError::FORBIDDEN, keep_alive, &[], sh);
         }
@@ -353,8 +369,13 @@ impl Connection {
             PublishStart::Done(Ok(event)) => self.answer_publish(key, &event.id, keep_alive, sh),
             PublishStart::Done(Err(err)) => self.refuse_publish_http(key, err, keep_alive, sh),
             PublishStart::Pending => {
+                let line = self.access_take();
                 if let Stage::Http(http) = &mut self.stage {
-                    http.pending.push_back(Pending::Publish { n, keep_alive });
+                    http.pending.push_back(Pending::Publish {
+                        n,
+                        keep_alive,
+                        line,
+                    });
                 }
             }
         }
@@ -382,7 +403,11 @@ impl Connection {
             return;
         };
         let keep_alive = http.pending[at].keep_alive();
-        http.pending[at] = Pending::Ready(match outcome {
+        let line = match &mut http.pending[at] {
+            Pending::Publish { line, .. } => line.take(),
+            Pending::Ready(_) | Pending::Api { .. } => None,
+        };
+        let reply = match outcome {
             Ok((id, _)) => ok_reply(JSON, publish_body(&id).as_bytes(), keep_alive, false, sh),
             Err(AppendError::Unavailable) => error_reply(
                 &HttpError::BACKPLANE_UNAVAILABLE,
@@ -390,7 +415,11 @@ impl Connection {
                 RETRY_SOON,
                 sh,
             ),
-        });
+        };
+        self.access_answered_for(line, reply.status, reply.bytes.len(), sh);
+        if let Stage::Http(http) = &mut self.stage {
+            http.pending[at] = Pending::Ready(reply);
+        }
         self.release_pending(key, sh);
         self.mark_dirty(key, sh);
     }
@@ -461,6 +490,7 @@ impl Connection {
 
     /// Queues a response, behind any publish of this connection still with the backplane.
     pub(super) fn queue_response(&mut self, key: usize, reply: Reply, sh: &mut LoopState) {
+        self.access_answered(reply.status, reply.bytes.len(), sh);
         if let Stage::Http(http) = &mut self.stage {
             if !http.pending.is_empty() {
                 http.pending.push_back(Pending::Ready(reply));
@@ -514,32 +544,6 @@ impl Connection {
                 self.respond_error(key, &HttpError::TOO_MANY_TOPICS, keep_alive, RETRY_SOON, sh)
             }
         }
-    }
-
-    pub(super) fn refuse_unauthorized(
-        &mut self,
-        key: usize,
-        token_given: bool,
-        keep_alive: bool,
-        sh: &mut LoopState,
-    ) {
-        sh.metrics.count_auth_failure(if token_given {
-            AuthFailure::WrongToken
-        } else {
-            AuthFailure::Missing
-        });
-        let challenge = if token_given {
-            "Bearer realm=\"sseloop\", error=\"invalid_token\""
-        } else {
-            "Bearer realm=\"sseloop\""
-        };
-        self.respond_error(
-            key,
-            &HttpError::UNAUTHORIZED,
-            keep_alive,
-            &[("WWW-Authenticate", challenge)],
-            sh,
-        );
     }
 }
 

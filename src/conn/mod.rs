@@ -6,8 +6,10 @@
 //! written by [`Connection::flush`], which the loop calls once per iteration for each connection
 //! marked dirty: at most one `sendmsg` per connection per iteration, within a byte budget.
 
+mod access;
 pub mod api;
 mod authz;
+pub use capacity::Admission;
 pub(crate) mod capacity;
 mod console;
 mod frame_stage;
@@ -44,6 +46,14 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// Pipelined requests stop being read while this much output is queued (backpressure: a client
 /// that sends requests without reading responses cannot grow our memory).
 pub const PIPELINE_OUTPUT_LIMIT: usize = 256 * 1024;
+
+/// Logs, once their period has ended, the counts of rate-limited lines left out (refused
+/// authorizations, connections over the limit) that no later line reported. The loop calls it
+/// when [`LoopState::log_summary_due`] has passed.
+pub fn report_suppressed(sh: &mut LoopState) {
+    authz::report_suppressed(sh);
+    capacity::report_suppressed(sh);
+}
 
 /// What the loop should do with a connection after a handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +132,15 @@ pub struct Connection {
     read_pending: bool,
     /// Accepted over `--max-connections`: only here to answer one probe or deliver its 503.
     refused: bool,
+    /// Accepted on `--metrics-listen`: only here to answer one probe (or a 404).
+    internal: bool,
     /// A JWT-authorized stream's grants and expiry timer.
     auth: Option<Box<authz::StreamAuth>>,
     /// A resume older than this node's cache waits for Redis: output and input are held until
     /// the missed events arrive (they go first).
     backfill: Option<Box<stream::BackfillWait>>,
+    /// The access log's state (`--access-log` on at accept), else nothing.
+    access: Option<Box<access::Access>>,
 }
 
 impl Connection {
@@ -157,10 +171,12 @@ impl Connection {
             shut_write: false,
             read_pending: false,
             refused: false,
+            internal: false,
             auth: None,
             backfill: None,
             written: 0,
             watching_presence: false,
+            access: None,
         }
     }
 
@@ -183,11 +199,13 @@ impl Connection {
         }
     }
 
-    /// Arms the first deadline; a connection over the limit may send one request, answered
-    /// only if it is a probe (`conn/capacity.rs`).
-    pub fn start(&mut self, key: usize, over_capacity: bool, sh: &mut LoopState) -> Flow {
-        if over_capacity {
-            self.admit_over_capacity(sh);
+    /// Arms the first deadline; a connection over the limit or on the internal address may send
+    /// one request, answered only if it is a probe (`conn/capacity.rs`).
+    pub fn start(&mut self, key: usize, admission: Admission, sh: &mut LoopState) -> Flow {
+        match admission {
+            Admission::Counted => {}
+            Admission::OverCapacity => self.admit_over_capacity(sh),
+            Admission::Internal => self.admit_internal(sh),
         }
         self.sync_deadline(key, sh);
         Flow::Keep
@@ -415,6 +433,9 @@ impl Connection {
                     sh.metrics.deliveries += done.events;
                     sh.metrics.bytes_written += written as u64;
                     self.written += written as u64;
+                    if let Some(access) = self.access.as_deref_mut() {
+                        access.written += written as u64;
+                    }
                     self.last_write = sh.now;
                     self.last_queued = sh.now;
                     pending = done.more;
@@ -544,6 +565,9 @@ impl Connection {
         self.life = Life::Closed;
         if self.refused {
             sh.refused -= 1;
+        }
+        if self.internal {
+            sh.internal -= 1;
         }
         sh.metrics.open[self.kind() as usize] -= 1;
         sh.metrics.observe_lifetime(

@@ -84,7 +84,7 @@ impl Connection {
                 .as_deref()
                 .is_some_and(|t| http::token_matches(t, expected))
             {
-                self.refuse_unauthorized(key, credential.is_some(), false, sh);
+                self.refuse_unauthorized(key, &head.path, credential.is_some(), false, sh);
                 return None;
             }
         }
@@ -502,6 +502,7 @@ impl Connection {
             Stage::Http(_) => return,
         }
         // After every event already recorded, and nothing after it: the stream's last word.
+        self.access_ending("shutdown");
         self.freeze_streams(sh);
         self.push_private(key, &bytes, u64::MAX, sh);
     }

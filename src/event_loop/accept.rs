@@ -1,6 +1,7 @@
-//! Accepting: a bounded batch per iteration (a connect storm cannot stall delivery), a pause on
-//! EMFILE/ENFILE instead of a spin, admission into the slab (or a 503 past
-//! `--max-connections`), and the listener's socket options.
+//! Accepting: a bounded batch per iteration and listener (a connect storm cannot stall delivery),
+//! a pause on EMFILE/ENFILE instead of a spin, admission into the slab (or a 503 past
+//! `--max-connections`; the internal `--metrics-listen` address has its own small cap instead),
+//! and the listeners' socket options.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use mio::{Interest, Registry, Token};
 use super::Server;
 use crate::backplane::Backplane;
 use crate::buf::chunk_size_for_mss;
-use crate::conn::{io as sockio, Connection, Flow};
+use crate::conn::{io as sockio, Admission, Connection, Flow};
 use crate::hooks::ConnectionEvent;
 use crate::metrics::ConnKind;
 
@@ -20,6 +21,9 @@ use crate::metrics::ConnKind;
 const ACCEPT_BATCH: usize = 256;
 /// Pause before accepting again after EMFILE/ENFILE (the listener's backlog keeps the clients).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connections open at once on `--metrics-listen` at most; more are closed as soon as accepted,
+/// so the internal address, exempt from `--max-connections`, cannot exhaust descriptors.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
 /// Descriptors kept back from `RLIMIT_NOFILE` for the listener, epoll, waker, signals, logs, and
 /// the connections being refused with 503.
 const FD_RESERVE: usize = 64;
@@ -32,26 +36,34 @@ impl Server {
     }
 
     pub(super) fn accept_batch(&mut self) {
-        if !self.accept_pending || !self.accepting() {
-            return;
-        }
         if let Some(until) = self.accept_paused_until {
             if self.sh.now < until {
                 return;
             }
             self.accept_paused_until = None;
         }
+        if self.accept_pending && self.accepting() {
+            self.accept_pending = self.accept_from(Door::Main);
+        }
+        if self.internal_pending {
+            self.internal_pending = self.accept_from(Door::Internal);
+        }
+    }
+
+    /// Accepts a bounded batch from one listener; returns whether more may be waiting (no new
+    /// edge would say so).
+    fn accept_from(&mut self, door: Door) -> bool {
         for _ in 0..ACCEPT_BATCH {
-            let Some(listener) = self.listener.as_ref() else {
-                self.accept_pending = false;
-                return;
+            let listener = match door {
+                Door::Main => self.listener.as_ref(),
+                Door::Internal => self.metrics_listener.as_ref(),
+            };
+            let Some(listener) = listener else {
+                return false;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.admit(sock, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
-                    return;
-                }
+                Ok((sock, peer)) => self.admit(sock, peer, door),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted
                         || e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -72,26 +84,36 @@ impl Server {
                     }
                     // Leave the clients in the backlog and retry shortly; never spin.
                     self.accept_paused_until = Some(self.sh.now + ACCEPT_BACKOFF);
-                    return;
+                    return true;
                 }
             }
         }
-        // Batch used up: more may be waiting, and no new edge will say so.
+        // Batch used up: more may be waiting.
+        true
     }
 
-    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr) {
+    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr, door: Door) {
+        if door == Door::Internal && self.sh.internal >= METRICS_MAX_CONNECTIONS {
+            // Closed at once: the internal address cannot be used to hold descriptors.
+            log::debug!("--metrics-listen: {peer} over {METRICS_MAX_CONNECTIONS} connections");
+            return;
+        }
         self.sh.metrics.accepted += 1;
         let id = self.sh.metrics.accepted;
         if let Err(e) = sockio::set_nodelay(&sock) {
             log::debug!("TCP_NODELAY failed: {e}");
         }
         let chunk = chunk_size_for_mss(sockio::mss(&sock));
-        let over_capacity = self.conns.len() - self.sh.refused >= self.sh.max_connections;
+        let counted = self.conns.len() - self.sh.refused - self.sh.internal;
+        let over_capacity = door == Door::Main && counted >= self.sh.max_connections;
         let key = self
             .conns
             .insert(Connection::new(sock, id, self.sh.now, chunk));
         self.sh.slab_len = self.conns.len();
         let conn = &mut self.conns[key];
+        if self.sh.config.access_log && door == Door::Main {
+            conn.log_access(peer);
+        }
         if let Err(e) = register(self.poll.registry(), conn, key) {
             log::warn!("cannot register connection: {e}");
             self.conns.remove(key);
@@ -103,7 +125,12 @@ impl Server {
             id,
             peer: Some(peer),
         });
-        let flow = conn.start(key, over_capacity, &mut self.sh);
+        let admission = match door {
+            Door::Internal => Admission::Internal,
+            Door::Main if over_capacity => Admission::OverCapacity,
+            Door::Main => Admission::Counted,
+        };
+        let flow = conn.start(key, admission, &mut self.sh);
         if let Flow::Close(closing) = flow {
             self.close(key, closing);
         }
@@ -124,6 +151,15 @@ pub(super) fn register(registry: &Registry, conn: &mut Connection, key: usize) -
 pub(super) fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     bind_socket(addr, reuse_port)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// The listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Door {
+    /// `--listen`: every route, counted against `--max-connections`.
+    Main,
+    /// `--metrics-listen`: probes and metrics only, under [`METRICS_MAX_CONNECTIONS`].
+    Internal,
 }
 
 fn bind_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {

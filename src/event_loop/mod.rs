@@ -51,6 +51,8 @@ use crate::metrics::{Gauges, Metrics};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The internal `--metrics-listen` listener (`backplane` holds `MAX - 4` and `MAX - 5`).
+const METRICS_LISTENER: Token = Token(usize::MAX - 6);
 
 /// Readiness events handled per poll.
 const EVENTS_CAPACITY: usize = 1024;
@@ -99,6 +101,11 @@ pub struct Server {
     events: Events,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The internal `--metrics-listen` listener, and its address.
+    metrics_listener: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
+    /// The internal listener has connections waiting.
+    internal_pending: bool,
     conns: Slab<Connection>,
     sh: LoopState,
     seq: Arc<Sequencer>,
@@ -151,6 +158,18 @@ impl Server {
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind_listener(addr, false)?),
+            None => None,
+        };
+        let metrics_addr = match metrics_listener.as_mut() {
+            Some(l) => {
+                poll.registry()
+                    .register(l, METRICS_LISTENER, Interest::READABLE)?;
+                Some(l.local_addr()?)
+            }
+            None => None,
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let run = crate::ids::run_id();
         let seq = Arc::new(Sequencer::new(
@@ -171,7 +190,12 @@ impl Server {
         let max_connections = config
             .max_connections
             .unwrap_or_else(default_max_connections);
-        service::log_start(&config, local_addr, activated, &run, max_connections);
+        let addrs = service::Addresses {
+            local: local_addr,
+            metrics: metrics_addr,
+            activated,
+        };
+        service::log_start(&config, &addrs, &run, max_connections);
         log::debug!("{config:?}");
         let backplane = match &config.backplane {
             None => None,
@@ -210,6 +234,9 @@ impl Server {
             midround_dirty: Vec::new(),
             listener: Some(listener),
             local_addr,
+            metrics_listener,
+            metrics_addr,
+            internal_pending: false,
             conns: Slab::new(),
             sh,
             seq,
@@ -258,6 +285,11 @@ impl Server {
         self.local_addr
     }
 
+    /// The internal `--metrics-listen` address, when there is one (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// A handle to publish and stop from other threads.
     pub fn handle(&self) -> PublishHandle {
         PublishHandle::new(Arc::clone(&self.seq), Arc::clone(&self.waker))
@@ -300,7 +332,7 @@ impl Server {
                 consider(at.saturating_duration_since(now));
             }
         }
-        if self.accept_pending && self.accepting() {
+        if (self.accept_pending && self.accepting()) || self.internal_pending {
             consider(match self.accept_paused_until {
                 Some(until) => until.saturating_duration_since(now),
                 None => Duration::ZERO,
@@ -310,6 +342,9 @@ impl Server {
             consider(shutdown.deadline.saturating_duration_since(now));
         }
         if let Some(due) = self.watchdog_due {
+            consider(due.saturating_duration_since(now));
+        }
+        if let Some(due) = self.sh.log_summary_due() {
             consider(due.saturating_duration_since(now));
         }
         wait
@@ -363,6 +398,7 @@ impl Server {
         for event in events.iter() {
             match event.token() {
                 LISTENER => self.accept_pending = true,
+                METRICS_LISTENER => self.internal_pending = true,
                 WAKER => {
                     if self.seq.stop_requested() {
                         self.begin_shutdown("stop requested");
@@ -396,6 +432,13 @@ impl Server {
     fn after_dispatch(&mut self) {
         self.accept_batch();
         self.fire_timers();
+        if self
+            .sh
+            .log_summary_due()
+            .is_some_and(|due| due <= self.sh.now)
+        {
+            crate::conn::report_suppressed(&mut self.sh);
+        }
         // With a backplane, the publishes just read go to Redis before this iteration's writes
         // to subscribers: Redis sequences them while the loop writes, instead of after.
         self.take_publishes();
@@ -472,6 +515,7 @@ impl Server {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
+        conn.access_closed(closing, &self.sh);
         conn.release(key, &mut self.sh);
         if let Closing::Forced { cause, linger0 } = closing {
             self.sh.metrics.closes[cause as usize] += 1;

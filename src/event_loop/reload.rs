@@ -9,7 +9,7 @@
 //! - `--cors-origin`, `--heartbeat-ms`, `--retry-ms`;
 //! - the timeouts (`--header-timeout-ms`, `--idle-timeout-ms`, `--write-stall-ms`,
 //!   `--grace-ms`) and `--max-connections` (for connections accepted from then on);
-//! - `--log-format` and `--log-level`.
+//! - `--log-format`, `--log-level` and `--access-log` (for connections accepted from then on).
 //!
 //! Everything else sizes structures built at start (history, queues, the listener, the
 //! backplane) and needs a restart.
@@ -69,6 +69,7 @@ fn copy_live(into: &mut Config, new: &Config) {
     into.max_connections = new.max_connections;
     into.log_format = new.log_format;
     into.log_level = new.log_level;
+    into.access_log = new.access_log;
 }
 
 /// Names of the settings whose values differ. Secrets are compared directly (their `Debug` is
@@ -135,11 +136,18 @@ mod tests {
             publish_token: Some("rotated".into()),
             history: 7,
             listen: "127.0.0.1:9".parse().unwrap(),
+            access_log: true,
+            metrics_listen: Some("127.0.0.1:10".parse().unwrap()),
             ..Config::default()
         };
         let report = apply(&mut sh, &new).unwrap();
-        assert_eq!(report.changed, ["heartbeat_ms", "publish_token"]);
-        assert_eq!(report.kept, ["history", "listen"]);
+        assert_eq!(
+            report.changed,
+            ["access_log", "heartbeat_ms", "publish_token"]
+        );
+        assert_eq!(report.kept, ["history", "listen", "metrics_listen"]);
+        assert!(sh.config.access_log);
+        assert_eq!(sh.config.metrics_listen, None);
         assert_eq!(sh.config.heartbeat_ms, 5);
         assert_eq!(sh.config.publish_token.as_deref(), Some("rotated"));
         assert_eq!(sh.config.history, Config::default().history);

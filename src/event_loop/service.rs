@@ -91,20 +91,26 @@ impl Server {
     }
 }
 
-/// The start-up line: the address, the build, the authorization mode, the console, the
-/// backplane (password masked) and the main limits. Never a secret.
-pub(super) fn log_start(
-    config: &Config,
-    local_addr: SocketAddr,
-    activated: bool,
-    run: &str,
-    max_connections: usize,
-) {
+/// Where the server listens, for the start-up line.
+pub(super) struct Addresses {
+    /// `--listen` (or the socket handed over).
+    pub(super) local: SocketAddr,
+    /// `--metrics-listen`.
+    pub(super) metrics: Option<SocketAddr>,
+    /// The `--listen` socket came from a service manager.
+    pub(super) activated: bool,
+}
+
+/// The start-up line: the addresses, the build, the authorization mode, the console, the
+/// backplane (password masked), the access log and the main limits. Never a secret.
+pub(super) fn log_start(config: &Config, addrs: &Addresses, run: &str, max_connections: usize) {
     log::info!(
-        "listening on {local_addr}{}, run id {run}, {} {}; authorization {}, console {}, \
-         backplane {}; max connections {max_connections}, max body {}, max queue bytes {}, \
-         history {} per topic and {} bytes in all, heartbeat {} ms",
-        if activated {
+        "listening on {}{}, run id {run}, {} {}; authorization {}, console {}, \
+         backplane {}, metrics address {}, access log {}; max connections {max_connections}, \
+         max body {}, max queue bytes {}, history {} per topic and {} bytes in all, \
+         heartbeat {} ms",
+        addrs.local,
+        if addrs.activated {
             " (socket activation)"
         } else {
             ""
@@ -117,6 +123,10 @@ pub(super) fn log_start(
             .backplane
             .as_ref()
             .map_or_else(|| "off".to_string(), |u| u.to_string()),
+        addrs
+            .metrics
+            .map_or_else(|| "off".to_string(), |a| a.to_string()),
+        if config.access_log { "on" } else { "off" },
         config.max_body,
         config.max_queue_bytes,
         config.history,

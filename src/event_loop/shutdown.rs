@@ -62,10 +62,7 @@ impl Server {
         self.sh.hub.drain_queued();
         self.sh.hub.record_backlog(usize::MAX);
         self.fan_out(false);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.accept_pending = false;
+        self.close_listeners();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -105,10 +102,18 @@ impl Server {
         self.finish();
     }
 
-    pub(super) fn finish(&mut self) {
-        if let Some(mut listener) = self.listener.take() {
+    /// Closes `--listen` and `--metrics-listen`: nothing new is accepted.
+    fn close_listeners(&mut self) {
+        let listeners = [self.listener.take(), self.metrics_listener.take()];
+        for mut listener in listeners.into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        self.accept_pending = false;
+        self.internal_pending = false;
+    }
+
+    pub(super) fn finish(&mut self) {
+        self.close_listeners();
         if let Some(bp) = self.sh.backplane.as_mut() {
             bp.close(self.poll.registry());
             for c in std::mem::take(&mut bp.out.completions) {

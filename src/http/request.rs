@@ -35,21 +35,31 @@ pub enum Method {
     Trace,
 }
 
+/// Each method's name on the wire.
+const METHODS: [(&str, Method); 9] = [
+    ("GET", Method::Get),
+    ("HEAD", Method::Head),
+    ("POST", Method::Post),
+    ("PUT", Method::Put),
+    ("DELETE", Method::Delete),
+    ("PATCH", Method::Patch),
+    ("OPTIONS", Method::Options),
+    ("CONNECT", Method::Connect),
+    ("TRACE", Method::Trace),
+];
+
 impl Method {
     /// The method named `s` (case-sensitive, as RFC 9110 says), if it is one of these.
     pub fn parse(s: &str) -> Option<Method> {
-        Some(match s {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            "PUT" => Method::Put,
-            "DELETE" => Method::Delete,
-            "PATCH" => Method::Patch,
-            "OPTIONS" => Method::Options,
-            "CONNECT" => Method::Connect,
-            "TRACE" => Method::Trace,
-            _ => return None,
-        })
+        METHODS.iter().find(|(name, _)| *name == s).map(|&(_, m)| m)
+    }
+
+    /// The method's name on the wire (`GET`), for the access log.
+    pub fn as_str(self) -> &'static str {
+        METHODS
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("-", |(name, _)| name)
     }
 }
 
