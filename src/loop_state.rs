@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::hooks::{Hooks, PublishAttempt};
 use crate::http::response::http_date;
 use crate::hub::{Hub, HubError, Published};
+use crate::limits::Limits;
 use crate::metrics::{Gauges, Metrics};
 use crate::ratelimit::LogLimit;
 use crate::timer::Timers;
@@ -76,6 +77,8 @@ pub struct LoopState {
     pub started: Instant,
     /// The Redis backplane, when configured: publishes go through it.
     pub backplane: Option<Backplane>,
+    /// The per-client limits (inert unless configured).
+    pub limits: Limits,
     rng: u64,
 }
 
@@ -95,6 +98,7 @@ impl LoopState {
             .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
             | 1;
         LoopState {
+            limits: Limits::new(&config),
             config,
             hub,
             timers: Timers::default(),
@@ -251,6 +255,7 @@ impl LoopState {
         if let Some(bp) = &self.backplane {
             self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
         }
+        crate::metrics::render_limits(&mut text, &self.limits);
         crate::metrics::render_process(&mut text, crate::procstat::ProcessStats::read().as_ref());
         text
     }

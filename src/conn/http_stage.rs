@@ -180,6 +180,9 @@ impl Connection {
     /// Routes a complete request head.
     pub(super) fn on_head(&mut self, key: usize, head: Box<RequestHead>, sh: &mut LoopState) {
         // A body we will not read makes the connection unusable for another request.
+        if self.limit.is_some() && self.limit_request(key, &head, sh) {
+            return;
+        }
         let has_body = head.body != BodyKind::None;
         let keep_alive = head.keep_alive && !sh.shutting_down && !self.refused;
         let route = match http::route(head.method, &head.path) {
@@ -259,6 +262,9 @@ impl Connection {
         match self.authorize_publish(key, &head, &target.topics, reuse_on_error, sh) {
             Ok(subject) => target.subject = subject,
             Err(_) => return,
+        }
+        if let Err(r) = self.take_publish_token(target.subject.as_deref(), sh) {
+            return self.refuse_publish_rate(key, r, reuse_on_error, sh);
         }
         let framing = match head.body {
             BodyKind::None => {

@@ -15,6 +15,7 @@ pub mod harness;
 mod http_stage;
 pub mod io;
 mod lifecycle;
+mod limits;
 pub mod output;
 pub mod state;
 mod stream;
@@ -121,6 +122,8 @@ pub struct Connection {
     /// A resume older than this node's cache waits for Redis: output and input are held until
     /// the missed events arrive (they go first).
     backfill: Option<Box<stream::BackfillWait>>,
+    /// What the per-client limits know of this connection (`None` when they are off).
+    limit: Option<Box<crate::limits::ConnLimit>>,
 }
 
 impl Connection {
@@ -153,6 +156,7 @@ impl Connection {
             refused: false,
             auth: None,
             backfill: None,
+            limit: None,
         }
     }
 
@@ -178,7 +182,9 @@ impl Connection {
     /// Arms the first deadline; a connection over the limit may send one request, answered
     /// only if it is a probe (`conn/capacity.rs`).
     pub fn start(&mut self, key: usize, over_capacity: bool, sh: &mut LoopState) -> Flow {
-        if over_capacity {
+        if self.limit.as_ref().is_some_and(|l| l.refusal.is_some()) {
+            self.admit_limited(sh);
+        } else if over_capacity {
             self.admit_over_capacity(sh);
         }
         self.sync_deadline(key, sh);
@@ -533,6 +539,7 @@ impl Connection {
         if self.refused {
             sh.refused -= 1;
         }
+        self.release_limit(sh);
         sh.metrics.open[self.kind() as usize] -= 1;
         sh.metrics.observe_lifetime(
             self.kind(),

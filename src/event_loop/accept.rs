@@ -18,6 +18,11 @@ use crate::metrics::ConnKind;
 
 /// Connections accepted per iteration at most, so a connect storm cannot stall delivery.
 const ACCEPT_BATCH: usize = 256;
+/// Connections refused by a per-client limit taken per iteration at most, besides the batch.
+/// They cost little (no slot against `--max-connections`, a canned answer), so a whole listen
+/// backlog of them (4096) goes in one iteration: a flood from one address cannot push other
+/// clients' accepts back by more than one iteration.
+const REFUSE_BATCH: usize = 4096;
 /// Pause before accepting again after EMFILE/ENFILE (the listener's backlog keeps the clients).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Descriptors kept back from `RLIMIT_NOFILE` for the listener, epoll, waker, signals, logs, and
@@ -41,13 +46,20 @@ impl Server {
             }
             self.accept_paused_until = None;
         }
-        for _ in 0..ACCEPT_BATCH {
+        let (mut admitted, mut refused) = (0, 0);
+        while admitted < ACCEPT_BATCH && refused < REFUSE_BATCH {
             let Some(listener) = self.listener.as_ref() else {
                 self.accept_pending = false;
                 return;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.admit(sock, peer),
+                Ok((sock, peer)) => {
+                    if self.admit(sock, peer) {
+                        admitted += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_pending = false;
                     return;
@@ -79,7 +91,9 @@ impl Server {
         // Batch used up: more may be waiting, and no new edge will say so.
     }
 
-    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr) {
+    /// Takes a connection into the slab; false when a per-client limit refused it (it is
+    /// then only answered, and does not count against the accept batch).
+    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr) -> bool {
         self.sh.metrics.accepted += 1;
         let id = self.sh.metrics.accepted;
         if let Err(e) = sockio::set_nodelay(&sock) {
@@ -87,16 +101,20 @@ impl Server {
         }
         let chunk = chunk_size_for_mss(sockio::mss(&sock));
         let over_capacity = self.conns.len() - self.sh.refused >= self.sh.max_connections;
+        let limit = self.sh.limits.on_accept(peer.ip(), self.sh.now);
+        let admitted = limit.as_ref().is_none_or(|l| l.refusal.is_none());
         let key = self
             .conns
             .insert(Connection::new(sock, id, self.sh.now, chunk));
         self.sh.slab_len = self.conns.len();
         let conn = &mut self.conns[key];
+        conn.set_limit(limit);
         if let Err(e) = register(self.poll.registry(), conn, key) {
             log::warn!("cannot register connection: {e}");
+            conn.release_limit(&mut self.sh);
             self.conns.remove(key);
             self.sh.slab_len = self.conns.len();
-            return;
+            return admitted;
         }
         self.sh.metrics.open[ConnKind::Http as usize] += 1;
         self.sh.hooks.connection(ConnectionEvent::Opened {
@@ -107,6 +125,7 @@ impl Server {
         if let Flow::Close(closing) = flow {
             self.close(key, closing);
         }
+        admitted
     }
 }
 

@@ -9,7 +9,10 @@
 //! - `--cors-origin`, `--heartbeat-ms`, `--retry-ms`;
 //! - the timeouts (`--header-timeout-ms`, `--idle-timeout-ms`, `--write-stall-ms`,
 //!   `--grace-ms`) and `--max-connections` (for connections accepted from then on);
-//! - `--log-format` and `--log-level`.
+//! - `--log-format` and `--log-level`;
+//! - the per-client limits (`--max-connections-per-ip`, `--ipv6-prefix`, `--trusted-proxy`,
+//!   `--publish-rate`, `--publish-burst`, `--max-subscriptions-per-conn`,
+//!   `--max-new-connections-rate`), from the next accept, request or publish on.
 //!
 //! Everything else sizes structures built at start (history, queues, the listener, the
 //! backplane) and needs a restart.
@@ -44,6 +47,7 @@ pub fn apply(sh: &mut LoopState, new: &Config) -> Result<ReloadReport, String> {
     crate::logging::set_format(next.log_format);
     sh.max_connections = next.max_connections.unwrap_or(sh.max_connections.max(1));
     sh.auth = auth;
+    sh.limits.configure(&next);
     sh.config = next;
     Ok(report)
 }
@@ -68,6 +72,15 @@ fn copy_live(into: &mut Config, new: &Config) {
     into.max_connections = new.max_connections;
     into.log_format = new.log_format;
     into.log_level = new.log_level;
+    // The per-client limits apply from the next accept, request or publish; connections
+    // already open keep what they were counted as.
+    into.max_connections_per_ip = new.max_connections_per_ip;
+    into.ipv6_prefix = new.ipv6_prefix;
+    into.trusted_proxy.clone_from(&new.trusted_proxy);
+    into.publish_rate = new.publish_rate;
+    into.publish_burst = new.publish_burst;
+    into.max_subscriptions_per_conn = new.max_subscriptions_per_conn;
+    into.max_new_connections_rate = new.max_new_connections_rate;
 }
 
 /// Names of the settings whose values differ. Secrets are compared directly (their `Debug` is

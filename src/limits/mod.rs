@@ -91,6 +91,8 @@ pub struct Refusal {
 /// What the limits remember of one connection (only when some per-address limit is on).
 #[derive(Debug)]
 pub struct ConnLimit {
+    /// The peer's address.
+    peer: IpAddr,
     /// The peer is a trusted proxy: the client comes from each request's headers.
     proxied: bool,
     /// The client of the latest request (the peer itself for a direct connection).
@@ -102,6 +104,11 @@ pub struct ConnLimit {
 }
 
 impl ConnLimit {
+    /// Whether the peer is a trusted proxy.
+    pub fn proxied(&self) -> bool {
+        self.proxied
+    }
+
     /// The client address, when known.
     pub fn client(&self) -> Option<AddrKey> {
         self.client
@@ -194,6 +201,7 @@ impl Limits {
         }
         if self.s.proxies.iter().any(|c| c.contains(peer)) {
             return Some(Box::new(ConnLimit {
+                peer,
                 proxied: true,
                 client: None,
                 charged: None,
@@ -203,6 +211,7 @@ impl Limits {
         let key = AddrKey::of(peer, self.s.v6_prefix);
         let refusal = self.admit(key, now).err();
         Some(Box::new(ConnLimit {
+            peer,
             proxied: false,
             client: Some(key),
             charged: refusal.is_none().then_some(key),
@@ -216,7 +225,6 @@ impl Limits {
     pub fn on_request(
         &mut self,
         conn: &mut ConnLimit,
-        peer: IpAddr,
         forwarded: Option<&[u8]>,
         x_forwarded_for: Option<&[u8]>,
         now: Instant,
@@ -224,8 +232,8 @@ impl Limits {
         if !conn.proxied {
             return Ok(());
         }
-        let ip =
-            forwarded::client_address(forwarded, x_forwarded_for, &self.s.proxies).unwrap_or(peer);
+        let ip = forwarded::client_address(forwarded, x_forwarded_for, &self.s.proxies)
+            .unwrap_or(conn.peer);
         let key = AddrKey::of(ip, self.s.v6_prefix);
         conn.client = Some(key);
         if conn.charged == Some(key) {
@@ -387,28 +395,21 @@ mod tests {
         let mut b = l.on_accept(proxy, now).unwrap();
         assert_eq!(l.table_entries()[0], 0, "a proxy is not counted");
         let xff = Some(&b"9.9.9.9"[..]);
-        assert_eq!(l.on_request(&mut a, proxy, None, xff, now), Ok(()));
-        assert_eq!(
-            l.on_request(&mut a, proxy, None, xff, now),
-            Ok(()),
-            "same client"
-        );
-        let refused = l.on_request(&mut b, proxy, None, xff, now);
+        assert_eq!(l.on_request(&mut a, None, xff, now), Ok(()));
+        assert_eq!(l.on_request(&mut a, None, xff, now), Ok(()), "same client");
+        let refused = l.on_request(&mut b, None, xff, now);
         assert_eq!(
             refused.map_err(|r| r.kind),
             Err(LimitKind::ConnectionsPerIp)
         );
-        assert_eq!(
-            l.on_request(&mut b, proxy, None, Some(b"8.8.8.8"), now),
-            Ok(())
-        );
+        assert_eq!(l.on_request(&mut b, None, Some(b"8.8.8.8"), now), Ok(()));
         // The next request of `a` comes from another client: the charge moves.
         assert_eq!(
-            l.on_request(&mut a, proxy, Some(b"for=7.7.7.7"), None, now),
+            l.on_request(&mut a, Some(b"for=7.7.7.7"), None, now),
             Ok(())
         );
         let mut c = l.on_accept(proxy, now).unwrap();
-        assert_eq!(l.on_request(&mut c, proxy, None, xff, now), Ok(()));
+        assert_eq!(l.on_request(&mut c, None, xff, now), Ok(()));
         for conn in [a, b, c] {
             l.release(Some(conn));
         }
