@@ -263,9 +263,6 @@ impl Connection {
             Ok(subject) => target.subject = subject,
             Err(_) => return,
         }
-        if let Err(r) = self.take_publish_token(target.subject.as_deref(), sh) {
-            return self.refuse_publish_rate(key, r, reuse_on_error, sh);
-        }
         let framing = match head.body {
             BodyKind::None => {
                 let done = BodyInProgress {
@@ -306,6 +303,10 @@ impl Connection {
             return self.respond_error(key, &HttpError::SHUTTING_DOWN, false, RETRY_SOON, sh);
         }
         let keep_alive = req.head.keep_alive;
+        // Judged once the body is read, so that the connection stays usable for the retry.
+        if let Err(r) = self.take_publish_token(req.publish.subject.as_deref(), sh) {
+            return self.refuse_publish_rate(key, r, keep_alive, sh);
+        }
         let Ok(data) = String::from_utf8(req.data) else {
             return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
         };
