@@ -1,6 +1,7 @@
 //! Accepting: a bounded batch per iteration (a connect storm cannot stall delivery), a pause on
 //! EMFILE/ENFILE instead of a spin, admission into the slab (or a 503 past
-//! `--max-connections`), and the listener's socket options.
+//! `--max-connections`, or a refusal by a per-client limit: `crate::limits`), and the
+//! listener's socket options.
 
 use std::io;
 use std::net::SocketAddr;
