@@ -489,7 +489,11 @@ fn tables_stay_bounded_after_100000_distinct_keys_behind_a_trusted_proxy() {
         65_536.0,
         "the cap (limits::TABLE_CAP)"
     );
-    let idle_expired = entries("new_connections");
-    assert!((1.0..65_536.0).contains(&idle_expired), "{idle_expired}");
+    // At the cap too, or below it when the run was slow enough for idle buckets to expire.
+    let new_connections = entries("new_connections");
+    assert!(
+        (1.0..=65_536.0).contains(&new_connections),
+        "{new_connections}"
+    );
     assert_eq!(m["sseloop_events_published_total"], f64::from(KEYS));
 }
