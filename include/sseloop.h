@@ -135,6 +135,23 @@ int sseloop_config_set_publish_queue_bytes(sseloop_config_t *config, size_t byte
 /* Largest frame payload accepted from frame clients; [256, 2^30]. Default 1 MiB. */
 int sseloop_config_set_max_frame(sseloop_config_t *config, size_t bytes);
 
+/* Per-client limits (docs/SECURITY.md); 0 turns each off, the default. Connections per client
+ * address; [0, 16777216]. */
+int sseloop_config_set_max_connections_per_ip(sseloop_config_t *config, size_t connections);
+/* Bits of an IPv6 address naming one client; [1, 128]. Default 64. */
+int sseloop_config_set_ipv6_prefix(sseloop_config_t *config, uint64_t bits);
+/* Comma-separated CIDR blocks whose Forwarded / X-Forwarded-For name the client; NULL or ""
+ * removes them (SSELOOP_EINVAL for a bad block). */
+int sseloop_config_set_trusted_proxy(sseloop_config_t *config, const char *cidrs);
+/* Publishes per second per publisher (JWT subject, else address); [0, 1000000]. */
+int sseloop_config_set_publish_rate(sseloop_config_t *config, uint64_t per_second);
+/* The publish token bucket's size; 0 = one second of the rate; [0, 1000000]. */
+int sseloop_config_set_publish_burst(sseloop_config_t *config, uint64_t burst);
+/* Topics and patterns per stream, SUBSCRIBE frames included; [0, 64]. */
+int sseloop_config_set_max_subscriptions_per_conn(sseloop_config_t *config, size_t subscriptions);
+/* New connections per second per client address; [0, 1000000]. */
+int sseloop_config_set_max_new_connections_rate(sseloop_config_t *config, uint64_t per_second);
+
 /* JWT authorization (--jwt-*; docs/SECURITY.md). NULL removes a string option. JWT and the static
  * tokens are exclusive, and a cookie needs a specific CORS origin: sseloop_new checks the
  * combination and reads the key (SSELOOP_ECONFIG). */

@@ -24,6 +24,8 @@
 //! - [`logging`]: text or JSON log lines, a level a reload can change; [`json`]: JSON strings.
 //! - [`handle`]: publish and stop from other threads (queue + `mio::Waker`).
 //! - [`hooks`]: host callbacks (publish veto, connection open/close).
+//! - [`limits`]: per-client limits (connections and new connections per address, publishes per
+//!   publisher, subscriptions per stream) and their bounded tables.
 //! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
 //!   last-error text, drive modes for hosts.
 //! - [`frame`]: the binary frame protocol (codec, payloads, a blocking client). Pure.
@@ -49,6 +51,7 @@ pub mod hub;
 pub mod idempotency;
 pub mod ids;
 pub mod json;
+pub mod limits;
 pub mod logging;
 pub mod loop_state;
 pub mod metrics;

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::hooks::{Hooks, PublishAttempt};
 use crate::http::response::http_date;
 use crate::hub::{Hub, HubError, Published};
+use crate::limits::Limits;
 use crate::metrics::{Gauges, Metrics};
 use crate::ratelimit::LogLimit;
 use crate::timer::Timers;
@@ -93,6 +94,8 @@ pub struct LoopState {
     pub presence_notes: Vec<PresenceNote>,
     /// Server API calls that walk the connections, served by the loop (`event_loop/admin.rs`).
     pub api_jobs: std::collections::VecDeque<ApiJob>,
+    /// The per-client limits (inert unless configured).
+    pub limits: Limits,
     rng: u64,
 }
 
@@ -113,6 +116,7 @@ impl LoopState {
             | 1;
         let node: Box<str> = hub.run().into();
         LoopState {
+            limits: Limits::new(&config),
             config,
             hub,
             timers: Timers::default(),
@@ -288,6 +292,7 @@ impl LoopState {
         if let Some(bp) = &self.backplane {
             self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
         }
+        crate::metrics::render_limits(&mut text, &self.limits);
         crate::metrics::render_process(&mut text, crate::procstat::ProcessStats::read().as_ref());
         text
     }

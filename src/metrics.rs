@@ -19,8 +19,9 @@ const LAG_BUCKETS: [f64; 10] = [
 const LIFETIME_BUCKETS: [f64; 10] = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
 
 /// HTTP statuses counted individually in `sseloop_http_responses_total`.
-const COUNTED_STATUSES: [u16; 19] = [
-    101, 200, 204, 304, 308, 400, 401, 403, 404, 405, 408, 413, 417, 426, 431, 500, 501, 503, 0,
+const COUNTED_STATUSES: [u16; 20] = [
+    101, 200, 204, 304, 308, 400, 401, 403, 404, 405, 408, 413, 417, 426, 429, 431, 500, 501, 503,
+    0,
 ];
 
 /// The connection kinds of the `sseloop_connections_open` gauge.
@@ -594,6 +595,34 @@ impl Metrics {
             let _ = writeln!(o, "{name}{{result=\"{label}\"}} {v}");
         }
         out
+    }
+}
+
+/// The per-client limits' families: refusals by limit (`sseloop_limited_total{limit}`) and the
+/// entries of their tables (`sseloop_limit_table_entries{table}`), always rendered (zeros when
+/// the limits are off).
+pub fn render_limits(o: &mut String, limits: &crate::limits::Limits) {
+    let name = "sseloop_limited_total";
+    family(
+        o,
+        name,
+        "counter",
+        "Requests, connections, publishes and subscriptions refused by a per-client limit.",
+    );
+    for kind in crate::limits::LimitKind::ALL {
+        let v = limits.refused[kind as usize];
+        let _ = writeln!(o, "{name}{{limit=\"{}\"}} {v}", kind.label());
+    }
+    let name = "sseloop_limit_table_entries";
+    family(
+        o,
+        name,
+        "gauge",
+        "Entries of the per-client limits' tables (open-connection counts by address, new-connection and publish token buckets).",
+    );
+    let tables = ["connections", "new_connections", "publishers"];
+    for (table, v) in tables.iter().zip(limits.table_entries()) {
+        let _ = writeln!(o, "{name}{{table=\"{table}\"}} {v}");
     }
 }
 

@@ -31,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "encodings, request parsing, logging",
-        &["buf", "http", "logging"],
+        &["buf", "http", "limits", "logging"],
     ),
     (
         "authorization and the Redis backplane",

@@ -14,6 +14,7 @@
 //! [`redis_url`] (the `--backplane` URL). Options are plain values: this module imports nothing
 //! else from the crate, and everything above it reads it.
 
+pub mod cidr;
 mod parse;
 pub mod ranges;
 pub mod redis_url;
@@ -25,8 +26,9 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+pub use self::cidr::Cidr;
 pub use self::parse::parse_size;
-use self::parse::{count_in, number_in, parse_backplane, parse_listen, size_in};
+use self::parse::{count_in, number_in, parse_backplane, parse_listen, rate_in, size_in};
 pub use self::ranges::{OptionRange, MAX_LEEWAY_SECS};
 pub use self::redis_url::RedisUrl;
 pub use self::validate::ConfigError;
@@ -273,6 +275,49 @@ pub struct Config {
     /// kernel spreads connections among them. With --backplane they form one hub.
     #[arg(long)]
     pub reuse_port: bool,
+
+    /// Most connections (streams and requests) one client address may hold open; past it a
+    /// connection gets 429 with Retry-After (a GOAWAY CONNECTION_LIMITED in frame mode) and is
+    /// closed. IPv6 addresses are grouped by --ipv6-prefix (0 = off; 0..=16777216).
+    #[arg(long, default_value = "0", value_parser = count_in(ranges::MAX_CONNECTIONS_PER_IP))]
+    pub max_connections_per_ip: usize,
+
+    /// Prefix length grouping IPv6 clients into one address for the per-address limits (a
+    /// host usually holds a whole /64; 1..=128).
+    #[arg(long, default_value = "64", value_parser = number_in(ranges::IPV6_PREFIX))]
+    pub ipv6_prefix: u64,
+
+    /// A proxy (CIDR block or address; repeatable or comma-separated) whose X-Forwarded-For and
+    /// Forwarded headers name the client for the per-address limits. Without it those headers
+    /// are ignored: anyone can forge them.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = Cidr::parse)]
+    pub trusted_proxy: Vec<Cidr>,
+
+    /// Publishes per second allowed to one publisher (the JWT subject, else the client
+    /// address), as R or R/s; past it a publish gets 429 with Retry-After (ERROR RATE_LIMITED in
+    /// frame mode) and nothing is published (0 = off; 0..=1000000).
+    #[arg(long, default_value = "0", value_name = "R[/s]",
+          value_parser = rate_in(ranges::PUBLISH_RATE))]
+    pub publish_rate: u64,
+
+    /// Publishes one publisher may make at once before --publish-rate applies (the token
+    /// bucket's size; 0 = one second's worth of --publish-rate; 0..=1000000).
+    #[arg(long, default_value = "0", value_parser = number_in(ranges::PUBLISH_BURST))]
+    pub publish_burst: u64,
+
+    /// Most topics and patterns one stream may subscribe to, SUBSCRIBE frames included; past it
+    /// the request gets 400 (ERROR TOO_MANY_SUBSCRIPTIONS in frame mode) and nothing of it is
+    /// subscribed (0 = off, which leaves the built-in 64 per request; 0..=64).
+    #[arg(long, default_value = "0",
+          value_parser = count_in(ranges::MAX_SUBSCRIPTIONS_PER_CONN))]
+    pub max_subscriptions_per_conn: usize,
+
+    /// New connections per second allowed from one client address (bursts of as many); past
+    /// it a connection is accepted, answered 429 with Retry-After and closed (0 = off;
+    /// 0..=1000000).
+    #[arg(long, default_value = "0", value_name = "R[/s]",
+          value_parser = rate_in(ranges::MAX_NEW_CONNECTIONS_RATE))]
+    pub max_new_connections_rate: u64,
 }
 
 /// How log lines are written (`--log-format`).
@@ -341,6 +386,16 @@ impl fmt::Debug for Config {
             .field("backplane_retention", &self.backplane_retention)
             .field("idempotency_window_secs", &self.idempotency_window_secs)
             .field("reuse_port", &self.reuse_port)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("ipv6_prefix", &self.ipv6_prefix)
+            .field("trusted_proxy", &self.trusted_proxy)
+            .field("publish_rate", &self.publish_rate)
+            .field("publish_burst", &self.publish_burst)
+            .field(
+                "max_subscriptions_per_conn",
+                &self.max_subscriptions_per_conn,
+            )
+            .field("max_new_connections_rate", &self.max_new_connections_rate)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("access_log", &self.access_log)

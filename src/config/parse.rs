@@ -18,6 +18,16 @@ pub(super) fn number_in(
     }
 }
 
+/// A clap value parser for a rate per second: `R` or `R/s`, a whole number within `range`.
+pub(super) fn rate_in(
+    range: OptionRange,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let t = s.trim();
+        number_in(range)(t.strip_suffix("/s").unwrap_or(t))
+    }
+}
+
 /// A clap value parser for a count option held in a `usize`.
 pub(super) fn count_in(
     range: OptionRange,

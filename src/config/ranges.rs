@@ -156,8 +156,46 @@ pub const IDEMPOTENCY_WINDOW_SECS: OptionRange = OptionRange {
     max: 86_400,
 };
 
+/// `--max-connections-per-ip` (0: off).
+pub const MAX_CONNECTIONS_PER_IP: OptionRange = OptionRange {
+    flag: "--max-connections-per-ip",
+    min: 0,
+    max: 1 << 24,
+};
+/// `--ipv6-prefix`: the bits of an IPv6 address that name one client.
+pub const IPV6_PREFIX: OptionRange = OptionRange {
+    flag: "--ipv6-prefix",
+    min: 1,
+    max: 128,
+};
+/// `--publish-rate` (per second; 0: off).
+pub const PUBLISH_RATE: OptionRange = OptionRange {
+    flag: "--publish-rate",
+    min: 0,
+    max: 1_000_000,
+};
+/// `--publish-burst` (0: one second's worth of the rate).
+pub const PUBLISH_BURST: OptionRange = OptionRange {
+    flag: "--publish-burst",
+    min: 0,
+    max: 1_000_000,
+};
+/// `--max-subscriptions-per-conn` (0: off): at most the 64 topics a request may name
+/// (`http::request::MAX_TOPICS_PER_REQUEST`), which already bound a connection.
+pub const MAX_SUBSCRIPTIONS_PER_CONN: OptionRange = OptionRange {
+    flag: "--max-subscriptions-per-conn",
+    min: 0,
+    max: 64,
+};
+/// `--max-new-connections-rate` (per second and address; 0: off).
+pub const MAX_NEW_CONNECTIONS_RATE: OptionRange = OptionRange {
+    flag: "--max-new-connections-rate",
+    min: 0,
+    max: 1_000_000,
+};
+
 /// Every range, in `--help` order.
-pub const ALL: [OptionRange; 18] = [
+pub const ALL: [OptionRange; 24] = [
     HEARTBEAT_MS,
     RETRY_MS,
     HISTORY,
@@ -176,4 +214,10 @@ pub const ALL: [OptionRange; 18] = [
     BACKPLANE_TIMEOUT_MS,
     BACKPLANE_RETENTION,
     IDEMPOTENCY_WINDOW_SECS,
+    MAX_CONNECTIONS_PER_IP,
+    IPV6_PREFIX,
+    PUBLISH_RATE,
+    PUBLISH_BURST,
+    MAX_SUBSCRIPTIONS_PER_CONN,
+    MAX_NEW_CONNECTIONS_RATE,
 ];

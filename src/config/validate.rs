@@ -90,7 +90,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Every numeric option with its range (the table [`Config::validate`] checks).
-    pub fn numeric_options(&self) -> [(OptionRange, u64); 18] {
+    pub fn numeric_options(&self) -> [(OptionRange, u64); 24] {
         use ranges::*;
         let n = |v: usize| v as u64;
         [
@@ -113,6 +113,15 @@ impl Config {
             (BACKPLANE_TIMEOUT_MS, self.backplane_timeout_ms),
             (BACKPLANE_RETENTION, self.backplane_retention),
             (IDEMPOTENCY_WINDOW_SECS, self.idempotency_window_secs),
+            (MAX_CONNECTIONS_PER_IP, n(self.max_connections_per_ip)),
+            (IPV6_PREFIX, self.ipv6_prefix),
+            (PUBLISH_RATE, self.publish_rate),
+            (PUBLISH_BURST, self.publish_burst),
+            (
+                MAX_SUBSCRIPTIONS_PER_CONN,
+                n(self.max_subscriptions_per_conn),
+            ),
+            (MAX_NEW_CONNECTIONS_RATE, self.max_new_connections_rate),
         ]
     }
 

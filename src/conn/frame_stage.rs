@@ -282,6 +282,10 @@ impl Connection {
             );
         };
         let (id, subject) = (self.id, self.subject());
+        if let Err(r) = self.take_publish_token(subject, sh) {
+            let msg = Connection::publish_rate_message(r);
+            return self.refuse_publish(key, ErrorCode::RATE_LIMITED, correlation, &msg, sh);
+        }
         if !sh.allow_publish(&names, event_type, data, id, subject) {
             return self.refuse_publish(
                 key,
@@ -409,6 +413,12 @@ impl Connection {
             })
             .map(|name| (*name).to_string())
             .collect();
+        if sh.limits.max_subscriptions() > 0 {
+            let active = self.out.subs.iter().filter(|s| s.is_active()).count();
+            if self.over_subscription_cap(active + added.len(), sh) {
+                return self.refuse_subscribe_frame(key, sh);
+            }
+        }
         if self.out.subs.len() + added.len() > MAX_TOPICS_PER_REQUEST {
             return self.queue_frame_error(
                 key,
@@ -507,7 +517,7 @@ impl Connection {
         self.mark_dirty(key, sh);
     }
 
-    fn queue_frame_error(
+    pub(super) fn queue_frame_error(
         &mut self,
         key: usize,
         code: ErrorCode,

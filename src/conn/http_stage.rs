@@ -194,6 +194,9 @@ impl Connection {
     /// Routes a complete request head.
     pub(super) fn on_head(&mut self, key: usize, head: Box<RequestHead>, sh: &mut LoopState) {
         // A body we will not read makes the connection unusable for another request.
+        if self.limit.is_some() && self.limit_request(key, &head, sh) {
+            return;
+        }
         let has_body = head.body != BodyKind::None;
         let keep_alive = head.keep_alive && !sh.shutting_down && !self.refused && !self.internal;
         let route = match http::route(head.method, &head.path) {
@@ -345,6 +348,10 @@ impl Connection {
         let Some(publish) = req.publish else {
             return;
         };
+        // Judged once the body is read, so that the connection stays usable for the retry.
+        if let Err(r) = self.take_publish_token(publish.subject.as_deref(), sh) {
+            return self.refuse_publish_rate(key, r, keep_alive, sh);
+        }
         let Ok(data) = String::from_utf8(req.data) else {
             return self.respond_error(key, &HttpError::NOT_UTF8, keep_alive, &[], sh);
         };

@@ -18,6 +18,7 @@ pub mod harness;
 mod http_stage;
 pub mod io;
 mod lifecycle;
+mod limits;
 pub mod output;
 mod presence;
 pub mod state;
@@ -141,6 +142,8 @@ pub struct Connection {
     backfill: Option<Box<stream::BackfillWait>>,
     /// The access log's state (`--access-log` on at accept), else nothing.
     access: Option<Box<access::Access>>,
+    /// What the per-client limits know of this connection (`None` when they are off).
+    limit: Option<Box<crate::limits::ConnLimit>>,
 }
 
 impl Connection {
@@ -177,6 +180,7 @@ impl Connection {
             written: 0,
             watching_presence: false,
             access: None,
+            limit: None,
         }
     }
 
@@ -200,12 +204,17 @@ impl Connection {
     }
 
     /// Arms the first deadline; a connection over the limit or on the internal address may send
-    /// one request, answered only if it is a probe (`conn/capacity.rs`).
+    /// one request, answered only if it is a probe (`conn/capacity.rs`); one refused by a
+    /// per-client limit only gets its refusal (`conn/limits.rs`).
     pub fn start(&mut self, key: usize, admission: Admission, sh: &mut LoopState) -> Flow {
-        match admission {
-            Admission::Counted => {}
-            Admission::OverCapacity => self.admit_over_capacity(sh),
-            Admission::Internal => self.admit_internal(sh),
+        if self.limit.as_ref().is_some_and(|l| l.refusal.is_some()) {
+            self.admit_limited(sh);
+        } else {
+            match admission {
+                Admission::Counted => {}
+                Admission::OverCapacity => self.admit_over_capacity(sh),
+                Admission::Internal => self.admit_internal(sh),
+            }
         }
         self.sync_deadline(key, sh);
         Flow::Keep
@@ -569,6 +578,7 @@ impl Connection {
         if self.internal {
             sh.internal -= 1;
         }
+        self.release_limit(sh);
         sh.metrics.open[self.kind() as usize] -= 1;
         sh.metrics.observe_lifetime(
             self.kind(),

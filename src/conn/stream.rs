@@ -73,6 +73,10 @@ impl Connection {
                 return None;
             }
         };
+        if self.over_subscription_cap(query.topics.len(), sh) {
+            self.respond_error(key, &HttpError::TOO_MANY_SUBSCRIPTIONS, false, &[], sh);
+            return None;
+        }
         let credential: Option<Vec<u8>> = head
             .authorization
             .as_deref()
@@ -153,12 +157,7 @@ impl Connection {
     /// `GET /frames` with `Upgrade: cafe`: answers 101 and hands the bytes read past the request
     /// head to the frame decoder.
     pub(super) fn start_frames(&mut self, key: usize, head: &RequestHead, sh: &mut LoopState) {
-        let upgrade_ok = head.connection_upgrade
-            && head
-                .upgrade
-                .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case("cafe"));
-        if !upgrade_ok {
+        if !head.upgrades_to_cafe() {
             return self.respond_error(
                 key,
                 &HttpError::UPGRADE_REQUIRED,

@@ -1,7 +1,7 @@
 //! Accepting: a bounded batch per iteration and listener (a connect storm cannot stall delivery),
 //! a pause on EMFILE/ENFILE instead of a spin, admission into the slab (or a 503 past
-//! `--max-connections`; the internal `--metrics-listen` address has its own small cap instead),
-//! and the listeners' socket options.
+//! `--max-connections`, or a refusal by a per-client limit: `crate::limits`; the internal
+//! `--metrics-listen` address has its own small cap instead), and the listeners' socket options.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +19,11 @@ use crate::metrics::ConnKind;
 
 /// Connections accepted per iteration at most, so a connect storm cannot stall delivery.
 const ACCEPT_BATCH: usize = 256;
+/// Connections refused by a per-client limit taken per iteration at most, besides the batch.
+/// They cost little (no slot against `--max-connections`, a canned answer), so a whole listen
+/// backlog of them (4096) goes in one iteration: a flood from one address cannot push other
+/// clients' accepts back by more than one iteration.
+const REFUSE_BATCH: usize = 4096;
 /// Pause before accepting again after EMFILE/ENFILE (the listener's backlog keeps the clients).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections open at once on `--metrics-listen` at most; more are closed as soon as accepted,
@@ -50,10 +55,12 @@ impl Server {
         }
     }
 
-    /// Accepts a bounded batch from one listener; returns whether more may be waiting (no new
-    /// edge would say so).
+    /// Accepts a bounded batch from one listener (connections a per-client limit refuses count
+    /// apart, up to [`REFUSE_BATCH`]); returns whether more may be waiting (no new edge would
+    /// say so).
     fn accept_from(&mut self, door: Door) -> bool {
-        for _ in 0..ACCEPT_BATCH {
+        let (mut admitted, mut refused) = (0, 0);
+        while admitted < ACCEPT_BATCH && refused < REFUSE_BATCH {
             let listener = match door {
                 Door::Main => self.listener.as_ref(),
                 Door::Internal => self.metrics_listener.as_ref(),
@@ -62,7 +69,13 @@ impl Server {
                 return false;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.admit(sock, peer, door),
+                Ok((sock, peer)) => {
+                    if self.admit(sock, peer, door) {
+                        admitted += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted
@@ -92,11 +105,13 @@ impl Server {
         true
     }
 
-    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr, door: Door) {
+    /// Takes a connection into the slab; false when a per-client limit refused it (it is
+    /// then only answered, and does not count against the accept batch).
+    pub(super) fn admit(&mut self, sock: TcpStream, peer: SocketAddr, door: Door) -> bool {
         if door == Door::Internal && self.sh.internal >= METRICS_MAX_CONNECTIONS {
             // Closed at once: the internal address cannot be used to hold descriptors.
             log::debug!("--metrics-listen: {peer} over {METRICS_MAX_CONNECTIONS} connections");
-            return;
+            return false;
         }
         self.sh.metrics.accepted += 1;
         let id = self.sh.metrics.accepted;
@@ -106,6 +121,12 @@ impl Server {
         let chunk = chunk_size_for_mss(sockio::mss(&sock));
         let counted = self.conns.len() - self.sh.refused - self.sh.internal;
         let over_capacity = door == Door::Main && counted >= self.sh.max_connections;
+        // The internal address is never subject to the per-client limits.
+        let limit = match door {
+            Door::Main => self.sh.limits.on_accept(peer.ip(), self.sh.now),
+            Door::Internal => None,
+        };
+        let admitted = limit.as_ref().is_none_or(|l| l.refusal.is_none());
         let key = self
             .conns
             .insert(Connection::new(sock, id, self.sh.now, chunk));
@@ -114,11 +135,13 @@ impl Server {
         if self.sh.config.access_log && door == Door::Main {
             conn.log_access(peer);
         }
+        conn.set_limit(limit);
         if let Err(e) = register(self.poll.registry(), conn, key) {
             log::warn!("cannot register connection: {e}");
+            conn.release_limit(&mut self.sh);
             self.conns.remove(key);
             self.sh.slab_len = self.conns.len();
-            return;
+            return admitted;
         }
         self.sh.metrics.open[ConnKind::Http as usize] += 1;
         self.sh.hooks.connection(ConnectionEvent::Opened {
@@ -134,6 +157,7 @@ impl Server {
         if let Flow::Close(closing) = flow {
             self.close(key, closing);
         }
+        admitted
     }
 }
 

@@ -10,6 +10,10 @@
 //! - the timeouts (`--header-timeout-ms`, `--idle-timeout-ms`, `--write-stall-ms`,
 //!   `--grace-ms`) and `--max-connections` (for connections accepted from then on);
 //! - `--log-format`, `--log-level` and `--access-log` (for connections accepted from then on).
+//! - `--log-format` and `--log-level`;
+//! - the per-client limits (`--max-connections-per-ip`, `--ipv6-prefix`, `--trusted-proxy`,
+//!   `--publish-rate`, `--publish-burst`, `--max-subscriptions-per-conn`,
+//!   `--max-new-connections-rate`), from the next accept, request or publish on.
 //!
 //! Everything else sizes structures built at start (history, queues, the listener, the
 //! backplane) and needs a restart.
@@ -44,6 +48,7 @@ pub fn apply(sh: &mut LoopState, new: &Config) -> Result<ReloadReport, String> {
     crate::logging::set_format(next.log_format);
     sh.max_connections = next.max_connections.unwrap_or(sh.max_connections.max(1));
     sh.auth = auth;
+    sh.limits.configure(&next);
     sh.config = next;
     Ok(report)
 }
@@ -70,6 +75,15 @@ fn copy_live(into: &mut Config, new: &Config) {
     into.log_format = new.log_format;
     into.log_level = new.log_level;
     into.access_log = new.access_log;
+    // The per-client limits apply from the next accept, request or publish; connections
+    // already open keep what they were counted as.
+    into.max_connections_per_ip = new.max_connections_per_ip;
+    into.ipv6_prefix = new.ipv6_prefix;
+    into.trusted_proxy.clone_from(&new.trusted_proxy);
+    into.publish_rate = new.publish_rate;
+    into.publish_burst = new.publish_burst;
+    into.max_subscriptions_per_conn = new.max_subscriptions_per_conn;
+    into.max_new_connections_rate = new.max_new_connections_rate;
 }
 
 /// Names of the settings whose values differ. Secrets are compared directly (their `Debug` is

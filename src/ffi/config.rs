@@ -413,3 +413,100 @@ ffi_fn! {
         })
     } ?= SSELOOP_EINTERNAL;
 }
+
+// ----- per-client limits (docs/SECURITY.md, "Per-client limits"); each 0 = off ---------------
+
+ffi_fn! {
+    /// `--max-connections-per-ip`: connections one client address may hold (0 = off;
+    /// 0..=16777216).
+    fn sseloop_config_set_max_connections_per_ip(
+        config: *mut sseloop_config_t,
+        connections: usize,
+    ) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_connections_per_ip = size_in_range(ranges::MAX_CONNECTIONS_PER_IP, connections)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--ipv6-prefix`: the bits of an IPv6 address that name one client (1..=128).
+    fn sseloop_config_set_ipv6_prefix(config: *mut sseloop_config_t, bits: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.ipv6_prefix = in_range(ranges::IPV6_PREFIX, bits)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--trusted-proxy`: comma-separated CIDR blocks whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client; NULL or "" removes them all. SSELOOP_EINVAL for a bad block.
+    fn sseloop_config_set_trusted_proxy(
+        config: *mut sseloop_config_t,
+        cidrs: *const c_char,
+    ) -> c_int {
+        let config = non_null_mut!(config);
+        apply(config, |c| {
+            // SAFETY: NULL or NUL-terminated (contract).
+            let text = unsafe { opt_str(cidrs, "cidrs") }?.unwrap_or_default();
+            c.trusted_proxy = text
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(crate::config::Cidr::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::new(SSELOOP_EINVAL, e))?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--publish-rate`: publishes per second per publisher (0 = off; 0..=1000000).
+    fn sseloop_config_set_publish_rate(config: *mut sseloop_config_t, per_second: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.publish_rate = in_range(ranges::PUBLISH_RATE, per_second)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--publish-burst`: the publish token bucket's size (0 = one second of the rate;
+    /// 0..=1000000).
+    fn sseloop_config_set_publish_burst(config: *mut sseloop_config_t, burst: u64) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.publish_burst = in_range(ranges::PUBLISH_BURST, burst)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-subscriptions-per-conn`: topics and patterns per stream (0 = off; 0..=64).
+    fn sseloop_config_set_max_subscriptions_per_conn(
+        config: *mut sseloop_config_t,
+        subscriptions: usize,
+    ) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            let range = ranges::MAX_SUBSCRIPTIONS_PER_CONN;
+            c.max_subscriptions_per_conn = size_in_range(range, subscriptions)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}
+
+ffi_fn! {
+    /// `--max-new-connections-rate`: new connections per second per address (0 = off;
+    /// 0..=1000000).
+    fn sseloop_config_set_max_new_connections_rate(
+        config: *mut sseloop_config_t,
+        per_second: u64,
+    ) -> c_int {
+        apply(non_null_mut!(config), |c| {
+            c.max_new_connections_rate = in_range(ranges::MAX_NEW_CONNECTIONS_RATE, per_second)?;
+            Ok(())
+        })
+    } ?= SSELOOP_EINTERNAL;
+}

@@ -38,6 +38,12 @@ impl ErrorCode {
     /// A PUBLISH whose data exceeds `--max-body`, or whose encoding would exceed
     /// `--max-queue-bytes`.
     pub const TOO_LARGE: ErrorCode = ErrorCode(0x0206);
+    /// A PUBLISH over `--publish-rate`: nothing was published; the message says in how many
+    /// seconds a token is back.
+    pub const RATE_LIMITED: ErrorCode = ErrorCode(0x0207);
+    /// A SUBSCRIBE that would take the stream past `--max-subscriptions-per-conn`: nothing of
+    /// it was subscribed.
+    pub const TOO_MANY_SUBSCRIPTIONS: ErrorCode = ErrorCode(0x0208);
     /// The client read too slowly and its queue overflowed.
     pub const SLOW_CONSUMER: ErrorCode = ErrorCode(0x0301);
     /// The server is shutting down.
@@ -53,6 +59,9 @@ impl ErrorCode {
     /// /api/v1/connections/{id}` or a revocation); the message says why. Reconnecting is allowed
     /// (a banned subject's new stream is refused with `FORBIDDEN`).
     pub const DISCONNECTED: ErrorCode = ErrorCode(0x0310);
+    /// GOAWAY answering a frame handshake over `--max-connections-per-ip` or
+    /// `--max-new-connections-rate`; its retry hint says when to try again.
+    pub const CONNECTION_LIMITED: ErrorCode = ErrorCode(0x0306);
     /// The server failed in a way that is not the client's fault.
     pub const INTERNAL: ErrorCode = ErrorCode(0x0501);
 
@@ -70,12 +79,15 @@ impl ErrorCode {
             ErrorCode::UNAUTHORIZED => "UNAUTHORIZED",
             ErrorCode::FORBIDDEN => "FORBIDDEN",
             ErrorCode::TOO_LARGE => "TOO_LARGE",
+            ErrorCode::RATE_LIMITED => "RATE_LIMITED",
+            ErrorCode::TOO_MANY_SUBSCRIPTIONS => "TOO_MANY_SUBSCRIPTIONS",
             ErrorCode::SLOW_CONSUMER => "SLOW_CONSUMER",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
             ErrorCode::OVERLOADED => "OVERLOADED",
             ErrorCode::TOKEN_EXPIRED => "TOKEN_EXPIRED",
             ErrorCode::BACKPLANE_UNAVAILABLE => "BACKPLANE_UNAVAILABLE",
             ErrorCode::DISCONNECTED => "DISCONNECTED",
+            ErrorCode::CONNECTION_LIMITED => "CONNECTION_LIMITED",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => return None,
         })
@@ -121,6 +133,12 @@ mod tests {
             (ErrorCode::UNAUTHORIZED, "UNAUTHORIZED", 0x02),
             (ErrorCode::FORBIDDEN, "FORBIDDEN", 0x02),
             (ErrorCode::TOO_LARGE, "TOO_LARGE", 0x02),
+            (ErrorCode::RATE_LIMITED, "RATE_LIMITED", 0x02),
+            (
+                ErrorCode::TOO_MANY_SUBSCRIPTIONS,
+                "TOO_MANY_SUBSCRIPTIONS",
+                0x02,
+            ),
             (ErrorCode::SLOW_CONSUMER, "SLOW_CONSUMER", 0x03),
             (ErrorCode::SHUTTING_DOWN, "SHUTTING_DOWN", 0x03),
             (ErrorCode::DISCONNECTED, "DISCONNECTED", 0x03),
@@ -131,6 +149,7 @@ mod tests {
                 "BACKPLANE_UNAVAILABLE",
                 0x03,
             ),
+            (ErrorCode::CONNECTION_LIMITED, "CONNECTION_LIMITED", 0x03),
             (ErrorCode::INTERNAL, "INTERNAL", 0x05),
         ];
         for (code, name, class) in table {
@@ -140,7 +159,7 @@ mod tests {
             assert_eq!(code.is_fatal(), class == 0x01 && code.0 <= 0x0102, "{name}");
         }
         assert_eq!(ErrorCode(0x0299).name(), None);
-        assert_eq!(ErrorCode(0x0207).name(), None);
+        assert_eq!(ErrorCode(0x0209).name(), None);
         assert_eq!(ErrorCode(0x0299).class(), 0x02);
         assert_eq!(ErrorCode(0x0299).to_string(), "0x0299");
     }

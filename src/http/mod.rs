@@ -86,6 +86,19 @@ impl HttpError {
         HttpError::new(501, "transfer coding not implemented (only chunked)", true);
     /// Over `--max-connections`.
     pub const OVER_CAPACITY: HttpError = HttpError::new(503, "server at connection limit", true);
+    /// Over `--max-connections-per-ip` or `--max-new-connections-rate` (RFC 6585); sent with
+    /// `Retry-After`, then the connection closes.
+    pub const TOO_MANY_CONNECTIONS: HttpError =
+        HttpError::new(429, "too many connections from this address", true);
+    /// Over `--publish-rate`; sent with `Retry-After` (nothing was published).
+    pub const PUBLISH_RATE: HttpError =
+        HttpError::new(429, "publish rate exceeded (--publish-rate)", false);
+    /// Over `--max-subscriptions-per-conn`.
+    pub const TOO_MANY_SUBSCRIPTIONS: HttpError = HttpError::new(
+        400,
+        "too many subscriptions on one stream (--max-subscriptions-per-conn)",
+        false,
+    );
     /// Shutting down.
     pub const SHUTTING_DOWN: HttpError = HttpError::new(503, "server shutting down", true);
     /// `--max-topics` reached and no topic can be released (a publish or subscription that needs

@@ -108,6 +108,23 @@ pub struct RequestHead {
     pub cookie: Option<Vec<u8>>,
     /// `Idempotency-Key` header value, if any (checked by the publish route).
     pub idempotency_key: Option<String>,
+    /// `Forwarded` header values, joined with `, ` when repeated (read only behind a
+    /// `--trusted-proxy`).
+    pub forwarded: Option<Vec<u8>>,
+    /// `X-Forwarded-For` header values, joined the same way.
+    pub x_forwarded_for: Option<Vec<u8>>,
+}
+
+impl RequestHead {
+    /// The request asks to switch to the frame protocol (`Connection: upgrade`,
+    /// `Upgrade: cafe`).
+    pub fn upgrades_to_cafe(&self) -> bool {
+        self.connection_upgrade
+            && self
+                .upgrade
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case("cafe"))
+    }
 }
 
 /// Outcome of parsing the bytes buffered so far.
@@ -159,6 +176,8 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
     let mut host_seen = false;
     let mut if_none_match = None;
     let mut idempotency_key = None;
+    let mut forwarded: Option<Vec<u8>> = None;
+    let mut x_forwarded_for: Option<Vec<u8>> = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -228,6 +247,10 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             }
             let value = &h.value[..h.value.len().min(crate::idempotency::MAX_KEY_LEN + 1)];
             idempotency_key = Some(String::from_utf8_lossy(value).trim().to_string());
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            append_list(&mut forwarded, h.value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            append_list(&mut x_forwarded_for, h.value);
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
                 return Err(HttpError::MALFORMED);
@@ -272,9 +295,23 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HttpError> {
             if_none_match,
             cookie,
             idempotency_key,
+            forwarded,
+            x_forwarded_for,
         }),
         len,
     ))
+}
+
+/// Adds a repeated list header's value to the ones before it (`, `-joined, as RFC 9110 §5.3
+/// allows); the head's size limit bounds the total.
+fn append_list(list: &mut Option<Vec<u8>>, value: &[u8]) {
+    match list {
+        Some(joined) => {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(value);
+        }
+        None => *list = Some(value.to_vec()),
+    }
 }
 
 /// Splits a request target into path and query; absolute-form targets lose scheme and authority.

@@ -391,7 +391,12 @@ pub struct SseClient {
 impl SseClient {
     /// Sends `GET path` with headers and reads the response head.
     pub fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
-        let mut stream = connect(addr);
+        SseClient::open_on(connect(addr), path, headers)
+    }
+
+    /// Like [`SseClient::open`] on a connected stream (e.g. one bound to another source
+    /// address).
+    pub fn open_on(mut stream: TcpStream, path: &str, headers: &[(&str, &str)]) -> SseClient {
         let mut raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n");
         for (k, v) in headers {
             raw.push_str(&format!("{k}: {v}\r\n"));
