@@ -1,7 +1,7 @@
 //! A channel: the shared log of one topic (or one topic pattern) and the cursors of its readers.
 //!
-//! The log holds events by reference, in id order, each with the running byte count of both wire
-//! encodings so that "how much has this reader not taken" is one subtraction. Its tail serves two
+//! The log holds events by reference, in id order, each with the running byte count of every wire
+//! form (the topic-line form counted whether built or not) so that "how much has this reader not taken" is one subtraction. Its tail serves two
 //! purposes at once: the last `--history` events are *replayable* (resume starts a cursor inside
 //! them), and any older entry stays only while some reader's cursor has not passed it. A reader
 //! too far behind is cut by the slow-consumer rule, so what a log holds beyond its history is
@@ -15,12 +15,12 @@ use std::collections::VecDeque;
 
 use slab::Slab;
 
-use crate::buf::{SharedEvent, Wire};
+use crate::buf::{SharedEvent, Wire, WIRES};
 
 /// One logged event and the cumulative bytes of each encoding through it.
 pub(crate) struct Entry {
     pub(crate) ev: SharedEvent,
-    end: [u64; 2],
+    end: [u64; WIRES],
 }
 
 /// A subscriber's cursor: the absolute index of the next entry it has to send.
@@ -39,7 +39,7 @@ pub struct Channel {
     /// Absolute index of `entries[0]`.
     first: u64,
     /// Cumulative bytes per wire before `entries[0]`.
-    base: [u64; 2],
+    base: [u64; WIRES],
     /// Absolute index of the oldest replayable entry.
     hist_from: u64,
     /// Highest seq that is no longer replayable (0: nothing ever evicted).
@@ -54,6 +54,9 @@ pub struct Channel {
     pub(crate) held: bool,
     /// For a topic: the pattern channels that match it.
     pub(crate) patterns: Vec<usize>,
+    /// Handles of the readers that write the topic-line form (`topic_line=1`): while there is
+    /// one, the events this channel gets have that form built (`Hub::record`).
+    topic_readers: Vec<usize>,
     /// Index of the first entry appended in the current iteration.
     pub(crate) round_start: u64,
     /// The SSE encodings of one iteration's entries, end to end: a reader caught up with the
@@ -81,7 +84,7 @@ impl Channel {
             prefix: prefix.map(Into::into),
             entries: VecDeque::new(),
             first: 1,
-            base: [0; 2],
+            base: [0; WIRES],
             hist_from: 1,
             evicted_through: 0,
             readers: Vec::new(),
@@ -89,6 +92,7 @@ impl Channel {
             touched: false,
             held: false,
             patterns: Vec::new(),
+            topic_readers: Vec::new(),
             round_start: 1,
             batch: None,
         }
@@ -195,9 +199,11 @@ impl Channel {
     pub(crate) fn append(&mut self, ev: &SharedEvent) {
         debug_assert!(self.entries.back().is_none_or(|e| e.ev.seq < ev.seq));
         let prev = self.entries.back().map_or(self.base, |e| e.end);
+        let sse = ev.sse().len() as u64;
         let end = [
-            prev[0] + ev.encoded(Wire::Sse).len() as u64,
-            prev[1] + ev.encoded(Wire::Frame).len() as u64,
+            prev[0] + sse,
+            prev[1] + ev.frame().len() as u64,
+            prev[2] + ev.topic_form_len() as u64,
         ];
         self.entries.push_back(Entry {
             ev: SharedEvent::clone(ev),
@@ -314,11 +320,26 @@ impl Channel {
         handle
     }
 
+    /// Marks a reader as one that writes the topic-line form.
+    pub(crate) fn want_topic_form(&mut self, handle: usize) {
+        if self.handles.contains(handle) && !self.topic_readers.contains(&handle) {
+            self.topic_readers.push(handle);
+        }
+    }
+
+    /// True while a reader writes the topic-line form.
+    pub(crate) fn has_topic_readers(&self) -> bool {
+        !self.topic_readers.is_empty()
+    }
+
     /// Removes a reader; false when the handle is unknown.
     pub(crate) fn remove_reader(&mut self, handle: usize) -> bool {
         let Some(i) = self.handles.try_remove(handle) else {
             return false;
         };
+        if !self.topic_readers.is_empty() {
+            self.topic_readers.retain(|&h| h != handle);
+        }
         self.readers.swap_remove(i);
         if let Some(moved) = self.readers.get(i) {
             self.handles[moved.handle] = i;
