@@ -691,6 +691,43 @@ fn sse_turns_cr_and_crlf_into_lf_while_frames_keep_the_bytes_as_in_6_2() {
 }
 
 #[test]
+fn a_topic_line_stream_names_the_frame_topics_as_in_6_2_topic_line() {
+    let (publish, subscribe) = (
+        "POST /publish?topic=news/a&topic=news/b&event=kind",
+        "GET /events?topic=news/*&topic_line=1",
+    );
+    assert!(PROTOCOL_MD.contains(publish) && PROTOCOL_MD.contains(subscribe));
+    let server = TestServer::start(&[]);
+    let mut frames = FrameClient::connect(server.addr, &["news/*"], None, None).unwrap();
+    frames.ping(b"sync").unwrap();
+    while !matches!(
+        frames.recv(Some(TIMEOUT)).unwrap(),
+        OwnedPayload::Pong { .. }
+    ) {}
+    let mut sse = server.subscribe("topic=news/*&topic_line=1", &[]);
+    let id = server.publish("topic=news/a&topic=news/b&event=kind", "a\r\nb");
+    let run = run_of(&id);
+    let want = example("6.2-topic-line").text;
+    assert!(
+        sse.read_raw_until(|raw| raw.ends_with(b"\n\n") && raw.windows(3).any(|w| w == b"id:")),
+        "{}",
+        sse.raw_text()
+    );
+    let raw = swap(&sse.raw, &run, DOC_RUN);
+    let at = raw.windows(3).position(|w| w == b"id:").unwrap();
+    assert_eq!(String::from_utf8_lossy(&raw[at..]), want, "6.2-topic-line");
+    let OwnedPayload::Event { topics, .. } = frames.recv(Some(TIMEOUT)).unwrap() else {
+        panic!("an EVENT");
+    };
+    let line = want.lines().find_map(|l| l.strip_prefix("data: "));
+    assert_eq!(
+        Some(topics.join(" ").as_str()),
+        line,
+        "the frame names the same topics"
+    );
+}
+
+#[test]
 fn event_frames_outgrow_max_frame_up_to_max_body_as_section_2_says() {
     // The configuration and sizes section 2 names.
     let example = "`--max-frame 1k --max-body 64k`";
