@@ -1,7 +1,8 @@
 //! A channel: the shared log of one topic (or one topic pattern) and the cursors of its readers.
 //!
-//! The log holds events by reference, in id order, each with the running byte count of every wire
-//! form (the topic-line form counted whether built or not) so that "how much has this reader not taken" is one subtraction. Its tail serves two
+//! The log holds events by reference, in id order, each with the running byte count of both wire
+//! encodings (and, only while a `topic_line=1` stream reads the channel, of the topic-line form,
+//! in a list beside it: `TopicEnds`) so that "how much has this reader not taken" is one subtraction. Its tail serves two
 //! purposes at once: the last `--history` events are *replayable* (resume starts a cursor inside
 //! them), and any older entry stays only while some reader's cursor has not passed it. A reader
 //! too far behind is cut by the slow-consumer rule, so what a log holds beyond its history is
@@ -15,12 +16,41 @@ use std::collections::VecDeque;
 
 use slab::Slab;
 
-use crate::buf::{SharedEvent, Wire, WIRES};
+use crate::buf::{SharedEvent, Wire};
 
 /// One logged event and the cumulative bytes of each encoding through it.
 pub(crate) struct Entry {
     pub(crate) ev: SharedEvent,
-    end: [u64; WIRES],
+    end: [u64; 2],
+}
+
+/// The running byte count of the topic-line form of each entry, beside `entries` (same
+/// indices). A log has it only while a reader writes that form, so the entries of every other
+/// log stay as small as they were without it.
+struct TopicEnds {
+    ends: VecDeque<u64>,
+    /// Count before `ends[0]`.
+    base: u64,
+}
+
+impl TopicEnds {
+    /// Bytes from entry offset `off` (relative to the log's first entry) to the end.
+    fn pending(&self, off: u64) -> u64 {
+        let total = self.ends.back().copied().unwrap_or(self.base);
+        let before = match off.checked_sub(1) {
+            None => self.base,
+            Some(i) => usize::try_from(i)
+                .ok()
+                .and_then(|i| self.ends.get(i).copied())
+                .unwrap_or(total),
+        };
+        total.saturating_sub(before)
+    }
+
+    fn push(&mut self, len: usize) {
+        let prev = self.ends.back().copied().unwrap_or(self.base);
+        self.ends.push_back(prev + len as u64);
+    }
 }
 
 /// A subscriber's cursor: the absolute index of the next entry it has to send.
@@ -39,7 +69,7 @@ pub struct Channel {
     /// Absolute index of `entries[0]`.
     first: u64,
     /// Cumulative bytes per wire before `entries[0]`.
-    base: [u64; WIRES],
+    base: [u64; 2],
     /// Absolute index of the oldest replayable entry.
     hist_from: u64,
     /// Highest seq that is no longer replayable (0: nothing ever evicted).
@@ -55,8 +85,10 @@ pub struct Channel {
     /// For a topic: the pattern channels that match it.
     pub(crate) patterns: Vec<usize>,
     /// Handles of the readers that write the topic-line form (`topic_line=1`): while there is
-    /// one, the events this channel gets have that form built (`Hub::record`).
+    /// one, the events this channel gets have that form built (`Hub::record`) and its bytes
+    /// counted (`topic_ends`).
     topic_readers: Vec<usize>,
+    topic_ends: Option<TopicEnds>,
     /// Index of the first entry appended in the current iteration.
     pub(crate) round_start: u64,
     /// The SSE encodings of one iteration's entries, end to end: a reader caught up with the
@@ -84,7 +116,7 @@ impl Channel {
             prefix: prefix.map(Into::into),
             entries: VecDeque::new(),
             first: 1,
-            base: [0; WIRES],
+            base: [0; 2],
             hist_from: 1,
             evicted_through: 0,
             readers: Vec::new(),
@@ -93,6 +125,7 @@ impl Channel {
             held: false,
             patterns: Vec::new(),
             topic_readers: Vec::new(),
+            topic_ends: None,
             round_start: 1,
             batch: None,
         }
@@ -199,12 +232,13 @@ impl Channel {
     pub(crate) fn append(&mut self, ev: &SharedEvent) {
         debug_assert!(self.entries.back().is_none_or(|e| e.ev.seq < ev.seq));
         let prev = self.entries.back().map_or(self.base, |e| e.end);
-        let sse = ev.sse().len() as u64;
         let end = [
-            prev[0] + sse,
+            prev[0] + ev.sse().len() as u64,
             prev[1] + ev.frame().len() as u64,
-            prev[2] + ev.topic_form_len() as u64,
         ];
+        if let Some(topic) = self.topic_ends.as_mut() {
+            topic.push(ev.topic_form_len());
+        }
         self.entries.push_back(Entry {
             ev: SharedEvent::clone(ev),
             end,
@@ -260,6 +294,9 @@ impl Channel {
             };
             self.base = entry.end;
             self.first += 1;
+            if let Some(topic) = self.topic_ends.as_mut() {
+                topic.base = topic.ends.pop_front().unwrap_or(topic.base);
+            }
         }
         if self.entries.is_empty() {
             self.entries = VecDeque::new();
@@ -297,6 +334,13 @@ impl Channel {
 
     /// Bytes of `wire` from absolute index `next` to the end of the log.
     pub(crate) fn pending_bytes(&self, next: u64, wire: Wire) -> u64 {
+        if wire == Wire::SseTopic {
+            return match &self.topic_ends {
+                Some(topic) => topic.pending(next.saturating_sub(self.first)),
+                // Not counted without such a reader (cannot happen: its subscriptions make one).
+                None => self.pending_bytes(next, Wire::Sse),
+            };
+        }
         let w = wire as usize;
         let total = self.entries.back().map_or(self.base[w], |e| e.end[w]);
         let before = match next.checked_sub(self.first + 1) {
@@ -325,6 +369,16 @@ impl Channel {
         if self.handles.contains(handle) && !self.topic_readers.contains(&handle) {
             self.topic_readers.push(handle);
         }
+        if self.topic_ends.is_none() {
+            let mut topic = TopicEnds {
+                ends: VecDeque::with_capacity(self.entries.len()),
+                base: 0,
+            };
+            for e in &self.entries {
+                topic.push(e.ev.topic_form_len());
+            }
+            self.topic_ends = Some(topic);
+        }
     }
 
     /// True while a reader writes the topic-line form.
@@ -339,6 +393,9 @@ impl Channel {
         };
         if !self.topic_readers.is_empty() {
             self.topic_readers.retain(|&h| h != handle);
+            if self.topic_readers.is_empty() {
+                self.topic_ends = None;
+            }
         }
         self.readers.swap_remove(i);
         if let Some(moved) = self.readers.get(i) {
@@ -446,5 +503,37 @@ mod tests {
         assert!(!ch.remove_reader(slow));
         assert_eq!(ch.reader_conns().collect::<Vec<_>>(), vec![2]);
         assert_eq!(ch.next_of(fast), 5);
+    }
+
+    #[test]
+    fn topic_form_bytes_are_counted_only_while_a_reader_writes_that_form() {
+        let mut ch = Channel::new("t", None);
+        let slow = ch.add_reader(1);
+        for seq in 1..=4 {
+            ch.append(&ev(seq));
+        }
+        assert!(ch.topic_ends.is_none(), "no such reader: nothing counted");
+        ch.set_next(slow, 1);
+        let topic = ch.add_reader(2);
+        ch.want_topic_form(topic);
+        ch.set_next(topic, 1);
+        let one = ev(1).topic_form_len() as u64;
+        assert_eq!(
+            ch.pending_bytes(1, Wire::SseTopic),
+            4 * one,
+            "counted from the log"
+        );
+        ch.append(&ev(5));
+        assert_eq!(ch.pending_bytes(3, Wire::SseTopic), 3 * one);
+        ch.evict_oldest();
+        ch.evict_oldest();
+        ch.set_next(slow, 2);
+        ch.set_next(topic, 3);
+        ch.trim();
+        assert_eq!(ch.entry(1).map(|e| e.ev.seq), None, "trimmed");
+        assert_eq!(ch.pending_bytes(2, Wire::SseTopic), 4 * one);
+        assert_eq!(ch.pending_bytes(ch.end(), Wire::SseTopic), 0);
+        assert!(ch.remove_reader(topic));
+        assert!(ch.topic_ends.is_none() && !ch.has_topic_readers());
     }
 }
