@@ -532,8 +532,6 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
         let (name, value) = pair?;
         match &*name {
             "topic" => push_wanted(&mut q.topics, &value)?,
-            "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
-            "access_token" => q.access_token = Some(value.into_owned()),
             // SSE only: frames name the topics of every EVENT anyway.
             "topic_line" => {
                 q.topic_line = match &*value {
@@ -542,6 +540,8 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
                     _ => return Err(HttpError::BAD_TOPIC_LINE),
                 }
             }
+            "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
+            "access_token" => q.access_token = Some(value.into_owned()),
             _ => {}
         }
     }
