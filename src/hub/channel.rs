@@ -142,7 +142,7 @@ impl Channel {
         if first >= end {
             return;
         }
-        let adding = self.pending_bytes(first, Wire::Sse);
+        let adding = self.logged_bytes(first, Wire::Sse);
         let batch = match self.batch.as_mut() {
             Some(b) if extend && b.end == first && b.bytes.len() as u64 + adding <= MAX_BATCH => {
                 b.end = end;
@@ -207,7 +207,7 @@ impl Channel {
             return None;
         }
         // Bytes of [pos, b.end) from the log's running counts: the suffix of the buffer.
-        let tail = self.pending_bytes(pos, Wire::Sse) - self.pending_bytes(b.end, Wire::Sse);
+        let tail = self.logged_bytes(pos, Wire::Sse) - self.logged_bytes(b.end, Wire::Sse);
         let from = b.bytes.len().checked_sub(usize::try_from(tail).ok()?)?;
         Some((b.end, &b.bytes[from..]))
     }
@@ -334,13 +334,17 @@ impl Channel {
 
     /// Bytes of `wire` from absolute index `next` to the end of the log.
     pub(crate) fn pending_bytes(&self, next: u64, wire: Wire) -> u64 {
-        if wire == Wire::SseTopic {
-            return match &self.topic_ends {
-                Some(topic) => topic.pending(next.saturating_sub(self.first)),
-                // Not counted without such a reader (cannot happen: its subscriptions make one).
-                None => self.pending_bytes(next, Wire::Sse),
-            };
+        match (wire, &self.topic_ends) {
+            (Wire::SseTopic, Some(topic)) => topic.pending(next.saturating_sub(self.first)),
+            // Not counted without such a reader (cannot happen: its subscriptions make one).
+            (Wire::SseTopic, None) => self.logged_bytes(next, Wire::Sse),
+            (wire, _) => self.logged_bytes(next, wire),
         }
+    }
+
+    /// [`Channel::pending_bytes`] of a form every entry counts (SSE or frames): the joined
+    /// batch's arithmetic on the write path, with no other case to rule out.
+    fn logged_bytes(&self, next: u64, wire: Wire) -> u64 {
         let w = wire as usize;
         let total = self.entries.back().map_or(self.base[w], |e| e.end[w]);
         let before = match next.checked_sub(self.first + 1) {
