@@ -280,6 +280,7 @@ typedef struct sseloop_stats_t {
     uint64_t history_bytes;         /* bytes of the distinct events retained */
     uint64_t chunks_lent;           /* write chunks lent to connections */
     uint64_t max_connections;       /* connection limit in force */
+    uint64_t hub_transient_bytes;   /* bytes held beyond history (ahead of readers, batches, backlog) */
 } sseloop_stats_t;
 
 /* Fills the first size bytes of *out (size = sizeof *out as the caller knows it; only whole

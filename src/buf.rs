@@ -2,13 +2,17 @@
 //! MSS-sized write chunks.
 //!
 //! An event is encoded once per wire form when it is built, and the channel logs of the hub hold
-//! it by `Rc` (the loop is single-threaded, so a plain reference count is enough). Subscribers
+//! it by `Rc` (the loop is single-threaded, so a plain reference count is enough). The SSE form
+//! with a topic line (`topic_line=1` streams) is a third encoding, built only for an event that
+//! such a stream will write (`Event::build_topic_form`, called by the hub, which counts its
+//! bytes) and then shared by all of them. Subscribers
 //! never copy events: the write path points `writev` straight at the shared encodings (see
 //! `conn::output`). What a connection says privately (response heads, `retry:`, reset notices,
 //! heartbeats, frame replies) is small and goes through its [`OutQueue`], coalesced into a pooled
 //! chunk sized to the connection's MSS. A connection holds chunks only while such bytes are
 //! pending: a drained queue gives its chunks back to the pool.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
@@ -45,6 +49,13 @@ pub struct Event {
     pub data: Box<str>,
     sse: Box<[u8]>,
     frame: Box<[u8]>,
+    /// The SSE form with the topic line, once some `topic_line=1` stream needs it. A thin
+    /// pointer: the event stays 120 bytes, so its `Rc` allocation stays in the malloc size
+    /// class it had without this form (glibc: 144-byte chunks either way).
+    #[allow(clippy::redundant_allocation)]
+    sse_topic: OnceCell<Box<Box<[u8]>>>,
+    /// Bytes the topic line adds to the SSE form (so logs count that form without building it).
+    topic_line: u32,
     /// Exact-topic histories that still hold it (history accounting; see `hub`).
     pub(crate) holders: std::cell::Cell<u32>,
 }
@@ -56,6 +67,8 @@ pub enum Wire {
     Sse = 0,
     /// An EVENT frame of the binary protocol.
     Frame = 1,
+    /// `text/event-stream` whose first `data:` line names the event's topics (`topic_line=1`).
+    SseTopic = 2,
 }
 
 /// The shared handle every log holds.
@@ -72,6 +85,7 @@ pub fn encode_wire<T: AsRef<str>>(
 ) {
     match wire {
         Wire::Sse => crate::sse::encode_event(out, id, event_type, data),
+        Wire::SseTopic => crate::sse::encode_event_with_topics(out, id, event_type, topics, data),
         Wire::Frame => {
             let ty = event_type.unwrap_or("");
             if let Err(e) = crate::frame::encode_event_frame(out, id, topics, ty, data.as_bytes()) {
@@ -83,7 +97,8 @@ pub fn encode_wire<T: AsRef<str>>(
 }
 
 impl Event {
-    /// Builds an event and both of its encodings.
+    /// Builds an event and its SSE and frame encodings (the topic-line form waits until a
+    /// stream needs it: [`Event::build_topic_form`]).
     pub fn new(
         seq: u64,
         id: Box<str>,
@@ -96,6 +111,7 @@ impl Event {
         encode_wire(&mut sse, Wire::Sse, &id, &topics, ty, &data);
         let mut frame = Vec::new();
         encode_wire(&mut frame, Wire::Frame, &id, &topics, ty, &data);
+        let topic_line = u32::try_from(crate::sse::topic_line_len(&topics)).unwrap_or(u32::MAX);
         Event {
             seq,
             id,
@@ -104,8 +120,42 @@ impl Event {
             data,
             sse: sse.into_boxed_slice(),
             frame: frame.into_boxed_slice(),
+            sse_topic: OnceCell::new(),
+            topic_line,
             holders: std::cell::Cell::new(0),
         }
+    }
+
+    /// Builds the topic-line form if it is not built yet; returns the bytes it added to the
+    /// event's footprint (0 when it was already there). Only the hub calls it, so that history
+    /// counts those bytes (`Hub::build_topic_forms`).
+    pub(crate) fn build_topic_form(&self) -> usize {
+        if self.sse_topic.get().is_some() {
+            return 0;
+        }
+        self.sse_topic
+            .get_or_init(|| self.encode_topic_form())
+            .len()
+    }
+
+    #[allow(clippy::redundant_allocation)]
+    fn encode_topic_form(&self) -> Box<Box<[u8]>> {
+        let mut out = Vec::with_capacity(self.topic_form_len());
+        let ty = self.event_type.as_deref();
+        encode_wire(
+            &mut out,
+            Wire::SseTopic,
+            &self.id,
+            &self.topics,
+            ty,
+            &self.data,
+        );
+        Box::new(out.into_boxed_slice())
+    }
+
+    /// Length of the topic-line form, built or not.
+    pub fn topic_form_len(&self) -> usize {
+        self.sse.len() + self.topic_line as usize
     }
 
     /// The encoding for `wire`.
@@ -113,6 +163,12 @@ impl Event {
         match wire {
             Wire::Sse => &self.sse,
             Wire::Frame => &self.frame,
+            Wire::SseTopic => self.sse_topic.get_or_init(|| {
+                // The hub builds it before any stream can write it; built here, its bytes would
+                // escape the history count (which tolerates that), never the stream's bytes.
+                debug_assert!(false, "topic form of {} not built by the hub", self.id);
+                self.encode_topic_form()
+            }),
         }
     }
 
@@ -126,7 +182,7 @@ impl Event {
         &self.sse
     }
 
-    /// Bytes this event holds in memory: its fields and both encodings.
+    /// Bytes this event holds in memory: its fields and every encoding built.
     pub fn footprint(&self) -> usize {
         std::mem::size_of::<Event>()
             + self.id.len()
@@ -135,18 +191,20 @@ impl Event {
             + self.data.len()
             + self.sse.len()
             + self.frame.len()
+            + self.sse_topic.get().map_or(0, |b| b.len())
     }
 }
 
-/// An upper bound of the larger encoding of an event, computed without encoding it: publish
-/// paths refuse an event whose encoding could exceed what one connection may have queued.
+/// An upper bound of the largest encoding of an event (the topic-line form included), computed
+/// without encoding it: publish paths refuse an event whose encoding could exceed what one
+/// connection may have queued.
 pub fn encoded_len_bound(
     id_len: usize,
     topics: &[&str],
     event_type: Option<&str>,
     data: &str,
 ) -> usize {
-    let sse = sse_len_bound("", event_type, data) + id_len;
+    let sse = sse_len_bound("", event_type, data) + id_len + crate::sse::topic_line_len(topics);
     let frame = FRAME_OVERHEAD
         + id_len
         + topics.iter().map(|t| 1 + t.len()).sum::<usize>()
@@ -433,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn encoded_len_bound_covers_both_encodings() {
+    fn encoded_len_bound_covers_every_encoding() {
         for data in ["", "a", "a\nb\r\nc\r", &"\n".repeat(100), &"x".repeat(3000)] {
             for et in [None, Some("kind")] {
                 let e = Event::new(
@@ -444,11 +502,20 @@ mod tests {
                     data.into(),
                 );
                 let bound = encoded_len_bound(5, &["t", "u/v"], et, data);
+                let before = e.footprint();
+                assert!(before >= e.sse().len() + e.frame().len());
+                assert_eq!(e.build_topic_form(), e.topic_form_len());
+                assert_eq!(e.build_topic_form(), 0, "built once");
+                let topic = e.encoded(Wire::SseTopic);
+                assert_eq!(topic.len(), e.topic_form_len());
+                assert_eq!(e.footprint(), before + topic.len());
                 assert!(
-                    e.sse().len() <= bound && e.frame().len() <= bound,
+                    e.sse().len() <= bound && e.frame().len() <= bound && topic.len() <= bound,
                     "{data:?}"
                 );
-                assert!(e.footprint() >= e.sse().len() + e.frame().len());
+                let mut want = Vec::new();
+                crate::sse::encode_event_with_topics(&mut want, "run-7", et, &["t", "u/v"], data);
+                assert_eq!(topic, &want[..]);
             }
         }
     }

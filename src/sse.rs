@@ -17,13 +17,55 @@ pub const RESET_EVENT_TYPE: &str = "sseloop-reset";
 
 /// Appends one complete event (ending with the blank line that dispatches it).
 pub fn encode_event(out: &mut Vec<u8>, id: &str, event_type: Option<&str>, data: &str) {
-    out.reserve(encoded_len_hint(id, event_type, data));
+    encode(out, id, event_type, None::<&[&str]>, data);
+}
+
+/// Appends one complete event whose first `data:` line names its topics (the `topic_line=1`
+/// form of `GET /events`): a browser's `EventSource` hands the page `"<topics>\n<body>"`, the
+/// topics separated by one space. Topic names hold no line break and no space (`valid_topic`),
+/// so everything up to the first LF is the topic line, whatever the body holds.
+pub fn encode_event_with_topics<T: AsRef<str>>(
+    out: &mut Vec<u8>,
+    id: &str,
+    event_type: Option<&str>,
+    topics: &[T],
+    data: &str,
+) {
+    encode(out, id, event_type, Some(topics), data);
+}
+
+/// Bytes the topic line adds to an event's encoding: `data: `, the names with a space between
+/// them, and the LF.
+pub fn topic_line_len<T: AsRef<str>>(topics: &[T]) -> usize {
+    let names: usize = topics.iter().map(|t| t.as_ref().len() + 1).sum();
+    6 + names.max(1)
+}
+
+fn encode<T: AsRef<str>>(
+    out: &mut Vec<u8>,
+    id: &str,
+    event_type: Option<&str>,
+    topics: Option<&[T]>,
+    data: &str,
+) {
+    let line = topics.map_or(0, topic_line_len);
+    out.reserve(encoded_len_hint(id, event_type, data) + line);
     out.extend_from_slice(b"id: ");
     out.extend_from_slice(id.as_bytes());
     out.push(b'\n');
     if let Some(event_type) = event_type {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(event_type.as_bytes());
+        out.push(b'\n');
+    }
+    if let Some(topics) = topics {
+        out.extend_from_slice(b"data: ");
+        for (i, topic) in topics.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(topic.as_ref().as_bytes());
+        }
         out.push(b'\n');
     }
     for line in DataLines::new(data.as_bytes()) {
@@ -200,6 +242,33 @@ pub(crate) mod tests {
             assert_eq!(
                 parsed,
                 vec![("7".into(), "t".into(), want)],
+                "body {body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_line_is_the_first_data_line_and_the_browser_splits_it_off() {
+        let mut out = Vec::new();
+        encode_event_with_topics(&mut out, "r-4", Some("t"), &["news/a", "x"], "a\r\nb");
+        assert_eq!(
+            out,
+            b"id: r-4\nevent: t\ndata: news/a x\ndata: a\ndata: b\n\n".to_vec()
+        );
+        assert_eq!(
+            out.len(),
+            enc("r-4", Some("t"), "a\r\nb").len() + topic_line_len(&["news/a", "x"])
+        );
+        for body in ["", "\n", "one", "a\nb\r\n", " sp"] {
+            let mut out = Vec::new();
+            encode_event_with_topics(&mut out, "7", None, &["news/sport"], body);
+            let parsed = parse_stream(std::str::from_utf8(&out).unwrap());
+            let want = body.replace("\r\n", "\n").replace('\r', "\n");
+            assert_eq!(parsed.len(), 1);
+            let (topic, rest) = parsed[0].2.split_once('\n').unwrap();
+            assert_eq!(
+                (topic, rest),
+                ("news/sport", want.as_str()),
                 "body {body:?}"
             );
         }

@@ -286,6 +286,22 @@ fn browser_drives_the_console() {
     }
 }
 
+/// A plain browser `EventSource` on `topic_line=1` streams (a pattern, several topics, a resume,
+/// a reset) reads each event's topic from the first line of `e.data`
+/// (`tests/console/topic_line.mjs`).
+#[test]
+fn browser_event_source_reads_the_topic_line() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let (chromium, node) = match browser_tools(&dir) {
+        Ok(tools) => tools,
+        Err(missing) => return tool_missing(&missing),
+    };
+    let server = TestServer::start(&[]);
+    let env = [("SSELOOP_URL", format!("http://{}", server.addr))];
+    let stdout = run_script(&dir, "topic_line.mjs", (&chromium, &node), &env, &server);
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+}
+
 /// A cross-origin `fetch` POST with `Idempotency-Key` from a page on another origin (preflighted),
 /// a readable `Retry-After` on a 503, and the console of a JWT server taking an admin token
 /// (`tests/console/access.mjs`).

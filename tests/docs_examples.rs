@@ -680,14 +680,50 @@ fn sse_turns_cr_and_crlf_into_lf_while_frames_keep_the_bytes_as_in_6_2() {
     let got = swap(&frames.frame(), &run, DOC_RUN);
     assert_frame(&got, &want_frame, "6.2, frames");
     let want_sse = example("6.2-sse").text;
+    assert_eq!(first_sse_event(&mut sse, &run), want_sse, "6.2, SSE");
+}
+
+/// A stream's bytes from its first event on (after `retry:`), once it ends with a whole event,
+/// with the run id swapped for the document's.
+fn first_sse_event(sse: &mut SseClient, run: &str) -> String {
     assert!(
         sse.read_raw_until(|raw| raw.ends_with(b"\n\n") && raw.windows(3).any(|w| w == b"id:")),
         "{}",
         sse.raw_text()
     );
-    let raw = swap(&sse.raw, &run, DOC_RUN);
+    let raw = swap(&sse.raw, run, DOC_RUN);
     let at = raw.windows(3).position(|w| w == b"id:").unwrap();
-    assert_eq!(String::from_utf8_lossy(&raw[at..]), want_sse, "6.2, SSE");
+    String::from_utf8_lossy(&raw[at..]).into_owned()
+}
+
+#[test]
+fn a_topic_line_stream_names_the_frame_topics_as_in_6_2_topic_line() {
+    let (publish, subscribe) = (
+        "POST /publish?topic=news/a&topic=news/b&event=kind",
+        "GET /events?topic=news/*&topic_line=1",
+    );
+    assert!(PROTOCOL_MD.contains(publish) && PROTOCOL_MD.contains(subscribe));
+    let server = TestServer::start(&[]);
+    let mut frames = FrameClient::connect(server.addr, &["news/*"], None, None).unwrap();
+    frames.ping(b"sync").unwrap();
+    while !matches!(
+        frames.recv(Some(TIMEOUT)).unwrap(),
+        OwnedPayload::Pong { .. }
+    ) {}
+    let mut sse = server.subscribe("topic=news/*&topic_line=1", &[]);
+    let id = server.publish("topic=news/a&topic=news/b&event=kind", "a\r\nb");
+    let run = run_of(&id);
+    let want = example("6.2-topic-line").text;
+    assert_eq!(first_sse_event(&mut sse, &run), want, "6.2-topic-line");
+    let OwnedPayload::Event { topics, .. } = frames.recv(Some(TIMEOUT)).unwrap() else {
+        panic!("an EVENT");
+    };
+    let line = want.lines().find_map(|l| l.strip_prefix("data: "));
+    assert_eq!(
+        Some(topics.join(" ").as_str()),
+        line,
+        "the frame names the same topics"
+    );
 }
 
 #[test]

@@ -73,6 +73,11 @@ struct Sse {
     /// Resumed after this seq: every retained event above it must arrive (history is large).
     resumed_after: Option<u64>,
     got: Vec<u64>,
+    /// Opened with `topic_line=1` (every other stream).
+    topic_line: bool,
+    /// Each event's `data:` lines but the last (the body, `x` or `t`): the topic line when
+    /// `topic_line` is set, nothing otherwise.
+    lines: Vec<(u64, Vec<String>)>,
     resets: usize,
     /// The response head and `retry:` arrived.
     head: bool,
@@ -258,7 +263,11 @@ impl World {
                 .and_then(|s| s.got.last().copied())
                 .map(|seq| format!("{}-{seq}", self.run)),
         };
-        let query: Vec<String> = names(mask).iter().map(|t| format!("topic={t}")).collect();
+        let mut query: Vec<String> = names(mask).iter().map(|t| format!("topic={t}")).collect();
+        let topic_line = self.sse.len() % 2 == 1;
+        if topic_line {
+            query.push("topic_line=1".into());
+        }
         let mut req = format!("GET /events?{} HTTP/1.1\r\nHost: x\r\n", query.join("&"));
         if let Some(id) = &resume_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
@@ -277,6 +286,8 @@ impl World {
                 .map(seq_of)
                 .filter(|_| !matches!(resume, Resume::Bogus)),
             got: Vec::new(),
+            topic_line,
+            lines: Vec::new(),
             resets: 0,
             head: false,
             open: true,
@@ -412,6 +423,14 @@ impl World {
                     );
                 }
             }
+            // The topic line names the event's topics as published, on topic_line streams only.
+            for (seq, lines) in &s.lines {
+                let want: Vec<String> = match self.topics_of.get(seq) {
+                    Some(&mask) if s.topic_line => vec![names(mask).join(" ")],
+                    _ => Vec::new(),
+                };
+                prop_assert_eq!(lines, &want, "sse {}: data lines of {}", i, seq);
+            }
             let got: BTreeSet<u64> = s.got.iter().copied().collect();
             for &(seq, mask) in &self.acked[s.since_ack.min(self.acked.len())..] {
                 if mask & s.topics != 0 {
@@ -479,9 +498,13 @@ fn parse_sse(s: &mut Sse) {
         let text = String::from_utf8_lossy(&block);
         let mut id = None;
         let mut reset = false;
+        let mut data = Vec::new();
         for line in text.lines() {
             if let Some(v) = line.strip_prefix("id: ") {
                 id = Some(seq_of(v));
+            }
+            if let Some(v) = line.strip_prefix("data: ") {
+                data.push(v.to_string());
             }
             if line == "event: sseloop-reset" {
                 reset = true;
@@ -492,7 +515,11 @@ fn parse_sse(s: &mut Sse) {
         }
         match (id, reset) {
             (_, true) => s.resets += 1,
-            (Some(seq), false) => s.got.push(seq),
+            (Some(seq), false) => {
+                s.got.push(seq);
+                data.pop();
+                s.lines.push((seq, data));
+            }
             _ => {}
         }
     }

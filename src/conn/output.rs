@@ -461,6 +461,9 @@ mod tests {
                 ..Output::default()
             };
             out.subs.push(hub.subscribe("a", 1).unwrap());
+            if wire == Wire::SseTopic {
+                hub.want_topic_form(&out.subs[0]);
+            }
             hub.subscribe("a", 2).unwrap();
             Reader {
                 hub,
@@ -529,9 +532,9 @@ mod tests {
         #[test]
         fn contiguous_writes_match_gather_and_consume(
             ops in proptest::collection::vec(op(), 1..80),
-            frames in any::<bool>(),
+            wire in 0..3u8,
         ) {
-            let wire = if frames { Wire::Frame } else { Wire::Sse };
+            let wire = [Wire::Sse, Wire::Frame, Wire::SseTopic][usize::from(wire)];
             let (mut reference, mut fast) = (Reader::new(wire), Reader::new(wire));
             for op in &ops {
                 reference.apply(op);
@@ -562,6 +565,15 @@ mod tests {
                 };
                 prop_assert_eq!((got.events, got.more), (done.events, done.more));
                 prop_assert_eq!(fast.state(), reference.state());
+                // The log's running count of this wire is the bytes the write path sends.
+                let ch = reference.hub.channel(reference.out.subs[0].channel()).unwrap();
+                let from = reference.hub.cursor(&reference.out.subs[0]);
+                let sent: usize = (from..ch.end())
+                    .map(|i| ch.entry(i).unwrap().ev.encoded(wire).len())
+                    .sum();
+                let private = reference.out.private.len();
+                let backlog = reference.out.backlog(&reference.hub) as usize;
+                prop_assert_eq!(backlog + reference.out.ev_off, sent + private);
             }
         }
     }

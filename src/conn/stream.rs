@@ -25,6 +25,8 @@ use crate::timer::TimerKind;
 /// What a stream request asked for, once validated and authorised.
 struct StreamRequest {
     topics: Vec<String>,
+    /// `topic_line=1`: each SSE event's first data line names its topics.
+    topic_line: bool,
     last_event_id: Option<String>,
     /// The credential presented (header or `access_token`), checked later for frame publishes.
     credential: Option<Vec<u8>>,
@@ -121,6 +123,7 @@ impl Connection {
             .or(query.last_event_id.filter(|id| !id.is_empty()));
         Some(StreamRequest {
             topics: query.topics,
+            topic_line: query.topic_line,
             last_event_id,
             credential,
             grants,
@@ -142,7 +145,14 @@ impl Connection {
         // Barrier 0: the head goes before any event, replayed ones included.
         self.push_private(key, &prelude, 0, sh);
         self.stage = Stage::Sse;
-        self.out.wire = Some(Wire::Sse);
+        self.out.wire = Some(if req.topic_line {
+            for sub in &self.out.subs {
+                sh.hub.want_topic_form(sub);
+            }
+            Wire::SseTopic
+        } else {
+            Wire::Sse
+        });
         self.open_stream(
             key,
             ConnKind::Sse,
@@ -242,6 +252,7 @@ impl Connection {
                 sh.hub.parse_resume(id)
             };
             let start = sh.hub.start_stream(&mut self.out.subs, resume);
+            self.build_topic_forms(&start.replay, sh);
             let backfill = match (start.reset, resume) {
                 (Some(ResetReason::Expired), Resume::After(after)) if sh.backplane.is_some() => {
                     Some(after)
@@ -284,6 +295,7 @@ impl Connection {
             .hub
             .start_stream(&mut self.out.subs, Resume::After(upto))
             .replay;
+        self.build_topic_forms(&replay, sh);
         let wait = BackfillWait {
             reset_id,
             topics: topics.to_vec(),
@@ -372,6 +384,14 @@ impl Connection {
             self.out.private.push_event(event, wire, wait.barrier);
         }
         self.queue_replay(&wait.replay, sh);
+    }
+
+    /// A `topic_line=1` stream resumed: the events it replays from this node's history get
+    /// their topic-line form (those recorded while it reads get it as they are recorded).
+    fn build_topic_forms(&self, replay: &[SharedEvent], sh: &mut LoopState) {
+        if self.out.wire == Some(Wire::SseTopic) {
+            sh.hub.build_topic_forms(&self.out.subs, replay);
+        }
     }
 
     /// Queues a pattern's replay by reference, each event after the shared events before it so
@@ -517,6 +537,7 @@ impl Connection {
 
 struct SubscribeQuery {
     topics: Vec<String>,
+    topic_line: bool,
     last_event_id: Option<String>,
     access_token: Option<String>,
     presence: bool,
@@ -525,6 +546,7 @@ struct SubscribeQuery {
 fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     let mut q = SubscribeQuery {
         topics: Vec::new(),
+        topic_line: false,
         last_event_id: None,
         access_token: None,
         presence: false,
@@ -533,6 +555,14 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
         let (name, value) = pair?;
         match &*name {
             "topic" => push_wanted(&mut q.topics, &value)?,
+            // SSE only: frames name the topics of every EVENT anyway.
+            "topic_line" => {
+                q.topic_line = match &*value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(HttpError::BAD_TOPIC_LINE),
+                }
+            }
             "lastEventId" | "last_event_id" => q.last_event_id = Some(value.into_owned()),
             "access_token" => q.access_token = Some(value.into_owned()),
             "presence" => q.presence = value == "1" || value == "true",

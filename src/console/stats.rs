@@ -97,8 +97,14 @@ pub fn render_stats(input: &StatsInput<'_>) -> String {
     let _ = write!(
         o,
         ",\"gauges\":{{\"subscriptions\":{},\"topics\":{},\"history_events\":{},\
-         \"history_bytes\":{},\"timers\":{},\"write_chunks_lent\":{}}}",
-        g.subscriptions, g.topics, g.history_events, g.history_bytes, g.timers, g.chunks_lent
+         \"history_bytes\":{},\"hub_transient_bytes\":{},\"timers\":{},\"write_chunks_lent\":{}}}",
+        g.subscriptions,
+        g.topics,
+        g.history_events,
+        g.history_bytes,
+        g.hub_transient_bytes,
+        g.timers,
+        g.chunks_lent
     );
 
     if let Some(samples) = input.samples {
@@ -233,6 +239,8 @@ mod tests {
             metrics: &metrics,
             gauges: Gauges {
                 subscriptions: 3,
+                history_bytes: 4096,
+                hub_transient_bytes: 512,
                 ..Default::default()
             },
             topics: &topics,
@@ -263,6 +271,7 @@ mod tests {
             "\"resume_resets_by_reason\":{\"expired\":0,\"unknown\":1}",
             "\"slow_consumer\":2",
             "\"subscriptions\":3",
+            "\"history_bytes\":4096,\"hub_transient_bytes\":512,",
             "\"topics\":[{\"name\":\"news\",\"subscribers\":3,\"retained_events\":7,\"retained_bytes\":210}]",
         ] {
             assert!(doc.contains(part), "missing {part} in {doc}");

@@ -164,6 +164,9 @@ pub struct sseloop_stats_t {
     pub chunks_lent: u64,
     /// Connection limit in force.
     pub max_connections: u64,
+    /// Bytes the hub holds beyond history: entries still ahead of a reader, joined batches, the
+    /// backlog (`sseloop_hub_transient_bytes`). Appended last, so older callers' layout holds.
+    pub hub_transient_bytes: u64,
 }
 
 impl sseloop_stats_t {
@@ -204,6 +207,7 @@ impl sseloop_stats_t {
             history_bytes: n(g.history_bytes),
             chunks_lent: n(g.chunks_lent),
             max_connections: n(g.max_connections),
+            hub_transient_bytes: n(g.hub_transient_bytes),
         }
     }
 }

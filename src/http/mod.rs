@@ -50,6 +50,12 @@ impl HttpError {
         "invalid event type (1-128 bytes, no CR, LF or NUL)",
         false,
     );
+    /// A `topic_line` parameter other than `1` or `0`.
+    pub const BAD_TOPIC_LINE: HttpError = HttpError::new(
+        400,
+        "invalid topic_line (1 to start each event's data with its topics, or 0)",
+        false,
+    );
     /// Body is not UTF-8.
     pub const NOT_UTF8: HttpError = HttpError::new(400, "body is not valid UTF-8", false);
     /// Missing or wrong bearer token.

@@ -1,7 +1,8 @@
 //! A channel: the shared log of one topic (or one topic pattern) and the cursors of its readers.
 //!
 //! The log holds events by reference, in id order, each with the running byte count of both wire
-//! encodings so that "how much has this reader not taken" is one subtraction. Its tail serves two
+//! encodings (and, only while a `topic_line=1` stream reads the channel, of the topic-line form,
+//! in a list beside it: `TopicEnds`) so that "how much has this reader not taken" is one subtraction. Its tail serves two
 //! purposes at once: the last `--history` events are *replayable* (resume starts a cursor inside
 //! them), and any older entry stays only while some reader's cursor has not passed it. A reader
 //! too far behind is cut by the slow-consumer rule, so what a log holds beyond its history is
@@ -21,6 +22,35 @@ use crate::buf::{SharedEvent, Wire};
 pub(crate) struct Entry {
     pub(crate) ev: SharedEvent,
     end: [u64; 2],
+}
+
+/// The running byte count of the topic-line form of each entry, beside `entries` (same
+/// indices). A log has it only while a reader writes that form, so the entries of every other
+/// log stay as small as they were without it.
+struct TopicEnds {
+    ends: VecDeque<u64>,
+    /// Count before `ends[0]`.
+    base: u64,
+}
+
+impl TopicEnds {
+    /// Bytes from entry offset `off` (relative to the log's first entry) to the end.
+    fn pending(&self, off: u64) -> u64 {
+        let total = self.ends.back().copied().unwrap_or(self.base);
+        let before = match off.checked_sub(1) {
+            None => self.base,
+            Some(i) => usize::try_from(i)
+                .ok()
+                .and_then(|i| self.ends.get(i).copied())
+                .unwrap_or(total),
+        };
+        total.saturating_sub(before)
+    }
+
+    fn push(&mut self, len: usize) {
+        let prev = self.ends.back().copied().unwrap_or(self.base);
+        self.ends.push_back(prev + len as u64);
+    }
 }
 
 /// A subscriber's cursor: the absolute index of the next entry it has to send.
@@ -54,6 +84,11 @@ pub struct Channel {
     pub(crate) held: bool,
     /// For a topic: the pattern channels that match it.
     pub(crate) patterns: Vec<usize>,
+    /// Handles of the readers that write the topic-line form (`topic_line=1`): while there is
+    /// one, the events this channel gets have that form built (`Hub::record`) and its bytes
+    /// counted (`topic_ends`).
+    topic_readers: Vec<usize>,
+    topic_ends: Option<TopicEnds>,
     /// Index of the first entry appended in the current iteration.
     pub(crate) round_start: u64,
     /// Unix seconds of its last event (a topic's; the server API's topic list).
@@ -91,6 +126,8 @@ impl Channel {
             touched: false,
             held: false,
             patterns: Vec::new(),
+            topic_readers: Vec::new(),
+            topic_ends: None,
             round_start: 1,
             last_event_secs: 0,
             batch: None,
@@ -108,7 +145,7 @@ impl Channel {
         if first >= end {
             return;
         }
-        let adding = self.pending_bytes(first, Wire::Sse);
+        let adding = self.logged_bytes(first, Wire::Sse);
         let batch = match self.batch.as_mut() {
             Some(b) if extend && b.end == first && b.bytes.len() as u64 + adding <= MAX_BATCH => {
                 b.end = end;
@@ -173,7 +210,7 @@ impl Channel {
             return None;
         }
         // Bytes of [pos, b.end) from the log's running counts: the suffix of the buffer.
-        let tail = self.pending_bytes(pos, Wire::Sse) - self.pending_bytes(b.end, Wire::Sse);
+        let tail = self.logged_bytes(pos, Wire::Sse) - self.logged_bytes(b.end, Wire::Sse);
         let from = b.bytes.len().checked_sub(usize::try_from(tail).ok()?)?;
         Some((b.end, &b.bytes[from..]))
     }
@@ -199,9 +236,12 @@ impl Channel {
         debug_assert!(self.entries.back().is_none_or(|e| e.ev.seq < ev.seq));
         let prev = self.entries.back().map_or(self.base, |e| e.end);
         let end = [
-            prev[0] + ev.encoded(Wire::Sse).len() as u64,
-            prev[1] + ev.encoded(Wire::Frame).len() as u64,
+            prev[0] + ev.sse().len() as u64,
+            prev[1] + ev.frame().len() as u64,
         ];
+        if let Some(topic) = self.topic_ends.as_mut() {
+            topic.push(ev.topic_form_len());
+        }
         self.entries.push_back(Entry {
             ev: SharedEvent::clone(ev),
             end,
@@ -257,6 +297,9 @@ impl Channel {
             };
             self.base = entry.end;
             self.first += 1;
+            if let Some(topic) = self.topic_ends.as_mut() {
+                topic.base = topic.ends.pop_front().unwrap_or(topic.base);
+            }
         }
         if self.entries.is_empty() {
             self.entries = VecDeque::new();
@@ -294,6 +337,17 @@ impl Channel {
 
     /// Bytes of `wire` from absolute index `next` to the end of the log.
     pub(crate) fn pending_bytes(&self, next: u64, wire: Wire) -> u64 {
+        match (wire, &self.topic_ends) {
+            (Wire::SseTopic, Some(topic)) => topic.pending(next.saturating_sub(self.first)),
+            // Not counted without such a reader (cannot happen: its subscriptions make one).
+            (Wire::SseTopic, None) => self.logged_bytes(next, Wire::Sse),
+            (wire, _) => self.logged_bytes(next, wire),
+        }
+    }
+
+    /// [`Channel::pending_bytes`] of a form every entry counts (SSE or frames): the joined
+    /// batch's arithmetic on the write path, with no other case to rule out.
+    fn logged_bytes(&self, next: u64, wire: Wire) -> u64 {
         let w = wire as usize;
         let total = self.entries.back().map_or(self.base[w], |e| e.end[w]);
         let before = match next.checked_sub(self.first + 1) {
@@ -317,11 +371,39 @@ impl Channel {
         handle
     }
 
+    /// Marks a reader as one that writes the topic-line form.
+    pub(crate) fn want_topic_form(&mut self, handle: usize) {
+        if self.handles.contains(handle) && !self.topic_readers.contains(&handle) {
+            self.topic_readers.push(handle);
+        }
+        if self.topic_ends.is_none() {
+            let mut topic = TopicEnds {
+                ends: VecDeque::with_capacity(self.entries.len()),
+                base: 0,
+            };
+            for e in &self.entries {
+                topic.push(e.ev.topic_form_len());
+            }
+            self.topic_ends = Some(topic);
+        }
+    }
+
+    /// True while a reader writes the topic-line form.
+    pub(crate) fn has_topic_readers(&self) -> bool {
+        !self.topic_readers.is_empty()
+    }
+
     /// Removes a reader; false when the handle is unknown.
     pub(crate) fn remove_reader(&mut self, handle: usize) -> bool {
         let Some(i) = self.handles.try_remove(handle) else {
             return false;
         };
+        if !self.topic_readers.is_empty() {
+            self.topic_readers.retain(|&h| h != handle);
+            if self.topic_readers.is_empty() {
+                self.topic_ends = None;
+            }
+        }
         self.readers.swap_remove(i);
         if let Some(moved) = self.readers.get(i) {
             self.handles[moved.handle] = i;
@@ -428,5 +510,37 @@ mod tests {
         assert!(!ch.remove_reader(slow));
         assert_eq!(ch.reader_conns().collect::<Vec<_>>(), vec![2]);
         assert_eq!(ch.next_of(fast), 5);
+    }
+
+    #[test]
+    fn topic_form_bytes_are_counted_only_while_a_reader_writes_that_form() {
+        let mut ch = Channel::new("t", None);
+        let slow = ch.add_reader(1);
+        for seq in 1..=4 {
+            ch.append(&ev(seq));
+        }
+        assert!(ch.topic_ends.is_none(), "no such reader: nothing counted");
+        ch.set_next(slow, 1);
+        let topic = ch.add_reader(2);
+        ch.want_topic_form(topic);
+        ch.set_next(topic, 1);
+        let one = ev(1).topic_form_len() as u64;
+        assert_eq!(
+            ch.pending_bytes(1, Wire::SseTopic),
+            4 * one,
+            "counted from the log"
+        );
+        ch.append(&ev(5));
+        assert_eq!(ch.pending_bytes(3, Wire::SseTopic), 3 * one);
+        ch.evict_oldest();
+        ch.evict_oldest();
+        ch.set_next(slow, 2);
+        ch.set_next(topic, 3);
+        ch.trim();
+        assert_eq!(ch.entry(1).map(|e| e.ev.seq), None, "trimmed");
+        assert_eq!(ch.pending_bytes(2, Wire::SseTopic), 4 * one);
+        assert_eq!(ch.pending_bytes(ch.end(), Wire::SseTopic), 0);
+        assert!(ch.remove_reader(topic));
+        assert!(ch.topic_ends.is_none() && !ch.has_topic_readers());
     }
 }

@@ -1,6 +1,6 @@
 //! History accounting and eviction: `--history` per topic, `--history-bytes` over all (each
-//! retained event counted once, whatever number of topics hold it), `--max-topics`; and the
-//! memory the hub holds beyond history (`transient_bytes`).
+//! retained event counted once with every encoding it holds, whatever number of topics hold
+//! it), `--max-topics`; and the memory the hub holds beyond history (`transient_bytes`).
 //!
 //! `retained` lists every retained event once, oldest first. An event that left every topic's
 //! history out of order (per-topic `--history`) is removed from it lazily, but its bytes count
@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::Hub;
+use super::{Hub, Subscription};
 use crate::buf::SharedEvent;
 
 impl Hub {
@@ -28,7 +28,9 @@ impl Hub {
         ev.holders.set(holders);
         if holders == 0 {
             let bytes = ev.footprint();
-            self.history_bytes -= bytes;
+            // Saturating: a topic-line form built outside `build_topic_forms` (a bug, asserted
+            // in debug builds) must not wrap the count.
+            self.history_bytes = self.history_bytes.saturating_sub(bytes);
             self.retained_gone += 1;
             self.retained_gone_bytes += bytes;
         }
@@ -82,8 +84,37 @@ impl Hub {
             // first everywhere); never leave bytes counted for an event no longer listed.
             ev.holders.set(0);
         }
-        self.history_bytes -= ev.footprint();
+        self.history_bytes = self.history_bytes.saturating_sub(ev.footprint());
         true
+    }
+
+    /// Builds the topic-line form of the events a `topic_line=1` stream is about to replay:
+    /// those past the cursors of `subs` and its patterns' `replay`. Events recorded while
+    /// such a reader was subscribed have it already (`record`). Retained ones now hold more
+    /// bytes, which count against `--history-bytes` like the rest of them.
+    pub fn build_topic_forms(&mut self, subs: &[Subscription], replay: &[SharedEvent]) {
+        let mut added = 0;
+        let mut build = |ev: &SharedEvent| {
+            let bytes = ev.build_topic_form();
+            if ev.holders.get() > 0 {
+                added += bytes;
+            }
+        };
+        for sub in subs {
+            let Some(ch) = self.channels.get(sub.channel().0) else {
+                continue;
+            };
+            for pos in ch.next_of_sub(sub)..ch.end().min(sub.limit()) {
+                if let Some(e) = ch.entry(pos) {
+                    build(&e.ev);
+                }
+            }
+        }
+        replay.iter().for_each(build);
+        if added > 0 {
+            self.history_bytes += added;
+            self.enforce_history_bytes();
+        }
     }
 
     /// Bytes the hub holds beyond history, each event once: entries still ahead of a reader that

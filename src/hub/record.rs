@@ -141,6 +141,9 @@ impl Hub {
         self.recorded += 1;
         let event = Rc::new(event);
         let mut result = Ok(());
+        // Some channel it enters has a `topic_line=1` reader: its topic-line form is built now,
+        // once for all of them, and counted with the rest of the event.
+        let mut topic_form = false;
         for name in event.topics.iter() {
             let id = match self.channel_or_insert(name) {
                 Ok(id) => id,
@@ -155,6 +158,7 @@ impl Hub {
             }
             ch.last_event_secs = self.clock_secs;
             ch.append(&event);
+            topic_form |= ch.has_topic_readers();
             if !self.skips.is_empty() {
                 Self::skip_for(&self.skips, ch, id, event.seq);
             }
@@ -187,6 +191,7 @@ impl Hub {
                     pc.round_start = pc.end();
                 }
                 pc.append(&event);
+                topic_form |= pc.has_topic_readers();
                 if !self.skips.is_empty() {
                     Self::skip_for(&self.skips, pc, ChannelId(p), event.seq);
                 }
@@ -199,6 +204,9 @@ impl Hub {
         }
         if !self.skips.is_empty() {
             self.skips.retain(|s| s.through > event.seq);
+        }
+        if topic_form {
+            event.build_topic_form();
         }
         if event.holders.get() > 0 {
             self.history_bytes += event.footprint();

@@ -96,6 +96,14 @@ impl Hub {
         })
     }
 
+    /// Makes `sub` a reader of the topic-line form (`topic_line=1`): the events its channel
+    /// gets from now on have that form built as they are recorded.
+    pub fn want_topic_form(&mut self, sub: &Subscription) {
+        if let Some(ch) = self.channels.get_mut(sub.channel.0) {
+            ch.want_topic_form(sub.handle);
+        }
+    }
+
     /// Ends a subscription; a channel left with no reader and nothing retained is forgotten.
     pub fn unsubscribe(&mut self, sub: Subscription) {
         let Some(ch) = self.channels.get_mut(sub.channel.0) else {

@@ -239,8 +239,44 @@ static void check_publish_and_stop(void) {
     uint64_t newer[KNOWN + 4];
     memset(newer, 0xab, sizeof newer);
     CHECK_RC(sseloop_stats(loop, (sseloop_stats_t *)(void *)newer, sizeof newer), SSELOOP_OK);
-    CHECK(newer[KNOWN - 1] == stats.max_connections);
+    CHECK(newer[KNOWN - 2] == stats.max_connections);
+    CHECK(newer[KNOWN - 1] == stats.hub_transient_bytes); /* appended last: the ABI order holds */
     for (int i = KNOWN; i < KNOWN + 4; i++) CHECK(newer[i] == 0);
+    sseloop_free(loop);
+}
+
+/* hub_transient_bytes: events published from the host wait in the hub's backlog, which is
+ * recorded a slice (half --max-queue-bytes, at least 64 KiB) per iteration; once all are
+ * recorded (history holds them) nothing is held beyond history. */
+static void check_transient_bytes(void) {
+    sseloop_config_t *config = sseloop_config_new();
+    const char *argv[] = {"host", "--listen", "127.0.0.1:0", "--max-body", "8k",
+                          "--max-queue-bytes", "72k"};
+    CHECK_RC(sseloop_config_parse_args(config, 7, argv), SSELOOP_OK);
+    sseloop_t *loop = NULL;
+    CHECK_RC(sseloop_new(config, &loop), SSELOOP_OK);
+    sseloop_config_free(config);
+    const char *topics[] = {"bulk"};
+    static char data[4000];
+    memset(data, 'd', sizeof data);
+    enum { EVENTS = 40 };
+    for (int i = 0; i < EVENTS; i++)
+        CHECK_RC(sseloop_publish(loop, topics, 1, NULL, data, sizeof data, NULL, 0), SSELOOP_OK);
+    sseloop_stats_t stats;
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
+    CHECK(stats.hub_transient_bytes == 0); /* still queued outside the hub */
+    CHECK_RC(sseloop_poll(loop, 0), SSELOOP_OK);
+    CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
+    CHECK(stats.history_events > 0 && stats.history_events < EVENTS);
+    /* Each waiting event holds its data and both encodings: over 3 x 4000 bytes. */
+    CHECK(stats.hub_transient_bytes >= (EVENTS - stats.history_events) * 3 * sizeof data);
+    for (int i = 0; i < 100 && stats.history_events < EVENTS; i++) {
+        CHECK_RC(sseloop_poll(loop, 0), SSELOOP_OK);
+        CHECK_RC(sseloop_stats(loop, &stats, sizeof stats), SSELOOP_OK);
+    }
+    CHECK(stats.history_events == EVENTS);
+    CHECK(stats.hub_transient_bytes == 0);
+    CHECK(stats.history_bytes >= EVENTS * 3 * sizeof data);
     sseloop_free(loop);
 }
 
@@ -250,6 +286,7 @@ int main(void) {
     check_config_errors();
     check_last_error_buffer();
     check_publish_and_stop();
+    check_transient_bytes();
     printf("errors: ok\n");
     return 0;
 }

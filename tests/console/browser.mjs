@@ -145,6 +145,7 @@ async function openServerChecks(browser) {
   await row.waitFor({ timeout: TIMEOUT });
   assert.equal(await row.locator(".id").textContent(), id1);
   assert.equal(await row.locator(".type").textContent(), "headline");
+  assert.equal(await row.locator(".topic").textContent(), "news", "the event's topic shown");
   assert.equal(await row.locator("pre.data").textContent(), multi, "multi-line data intact");
   ok("a subscription made in the page receives a curl-published event, multi-line data intact");
 
@@ -166,6 +167,8 @@ async function openServerChecks(browser) {
   const resetText = await second.locator(".log li.reset").textContent();
   assert.match(resetText, /missed \(unknown\)/);
   await until("replay after the reset", async () => (await second.locator(".log li.event").count()) === 2);
+  const replayedTopics = await second.locator(".log li.event .topic").allTextContents();
+  assert.deepEqual(replayedTopics, ["news", "news"], "replayed events name their topic");
   const [b1, b2] = [await first.boundingBox(), await second.boundingBox()];
   assert.ok(Math.abs(b1.y - b2.y) < 2 && b2.x > b1.x + b1.width - 1, "panels side by side");
   ok("several subscriptions side by side; a reset notice is shown as such, then the replay");

@@ -42,6 +42,15 @@ function dataNode(data) {
   return details;
 }
 
+/**
+ * An event of a `topic_line=1` stream: its first data line names its topics (space-separated),
+ * the rest is the payload as published.
+ */
+function splitTopics(data) {
+  const at = data.indexOf("\n");
+  return at < 0 ? { topics: data, data: "" } : { topics: data.slice(0, at), data: data.slice(at + 1) };
+}
+
 function resetReason(data) {
   try {
     return JSON.parse(data).reason || "unknown";
@@ -82,7 +91,8 @@ class Panel {
   start() {
     const topics = parseTopics(this.form.elements.topics.value);
     if (topics.length === 0) return this.setState("failed", "name at least one topic");
-    const query = topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
+    // topic_line=1: each event names its topic, which a pattern or several topics need.
+    const query = topics.map((t) => "topic=" + encodeURIComponent(t)).join("&") + "&topic_line=1";
     this.form.elements.topics.disabled = true;
     this.form.elements["last-event-id"].disabled = true;
     this.form.querySelector(".subscribe").textContent = "Stop";
@@ -144,8 +154,9 @@ class Panel {
       row.append(meta, el("p", "reset-text", `Events were missed (${reason}): the retained events follow.`));
     } else {
       row.className = "event";
-      meta.append(el("span", "type", event.type));
-      row.append(meta, dataNode(event.data));
+      const { topics, data } = splitTopics(event.data);
+      meta.append(el("span", "topic", topics), el("span", "type", event.type));
+      row.append(meta, dataNode(data));
     }
     this.log.prepend(row);
     while (this.log.childElementCount > MAX_ROWS) this.log.lastElementChild.remove();
