@@ -1858,7 +1858,11 @@ fn a_resume_older_than_what_warm_up_loaded_is_backfilled_from_redis_not_a_silent
 #[track_caller]
 fn assert_no_id_twice(streams: &[&[SseEvent]]) {
     let mut seen: HashMap<&str, &str> = HashMap::new();
-    for ev in streams.iter().flat_map(|s| s.iter()).filter(|e| e.event != RESET) {
+    for ev in streams
+        .iter()
+        .flat_map(|s| s.iter())
+        .filter(|e| e.event != RESET)
+    {
         if let Some(before) = seen.insert(&ev.id, &ev.data) {
             assert_eq!(before, ev.data, "id {} names two events", ev.id);
         }
@@ -1884,7 +1888,9 @@ fn redis_restored_from_an_older_snapshot_reuses_no_id_and_resets_streams_before_
     let mut on_a = a.subscribe("topic=s", &[]);
     let mut on_b = b.subscribe("topic=s", &[]);
     let publish = |via: &TestServer, range: std::ops::Range<usize>| -> Vec<String> {
-        range.map(|i| via.publish("topic=s", &format!("s{i}"))).collect()
+        range
+            .map(|i| via.publish("topic=s", &format!("s{i}")))
+            .collect()
     };
     let mut before = publish(&a, 0..40);
     assert_eq!(redis.command(&["SAVE"]), Reply::Status("OK".into()));
@@ -1919,7 +1925,11 @@ fn redis_restored_from_an_older_snapshot_reuses_no_id_and_resets_streams_before_
     }
     let lagged: Vec<String> = seen_b.iter().map(|e| e.id.clone()).collect();
     assert!(lagged.len() < 60, "B read everything: it did not lag");
-    assert_eq!(lagged, before[..lagged.len()], "B's events before the reset");
+    assert_eq!(
+        lagged,
+        before[..lagged.len()],
+        "B's events before the reset"
+    );
     assert_eq!(
         (reset.event.as_str(), reset.data.as_str()),
         (RESET, BACKPLANE_LOST),
@@ -1981,7 +1991,11 @@ fn redis_restored_from_an_older_snapshot_reuses_no_id_and_resets_streams_before_
     for tail in &tails {
         assert_eq!(id_data(tail), expect);
     }
-    assert!(!resumed_b.raw_text().contains(RESET), "{}", resumed_b.raw_text());
+    assert!(
+        !resumed_b.raw_text().contains(RESET),
+        "{}",
+        resumed_b.raw_text()
+    );
     let all: Vec<&[SseEvent]> = [seen_a.as_slice(), seen_b.as_slice()]
         .into_iter()
         .chain(tails.iter().map(Vec::as_slice))
