@@ -21,7 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use redis::{free_port, redis_available, Persistence, RedisServer};
+use redis::{free_port, redis_available, Persistence, RedisServer, Reply};
 use sseloop::frame::{ErrorCode, FrameClient, OwnedPayload};
 use util::*;
 
@@ -1784,5 +1784,290 @@ fn redis_failures_are_logged_with_their_cause() {
     assert!(
         out.contains("DNS: cannot resolve no-such-host.invalid"),
         "{out}"
+    );
+}
+
+// ----- warm-up: what a starting node loads, and resumes from before it -------------------------
+
+/// Node A publishes y0..y9, w0, x0..x299 (100-byte bodies), w1; node C starts after with a cache
+/// of about 4 KiB, so its warm-up (a page of 256 entries at least) reaches back only into the x
+/// events. Returns A, C and the ids of
+/// the y, w and x events.
+fn events_before_the_warm_window(
+    redis: &RedisServer,
+) -> (
+    TestServer,
+    TestServer,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+) {
+    let a = node(redis, &["--history", "100"]);
+    wait_ready(&a);
+    let body = |name: &str| format!("{name:-<100}");
+    let ys: Vec<String> = (0..10)
+        .map(|i| a.publish("topic=y", &body(&format!("y{i}"))))
+        .collect();
+    let mut ws = vec![a.publish("topic=w", &body("w0"))];
+    let xs: Vec<String> = (0..300)
+        .map(|i| a.publish("topic=x", &body(&format!("x{i}"))))
+        .collect();
+    ws.push(a.publish("topic=w", &body("w1")));
+    let c = node(redis, &["--history", "100", "--history-bytes", "4k"]);
+    wait_ready(&c);
+    (a, c, ys, ws, xs)
+}
+
+/// Regression: a resume from before the first event a starting node warmed was served from the
+/// node's cache alone: a topic with no event in the warm window replayed nothing, a topic with
+/// one replayed that one, both without a reset notice (a silent gap). It must get every missed
+/// event from Redis, in order, then live events.
+#[test]
+fn a_resume_older_than_what_warm_up_loaded_is_backfilled_from_redis_not_a_silent_gap() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let (a, c, ys, ws, _) = events_before_the_warm_window(&redis);
+    let body = |name: &str| format!("{name:-<100}");
+    let expect_y: Vec<(String, String)> = (3..10)
+        .map(|i| (ys[i].clone(), body(&format!("y{i}"))))
+        .collect();
+    let expect_w: Vec<(String, String)> = (0..2)
+        .map(|i| (ws[i].clone(), body(&format!("w{i}"))))
+        .collect();
+    // A topic none of whose events were warmed, by exact name and by pattern.
+    let mut exact = c.subscribe("topic=y", &[("Last-Event-ID", &ys[2])]);
+    let mut pattern = c.subscribe("topic=y*", &[("Last-Event-ID", &ys[2])]);
+    // A topic whose newest event was warmed but not its older one.
+    let before_w0 = format!("{}-{}", epoch(&ws[0]), seq(&ws[0]) - 1);
+    let mut split = c.subscribe("topic=w", &[("Last-Event-ID", &before_w0)]);
+    assert_eq!(id_data(&exact.events(7)), expect_y, "exact topic");
+    assert_eq!(id_data(&pattern.events(7)), expect_y, "pattern");
+    assert_eq!(id_data(&split.events(2)), expect_w, "half-warmed topic");
+    assert_next_is_sentinel(&a, "y", &mut [&mut exact, &mut pattern]);
+    assert_next_is_sentinel(&a, "w", &mut [&mut split]);
+    for client in [&exact, &pattern, &split] {
+        assert!(!client.raw_text().contains(RESET), "{}", client.raw_text());
+    }
+}
+
+// ----- Redis behind what the cluster saw ---------------------------------------------------------
+
+/// Asserts that no id names two different events across `streams` (each a stream's events).
+#[track_caller]
+fn assert_no_id_twice(streams: &[&[SseEvent]]) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for ev in streams
+        .iter()
+        .flat_map(|s| s.iter())
+        .filter(|e| e.event != RESET)
+    {
+        if let Some(before) = seen.insert(&ev.id, &ev.data) {
+            assert_eq!(before, ev.data, "id {} names two events", ev.id);
+        }
+    }
+}
+
+/// Regression (Redis restored from an older snapshot): Redis with RDB only; 40 events, `SAVE`,
+/// 10 more that both nodes read, 10 more while node B is stopped (only A reads them); Redis is
+/// killed, node A too, and Redis comes back from the snapshot; B comes back first and publishes.
+/// Before, B's new ids reused ids issued before the crash (its HELLO moved the counter only to
+/// its own last seq) with no reset before them, and a client of A resuming on A's successor
+/// silently skipped them. Now B finds Redis behind what it read and starts a new epoch: its
+/// stream gets the reset before any new event, no id names two events, a client of the old A
+/// resuming anywhere is reset, and later events reach both nodes in one order.
+#[test]
+fn redis_restored_from_an_older_snapshot_reuses_no_id_and_resets_streams_before_new_events() {
+    if !redis_available() {
+        return;
+    }
+    // --save "" --appendonly no: the dataset survives a restart only through the SAVE below.
+    let mut redis = RedisServer::start(Persistence::None);
+    let (mut a, b) = two_ready_nodes(&redis);
+    let mut on_a = a.subscribe("topic=s", &[]);
+    let mut on_b = b.subscribe("topic=s", &[]);
+    let publish = |via: &TestServer, range: std::ops::Range<usize>| -> Vec<String> {
+        range
+            .map(|i| via.publish("topic=s", &format!("s{i}")))
+            .collect()
+    };
+    let mut before = publish(&a, 0..40);
+    assert_eq!(redis.command(&["SAVE"]), Reply::Status("OK".into()));
+    before.extend(publish(&a, 40..50));
+    let mut seen_b = on_b.events(50);
+    // B lags: stopped while A publishes and reads 10 more.
+    b.signal(libc::SIGSTOP);
+    before.extend(publish(&a, 50..60));
+    let seen_a = on_a.events(60);
+    assert_eq!(
+        seen_a.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        before
+    );
+    let old_epoch = epoch(&before[0]);
+    // Redis dies and comes back from the snapshot; A is down across the restart.
+    redis.stop();
+    a.signal(libc::SIGKILL);
+    a.wait_exit(TIMEOUT);
+    drop(on_a);
+    redis.launch();
+    let log_len = redis.command(&["XLEN", "sseloop:{hub}:log"]);
+    assert_eq!(log_len, Reply::Int(40), "Redis came back from the snapshot");
+    b.signal(libc::SIGCONT);
+    wait_ready(&b);
+    let new_b = publish(&b, 100..105);
+    // B's stream: what B had read (its XREAD may have been answered as it stopped, with the
+    // first of A's 10), then the reset notice, then B's new events.
+    let mut reset = on_b.next_event();
+    while reset.event != RESET && seen_b.len() < 60 {
+        seen_b.push(reset);
+        reset = on_b.next_event();
+    }
+    let lagged: Vec<String> = seen_b.iter().map(|e| e.id.clone()).collect();
+    assert!(lagged.len() < 60, "B read everything: it did not lag");
+    assert_eq!(
+        lagged,
+        before[..lagged.len()],
+        "B's events before the reset"
+    );
+    assert_eq!(
+        (reset.event.as_str(), reset.data.as_str()),
+        (RESET, BACKPLANE_LOST),
+        "{}",
+        on_b.raw_text()
+    );
+    let after_reset = on_b.events(5);
+    assert_eq!(
+        id_data(&after_reset),
+        new_b
+            .iter()
+            .zip(100..)
+            .map(|(id, i)| (id.clone(), format!("s{i}")))
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(epoch(&new_b[0]), old_epoch, "a new epoch");
+    assert_eq!(epoch(&reset.id), epoch(&new_b[0]));
+    assert!(seq(&reset.id) < seq(&new_b[0]));
+    for id in &new_b {
+        assert!(!before.contains(id), "{id} was issued before the crash");
+    }
+    seen_b.push(reset.clone());
+    seen_b.extend(after_reset);
+
+    // A restarts with no memory. A client of the old A resumes there from the last id it got:
+    // it is told, then gets what the new epoch holds. B's client, reconnecting with the reset
+    // notice's id, misses nothing and is not reset again.
+    let a2 = node(&redis, &[]);
+    wait_ready(&a2);
+    let last_of_a = &before[59];
+    let mut resumed_a = a2.subscribe("topic=s", &[("Last-Event-ID", last_of_a)]);
+    let first = resumed_a.next_event();
+    assert_eq!(first.event, RESET, "{}", resumed_a.raw_text());
+    let new_epoch = &seen_b[seen_b.len() - 5..];
+    assert_eq!(
+        id_data(&resumed_a.events(5)),
+        id_data(new_epoch),
+        "the new epoch's events"
+    );
+    let mut resumed_b = a2.subscribe("topic=s", &[("Last-Event-ID", &reset.id)]);
+    assert_eq!(id_data(&resumed_b.events(5)), id_data(new_epoch));
+
+    // Events acknowledged from now on: on both nodes, in one order, nothing reset.
+    let mut live = Vec::new();
+    for i in 200..206 {
+        let via = if i % 2 == 0 { &a2 } else { &b };
+        live.extend(publish(via, i..i + 1));
+    }
+    let expect: Vec<(String, String)> = live
+        .iter()
+        .zip(200..)
+        .map(|(id, i)| (id.clone(), format!("s{i}")))
+        .collect();
+    assert_one_epoch_increasing(&live, "after the restart");
+    let tails: Vec<Vec<SseEvent>> = [&mut on_b, &mut resumed_a, &mut resumed_b]
+        .into_iter()
+        .map(|c| c.events(6))
+        .collect();
+    for tail in &tails {
+        assert_eq!(id_data(tail), expect);
+    }
+    assert!(
+        !resumed_b.raw_text().contains(RESET),
+        "{}",
+        resumed_b.raw_text()
+    );
+    let all: Vec<&[SseEvent]> = [seen_a.as_slice(), seen_b.as_slice()]
+        .into_iter()
+        .chain(tails.iter().map(Vec::as_slice))
+        .collect();
+    assert_no_id_twice(&all);
+}
+
+/// Publishes `n` events of `size` bytes over `topics` topics (`t0`, `t1`, ...) through `via`, in
+/// bursts of PUBLISH frames, each burst acknowledged before the next.
+fn publish_bulk(via: &TestServer, n: usize, topics: usize, size: usize) {
+    let mut c = FrameClient::connect(via.addr, &["frame-publisher"], None, None)
+        .unwrap_or_else(|e| panic!("frame handshake: {e}"));
+    let body = vec![b'x'; size];
+    const BURST: usize = 200;
+    for start in (0..n).step_by(BURST) {
+        let mut raw = Vec::new();
+        for i in start..(start + BURST).min(n) {
+            let topic = format!("t{}", i % topics);
+            sseloop::frame::encode_publish_frame(&mut raw, b"c", &[topic], "", &body)
+                .expect("encode");
+        }
+        c.send_raw(&raw).expect("send the burst");
+        for _ in start..(start + BURST).min(n) {
+            ack_id(next_frame(&mut c), b"c");
+        }
+    }
+}
+
+/// Regression (a restarted node warmed far more than it keeps): on first contact a node loaded
+/// up to 100,000 of the newest events although each topic keeps `--history`; in RSS it never gave
+/// them back. A node started after 12,000 events of 2 KiB to 40 topics must hold what a node
+/// that ran throughout holds (4 per topic), and its RSS must stay near it (the figures are
+/// printed: `--nocapture`).
+#[test]
+fn a_node_started_late_holds_what_a_node_that_ran_throughout_holds() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let args = ["--history", "4"];
+    let long = node(&redis, &args);
+    wait_ready(&long);
+    publish_bulk(&long, 12_000, 40, 2048);
+    let late = node(&redis, &args);
+    wait_ready(&late);
+    let figures = |n: &TestServer| {
+        let m = n.metrics();
+        let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+        (
+            get("sseloop_history_events"),
+            get("sseloop_history_bytes"),
+            get("process_resident_memory_bytes"),
+        )
+    };
+    let (long_events, long_bytes, long_rss) = figures(&long);
+    let (late_events, late_bytes, late_rss) = figures(&late);
+    eprintln!(
+        "history events / bytes / RSS: ran throughout {long_events} / {long_bytes} / {:.1} MiB, \
+         started late {late_events} / {late_bytes} / {:.1} MiB",
+        long_rss / 1048576.0,
+        late_rss / 1048576.0
+    );
+    assert_eq!(long_events, 160.0, "4 events per topic");
+    assert_eq!(late_events, long_events);
+    // The node that ran throughout may still list events evicted out of order (they count
+    // until its list is compacted); the late node holds the same replayable events, no more.
+    assert!(
+        late_bytes > 0.0 && late_bytes <= long_bytes,
+        "history bytes: late {late_bytes}, ran throughout {long_bytes}"
+    );
+    assert!(
+        late_rss < long_rss + 16.0 * 1048576.0,
+        "the late node's RSS {late_rss} is far above {long_rss}"
     );
 }

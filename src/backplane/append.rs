@@ -190,6 +190,7 @@ impl Backplane {
         };
         let epoch = link.epoch.clone().unwrap_or_default();
         self.stats.appends += u64::from(status == "OK");
+        self.issued = self.issued.max(seq);
         self.out.completions.push(Completion {
             origin,
             outcome: Ok((format!("{epoch}-{seq}"), seq)),

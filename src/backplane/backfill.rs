@@ -31,7 +31,8 @@ impl Backplane {
             keys.push(self.keys.log.clone());
         }
         let nkeys = keys.len().to_string();
-        let after = req.after.to_string();
+        // Entries at or below `since` belong to an earlier epoch.
+        let after = req.after.max(self.since).to_string();
         let upto = req.upto.to_string();
         let count = if patterns {
             FETCH_LOG_MAX

@@ -2,7 +2,9 @@
 //! backoff) or `Up` (a non-blocking Redis connection with the replies it expects, in order, and
 //! their deadlines). Connecting pipelines the handshake (AUTH, SELECT, SCRIPT LOAD, HELLO); a
 //! reply is routed by what the link expects; an error or a missed deadline drops the link, which
-//! refuses what it carried and reconnects.
+//! refuses what it carried and reconnects. HELLO carries the node's high-water mark: a Redis
+//! behind it starts a new epoch (`scripts::HELLO`), which every node's reader turns into a reset
+//! notice before any newer event.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
 
-use super::redis::{text, RedisConn};
+use super::redis::{integer, text, RedisConn};
 use super::warm::{request_page, Warm};
 use super::{scripts, Backplane, Notice, FIRST_BACKOFF, MAX_BACKOFF, READER, WRITER};
 
@@ -170,15 +172,18 @@ impl Backplane {
             link.expect.push_back(Expect::ScriptSha(ScriptKind::Fetch));
         }
         let candidate = crate::ids::run_id();
-        let floor = floor.max(self.last_read).to_string();
+        // The node's high-water mark: Redis behind it lost what the cluster issued or read.
+        let mark = floor.max(self.last_read).max(self.issued).to_string();
         link.conn.command(&[
             b"EVAL",
             scripts::HELLO.as_bytes(),
-            b"2",
+            b"4",
             self.keys.seq.as_bytes(),
             self.keys.epoch.as_bytes(),
+            self.keys.log.as_bytes(),
+            self.keys.since.as_bytes(),
             candidate.as_bytes(),
-            floor.as_bytes(),
+            mark.as_bytes(),
         ]);
         link.expect.push_back(Expect::Hello);
         // One deadline covers the handshake: the last reply (HELLO) must come by then.
@@ -313,6 +318,11 @@ impl Backplane {
         };
         let epoch = parts.first().and_then(text).ok_or("HELLO: no epoch")?;
         let epoch = epoch.to_string();
+        let since = parts
+            .get(2)
+            .and_then(integer)
+            .and_then(|s| u64::try_from(s).ok());
+        let since = since.unwrap_or(0);
         let phase = pick(&mut self.writer, &mut self.reader, writer);
         let Phase::Up(link) = phase else {
             return Ok(());
@@ -337,18 +347,17 @@ impl Backplane {
                     self.cfg.url
                 );
                 self.epoch = Some(epoch.clone());
+                self.since = since;
                 self.out.notices.push((
                     self.out.events.len(),
                     Notice::Epoch {
                         epoch: epoch.clone(),
                         lost: false,
+                        since,
                     },
                 ));
                 // First contact: fill the cache with the newest retained events.
-                link.warming = Some(Warm {
-                    events: Vec::new(),
-                    bytes: 0,
-                });
+                link.warming = Some(Warm::default());
                 request_page(link, &self.keys.log, None, now + self.cfg.timeout);
             }
             Some(known) if known == epoch => {
@@ -358,21 +367,30 @@ impl Backplane {
                     self.last_read
                 );
             }
-            Some(known) => {
-                log::warn!(
-                    "backplane {}: the dataset changed (epoch {known} -> {epoch}): Redis lost \
-                     its data; streams get a reset notice",
-                    self.cfg.url
-                );
-                self.epoch = Some(epoch.clone());
-                self.out
-                    .notices
-                    .push((self.out.events.len(), Notice::Epoch { epoch, lost: true }));
-                // Everything in the new dataset is new.
-                self.last_read = 0;
-            }
+            Some(_) => self.new_epoch(epoch, since),
         }
         Ok(())
+    }
+
+    /// The dataset's epoch changed (Redis came back without its data, or behind what a node
+    /// had seen): streams are told, before any event of the new epoch, which the reader reads
+    /// from its start.
+    pub(super) fn new_epoch(&mut self, epoch: String, since: u64) {
+        log::warn!(
+            "backplane {}: the dataset changed (epoch {} -> {epoch}): Redis lost events the \
+             cluster had issued or read; streams get a reset notice",
+            self.cfg.url,
+            self.epoch.as_deref().unwrap_or("")
+        );
+        self.epoch = Some(epoch.clone());
+        self.since = since;
+        self.last_read = since;
+        let notice = Notice::Epoch {
+            epoch,
+            lost: true,
+            since,
+        };
+        self.out.notices.push((self.out.events.len(), notice));
     }
 }
 

@@ -14,7 +14,9 @@
 //! Ids are `<epoch>-<seq>`: the epoch names the Redis dataset (created by the first node that
 //! finds none), the seq comes from Redis's counter. Either link reconnects with jittered backoff
 //! capped at 2 s; the reader then reads on from the last seq it handed over. A dataset whose epoch
-//! changed (Redis restarted without its data) is reported so that streams get a reset notice.
+//! changed is reported so that streams get a reset notice: Redis restarted without its data, or
+//! a node found its counter behind the node's high-water mark (Redis came back from an older
+//! point) and started a new epoch (docs/SCALING.md, "Redis behind what the cluster saw").
 //!
 //! This module speaks Redis and keeps the links' state; it never touches client connections or
 //! the hub: the loop drains [`Backplane::out`] after each call (`seam.rs`: what crosses).
@@ -127,6 +129,10 @@ pub struct Backplane {
     epoch: Option<String>,
     /// The last seq handed to the hub.
     last_read: u64,
+    /// The highest seq Redis gave this node's appends (part of its high-water mark).
+    issued: u64,
+    /// The current epoch's events have seqs above this.
+    since: u64,
     /// The first HELLO + cache fill is done (or gave up): streams may start.
     started: bool,
     started_deadline: Instant,
@@ -181,6 +187,8 @@ impl Backplane {
             fetches: VecDeque::new(),
             epoch: None,
             last_read: 0,
+            issued: 0,
+            since: 0,
             started: false,
             rng,
             ever_up: [false; 2],

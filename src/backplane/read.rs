@@ -1,6 +1,7 @@
 //! Reading the shared log on the reader link: each `XREAD` reply's entries become
-//! [`RemoteEvent`]s in stream order (a hole in the seqs is a [`Notice::Gap`]), and the parsing of
-//! one stream entry, shared by reads, warm-up and backfills.
+//! [`RemoteEvent`]s in stream order (a hole in the seqs is a [`Notice::Gap`], an epoch boundary a
+//! [`Notice::Epoch`]), and the parsing of one stream entry, shared by reads, warm-up and
+//! backfills.
 
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -21,6 +22,14 @@ impl Backplane {
             _ => return Err("XREAD: unexpected reply".into()),
         };
         for entry in entries {
+            if let Some((seq, epoch)) = parse_boundary(entry) {
+                // A node found Redis behind what it had seen and started a new epoch: what
+                // follows belongs to it.
+                if seq > self.last_read {
+                    self.new_epoch(epoch, seq);
+                }
+                continue;
+            }
             let Some(ev) = parse_entry(entry) else {
                 log::warn!("backplane: skipping a malformed stream entry");
                 continue;
@@ -52,13 +61,35 @@ impl Backplane {
     }
 }
 
+/// The seq of a stream entry (`<seq>-0`).
+pub(super) fn entry_seq(entry: &OwnedFrame) -> Option<u64> {
+    let OwnedFrame::Array(parts) = entry else {
+        return None;
+    };
+    text(parts.first()?)?.strip_suffix("-0")?.parse().ok()
+}
+
+/// An epoch boundary (`<seq>-0`, field `x`: the new epoch; see `scripts::HELLO`): its seq and
+/// epoch.
+pub(super) fn parse_boundary(entry: &OwnedFrame) -> Option<(u64, String)> {
+    let OwnedFrame::Array(parts) = entry else {
+        return None;
+    };
+    let OwnedFrame::Array(fields) = parts.get(1)? else {
+        return None;
+    };
+    match fields.as_slice() {
+        [k, v] if text(k)? == "x" => Some((entry_seq(entry)?, text(v)?.to_string())),
+        _ => None,
+    }
+}
+
 /// One stream entry: `[id, [field, value, ...]]`.
 pub(super) fn parse_entry(entry: &OwnedFrame) -> Option<RemoteEvent> {
     let OwnedFrame::Array(parts) = entry else {
         return None;
     };
-    let id = text(parts.first()?)?;
-    let seq: u64 = id.strip_suffix("-0")?.parse().ok()?;
+    let seq = entry_seq(entry)?;
     let OwnedFrame::Array(fields) = parts.get(1)? else {
         return None;
     };

@@ -7,8 +7,12 @@
 pub struct Keys {
     /// Counter: the last sequence number given (`INCR`).
     pub seq: String,
-    /// The dataset's epoch: created once per dataset, part of every id (`<epoch>-<seq>`).
+    /// The dataset's epoch: created once per dataset, and again when Redis is found behind what
+    /// a node has seen (see [`HELLO`]); part of every id (`<epoch>-<seq>`).
     pub epoch: String,
+    /// The seq the epoch started after: its events have higher ones, older entries in the
+    /// streams belong to an earlier epoch.
+    pub since: String,
     /// The stream of every event, stream id `<seq>-0`, trimmed to `--backplane-retention`.
     pub log: String,
     /// Prefix of the idempotency keys (`<prefix>{hub}:idem:<key>` -> seq, with a TTL).
@@ -24,6 +28,7 @@ impl Keys {
         Keys {
             seq: format!("{prefix}{{hub}}:seq"),
             epoch: format!("{prefix}{{hub}}:epoch"),
+            since: format!("{prefix}{{hub}}:since"),
             log: format!("{prefix}{{hub}}:log"),
             idem: format!("{prefix}{{hub}}:idem:"),
             topic: format!("{prefix}{{hub}}:t:"),
@@ -31,33 +36,42 @@ impl Keys {
     }
 }
 
-/// HELLO: KEYS seq, epoch; ARGV candidate epoch, floor seq. Creates the epoch when the dataset
-/// has none (a new or emptied Redis) and starts its counter at Redis's clock in microseconds, or
-/// past the caller's last seq if that is higher: a node that outlived the data keeps seeing
-/// rising seqs, and ids of the new dataset never repeat old ones (the epoch differs too). A
-/// counter behind the caller's last seq (Redis restored an older snapshot of the same dataset) is
-/// moved up to it. Returns `{epoch, counter}`.
+/// HELLO: KEYS seq, epoch, log, since; ARGV candidate epoch, the caller's high-water mark (the
+/// highest seq it has read, recorded or been given). Run on every (re)connection, before the link
+/// appends or reads anything. Returns `{epoch, counter, since}`.
+///
+/// - A dataset with no epoch (new, or Redis came back empty) gets the candidate.
+/// - A counter behind the caller's mark means Redis's log ends before what the cluster issued or
+///   delivered: it came back from an older point (an RDB snapshot, an AOF `everysec` tail, a
+///   replica that was behind). Events after that point are lost for some nodes and ids after it
+///   may have been given: the dataset starts a new epoch too, and an entry `<since>-0` with field
+///   `x` (the new epoch) marks the boundary in the log for readers already past their HELLO.
+///
+/// A new epoch's counter starts at Redis's clock in microseconds, or higher if the caller's mark
+/// or the old counter is: seqs keep rising across epochs, and no old id is ever given again (the
+/// epoch differs as well). The clock covers ids a node that is not here issued: a counter that
+/// started at the clock stays below it while fewer than a million events a second were appended
+/// on average, far above what one Redis takes.
 pub const HELLO: &str = r#"
 local e = redis.call('GET', KEYS[2])
-if not e then
-  e = ARGV[1]
-  redis.call('SET', KEYS[2], e)
-end
 local cur = redis.call('GET', KEYS[1])
-local floor = tonumber(ARGV[2])
-if not cur then
+local mark = tonumber(ARGV[2])
+local behind = e and cur and tonumber(cur) < mark
+if not e or not cur or behind then
   local t = redis.call('TIME')
   local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if floor > start then start = floor end
+  if mark > start then start = mark end
+  if cur and tonumber(cur) >= start then start = tonumber(cur) + 1 end
+  e = ARGV[1]
   cur = string.format('%.0f', start)
+  redis.call('SET', KEYS[2], e)
   redis.call('SET', KEYS[1], cur)
-elseif tonumber(cur) < floor then
-  -- Redis came back from a persistence point older than what this node saw (AOF everysec,
-  -- an RDB snapshot): never give a seq again.
-  cur = string.format('%.0f', floor)
-  redis.call('SET', KEYS[1], cur)
+  redis.call('SET', KEYS[4], cur)
+  if behind then
+    redis.call('XADD', KEYS[3], cur .. '-0', 'x', e)
+  end
 end
-return {e, cur}
+return {e, cur, redis.call('GET', KEYS[4]) or '0'}
 "#;
 
 /// APPEND: a batch of events, in order. KEYS seq, epoch, log, then for each event its

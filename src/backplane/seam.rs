@@ -144,12 +144,26 @@ pub struct RemoteEvent {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice {
     /// The dataset's epoch is known (first contact) or changed; `lost` when it changed: Redis
-    /// came back without the data, so ids before this point name nothing any more.
+    /// came back without the data, or from a point older than what the cluster had issued or
+    /// read (a node found it so and started a new epoch), so ids before this point name nothing
+    /// any more.
     Epoch {
         /// The new epoch.
         epoch: String,
         /// An earlier epoch was known.
         lost: bool,
+        /// The epoch's events have seqs above this one (the reset notice's id).
+        since: u64,
+    },
+    /// Warm-up is done: history holds no event at or below `through`, nor, for each listed
+    /// topic, at or below its seq (older events warm-up left out because the topic's history
+    /// was full). A resume from before that is served from Redis, or told "expired", exactly
+    /// as for events evicted normally.
+    Floor {
+        /// Everything above it that history keeps was loaded.
+        through: u64,
+        /// Topics whose history starts later: the newest seq left out of each.
+        topics: Vec<(Box<str>, u64)>,
     },
     /// Events between the last one read and the next were trimmed from Redis while this node
     /// was away (an outage longer than the retention holds).

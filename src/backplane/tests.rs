@@ -44,8 +44,8 @@ fn stream_entries_parse_or_are_refused() {
     }
 }
 
-#[test]
-fn backoff_is_jittered_and_capped_at_two_seconds() {
+/// A backplane that never connects (nothing listens on port 1).
+fn backplane() -> Backplane {
     let cfg = BackplaneConfig {
         url: RedisUrl::parse("redis://127.0.0.1:1").expect("url"),
         prefix: "p:".into(),
@@ -57,7 +57,12 @@ fn backoff_is_jittered_and_capped_at_two_seconds() {
         warm_bytes: 1,
         max_inflight_bytes: 1 << 20,
     };
-    let mut bp = Backplane::new(cfg).expect("backplane");
+    Backplane::new(cfg).expect("backplane")
+}
+
+#[test]
+fn backoff_is_jittered_and_capped_at_two_seconds() {
+    let mut bp = backplane();
     for attempt in 0..40 {
         let d = bp.backoff(attempt);
         let base = FIRST_BACKOFF
@@ -66,4 +71,39 @@ fn backoff_is_jittered_and_capped_at_two_seconds() {
         assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
         assert!(d <= MAX_BACKOFF);
     }
+}
+
+fn xread_reply(entries: Vec<OwnedFrame>) -> OwnedFrame {
+    OwnedFrame::Array(vec![OwnedFrame::Array(vec![
+        bulk("p:{hub}:log"),
+        OwnedFrame::Array(entries),
+    ])])
+}
+
+#[test]
+fn an_epoch_boundary_in_the_log_is_a_lost_notice_before_the_new_epochs_events() {
+    let mut bp = backplane();
+    bp.epoch = Some("e1".into());
+    bp.last_read = 5;
+    let boundary = entry("90-0", &[("x", "e2")]);
+    assert!(parse_entry(&boundary).is_none(), "a boundary is no event");
+    let reply = xread_reply(vec![
+        entry("6-0", &[("t", "a"), ("d", "old")]),
+        boundary,
+        entry("91-0", &[("t", "a"), ("d", "new")]),
+    ]);
+    bp.on_read(&reply).expect("read");
+    let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![6, 91], "no gap notice: the epoch starts at 90");
+    let expected = Notice::Epoch {
+        epoch: "e2".into(),
+        lost: true,
+        since: 90,
+    };
+    assert_eq!(bp.out.notices, vec![(1, expected)]);
+    assert_eq!((bp.last_read, bp.since), (91, 90));
+    // Read again (a repeated XREAD): nothing twice, no second notice.
+    bp.out = Output::default();
+    bp.on_read(&reply).expect("read");
+    assert!(bp.out.events.is_empty() && bp.out.notices.is_empty());
 }

@@ -123,16 +123,28 @@ impl Server {
     /// A notice from the backplane, placed before the event with seq `next`.
     pub(super) fn on_backplane_notice(&mut self, notice: Notice, next: u64) {
         match notice {
-            Notice::Epoch { epoch, lost: false } => self.sh.hub.set_epoch(&epoch),
-            Notice::Epoch { epoch, lost: true } => {
+            Notice::Epoch {
+                epoch, lost: false, ..
+            } => self.sh.hub.set_epoch(&epoch),
+            Notice::Epoch {
+                epoch,
+                lost: true,
+                since,
+            } => {
                 // Everything of the old dataset goes out first; then each stream hears that
                 // the ids before this point name nothing, and history forgets them.
                 self.sh.hub.record_backlog(usize::MAX);
                 self.fan_out(false);
                 self.sh.hub.forget_history();
                 self.sh.hub.set_epoch(&epoch);
-                let reset_id = self.sh.hub.id_for(0);
+                self.sh.hub.raise_floor(since, &[]);
+                let reset_id = self.sh.hub.id_for(since);
                 self.reset_streams(ResetReason::BackplaneLost, &reset_id);
+            }
+            Notice::Floor { through, topics } => {
+                // Warm-up's events are in the backlog: their channels exist once recorded.
+                self.sh.hub.record_backlog(usize::MAX);
+                self.sh.hub.raise_floor(through, &topics);
             }
             Notice::Gap => {
                 self.sh.hub.record_backlog(usize::MAX);

@@ -21,6 +21,28 @@ impl Hub {
         while self.evict_oldest_retained() {}
     }
 
+    /// History holds no event at or below `through`, nor, for each of `topics`, at or below its
+    /// seq (a backplane node's warm-up left them out, or they belong to a dataset's earlier
+    /// epoch): a resume from before that is told it may have missed events (a backfill from
+    /// Redis, or a reset), exactly as for events evicted normally.
+    pub fn raise_floor(&mut self, through: u64, topics: &[(Box<str>, u64)]) {
+        self.removed_through = self.removed_through.max(through);
+        for (_, ch) in self.channels.iter_mut() {
+            ch.evicted_through = ch.evicted_through.max(through);
+        }
+        for (name, seq) in topics {
+            match self.by_name.get(name) {
+                Some(&id) => {
+                    let ch = &mut self.channels[id.0];
+                    ch.evicted_through = ch.evicted_through.max(*seq);
+                }
+                // Forgotten since (history-bytes evicted it): channels created later already
+                // start above its events; never silence, whatever happened.
+                None => self.removed_through = self.removed_through.max(*seq),
+            }
+        }
+    }
+
     /// An event left one topic's history: when no topic retains it any more, its bytes no
     /// longer count.
     pub(super) fn release(&mut self, ev: &SharedEvent) {

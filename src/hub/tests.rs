@@ -369,3 +369,31 @@ fn events_evicted_out_of_order_count_against_history_bytes_until_dropped() {
     assert!(hub.history_bytes() <= limit);
     assert_eq!(hub.history_events(), 4);
 }
+
+#[test]
+fn a_resume_from_below_the_raised_floor_is_told_it_may_have_missed_events() {
+    let mut hub = hub(8, 1 << 20, 64);
+    for data in ["1", "2", "3"] {
+        hub.publish(&["a"], None, data).unwrap();
+    }
+    hub.publish(&["b"], None, "4").unwrap();
+    // A warm-up that looked at seqs 2 and above, and left out b's events up to 3.
+    hub.raise_floor(1, &[("b".into(), 3), ("gone".into(), 2)]);
+    let mut subs = vec![hub.subscribe("a", 1).unwrap()];
+    let start = hub.start_stream(&mut subs, Resume::After(0));
+    assert_eq!(start.reset, Some(ResetReason::Expired), "below the floor");
+    let mut subs = vec![hub.subscribe("a", 2).unwrap()];
+    assert_eq!(hub.start_stream(&mut subs, Resume::After(1)).reset, None);
+    let mut subs = vec![hub.subscribe("b", 3).unwrap()];
+    let start = hub.start_stream(&mut subs, Resume::After(2));
+    assert_eq!(
+        start.reset,
+        Some(ResetReason::Expired),
+        "below b's own floor"
+    );
+    assert_eq!(hub.cache_floor(&subs), 3);
+    // A topic created later starts above what a forgotten one may have had.
+    let mut subs = vec![hub.subscribe("c", 4).unwrap()];
+    let start = hub.start_stream(&mut subs, Resume::After(1));
+    assert_eq!(start.reset, Some(ResetReason::Expired));
+}
