@@ -141,8 +141,13 @@ impl Server {
                 let reset_id = self.sh.hub.id_for(since);
                 self.reset_streams(ResetReason::BackplaneLost, &reset_id);
             }
-            Notice::Floor { through, topics } => {
-                // Warm-up's events are in the backlog: their channels exist once recorded.
+            Notice::Floor {
+                through,
+                mut topics,
+            } => {
+                // Warm-up's events are in the backlog: their channels exist once recorded. The
+                // revocation messages are no topic's history.
+                topics.retain(|(t, _)| &**t != crate::api::CONTROL_TOPIC);
                 self.sh.hub.record_backlog(usize::MAX);
                 self.sh.hub.raise_floor(through, &topics);
             }
