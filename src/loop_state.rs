@@ -76,6 +76,9 @@ pub struct LoopState {
     pub started: Instant,
     /// The Redis backplane, when configured: publishes go through it.
     pub backplane: Option<Backplane>,
+    /// The TLS configuration new connections take (`--tls-cert`); a reload replaces it, open
+    /// sessions keep theirs.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     rng: u64,
 }
 
@@ -115,6 +118,7 @@ impl LoopState {
             auth: Auth::default(),
             started: Instant::now(),
             backplane: None,
+            tls: None,
             rng,
         }
     }
@@ -250,6 +254,9 @@ impl LoopState {
         let mut text = self.metrics.render(&self.gauges());
         if let Some(bp) = &self.backplane {
             self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
+        }
+        if self.tls.is_some() {
+            self.metrics.render_tls(&mut text);
         }
         crate::metrics::render_process(&mut text, crate::procstat::ProcessStats::read().as_ref());
         text

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::AuthFailure;
 use crate::backplane::BackplaneStats;
+use crate::tls::HandshakeFailure;
 
 /// Upper bounds (seconds) of the backplane read-lag histogram buckets.
 const LAG_BUCKETS: [f64; 10] = [
@@ -130,6 +131,10 @@ pub struct Metrics {
     pub streams_token_expired: u64,
     /// Client publishes refused by the host's publish hook.
     pub publishes_vetoed: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes failed, by [`HandshakeFailure`] (index [`HandshakeFailure::index`]).
+    pub tls_handshake_failures: [u64; HandshakeFailure::ALL.len()],
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
     /// Lifetimes of closed connections by the kind they ended as (index: `ConnKind`).
@@ -170,6 +175,33 @@ impl Metrics {
     pub fn count_auth_failure(&mut self, reason: AuthFailure) {
         self.auth_failures += 1;
         self.auth_failures_by_reason[reason.index()] += 1;
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn count_tls_failure(&mut self, reason: HandshakeFailure) {
+        self.tls_handshake_failures[reason.index()] += 1;
+    }
+
+    /// Appends the TLS families (only rendered with `--tls-cert`).
+    pub fn render_tls(&self, o: &mut String) {
+        let simple: [(&str, &str, &str, u64); 1] = [(
+            "sseloop_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+            self.tls_handshakes,
+        )];
+        unlabelled(o, &simple);
+        let name = "sseloop_tls_handshake_failures_total";
+        family(
+            o,
+            name,
+            "counter",
+            "TLS handshakes that failed, by reason (plaintext: not TLS at all; timeout: not done within --header-timeout-ms).",
+        );
+        for reason in HandshakeFailure::ALL {
+            let v = self.tls_handshake_failures[reason.index()];
+            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.label());
+        }
     }
 
     /// Counts a response status.

@@ -16,6 +16,7 @@ mod http_stage;
 pub mod io;
 mod lifecycle;
 pub mod output;
+mod secure;
 pub mod state;
 mod stream;
 
@@ -121,6 +122,8 @@ pub struct Connection {
     /// A resume older than this node's cache waits for Redis: output and input are held until
     /// the missed events arrive (they go first).
     backfill: Option<Box<stream::BackfillWait>>,
+    /// The TLS session when the listener speaks TLS (`secure.rs`); `None` is plaintext.
+    tls: Option<Box<crate::tls::TlsSession>>,
 }
 
 impl Connection {
@@ -153,6 +156,7 @@ impl Connection {
             refused: false,
             auth: None,
             backfill: None,
+            tls: None,
         }
     }
 
@@ -178,6 +182,9 @@ impl Connection {
     /// Arms the first deadline; a connection over the limit may send one request, answered
     /// only if it is a probe (`conn/capacity.rs`).
     pub fn start(&mut self, key: usize, over_capacity: bool, sh: &mut LoopState) -> Flow {
+        if let Flow::Close(c) = self.start_tls(sh) {
+            return Flow::Close(c);
+        }
         if over_capacity {
             self.admit_over_capacity(sh);
         }
@@ -257,7 +264,7 @@ impl Connection {
                 self.mark_dirty(key, sh);
                 return Flow::Keep;
             }
-            let n = match io::read(&mut self.sock, &mut sh.scratch) {
+            let n = match self.read_some(sh) {
                 Io::Done(n) => n,
                 Io::WouldBlock => return Flow::Keep,
                 Io::Eof => {
@@ -301,7 +308,7 @@ impl Connection {
     fn read_discard(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         let mut budget = READ_BUDGET;
         loop {
-            match io::read(&mut self.sock, &mut sh.scratch) {
+            match self.read_some(sh) {
                 Io::Done(n) => {
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -383,6 +390,9 @@ impl Connection {
             // The socket refused bytes last time; more may have been published since.
             return self.judge(key, sh);
         }
+        if self.tls.is_some() {
+            return self.flush_tls(key, sh);
+        }
         // Most writes are one contiguous slice (no iovec array, no walk to apply them).
         let sent = match self.out.contiguous(&sh.hub, WRITE_BUDGET) {
             Some((bytes, step)) => Some((io::write(&self.sock, bytes), bytes.len(), step)),
@@ -448,7 +458,7 @@ impl Connection {
         if self.out.subs.is_empty() || self.life != Life::Active {
             return Flow::Keep;
         }
-        let judged = self.out.judged_backlog(&sh.hub);
+        let judged = self.out.judged_backlog(&sh.hub) + self.tls_unsent();
         if judged > sh.config.max_queue_bytes as u64 {
             log::info!("conn {key}: slow consumer, {judged} bytes not taken; disconnecting");
             return Flow::Close(Closing::Forced {
@@ -480,6 +490,9 @@ impl Connection {
                     return Flow::Keep;
                 }
                 if !self.shut_write {
+                    if let Some(flow) = self.close_notify(sh) {
+                        return flow;
+                    }
                     io::shutdown_write(&self.sock);
                     self.shut_write = true;
                 }

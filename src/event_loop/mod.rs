@@ -140,6 +140,7 @@ impl Server {
             config.listen = l.local_addr()?;
         }
         let auth = Self::checked_auth(&config)?;
+        let tls = Self::checked_tls(&config)?;
         let poll = Poll::new()?;
         let activated = inherited.is_some();
         let mut listener = match inherited {
@@ -201,6 +202,7 @@ impl Server {
         let mut sh = LoopState::new(config, hub, max_connections);
         sh.auth = auth;
         sh.backplane = backplane;
+        sh.tls = tls;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
