@@ -56,6 +56,7 @@ fn backoff_is_jittered_and_capped_at_two_seconds() {
         warm_events: 1,
         warm_bytes: 1,
         max_inflight_bytes: 1 << 20,
+        tls: None,
     };
     let mut bp = Backplane::new(cfg).expect("backplane");
     for attempt in 0..40 {
