@@ -191,17 +191,14 @@ impl Metrics {
             self.tls_handshakes,
         )];
         unlabelled(o, &simple);
-        let name = "sseloop_tls_handshake_failures_total";
-        family(
+        by_reason(
             o,
-            name,
-            "counter",
+            "sseloop_tls_handshake_failures_total",
             "TLS handshakes that failed, by reason (plaintext: not TLS at all; timeout: not done within --header-timeout-ms).",
+            HandshakeFailure::ALL
+                .iter()
+                .map(|r| (r.label(), self.tls_handshake_failures[r.index()])),
         );
-        for reason in HandshakeFailure::ALL {
-            let v = self.tls_handshake_failures[reason.index()];
-            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.label());
-        }
     }
 
     /// Counts a response status.
@@ -452,17 +449,14 @@ impl Metrics {
             ),
         ];
         unlabelled(o, &simple);
-        let name = "sseloop_auth_failures_total";
-        family(
+        by_reason(
             o,
-            name,
-            "counter",
+            "sseloop_auth_failures_total",
             "Requests and frames refused authorization (401, 403, UNAUTHORIZED, FORBIDDEN), by reason.",
+            AuthFailure::ALL
+                .iter()
+                .map(|r| (r.label(), self.auth_failures_by_reason[r.index()])),
         );
-        for reason in AuthFailure::ALL {
-            let v = self.auth_failures_by_reason[reason.index()];
-            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.label());
-        }
         let name = "sseloop_resume_resets_total";
         family(
             o,
@@ -635,6 +629,19 @@ fn unlabelled<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V
     for (name, kind, help, value) in rows {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {value}");
+    }
+}
+
+/// A counter family labelled by `reason`.
+fn by_reason<'a>(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (&'a str, u64)>,
+) {
+    family(o, name, "counter", help);
+    for (label, v) in rows {
+        let _ = writeln!(o, "{name}{{reason=\"{label}\"}} {v}");
     }
 }
 
