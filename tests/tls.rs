@@ -819,3 +819,51 @@ fn rediss_backplane_verifies_the_server_and_carries_events() {
         .any(|l| l.contains("UnknownIssuer"))));
     assert_eq!(untrusted.metric("sseloop_backplane_up"), 0.0);
 }
+
+#[test]
+fn chromium_event_source_over_https() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let chromium = std::env::var("SSELOOP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() || !dir.join("node_modules/playwright-core").is_dir() {
+        skipped(
+            "chromium or tests/console/node_modules",
+            "the TLS browser test",
+            "apt-get install chromium; npm ci in tests/console",
+        );
+        return;
+    }
+    let certs = Certs::new();
+    let server = certs.start(&[]);
+    let pem = certs.path("server.pem");
+    let spki = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in {pem} -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64"
+        ))
+        .output()
+        .unwrap();
+    let spki = String::from_utf8(spki.stdout).unwrap().trim().to_string();
+    assert_eq!(spki.len(), 44, "{spki}");
+    let out = Command::new("node")
+        .arg("tls.mjs")
+        .current_dir(&dir)
+        .env(
+            "SSELOOP_URL",
+            format!("https://localhost:{}", server.addr.port()),
+        )
+        .env("SSELOOP_SPKI", &spki)
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("2 passed, 0 failed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -475,9 +475,9 @@ impl Connection {
         matches!(&self.stage, Stage::Http(h) if !h.pending.is_empty())
     }
 
-    /// Output queued, or owed and still to come.
+    /// Output queued (TLS records included), or owed and still to come.
     fn owes_output(&self, hub: &Hub) -> bool {
-        self.out.has_output(hub) || self.responses_owed()
+        self.out.has_output(hub) || self.responses_owed() || self.tls_owes()
     }
 
     /// Everything queued has been written.

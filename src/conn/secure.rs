@@ -212,6 +212,11 @@ impl Connection {
         self.tls.as_ref().map_or(0, |t| t.unsent() as u64)
     }
 
+    /// rustls holds records not yet written.
+    pub(super) fn tls_owes(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// A header deadline passed mid-handshake: counted as a handshake failure.
     pub(super) fn note_handshake_timeout(&self, sh: &mut LoopState) {
         if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
