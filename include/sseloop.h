@@ -166,6 +166,15 @@ int sseloop_config_set_jwt_leeway(sseloop_config_t *config, uint64_t seconds);
 /* Cookie the subscribe token may also come from (EventSource withCredentials). */
 int sseloop_config_set_jwt_cookie(sseloop_config_t *config, const char *name);
 
+/* TLS (--tls-*, --backplane-ca; docs/SECURITY.md): paths of PEM files, NULL removes one. With a
+ * certificate and its key the listener speaks TLS 1.2/1.3; a client CA requires client
+ * certificates. sseloop_new reads the files and checks the key against the certificate
+ * (SSELOOP_ECONFIG); sseloop_reload reads them again for new handshakes. */
+int sseloop_config_set_tls_cert(sseloop_config_t *config, const char *path);
+int sseloop_config_set_tls_key(sseloop_config_t *config, const char *path);
+int sseloop_config_set_tls_client_ca(sseloop_config_t *config, const char *path);
+int sseloop_config_set_backplane_ca(sseloop_config_t *config, const char *path);
+
 /* ---- The loop ---------------------------------------------------------------------------- */
 
 typedef struct sseloop_t sseloop_t;

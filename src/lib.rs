@@ -29,6 +29,8 @@
 //! - [`ffi`]: the C ABI (`include/sseloop.h`, docs/EMBEDDING.md): exports, error codes,
 //!   last-error text, drive modes for hosts.
 //! - [`frame`]: the binary frame protocol (codec, payloads, a blocking client). Pure.
+//! - [`tls`]: TLS configuration (certificates, mTLS, the backplane's client side) and the
+//!   per-connection session the loop drives (rustls, `ring` provider).
 //! - [`console`]: the web console's compiled-in files and the `/stats` JSON (`--ui`). Pure.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -60,6 +62,7 @@ pub mod ratelimit;
 pub mod sse;
 pub mod systemd;
 pub mod timer;
+pub mod tls;
 
 pub use config::{Config, COMMIT, VERSION};
 pub use event_loop::{Server, StartError, Status};

@@ -96,6 +96,9 @@ pub struct LoopState {
     pub api_jobs: std::collections::VecDeque<ApiJob>,
     /// The per-client limits (inert unless configured).
     pub limits: Limits,
+    /// The TLS configuration new connections take (`--tls-cert`); a reload replaces it, open
+    /// sessions keep theirs.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     rng: u64,
 }
 
@@ -144,6 +147,7 @@ impl LoopState {
             presence_watch: std::collections::HashMap::new(),
             presence_notes: Vec::new(),
             samples: std::collections::VecDeque::new(),
+            tls: None,
             rng,
         }
     }
@@ -293,6 +297,9 @@ impl LoopState {
             self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
         }
         crate::metrics::render_limits(&mut text, &self.limits);
+        if self.tls.is_some() {
+            self.metrics.render_tls(&mut text);
+        }
         crate::metrics::render_process(&mut text, crate::procstat::ProcessStats::read().as_ref());
         text
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::AuthFailure;
 use crate::backplane::BackplaneStats;
+use crate::tls::HandshakeFailure;
 
 /// Upper bounds (seconds) of the backplane read-lag histogram buckets.
 const LAG_BUCKETS: [f64; 10] = [
@@ -135,6 +136,10 @@ pub struct Metrics {
     admin_requests: Vec<(&'static str, u16, u64)>,
     /// Streams closed through the server API, by [`DisconnectCause`].
     pub disconnects: [u64; 3],
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes failed, by [`HandshakeFailure`] (index [`HandshakeFailure::index`]).
+    pub tls_handshake_failures: [u64; HandshakeFailure::ALL.len()],
     /// Responses by status (index into `COUNTED_STATUSES`; the last slot counts the rest).
     responses: [u64; COUNTED_STATUSES.len()],
     /// Lifetimes of closed connections by the kind they ended as (index: `ConnKind`).
@@ -242,6 +247,30 @@ impl Metrics {
                 self.admin_requests.sort_unstable();
             }
         }
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn count_tls_failure(&mut self, reason: HandshakeFailure) {
+        self.tls_handshake_failures[reason.index()] += 1;
+    }
+
+    /// Appends the TLS families (only rendered with `--tls-cert`).
+    pub fn render_tls(&self, o: &mut String) {
+        let simple: [(&str, &str, &str, u64); 1] = [(
+            "sseloop_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+            self.tls_handshakes,
+        )];
+        unlabelled(o, &simple);
+        by_reason(
+            o,
+            "sseloop_tls_handshake_failures_total",
+            "TLS handshakes that failed, by reason (plaintext: not TLS at all; timeout: not done within --header-timeout-ms).",
+            HandshakeFailure::ALL
+                .iter()
+                .map(|r| (r.label(), self.tls_handshake_failures[r.index()])),
+        );
     }
 
     /// Counts a response status.
@@ -492,17 +521,14 @@ impl Metrics {
             ),
         ];
         unlabelled(o, &simple);
-        let name = "sseloop_auth_failures_total";
-        family(
+        by_reason(
             o,
-            name,
-            "counter",
+            "sseloop_auth_failures_total",
             "Requests and frames refused authorization (401, 403, UNAUTHORIZED, FORBIDDEN), by reason.",
+            AuthFailure::ALL
+                .iter()
+                .map(|r| (r.label(), self.auth_failures_by_reason[r.index()])),
         );
-        for reason in AuthFailure::ALL {
-            let v = self.auth_failures_by_reason[reason.index()];
-            let _ = writeln!(o, "{name}{{reason=\"{}\"}} {v}", reason.label());
-        }
         let name = "sseloop_resume_resets_total";
         family(
             o,
@@ -728,6 +754,19 @@ fn unlabelled<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V
     for (name, kind, help, value) in rows {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {value}");
+    }
+}
+
+/// A counter family labelled by `reason`.
+fn by_reason<'a>(
+    o: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (&'a str, u64)>,
+) {
+    family(o, name, "counter", help);
+    for (label, v) in rows {
+        let _ = writeln!(o, "{name}{{reason=\"{label}\"}} {v}");
     }
 }
 

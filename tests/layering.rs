@@ -30,8 +30,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "encodings, request parsing, logging",
-        &["buf", "http", "limits", "logging"],
+        "encodings, request parsing, logging, TLS configuration",
+        &["buf", "http", "limits", "logging", "tls"],
     ),
     (
         "authorization and the Redis backplane",

@@ -56,6 +56,11 @@
 #               prints its deliveries per CPU-second over trickle-10k's (one exact topic) per
 #               target (issue 12 asks for >= 0.9). Only sseloop targets take patterns: the probe
 #               and the peers are skipped for this scenario.
+#               tls-trickle-1k, tls-trickle-10k (SCENARIOS=tls runs "trickle-1k tls-trickle-1k
+#               trickle-10k tls-trickle-10k"): the trickle scenarios over TLS: the sseloop targets
+#               listen with --tls-cert/--tls-key (a test CA and certificate made with openssl in
+#               the results directory, ECDSA P-256), the tool's subscribers and publishers are
+#               TLS clients (https:// URLs, --tls-ca); other targets are skipped.
 #               burst-rss-10k: fanout-10k (the burst) followed by --settle-secs SETTLE_SECS (3)
 #               of idle, still connected subscribers, then one more server RSS sample;
 #               bench_ratios.py prints (settled - connected) RSS per connection (issue 11 asks
@@ -110,6 +115,7 @@ case "$SCENARIOS" in
     scaling) SCENARIOS="fanout-100 fanout-1k fanout-3k fanout-10k latency-100 latency-1k latency-3k latency-10k" ;;
     trickle) SCENARIOS="trickle-1k trickle-10k" ;;
     pattern) SCENARIOS="trickle-10k pattern-10k" ;;
+    tls) SCENARIOS="trickle-1k tls-trickle-1k trickle-10k tls-trickle-10k" ;;
 esac
 PUB_SUBSCRIBERS="${PUB_SUBSCRIBERS:-1}"
 PUB_PUBLISHERS="${PUB_PUBLISHERS:-8}"
@@ -193,6 +199,23 @@ esac
 
 RESULTS="$ROOT/tools/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RESULTS"
+# TLS scenarios (tls-*): a test CA and a server certificate for 127.0.0.1/localhost, made once.
+TLS_DIR="$RESULTS/tls"
+TLS_RUN=0
+make_tls_certs() {
+    [ -f "$TLS_DIR/server.pem" ] && return 0
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -out ca.pem -days 7 -subj /CN=bench-ca
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
+            -out server.csr -subj /CN=localhost
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out server.pem -days 7 -extfile server.ext
+    ) >/dev/null 2>&1
+}
 
 case "$PRIORITY" in
     none) prio=() ;;
@@ -311,8 +334,13 @@ start_target() {
             return 0
             ;;
         sseloop)
-            # shellcheck disable=SC2086 # SSELOOP_ARGS is a list of options
-            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 ${SSELOOP_ARGS:-} 2>"$log" &
+            local tls_args="" scheme=http
+            if [ "$TLS_RUN" = 1 ]; then
+                tls_args="--tls-cert $TLS_DIR/server.pem --tls-key $TLS_DIR/server.key"
+                scheme=https
+            fi
+            # shellcheck disable=SC2086 # SSELOOP_ARGS and tls_args are lists of options
+            RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 ${SSELOOP_ARGS:-} $tls_args 2>"$log" &
             target_pid=$!
             for _ in $(seq 200); do
                 port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
@@ -323,8 +351,8 @@ start_target() {
             if [ "$(readlink "/proc/$target_pid/exe" 2>/dev/null)" != "$(readlink -f "$SSELOOP")" ]; then
                 echo "bench: PID $target_pid is not the server; CPU/RSS figures would be wrong" >&2
             fi
-            SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
-            PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
+            SUB_URL="$scheme://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="$scheme://127.0.0.1:$port/publish?topic={topic}"
             ;;
         probe)
             "${pin_server[@]}" "$PROBE" --listen 127.0.0.1:0 2>"$log" &
@@ -484,7 +512,7 @@ wait_port() {
 gosse_queue() {
     case "$1" in
         fanout-100 | fanout-1k | latency-*) echo $((WINDOW_1K + 64)) ;;
-        trickle-* | pattern-*) echo $((TRICKLE_WINDOW + 64)) ;;
+        trickle-* | pattern-* | tls-trickle-*) echo $((TRICKLE_WINDOW + 64)) ;;
         publish) echo $((PUB_WINDOW + 64)) ;;
         *) echo $((WINDOW_10K + 64)) ;;
     esac
@@ -502,6 +530,7 @@ scenario_args() {
         idle-10k) echo "--subscribers 10000 --idle --duration-secs 3" ;;
         latency-100) echo "--subscribers 100 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
         # --events is only a cap: the run ends after TRICKLE_SECS measured seconds.
+        tls-trickle-1k | tls-trickle-10k) scenario_args "${1#tls-}" ;;
         trickle-1k | trickle-10k)
             local n=1000
             [ "$1" = trickle-10k ] && n=10000
@@ -533,6 +562,20 @@ for scenario in $SCENARIOS; do
                 [ "$i" = 1 ] && echo "== $target $scenario: skipped (no pattern subscriptions)"
                 continue
             fi
+            TLS_RUN=0
+            tls_load_args=""
+            if [ "${scenario#tls-}" != "$scenario" ]; then
+                case "$target" in
+                    sseloop | sseloop-frames | sseloop-frames-pub | sseloop@b | sseloop-frames@b) ;;
+                    *)
+                        [ "$i" = 1 ] && echo "== $target $scenario: skipped (TLS: sseloop targets only)"
+                        continue
+                        ;;
+                esac
+                make_tls_certs
+                TLS_RUN=1
+                tls_load_args="--tls-ca $TLS_DIR/ca.pem"
+            fi
             echo "== $target $scenario #$i"
             GOSSE_QUEUE="$(gosse_queue "$scenario")"
             transport=sse
@@ -563,8 +606,8 @@ for scenario in $SCENARIOS; do
             if [ -n "$redis_pid" ]; then
                 redis_before="$(redis_sample)" || redis_before=""
             fi
-            # shellcheck disable=SC2086 # args is a list of options
-            if ! "${pin_tool[@]}" "$LOAD" $args --timeout-secs "$TIMEOUT" --transport "$transport" \
+            # shellcheck disable=SC2086 # args and tls_load_args are lists of options
+            if ! "${pin_tool[@]}" "$LOAD" $args $tls_load_args --timeout-secs "$TIMEOUT" --transport "$transport" \
                 --publish-transport "$pub_transport" \
                 --url-template "$SUB_URL" --publish-url "$PUB_URL" \
                 --server-pid "$target_pid" --label "$target $scenario" --json >"$out"; then

@@ -122,7 +122,12 @@ impl Backplane {
         floor: u64,
     ) {
         let token = if writer { WRITER } else { READER };
-        let conn = match RedisConn::connect(self.addr, registry, token) {
+        let tls = self
+            .cfg
+            .tls
+            .as_ref()
+            .map(|c| (c, self.cfg.url.host.as_str()));
+        let conn = match RedisConn::connect(self.addr, registry, token, tls) {
             Ok(c) => c,
             Err(e) => {
                 let why = e.to_string();

@@ -107,6 +107,8 @@ pub struct BackplaneConfig {
     /// Bytes of appends waiting for Redis at most (`--publish-queue-bytes`); past it a publish is
     /// refused as "unavailable" at once.
     pub max_inflight_bytes: usize,
+    /// The TLS client configuration of a `rediss://` URL.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// The backplane of one node.

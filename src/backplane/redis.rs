@@ -2,10 +2,15 @@
 //! replies decoded with the `redis-protocol` RESP2 codec; the socket, buffering and pipelining
 //! are ours. Replies come back in command order (Redis guarantees it on one connection), so the
 //! caller keeps its own FIFO of what each reply answers.
+//!
+//! With `rediss://` a rustls client session sits between the buffers and the socket: commands
+//! are encrypted on their way out, replies decrypted on their way in, and the handshake's own
+//! messages are written whenever the socket is read or flushed.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -26,12 +31,30 @@ pub struct RedisConn {
     wbuf: Vec<u8>,
     wpos: usize,
     rbuf: Vec<u8>,
+    /// The TLS session of a `rediss://` backplane.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl RedisConn {
     /// Starts connecting (non-blocking) and registers for both readiness kinds (edge-triggered:
     /// writes are attempted whenever there is something to send, and resumed on WRITABLE).
-    pub fn connect(addr: SocketAddr, registry: &Registry, token: Token) -> io::Result<RedisConn> {
+    /// With `tls`, the session verifies the server's certificate for `host`.
+    pub fn connect(
+        addr: SocketAddr,
+        registry: &Registry,
+        token: Token,
+        tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
+    ) -> io::Result<RedisConn> {
+        let tls = match tls {
+            Some((config, host)) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(io::Error::other)?;
+                Some(Box::new(conn))
+            }
+            None => None,
+        };
         let mut stream = TcpStream::connect(addr)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let _ = stream.set_nodelay(true);
@@ -41,6 +64,7 @@ impl RedisConn {
             wbuf: Vec::new(),
             wpos: 0,
             rbuf: Vec::new(),
+            tls,
         })
     }
 
@@ -94,7 +118,7 @@ impl RedisConn {
 
     /// True when command bytes wait to be sent.
     pub fn has_output(&self) -> bool {
-        self.wpos < self.wbuf.len()
+        self.wpos < self.wbuf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Checks a pending connect; `Ok(true)` once established.
@@ -120,7 +144,10 @@ impl RedisConn {
         if !self.established {
             return Ok(());
         }
-        while self.wpos < self.wbuf.len() {
+        if self.tls.is_some() {
+            self.flush_tls()?;
+        }
+        while self.wpos < self.wbuf.len() && self.tls.is_none() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.wpos += n,
@@ -147,6 +174,17 @@ impl RedisConn {
         }
         let mut end = Ok(());
         loop {
+            if let Some(tls) = self.tls.as_deref_mut() {
+                match read_tls(tls, &mut self.stream, &mut self.rbuf, scratch) {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        // The handshake's replies (and commands it held) go out now.
+                        end = self.flush_tls();
+                    }
+                    Err(e) => end = Err(e),
+                }
+                break;
+            }
             match self.stream.read(scratch) {
                 Ok(0) => {
                     end = Err(io::ErrorKind::UnexpectedEof.into());
@@ -190,6 +228,62 @@ impl RedisConn {
         }
         end
     }
+}
+
+impl RedisConn {
+    /// Moves unsent commands into the TLS session (as much as it takes) and writes its records.
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        loop {
+            if self.wpos < self.wbuf.len() {
+                let n = tls.writer().write(&self.wbuf[self.wpos..])?;
+                self.wpos += n;
+            }
+            if !tls.wants_write() {
+                return Ok(());
+            }
+            match tls.write_tls(&mut self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One read of TLS records from the socket, their plaintext appended to `rbuf`. `Ok(true)`
+/// when more may be readable, `Ok(false)` when the socket has nothing more; EOF is an error
+/// (the connection is gone).
+fn read_tls(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    scratch: &mut [u8],
+) -> io::Result<bool> {
+    let n = match tls.read_tls(stream) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    tls.process_new_packets()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
+    loop {
+        match tls.reader().read(scratch) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(got) => rbuf.extend_from_slice(&scratch[..got]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(true)
 }
 
 /// The text of a bulk or simple string reply.

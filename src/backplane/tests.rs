@@ -56,6 +56,7 @@ fn backplane() -> Backplane {
         warm_events: 1,
         warm_bytes: 1,
         max_inflight_bytes: 1 << 20,
+        tls: None,
     };
     Backplane::new(cfg).expect("backplane")
 }

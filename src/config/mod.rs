@@ -221,6 +221,20 @@ pub struct Config {
     #[arg(long, value_name = "NAME")]
     pub jwt_cookie: Option<String>,
 
+    /// PEM certificate chain (leaf first) for --listen: with --tls-key, the listener speaks TLS
+    /// 1.2/1.3 only (HTTPS, and frames inside TLS). A reload re-reads the files for new
+    /// handshakes; open connections keep theirs. See docs/SECURITY.md.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA certificates: clients must present a certificate they issued (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// Share one hub with other nodes through Redis Streams:
     /// redis://[USER:PASSWORD@]HOST:PORT[/DB] (also read from SSELOOP_BACKPLANE; the password
     /// is never logged). Ids then come from Redis and every node delivers every event. See
@@ -228,6 +242,11 @@ pub struct Config {
     #[arg(long, value_name = "URL",
           value_parser = parse_backplane)]
     pub backplane: Option<RedisUrl>,
+
+    /// PEM CA certificates trusted for a rediss:// backplane instead of the system's
+    /// (/etc/ssl/certs/ca-certificates.crt). The server's name is always verified.
+    #[arg(long, value_name = "FILE")]
+    pub backplane_ca: Option<std::path::PathBuf>,
 
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, default_value = "sseloop:", value_name = "PREFIX")]
@@ -380,7 +399,11 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway", &self.jwt_leeway)
             .field("jwt_cookie", &self.jwt_cookie)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
             .field("backplane", &self.backplane)
+            .field("backplane_ca", &self.backplane_ca)
             .field("backplane_prefix", &self.backplane_prefix)
             .field("backplane_timeout_ms", &self.backplane_timeout_ms)
             .field("backplane_retention", &self.backplane_retention)

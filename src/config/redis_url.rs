@@ -1,4 +1,4 @@
-//! The `--backplane` URL: `redis://[USER:PASSWORD@]HOST:PORT[/DB]`. Parsing, and a display form
+//! The `--backplane` URL: `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS. Parsing, and a display form
 //! without the password (the only form that reaches logs and pages).
 
 use std::fmt;
@@ -16,6 +16,8 @@ pub struct RedisUrl {
     pub password: Option<String>,
     /// Database number (`SELECT`).
     pub db: u32,
+    /// `rediss://`: TLS, the server's name verified against `host`.
+    pub tls: bool,
 }
 
 impl fmt::Debug for RedisUrl {
@@ -27,7 +29,7 @@ impl fmt::Debug for RedisUrl {
 impl fmt::Display for RedisUrl {
     /// `redis://user:***@host:port/db`: the password is masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
+        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
         match (&self.user, &self.password) {
             (Some(u), Some(_)) => write!(f, "{u}:***@")?,
             (Some(u), None) => write!(f, "{u}@")?,
@@ -49,9 +51,13 @@ impl fmt::Display for RedisUrl {
 impl RedisUrl {
     /// Parses a backplane URL; the error says what is wrong without repeating the password.
     pub fn parse(s: &str) -> Result<RedisUrl, String> {
-        let rest = s
-            .strip_prefix("redis://")
-            .ok_or("the backplane URL must start with redis:// (TLS is not supported)")?;
+        let (rest, tls) = match (s.strip_prefix("redis://"), s.strip_prefix("rediss://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => {
+                return Err("the backplane URL must start with redis:// or rediss://".into())
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
@@ -103,6 +109,7 @@ impl RedisUrl {
             user,
             password,
             db,
+            tls,
         })
     }
 }
@@ -146,6 +153,10 @@ mod tests {
         assert_eq!((u.user.as_deref(), u.host.as_str()), (Some("app"), "::1"));
         assert_eq!(u.to_string(), "redis://app:***@[::1]:6380");
         assert!(!format!("{u:?}").contains("pw"));
+        let u = RedisUrl::parse("rediss://:pw@redis.example:6380").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.to_string(), "rediss://:***@redis.example:6380");
+        assert!(!RedisUrl::parse("redis://x:1").unwrap().tls);
     }
 
     #[test]
@@ -158,7 +169,7 @@ mod tests {
             "redis://:1",
             "redis://x:1/db",
             "redis://u:%zz@x:1",
-            "rediss://x:1",
+            "rediss:/x:1",
         ] {
             let err = RedisUrl::parse(bad).unwrap_err();
             assert!(!err.contains("zz"), "{bad}: {err}");

@@ -43,6 +43,10 @@ pub enum ConfigError {
     JwtKey(String),
     /// A backplane option the combination refuses (see the message).
     Backplane(&'static str),
+    /// A TLS option the combination refuses (see the message).
+    Tls(&'static str),
+    /// The TLS certificate, key or CA files cannot be used (see the message).
+    TlsFiles(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -80,8 +84,8 @@ impl fmt::Display for ConfigError {
                  ({max_body}), so that the largest event fits in the publish queue"
             ),
             ConfigError::Jwt(why) => f.write_str(why),
-            ConfigError::JwtKey(why) => f.write_str(why),
-            ConfigError::Backplane(why) => f.write_str(why),
+            ConfigError::JwtKey(why) | ConfigError::TlsFiles(why) => f.write_str(why),
+            ConfigError::Backplane(why) | ConfigError::Tls(why) => f.write_str(why),
         }
     }
 }
@@ -168,6 +172,19 @@ impl Config {
             return Err(ConfigError::Backplane(
                 "--backplane-retention must be at least --history: Redis must hold what a node \
                  may be asked to replay",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Tls("--tls-cert and --tls-key go together"));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::Tls(
+                "--tls-client-ca needs --tls-cert and --tls-key",
+            ));
+        }
+        if self.backplane_ca.is_some() && !self.backplane.as_ref().is_some_and(|b| b.tls) {
+            return Err(ConfigError::Tls(
+                "--backplane-ca needs a rediss:// --backplane",
             ));
         }
         if !self.listen.ip().is_loopback()

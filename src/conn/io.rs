@@ -79,6 +79,29 @@ pub fn write(sock: &TcpStream, buf: &[u8]) -> Io {
     }
 }
 
+/// The socket as an `io::Write` for rustls's `write_tls`: its records go out with one
+/// `sendmsg(MSG_NOSIGNAL)`, like every other write (a plain `writev` could raise SIGPIPE).
+pub struct SockWriter<'a>(pub &'a TcpStream);
+
+impl io::Write for SockWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match write_vectored(self.0, bufs) {
+            Io::Done(n) => Ok(n),
+            Io::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
+            Io::Eof => Err(io::ErrorKind::BrokenPipe.into()),
+            Io::Closed(kind) => Err(kind.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A write call's result, or `None` to retry (`EINTR`).
 fn outcome(n: isize) -> Option<Io> {
     if n >= 0 {

@@ -171,6 +171,9 @@ impl Connection {
             Deadline::WriteStall => (CloseCause::WriteStall, true),
             Deadline::Grace => (CloseCause::GraceExpired, true),
         };
+        if deadline == Deadline::Header {
+            self.note_handshake_timeout(sh);
+        }
         log::debug!(
             "conn {key}: {deadline:?} deadline passed in {:?}",
             self.life

@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 pub mod output;
 mod presence;
+mod secure;
 pub mod state;
 mod stream;
 
@@ -144,6 +145,8 @@ pub struct Connection {
     access: Option<Box<access::Access>>,
     /// What the per-client limits know of this connection (`None` when they are off).
     limit: Option<Box<crate::limits::ConnLimit>>,
+    /// The TLS session when the listener speaks TLS (`secure.rs`); `None` is plaintext.
+    tls: Option<Box<crate::tls::TlsSession>>,
 }
 
 impl Connection {
@@ -181,6 +184,7 @@ impl Connection {
             watching_presence: false,
             access: None,
             limit: None,
+            tls: None,
         }
     }
 
@@ -205,8 +209,15 @@ impl Connection {
 
     /// Arms the first deadline; a connection over the limit or on the internal address may send
     /// one request, answered only if it is a probe (`conn/capacity.rs`); one refused by a
-    /// per-client limit only gets its refusal (`conn/limits.rs`).
+    /// per-client limit only gets its refusal (`conn/limits.rs`). A connection to `--listen`
+    /// with TLS starts its session first (`secure.rs`); the internal `--metrics-listen`
+    /// address stays plaintext, for scrapers on an internal network.
     pub fn start(&mut self, key: usize, admission: Admission, sh: &mut LoopState) -> Flow {
+        if admission != Admission::Internal {
+            if let Flow::Close(c) = self.start_tls(sh) {
+                return Flow::Close(c);
+            }
+        }
         if self.limit.as_ref().is_some_and(|l| l.refusal.is_some()) {
             self.admit_limited(sh);
         } else {
@@ -292,7 +303,7 @@ impl Connection {
                 self.mark_dirty(key, sh);
                 return Flow::Keep;
             }
-            let n = match io::read(&mut self.sock, &mut sh.scratch) {
+            let n = match self.read_some(sh) {
                 Io::Done(n) => n,
                 Io::WouldBlock => return Flow::Keep,
                 Io::Eof => {
@@ -336,7 +347,7 @@ impl Connection {
     fn read_discard(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         let mut budget = READ_BUDGET;
         loop {
-            match io::read(&mut self.sock, &mut sh.scratch) {
+            match self.read_some(sh) {
                 Io::Done(n) => {
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -418,6 +429,9 @@ impl Connection {
             // The socket refused bytes last time; more may have been published since.
             return self.judge(key, sh);
         }
+        if self.tls.is_some() {
+            return self.flush_tls(key, sh);
+        }
         // Most writes are one contiguous slice (no iovec array, no walk to apply them).
         let sent = match self.out.contiguous(&sh.hub, WRITE_BUDGET) {
             Some((bytes, step)) => Some((io::write(&self.sock, bytes), bytes.len(), step)),
@@ -487,7 +501,7 @@ impl Connection {
         if self.out.subs.is_empty() || self.life != Life::Active {
             return Flow::Keep;
         }
-        let judged = self.out.judged_backlog(&sh.hub);
+        let judged = self.out.judged_backlog(&sh.hub) + self.tls_unsent();
         if judged > sh.config.max_queue_bytes as u64 {
             log::info!("conn {key}: slow consumer, {judged} bytes not taken; disconnecting");
             return Flow::Close(Closing::Forced {
@@ -504,9 +518,9 @@ impl Connection {
         matches!(&self.stage, Stage::Http(h) if !h.pending.is_empty())
     }
 
-    /// Output queued, or owed and still to come.
+    /// Output queued (TLS records included), or owed and still to come.
     fn owes_output(&self, hub: &Hub) -> bool {
-        self.out.has_output(hub) || self.responses_owed()
+        self.out.has_output(hub) || self.responses_owed() || self.tls_owes()
     }
 
     /// Everything queued has been written.
@@ -519,6 +533,9 @@ impl Connection {
                     return Flow::Keep;
                 }
                 if !self.shut_write {
+                    if let Some(flow) = self.close_notify(sh) {
+                        return flow;
+                    }
                     io::shutdown_write(&self.sock);
                     self.shut_write = true;
                 }

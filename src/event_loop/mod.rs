@@ -149,6 +149,8 @@ impl Server {
             config.listen = l.local_addr()?;
         }
         let auth = Self::checked_auth(&config)?;
+        let tls = Self::checked_tls(&config)?;
+        let backplane_tls = Self::checked_backplane_tls(&config)?;
         let poll = Poll::new()?;
         let activated = inherited.is_some();
         let mut listener = match inherited {
@@ -210,6 +212,7 @@ impl Server {
                     max_inflight_bytes: config.publish_queue_bytes,
                     warm_events: config.backplane_retention.min(1 << 20) as usize,
                     warm_bytes: config.history_bytes,
+                    tls: backplane_tls.clone(),
                 })
                 .map_err(|e| StartError::Io(io::Error::other(e)))?;
                 seq.use_backplane(bp.timeout());
@@ -227,6 +230,7 @@ impl Server {
         let mut sh = LoopState::new(config, hub, max_connections);
         sh.auth = auth;
         sh.backplane = backplane;
+        sh.tls = tls;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),

@@ -9,11 +9,13 @@
 //! - `--cors-origin`, `--heartbeat-ms`, `--retry-ms`;
 //! - the timeouts (`--header-timeout-ms`, `--idle-timeout-ms`, `--write-stall-ms`,
 //!   `--grace-ms`) and `--max-connections` (for connections accepted from then on);
-//! - `--log-format`, `--log-level` and `--access-log` (for connections accepted from then on).
-//! - `--log-format` and `--log-level`;
+//! - `--log-format`, `--log-level` and `--access-log` (for connections accepted from then on);
 //! - the per-client limits (`--max-connections-per-ip`, `--ipv6-prefix`, `--trusted-proxy`,
 //!   `--publish-rate`, `--publish-burst`, `--max-subscriptions-per-conn`,
-//!   `--max-new-connections-rate`), from the next accept, request or publish on.
+//!   `--max-new-connections-rate`), from the next accept, request or publish on;
+//! - the TLS certificate, key and client CA (`--tls-*`): the files are read again and new
+//!   handshakes use them, open sessions keep theirs; a pair that does not load refuses the
+//!   whole reload (turning TLS on or off needs a restart).
 //!
 //! Everything else sizes structures built at start (history, queues, the listener, the
 //! backplane) and needs a restart.
@@ -37,11 +39,30 @@ pub fn apply(sh: &mut LoopState, new: &Config) -> Result<ReloadReport, String> {
     let auth = Auth::from_config(new).map_err(|e| e.to_string())?;
     let mut next = sh.config.clone();
     copy_live(&mut next, new);
+    // TLS stays on or off as it started; its files are read again.
+    let tls_live = sh.tls.is_some() && new.tls_cert.is_some();
+    if tls_live {
+        next.tls_cert.clone_from(&new.tls_cert);
+        next.tls_key.clone_from(&new.tls_key);
+        next.tls_client_ca.clone_from(&new.tls_client_ca);
+    }
     next.validate().map_err(|e| e.to_string())?;
-    let report = ReloadReport {
+    let tls = if tls_live {
+        crate::tls::from_config(&next).map_err(|e| format!("TLS: {e}"))?
+    } else {
+        None
+    };
+    let mut report = ReloadReport {
         changed: changed_fields(&sh.config, &next),
         kept: changed_fields(&next, new),
     };
+    if let Some(loaded) = tls {
+        for warning in &loaded.warnings {
+            log::warn!("{warning}");
+        }
+        sh.tls = Some(loaded.config);
+        report.changed.push("tls (files read again)".into());
+    }
     if let Some(level) = next.log_level {
         crate::logging::set_level(level);
     }

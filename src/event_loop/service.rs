@@ -16,7 +16,37 @@ impl Server {
     /// Checks a configuration as [`Server::bind`] does, without binding anything: every option
     /// and combination, and the JWT key (`sseloop --check-config`).
     pub fn check_config(config: &Config) -> Result<(), StartError> {
-        Self::checked_auth(config).map(drop)
+        Self::checked_auth(config)?;
+        Self::checked_backplane_tls(config)?;
+        Self::checked_tls(config).map(drop)
+    }
+
+    /// The `rediss://` backplane's TLS client configuration (`--backplane-ca`, else the system's
+    /// CAs), or `None` for `redis://`.
+    pub(super) fn checked_backplane_tls(
+        config: &Config,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, StartError> {
+        if !config.backplane.as_ref().is_some_and(|b| b.tls) {
+            return Ok(None);
+        }
+        crate::tls::load_client(config.backplane_ca.as_deref())
+            .map(Some)
+            .map_err(|e| StartError::Config(ConfigError::TlsFiles(format!("backplane: {e}"))))
+    }
+
+    /// The listener's TLS configuration, loaded and checked (files, key against certificate);
+    /// an expired certificate is only a warning.
+    pub(super) fn checked_tls(
+        config: &Config,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, StartError> {
+        let loaded = crate::tls::from_config(config)
+            .map_err(|e| StartError::Config(ConfigError::TlsFiles(e.to_string())))?;
+        Ok(loaded.map(|l| {
+            for warning in &l.warnings {
+                log::warn!("{warning}");
+            }
+            l.config
+        }))
     }
 
     pub(super) fn checked_auth(config: &Config) -> Result<Auth, StartError> {

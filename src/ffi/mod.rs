@@ -97,6 +97,7 @@ pub mod hooks;
 pub mod jwt;
 pub mod publish;
 pub mod server;
+pub mod tls;
 
 pub use config::sseloop_config_t;
 pub use error::{

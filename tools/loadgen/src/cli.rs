@@ -170,6 +170,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = PublishTransport::Http)]
     pub publish_transport: PublishTransport,
 
+    /// PEM CA certificates trusted for https:// URLs (the server's name is verified); without
+    /// it, the system's CAs.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
     /// Instead of a run: read JSON reports and print the median of each figure per label.
     #[arg(long, num_args = 1.., value_name = "REPORT.json")]
     pub summarize: Option<Vec<PathBuf>>,
@@ -291,8 +296,17 @@ impl Args {
                 self.subscribers
             ));
         }
-        let sub_url = UrlTemplate::parse(&self.url_template)?;
-        let pub_url = UrlTemplate::parse(&self.publish_url)?;
+        let mut sub_url = UrlTemplate::parse(&self.url_template)?;
+        let mut pub_url = UrlTemplate::parse(&self.publish_url)?;
+        if sub_url.https || pub_url.https {
+            let config = sseloop::tls::load_client(self.tls_ca.as_deref())
+                .map_err(|e| Error::msg(format!("--tls-ca: {e}")))?;
+            for url in [&mut sub_url, &mut pub_url] {
+                if url.https {
+                    url.tls = Some(config.clone());
+                }
+            }
+        }
         // A pattern subscriber needs {topic} only to place its pattern; without it the URL is
         // taken as written (a subscription of one's own, e.g. to check that loss is caught).
         if self.topics > 1

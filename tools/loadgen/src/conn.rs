@@ -15,10 +15,11 @@ use crate::http;
 use crate::payload;
 use crate::sys;
 use crate::tally::{SubTracker, Tally};
+use crate::tls::Session;
 use crate::transport::{Flow, StreamDecoder, Transport};
 
 /// Outcome of one read or write, classified once.
-enum Io {
+pub enum Io {
     Done(usize),
     WouldBlock,
     Closed,
@@ -34,6 +35,22 @@ fn read(stream: &mut TcpStream, buf: &mut [u8]) -> Io {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => Io::Failed(e),
         };
+    }
+}
+
+/// Reads through the TLS session when there is one.
+fn read_via(stream: &mut TcpStream, tls: Option<&mut Session>, buf: &mut [u8]) -> Io {
+    match tls {
+        Some(t) => t.read(stream, buf),
+        None => read(stream, buf),
+    }
+}
+
+/// Writes through the TLS session when there is one.
+fn write_via(stream: &mut TcpStream, tls: Option<&mut Session>, buf: &[u8]) -> Io {
+    match tls {
+        Some(t) => t.write(stream, buf),
+        None => write(stream, buf),
     }
 }
 
@@ -116,6 +133,8 @@ pub struct Subscriber {
     pub tracker: SubTracker,
     /// Reached `Streaming` at some point (its losses count even after it is closed).
     pub streamed: bool,
+    /// The TLS session of an `https://` URL.
+    tls: Option<Box<Session>>,
 }
 
 /// What a subscriber needs from the driver while handling readiness.
@@ -136,13 +155,20 @@ pub struct SubCx<'a> {
 
 impl Subscriber {
     /// A subscriber whose connect has been started.
-    pub fn new(stream: TcpStream, topic: u32, request: Vec<u8>, tracker: SubTracker) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        topic: u32,
+        request: Vec<u8>,
+        tracker: SubTracker,
+        tls: Option<Session>,
+    ) -> Self {
         Subscriber {
             stream: Some(stream),
             topic,
             stage: SubStage::Connecting(request),
             tracker,
             streamed: false,
+            tls: tls.map(Box::new),
         }
     }
 
@@ -154,6 +180,7 @@ impl Subscriber {
             stage: SubStage::Closed,
             tracker,
             streamed: false,
+            tls: None,
         }
     }
 
@@ -185,7 +212,7 @@ impl Subscriber {
         }
         if let SubStage::Sending(request, written) = &mut self.stage {
             while *written < request.len() {
-                match write(stream, &request[*written..]) {
+                match write_via(stream, self.tls.as_deref_mut(), &request[*written..]) {
                     Io::Done(n) => *written += n,
                     Io::WouldBlock => return None,
                     Io::Closed => return Some("closed while sending the request".into()),
@@ -202,7 +229,7 @@ impl Subscriber {
             return None;
         }
         loop {
-            match read(stream, cx.rbuf) {
+            match read_via(stream, self.tls.as_deref_mut(), cx.rbuf) {
                 Io::Done(n) => {
                     let now_ns = cx.clock.elapsed().as_nanos() as u64;
                     if let Some(reason) = Self::absorb(
@@ -287,6 +314,8 @@ pub struct Publisher {
     frames: Option<bool>,
     /// Scratch for one event body before it is framed.
     body: Vec<u8>,
+    /// The TLS session of an `https://` URL.
+    tls: Option<Box<Session>>,
 }
 
 /// What a publisher reports back.
@@ -309,6 +338,7 @@ impl Publisher {
         addr: SocketAddr,
         window: usize,
         frames_authority: Option<&str>,
+        tls: Option<Session>,
     ) -> io::Result<Self> {
         let mut out = Vec::with_capacity(64 * 1024);
         if let Some(authority) = frames_authority {
@@ -328,6 +358,7 @@ impl Publisher {
             inflight: VecDeque::with_capacity(window),
             frames: frames_authority.map(|_| false),
             body: Vec::new(),
+            tls: tls.map(Box::new),
         })
     }
 
@@ -369,7 +400,8 @@ impl Publisher {
             return Ok(());
         }
         while self.out_pos < self.out.len() {
-            match write(&mut self.stream, &self.out[self.out_pos..]) {
+            let tls = self.tls.as_deref_mut();
+            match write_via(&mut self.stream, tls, &self.out[self.out_pos..]) {
                 Io::Done(n) => self.out_pos += n,
                 Io::WouldBlock => return Ok(()),
                 Io::Closed => return Err("publisher connection closed".into()),
@@ -403,7 +435,7 @@ impl Publisher {
             return Ok(());
         }
         loop {
-            match read(&mut self.stream, rbuf) {
+            match read_via(&mut self.stream, self.tls.as_deref_mut(), rbuf) {
                 Io::Done(n) => {
                     self.inbuf.extend_from_slice(&rbuf[..n]);
                     self.take_responses(tally, counters)?;

@@ -345,11 +345,13 @@ impl<'p> Driver<'p> {
 
     fn open_publishers(&mut self) -> Result<()> {
         for j in 0..self.plan.publishers {
+            let tls = self.plan.pub_url.session().context("TLS session")?;
             let mut p = Publisher::connect(
                 self.plan.pub_url.addr,
                 self.plan.window,
                 (self.plan.publish_transport == PublishTransport::Frames)
                     .then_some(self.plan.pub_url.authority.as_str()),
+                tls,
             )
             .context(format!("connect publisher to {}", self.plan.pub_url.addr))?;
             self.poll
@@ -379,17 +381,18 @@ impl<'p> Driver<'p> {
             plan.transport
                 .subscribe_request(&mut request, &plan.sub_url.authority, &target);
             let opened = conn::connect(plan.sub_url.addr, source, false).and_then(|mut s| {
+                let tls = plan.sub_url.session()?;
                 self.poll.registry().register(
                     &mut s,
                     Token(i),
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
-                Ok(s)
+                Ok((s, tls))
             });
             match opened {
-                Ok(stream) => {
+                Ok((stream, tls)) => {
                     self.subs
-                        .push(Subscriber::new(stream, topic, request, plan.tracker()));
+                        .push(Subscriber::new(stream, topic, request, plan.tracker(), tls));
                     self.handshaking += 1;
                 }
                 Err(e) => {

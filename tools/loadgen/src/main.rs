@@ -22,6 +22,7 @@ mod report;
 mod sse;
 mod sys;
 mod tally;
+mod tls;
 mod transport;
 mod url;
 

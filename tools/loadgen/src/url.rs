@@ -1,6 +1,7 @@
-//! `http://host:port/path?query` templates with a `{topic}` placeholder.
+//! `http://host:port/path?query` (or `https://`) templates with a `{topic}` placeholder.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use crate::error::{Context, Error, Result};
 
@@ -15,14 +16,20 @@ pub struct UrlTemplate {
     /// Resolved address (IPv4 preferred, for source-address spreading over 127.0.0.x).
     pub addr: SocketAddr,
     target: String,
+    /// `https://`: the TLS client configuration (`--tls-ca`), set after parsing.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `https://`.
+    pub https: bool,
 }
 
 impl UrlTemplate {
-    /// Parses and resolves `url`; only plain `http://` is supported.
+    /// Parses and resolves `url` (`http://` or `https://`).
     pub fn parse(url: &str) -> Result<Self> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| Error::msg(format!("{url}: only http:// URLs are supported")))?;
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            _ => return Err(Error::msg(format!("{url}: only http:// and https:// URLs"))),
+        };
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(split);
         if authority.is_empty() {
@@ -34,7 +41,7 @@ impl UrlTemplate {
             t => t.to_string(),
         };
         let with_port = if authority.ends_with(']') || !authority.contains(':') {
-            format!("{authority}:80")
+            format!("{authority}:{}", if https { 443 } else { 80 })
         } else {
             authority.to_string()
         };
@@ -52,7 +59,25 @@ impl UrlTemplate {
             authority: authority.to_string(),
             addr,
             target,
+            tls: None,
+            https,
         })
+    }
+
+    /// The host name the server's certificate must match.
+    pub fn host(&self) -> &str {
+        match self.authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => self.authority.split(':').next().unwrap_or(&self.authority),
+        }
+    }
+
+    /// A TLS session for one connection, with `https://`.
+    pub fn session(&self) -> std::io::Result<Option<crate::tls::Session>> {
+        self.tls
+            .as_ref()
+            .map(|c| crate::tls::Session::new(c, self.host()))
+            .transpose()
     }
 
     /// True when the template names the topic (needed to spread subscribers over topics).
@@ -83,7 +108,10 @@ mod tests {
         assert_eq!(u.target("t"), "/?x=1");
         assert!(!u.has_topic());
 
-        assert!(UrlTemplate::parse("https://127.0.0.1/").is_err());
+        let u = UrlTemplate::parse("https://localhost:9/x").unwrap();
+        assert!(u.https);
+        assert_eq!((u.addr.port(), u.host()), (9, "localhost"));
+        assert!(UrlTemplate::parse("ftp://127.0.0.1/").is_err());
         assert!(UrlTemplate::parse("http:///x").is_err());
     }
 }
