@@ -307,9 +307,15 @@ fn socket_activation_keeps_clients_waiting_across_a_restart_and_notify_reports_s
 
     let mut first = activate(&listener, Some(&notify_path));
     let mut buf = [0u8; 512];
-    let mut next_msg = || {
-        let n = notify.recv(&mut buf).expect("a notify message");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+    let mut next_msg = || loop {
+        // A signal to the test process (another test's child exiting) may interrupt the wait.
+        match notify.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            received => {
+                let n = received.expect("a notify message");
+                break String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
     };
     let ready = next_msg();
     assert!(

@@ -224,15 +224,15 @@ pub struct Config {
     /// PEM certificate chain (leaf first) for --listen: with --tls-key, the listener speaks TLS
     /// 1.2/1.3 only (HTTPS, and frames inside TLS). A reload re-reads the files for new
     /// handshakes; open connections keep theirs. See docs/SECURITY.md.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<std::path::PathBuf>,
 
     /// PEM private key of --tls-cert (PKCS#8, RSA or EC).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<std::path::PathBuf>,
 
     /// PEM CA certificates: clients must present a certificate they issued (mutual TLS).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
     /// Share one hub with other nodes through Redis Streams:
