@@ -714,6 +714,7 @@ mod tests {
             "max-connections" => "100".into(),
             "backplane" => "redis://127.0.0.1:6379".into(),
             "log-level" => "debug".into(),
+            "trusted-proxy" => "10.0.0.0/8".into(),
             _ => "x".into(),
         }
     }
