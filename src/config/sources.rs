@@ -726,6 +726,7 @@ mod tests {
             "backplane" => "redis://127.0.0.1:6379".into(),
             "log-level" => "debug".into(),
             "metrics-listen" => "127.0.0.1:9090".into(),
+            "trusted-proxy" => "10.0.0.0/8".into(),
             _ => "x".into(),
         }
     }
