@@ -351,6 +351,30 @@ pub struct ApiJob {
     pub show_subjects: bool,
 }
 
+impl ApiJob {
+    /// A call answered to no connection (the C API's `sseloop_api`, another node's revocation):
+    /// its walk starts where its page's cursor says.
+    pub fn for_host(call: crate::api::ApiCall, show_subjects: bool) -> ApiJob {
+        let next_key = match &call {
+            crate::api::ApiCall::Connections { page, .. } => {
+                usize::try_from(page.cursor).unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        };
+        ApiJob {
+            key: usize::MAX,
+            conn: u64::MAX,
+            n: 0,
+            keep_alive: false,
+            call,
+            next_key,
+            closed: 0,
+            subjects: Default::default(),
+            show_subjects,
+        }
+    }
+}
+
 #[cfg(test)]
 mod retry_tests {
     use super::*;

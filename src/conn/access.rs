@@ -27,8 +27,6 @@ pub(super) struct Access {
     /// The request being served: set when its head is read, taken when its answer is logged.
     /// For a stream, the request that opened it, logged when the stream ends.
     current: Option<Box<RequestLine>>,
-    /// Bytes the socket accepted on this connection.
-    pub(super) written: u64,
     /// Why the server ended a stream in an orderly way (token expired, shutdown, a broken frame).
     ending: Option<&'static str>,
 }
@@ -48,7 +46,6 @@ impl Connection {
         self.access = Some(Box::new(Access {
             peer,
             current: None,
-            written: 0,
             ending: None,
         }));
     }
@@ -138,7 +135,8 @@ impl Connection {
         let mut f = Fields::default();
         request_fields(&mut f, access.peer, Some(line), status);
         match status {
-            Some(s) => f.number("status", s).number("bytes", access.written),
+            // The connection's own count: the access log starts with the connection.
+            Some(s) => f.number("status", s).number("bytes", self.written),
             None => f.none("status").number("bytes", 0),
         };
         duration_field(&mut f, Some(line));

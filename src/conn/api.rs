@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use super::http_stage::{Pending, JSON};
-use super::state::LifeEvent;
 use super::{Closing, Connection, Flow, Stage};
 use crate::api::{self, ApiCall, ConnInfo, HistoryEvent, Kind};
 use crate::auth::{self, AuthFailure};
@@ -101,20 +100,12 @@ impl Connection {
         http.next_publish += 1;
         let n = http.next_publish;
         http.pending.push_back(Pending::Api { n, keep_alive });
-        let next_key = match &call {
-            ApiCall::Connections { page, .. } => usize::try_from(page.cursor).unwrap_or(usize::MAX),
-            _ => 0,
-        };
         sh.api_jobs.push_back(ApiJob {
             key,
             conn: self.id,
             n,
             keep_alive,
-            call,
-            next_key,
-            closed: 0,
-            subjects: Default::default(),
-            show_subjects,
+            ..ApiJob::for_host(call, show_subjects)
         });
     }
 
@@ -134,20 +125,8 @@ impl Connection {
     /// This connection as the connections listing shows it, if `filter` selects it (checked
     /// first: the peer address is a system call).
     pub fn api_info(&self, filter: &api::Filter, sh: &LoopState) -> Option<ConnInfo> {
-        if filter.sub.is_some() && filter.sub.as_deref() != self.subject() {
+        if !self.selected_by(filter, sh) {
             return None;
-        }
-        if let Some(want) = filter.topic.as_deref() {
-            let named = |s: &crate::hub::Subscription| {
-                s.is_active()
-                    && sh
-                        .hub
-                        .channel(s.channel())
-                        .is_some_and(|c| &*c.name == want)
-            };
-            if !self.out.subs.iter().any(named) {
-                return None;
-            }
         }
         let kind = match self.stage {
             Stage::Http(_) => Kind::Http,
@@ -177,17 +156,8 @@ impl Connection {
         })
     }
 
-    /// The subject of the token this stream was opened with (JWT only).
-    pub fn api_subject(&self) -> Option<&str> {
-        self.subject()
-    }
-
-    /// Whether a revocation's filter selects this stream (HTTP connections carry no
-    /// subscription or subject, so only streams match).
-    pub fn api_matches(&self, filter: &api::Filter, sh: &LoopState) -> bool {
-        if matches!(self.stage, Stage::Http(_)) || self.life != super::state::Life::Active {
-            return false;
-        }
+    /// Whether `filter`'s subject and topic (or pattern, by name) name this connection.
+    fn selected_by(&self, filter: &api::Filter, sh: &LoopState) -> bool {
         let sub_ok = filter
             .sub
             .as_deref()
@@ -202,6 +172,20 @@ impl Connection {
             })
         });
         sub_ok && topic_ok
+    }
+
+    /// The subject of the token this stream was opened with (JWT only).
+    pub fn api_subject(&self) -> Option<&str> {
+        self.subject()
+    }
+
+    /// Whether a revocation's filter selects this stream (HTTP connections carry no
+    /// subscription or subject, so only streams match).
+    pub fn api_matches(&self, filter: &api::Filter, sh: &LoopState) -> bool {
+        if matches!(self.stage, Stage::Http(_)) || self.life != super::state::Life::Active {
+            return false;
+        }
+        self.selected_by(filter, sh)
     }
 
     /// Ends the connection for the server API: a stream gets a notice (SSE `sseloop-disconnect`
@@ -226,13 +210,7 @@ impl Connection {
         self.access_ending("api_disconnect");
         self.freeze_streams(sh);
         self.push_private(key, &bytes, u64::MAX, sh);
-        let flow = self.transition(LifeEvent::Drain, sh);
-        if flow == Flow::Keep {
-            self.grace = sh.grace();
-            self.mark_dirty(key, sh);
-            self.sync_deadline(key, sh);
-        }
-        flow
+        self.drain_gracefully(key, sh)
     }
 }
 

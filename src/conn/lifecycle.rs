@@ -87,6 +87,11 @@ impl Connection {
             (Life::Active, Stage::Sse | Stage::Frames(_)) => self.queue_farewell(key, sh),
             (Life::Idle, _) => {}
         }
+        self.drain_gracefully(key, sh)
+    }
+
+    /// Moves to graceful close: what is queued goes out within `--grace-ms`, then the FIN.
+    pub(super) fn drain_gracefully(&mut self, key: usize, sh: &mut LoopState) -> Flow {
         let flow = self.transition(LifeEvent::Drain, sh);
         if flow == Flow::Keep {
             self.grace = sh.grace();

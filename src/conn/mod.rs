@@ -108,7 +108,7 @@ pub struct Connection {
     opened_at: Instant,
     /// Last time the socket accepted bytes (write-stall deadline).
     last_write: Instant,
-    /// Bytes the socket has accepted from us (the server API's listing).
+    /// Bytes the socket has accepted from us (the server API's listing, a stream's access line).
     written: u64,
     /// Registered in `LoopState::presence_watch` for its topics (`presence=1`).
     watching_presence: bool,
@@ -456,9 +456,6 @@ impl Connection {
                     sh.metrics.deliveries += done.events;
                     sh.metrics.bytes_written += written as u64;
                     self.written += written as u64;
-                    if let Some(access) = self.access.as_deref_mut() {
-                        access.written += written as u64;
-                    }
                     self.last_write = sh.now;
                     self.last_queued = sh.now;
                     pending = done.more;

@@ -11,7 +11,7 @@ use super::Server;
 use crate::api::{self, ApiCall};
 use crate::conn::api::{answer_here, apply_ban, propagate};
 use crate::conn::state::Life;
-use crate::http::{HttpError, Method};
+use crate::http::{response, HttpError, Method};
 use crate::loop_state::ApiJob;
 use crate::metrics::DisconnectCause;
 
@@ -28,12 +28,7 @@ impl Server {
     /// disconnect's JSON. Calls that walk the connections run to the end at once (the host
     /// chose to spend that time on its loop thread). Returns the status and the JSON body.
     pub fn api_request(&mut self, method: &str, target: &str, body: &[u8]) -> (u16, String) {
-        let error = |e: &HttpError| {
-            (
-                e.status,
-                format!("{{\"error\":\"{}\",\"status\":{}}}\n", e.reason, e.status),
-            )
-        };
+        let error = |e: &HttpError| (e.status, response::error_body(e));
         let Some(method) = Method::parse(method) else {
             return error(&HttpError::UNKNOWN_METHOD);
         };
@@ -55,21 +50,7 @@ impl Server {
             self.sh.metrics.count_admin(op, 200);
             return (200, body);
         }
-        let next_key = match &call {
-            ApiCall::Connections { page, .. } => usize::try_from(page.cursor).unwrap_or(usize::MAX),
-            _ => 0,
-        };
-        let mut job = ApiJob {
-            key: usize::MAX,
-            conn: u64::MAX,
-            n: 0,
-            keep_alive: false,
-            call,
-            next_key,
-            closed: 0,
-            subjects: Default::default(),
-            show_subjects: true,
-        };
+        let mut job = ApiJob::for_host(call, true);
         loop {
             let mut budget = usize::MAX;
             if let Some((status, body)) = self.advance(&mut job, &mut budget) {
@@ -123,17 +104,8 @@ impl Server {
             return;
         }
         log::info!("api: revocation from node {node}: {}", revoke.reason);
-        self.sh.api_jobs.push_back(ApiJob {
-            key: usize::MAX,
-            conn: u64::MAX,
-            n: 0,
-            keep_alive: false,
-            call: ApiCall::Disconnect(revoke),
-            next_key: 0,
-            closed: 0,
-            subjects: Default::default(),
-            show_subjects: false,
-        });
+        let job = ApiJob::for_host(ApiCall::Disconnect(revoke), false);
+        self.sh.api_jobs.push_back(job);
     }
 
     /// Hands the joins and leaves noted since the last call to the streams watching their
@@ -298,8 +270,9 @@ impl Server {
 
 /// The answer for an id that names no open connection.
 fn not_found() -> (u16, String) {
-    (
-        404,
-        "{\"error\":\"no such connection\",\"status\":404}\n".to_owned(),
-    )
+    const NO_SUCH: HttpError = HttpError {
+        reason: "no such connection",
+        ..HttpError::NOT_FOUND
+    };
+    (NO_SUCH.status, response::error_body(&NO_SUCH))
 }

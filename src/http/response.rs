@@ -109,7 +109,15 @@ pub fn write_response(
     }
 }
 
-/// Appends the JSON error response for `err`.
+/// The JSON body of an error answer: `{"error":"…","status":N}` and a newline.
+pub fn error_body(err: &HttpError) -> String {
+    format!(
+        "{{\"error\":\"{}\",\"status\":{}}}\n",
+        err.reason, err.status
+    )
+}
+
+/// Appends the JSON error response for `err` (its body from [`error_body`]).
 pub fn write_error(
     out: &mut Vec<u8>,
     common: &Common<'_>,
@@ -117,10 +125,7 @@ pub fn write_error(
     keep_alive: bool,
     extra: &[(&str, &str)],
 ) {
-    let body = format!(
-        "{{\"error\":\"{}\",\"status\":{}}}\n",
-        err.reason, err.status
-    );
+    let body = error_body(err);
     let mut headers: Vec<(&str, &str)> = extra.to_vec();
     headers.push(("Access-Control-Expose-Headers", EXPOSED_HEADERS));
     if let Some(allow) = err.allow {
