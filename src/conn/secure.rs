@@ -115,6 +115,7 @@ impl Connection {
             Ok((written, all)) => {
                 if written > 0 {
                     sh.metrics.bytes_written += written as u64;
+                    self.written += written as u64;
                     self.last_write = sh.now;
                 }
                 if all {
