@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from soaklib import Sse, http_get, start_node
+
 STOP = threading.Event()
 LOCK = threading.Lock()
 FAILURES = []
@@ -31,62 +33,6 @@ FAILURES = []
 def fail(msg):
     with LOCK:
         FAILURES.append(msg)
-
-
-class Sse:
-    """Minimal incremental SSE reader (LF only, as sseloop writes)."""
-
-    def __init__(self, port, topic, last_id=None, rcvbuf=None):
-        self.sock = socket.socket()
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(5)
-        self.sock.connect(("127.0.0.1", port))
-        head = f"GET /events?topic={topic} HTTP/1.1\r\nHost: soak\r\n"
-        if last_id:
-            head += f"Last-Event-ID: {last_id}\r\n"
-        self.sock.sendall((head + "\r\n").encode())
-        self.buf = b""
-        self.head_done = False
-
-    def events(self):
-        """Yields (id, type, data) until the stream ends or STOP."""
-        while not STOP.is_set():
-            while True:
-                if not self.head_done:
-                    i = self.buf.find(b"\r\n\r\n")
-                    if i < 0:
-                        break
-                    if not self.buf.startswith(b"HTTP/1.1 200"):
-                        raise IOError("bad status: %r" % self.buf[:40])
-                    self.buf = self.buf[i + 4:]
-                    self.head_done = True
-                i = self.buf.find(b"\n\n")
-                if i < 0:
-                    break
-                block, self.buf = self.buf[:i], self.buf[i + 2:]
-                ev_id, ev_type, data = None, "message", []
-                for line in block.split(b"\n"):
-                    if line.startswith(b"id: "):
-                        ev_id = line[4:].decode()
-                    elif line.startswith(b"event: "):
-                        ev_type = line[7:].decode()
-                    elif line.startswith(b"data: "):
-                        data.append(line[6:].decode())
-                if data:
-                    yield ev_id, ev_type, "\n".join(data)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                return
-            self.buf += chunk
-
-    def close(self, rst=False):
-        if rst:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        self.sock.close()
 
 
 def seq_of(data):
@@ -128,7 +74,7 @@ def healthy(port, idx, stats):
     last = None
     count = 0
     try:
-        for _id, _type, data in sub.events():
+        for _id, _type, data in sub.events(STOP):
             s = seq_of(data)
             if s is None:
                 continue
@@ -151,7 +97,7 @@ def churner(port, idx):
         try:
             sub = Sse(port, "soak", last_id)
             want = rng.randint(1, 40)
-            for ev_id, ev_type, data in sub.events():
+            for ev_id, ev_type, data in sub.events(STOP):
                 if ev_type == "sseloop-reset":
                     fail(f"churner {idx}: reset {data} after {last_id}")
                     last_seq = None
@@ -237,7 +183,7 @@ def big_reader(port, stats):
     sub = Sse(port, "big")
     last = None
     try:
-        for _id, _type, data in sub.events():
+        for _id, _type, data in sub.events(STOP):
             s = seq_of(data)
             if s is None:
                 continue
@@ -280,21 +226,9 @@ def sample(pid, port):
     with open(f"/proc/{pid}/status") as f:
         rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    deliveries = 0
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=2)
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
-        text = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            text += chunk
-        s.close()
-        m = re.search(rb"\nsseloop_event_deliveries_total (\d+)", text)
-        deliveries = int(m.group(1)) if m else 0
-    except OSError:
-        pass
+    _status, text = http_get(port, "/metrics")
+    m = re.search(rb"(?m)^sseloop_event_deliveries_total (\d+)", text)
+    deliveries = int(m.group(1)) if m else 0
     return rss, fds, deliveries
 
 
@@ -308,17 +242,9 @@ def main():
     ap.add_argument("--binary", default="target/release/sseloop")
     args = ap.parse_args()
 
-    server = subprocess.Popen(
+    server, port = start_node(
         [args.binary, "--listen", "127.0.0.1:0", "--history", "8192", "--max-queue-bytes", "256k", "--max-body", "64k",
-         "--write-stall-ms", "4000", "--header-timeout-ms", "2000"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    port = None
-    deadline = time.time() + 10
-    while time.time() < deadline and port is None:
-        line = server.stderr.readline()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
+         "--write-stall-ms", "4000", "--header-timeout-ms", "2000"])
     if port is None:
         server.kill()
         sys.exit("server did not start")
