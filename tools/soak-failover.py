@@ -38,14 +38,13 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from soaklib import Sse, free_port, http_get, start_node
+from soaklib import RedisError, Sse, free_port, http_get, redis, start_node
 
 LOAD_STOP = threading.Event()  # publishers stop starting new events
 SUBS_STOP = threading.Event()  # subscribers stop (after the drain)
@@ -86,44 +85,6 @@ def kill(p, sig=signal.SIGKILL):
             except subprocess.TimeoutExpired:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait()
-
-
-# --- a minimal Redis client (RESP2), enough for PING, AUTH, INFO, SENTINEL ------------------------
-
-class RedisError(Exception):
-    pass
-
-
-def _reply(f):
-    line = f.readline()
-    if not line.endswith(b"\r\n"):
-        raise OSError("redis closed the connection")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RedisError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2].decode(errors="replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_reply(f) for _ in range(n)]
-    raise OSError(f"unexpected reply {line[:40]!r}")
-
-
-def redis(port, *args, password=None, timeout=2):
-    """One command to 127.0.0.1:port (after AUTH when a password is given); OSError when down."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        f = s.makefile("rb")
-        cmds = ([("AUTH", password)] if password else []) + [args]
-        s.sendall(b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(str(a).encode()), str(a).encode())
-                                                          for a in c) for c in cmds))
-        if password:
-            _reply(f)
-        return _reply(f)
 
 
 def wait_for(what, check, secs):

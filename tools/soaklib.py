@@ -1,5 +1,6 @@
 """Shared parts of the soak tools (tools/soak.py, tools/soak-failover.py): an incremental SSE
-reader, starting an sseloop node and learning its port, plain HTTP GETs, free loopback ports.
+reader, starting an sseloop node and learning its port, plain HTTP GETs, free loopback ports, a
+minimal Redis client.
 Python 3 standard library only."""
 
 import re
@@ -129,3 +130,42 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# A minimal Redis client (RESP2), enough for PING, AUTH, INFO and SENTINEL commands.
+
+
+class RedisError(Exception):
+    pass
+
+
+def _reply(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_reply(f) for _ in range(n)]
+    raise OSError(f"unexpected reply {line[:40]!r}")
+
+
+def redis(port, *args, password=None, timeout=2):
+    """One command to 127.0.0.1:port (after AUTH when a password is given); OSError when down."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        f = s.makefile("rb")
+        cmds = ([("AUTH", password)] if password else []) + [args]
+        s.sendall(b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(str(a).encode()), str(a).encode())
+                                                          for a in c) for c in cmds))
+        if password:
+            _reply(f)
+        return _reply(f)
