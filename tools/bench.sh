@@ -39,6 +39,9 @@
 #               to X measured in the same run.
 #   REDIS_CPU / REDIS_RTPRIO  diagnostics: pin redis-server elsewhere than TOOL_CPU, or give it
 #               its own SCHED_FIFO priority (default: pinned and prioritized like the tool)
+#   BP_REPLICAS N replicas of each -bp run's redis-server (default 0), pinned like it: issue 25's
+#               N=1 vs N=0, e.g. BP_REPLICAS=1 SSELOOP_B_ARGS="--backplane-min-replicas 1"
+#               TARGETS="sseloop-bp sseloop-bp@b" SCENARIOS=trickle-10k (tools/README.md)
 #   SSELOOP_ARGS  extra options for the sseloop targets (e.g. "--ui" for the A/B in CONSOLE.md)
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
 #               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
@@ -254,6 +257,7 @@ redis_port=""
 redis_pass=""
 redis_dir=""
 stop_redis() {
+    stop_redis_replicas
     if [ -n "$redis_pid" ]; then
         if kill -0 "$redis_pid" 2>/dev/null; then
             kill -TERM "$redis_pid" 2>/dev/null || true
@@ -448,9 +452,49 @@ start_redis() {
     if [ "$(readlink "/proc/$redis_pid/exe" 2>/dev/null)" != "$(readlink -f "$(command -v "$REDIS_SERVER")")" ]; then
         echo "bench: PID $redis_pid is not redis-server; its CPU figures would be wrong" >&2
     fi
+    start_redis_replicas "$log" "${pin_redis[@]}"
 }
 redis_cmd() {
     REDISCLI_AUTH="$redis_pass" "$REDIS_CLI" -h 127.0.0.1 -p "$redis_port" "$@"
+}
+
+# --- BP_REPLICAS: replicas of the -bp run's Redis (issue 25's N=1 vs N=0 cost) -----------------
+# BP_REPLICAS=N starts N replicas of the run's redis-server (same settings and password, each on a
+# free port and in its own directory under redis_dir, pinned like the Redis server) and waits until
+# the master lists N online replicas. They serve only the nodes' WAIT: give the node
+# --backplane-min-replicas through SSELOOP_ARGS or SSELOOP_B_ARGS. The .redis.txt figures are
+# the master's alone.
+BP_REPLICAS="${BP_REPLICAS:-0}"
+redis_replica_pids=()
+start_redis_replicas() {
+    local log="$1" i port
+    shift
+    [ "$BP_REPLICAS" -gt 0 ] || return 0
+    for i in $(seq "$BP_REPLICAS"); do
+        port="$(free_port)"
+        mkdir -p "$redis_dir/replica-$i"
+        "$@" "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+            --dir "$redis_dir/replica-$i" --logfile "${log%.log}.replica-$i.log" --daemonize no \
+            --requirepass "$redis_pass" --masterauth "$redis_pass" \
+            --replicaof 127.0.0.1 "$redis_port" >/dev/null 2>&1 &
+        redis_replica_pids+=($!)
+    done
+    for _ in $(seq 200); do
+        [ "$(redis_cmd INFO replication 2>/dev/null | grep -c '^slave[0-9]*:.*state=online')" -ge "$BP_REPLICAS" ] &&
+            return 0
+        sleep 0.05
+    done
+    echo "bench: $BP_REPLICAS replica(s) did not come online (see ${log%.log}.replica-*.log)" >&2
+    stop_redis
+    return 1
+}
+stop_redis_replicas() {
+    local pid
+    for pid in "${redis_replica_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    redis_replica_pids=()
 }
 # GET <base>/readyz until 200 (the node is connected to Redis and has filled its cache).
 wait_ready() {
