@@ -20,28 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::{
-    redis_available, sentinel_available, Persistence, RedisServer, Reply, RespConn, Sentinel,
-};
+use redis::{redis_available, sentinel_available, RedisServer, Reply, Sentinel};
 use util::*;
 
 const RESET: &str = "sseloop-reset";
 const LOG_KEY: &str = "sseloop:{hub}:log";
+/// A master that syncs a new replica at once (Redis waits 5 s for more by default).
+const FAST_SYNC: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
 
 fn tools() -> bool {
     redis_available() && sentinel_available()
-}
-
-/// A replica of `master` (no persistence), running.
-fn replica_of(master: &RedisServer) -> RedisServer {
-    let mut r = RedisServer::prepare(Persistence::None, None);
-    r.extra = vec![
-        "--replicaof".into(),
-        "127.0.0.1".into(),
-        master.port.to_string(),
-    ];
-    r.launch();
-    r
 }
 
 fn array_len(reply: Reply) -> usize {
@@ -152,9 +140,9 @@ fn with_one_replica_acknowledging_a_killed_master_loses_nothing_and_resets_nothi
     if !tools() {
         return;
     }
-    let mut master = RedisServer::start(Persistence::None);
-    let r1 = replica_of(&master);
-    let r2 = replica_of(&master);
+    let mut master = RedisServer::start_with(&FAST_SYNC);
+    let r1 = master.start_replica();
+    let r2 = master.start_replica();
     let watchers = sentinels(&master, 2);
     let url = sentinel_url(&watchers);
     let args = [
@@ -281,8 +269,8 @@ fn without_replica_acknowledgements_a_failover_to_a_replica_behind_resets_every_
     if !tools() {
         return;
     }
-    let mut master = RedisServer::start(Persistence::None);
-    let mut r1 = replica_of(&master);
+    let mut master = RedisServer::start_with(&FAST_SYNC);
+    let mut r1 = master.start_replica();
     let watchers = sentinels(&master, 1);
     let url = sentinel_url(&watchers);
     let args = [
@@ -374,16 +362,8 @@ fn with_min_replicas_a_publish_waits_for_the_replica_and_is_shown_only_once_it_h
     if !redis_available() {
         return;
     }
-    let master = RedisServer::start(Persistence::None);
-    let mut replica = replica_of(&master);
-    // Past its first full sync and acknowledging writes.
-    assert!(wait_until(TIMEOUT, || {
-        let Ok(mut c) = RespConn::open(master.addr(), TIMEOUT) else {
-            return false;
-        };
-        let _ = c.command(&["SET", "probe", "1"]);
-        matches!(c.command(&["WAIT", "1", "100"]), Ok(Reply::Int(1)))
-    }));
+    let master = RedisServer::start_with(&FAST_SYNC);
+    let mut replica = master.start_replica();
     let url = master.url();
     let args = [
         "--backplane-min-replicas",

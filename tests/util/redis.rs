@@ -285,6 +285,49 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Starts a replica of this server (no persistence) and waits until a write here is
+    /// acknowledged by `WAIT` (its first sync done). Start the master with
+    /// `--repl-diskless-sync-delay 0` in `extra` to skip Redis's 5 s wait for more replicas.
+    pub fn start_replica(&self) -> RedisServer {
+        let mut r = RedisServer::prepare(Persistence::None, None);
+        r.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            self.port.to_string(),
+        ];
+        r.launch();
+        let synced = wait(TIMEOUT, || {
+            let Ok(mut c) = RespConn::open(self.addr(), TIMEOUT) else {
+                return false;
+            };
+            let _ = c.command(&["SET", "replica-probe", "1"]);
+            matches!(c.command(&["WAIT", "1", "100"]), Ok(Reply::Int(n)) if n >= 1)
+        });
+        assert!(synced, "the replica never acknowledged a write");
+        r
+    }
+
+    /// Starts a server with more arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let mut r = RedisServer::prepare(Persistence::None, None);
+        r.extra = extra.iter().map(|a| a.to_string()).collect();
+        r.launch();
+        r
+    }
+}
+
+fn wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// A `redis-sentinel` child process watching one master under the name `m` (quorum 2, down
 /// after 1 s, failover timeout 3 s), with its own port and directory (Sentinel rewrites its
 /// configuration file); killed by its PID on drop.
