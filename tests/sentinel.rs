@@ -71,6 +71,16 @@ fn node(url: &str, args: &[&str]) -> TestServer {
     })
 }
 
+/// Two ready nodes on `url`, each with a stream of `topic`.
+fn two_nodes(url: &str, args: &[&str], topic: &str) -> (TestServer, TestServer, [SseClient; 2]) {
+    let (a, b) = (node(url, args), node(url, args));
+    wait_ready(&a);
+    wait_ready(&b);
+    let query = format!("topic={topic}");
+    let subs = [a.subscribe(&query, &[]), b.subscribe(&query, &[])];
+    (a, b, subs)
+}
+
 #[track_caller]
 fn wait_ready(server: &TestServer) {
     let ready = wait_until(TIMEOUT, || {
@@ -153,10 +163,7 @@ fn with_one_replica_acknowledging_a_killed_master_loses_nothing_and_resets_nothi
         "--heartbeat-ms",
         "500",
     ];
-    let (a, b) = (node(&url, &args), node(&url, &args));
-    wait_ready(&a);
-    wait_ready(&b);
-    let mut subs = [a.subscribe("topic=f", &[]), b.subscribe("topic=f", &[])];
+    let (a, b, mut subs) = two_nodes(&url, &args, "f");
 
     // A steady load through both nodes: each event retried with its key until acknowledged.
     let acked: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
@@ -283,10 +290,7 @@ fn without_replica_acknowledgements_a_failover_to_a_replica_behind_resets_every_
         "--heartbeat-ms",
         "500",
     ];
-    let (a, b) = (node(&url, &args), node(&url, &args));
-    wait_ready(&a);
-    wait_ready(&b);
-    let mut subs = [a.subscribe("topic=f", &[]), b.subscribe("topic=f", &[])];
+    let (a, b, mut subs) = two_nodes(&url, &args, "f");
     let first = a.publish("topic=f", "pre-a");
     b.publish("topic=f", "pre-b");
     for sub in subs.iter_mut() {
@@ -371,10 +375,7 @@ fn with_min_replicas_a_publish_waits_for_the_replica_and_is_shown_only_once_it_h
         "--backplane-timeout-ms",
         "500",
     ];
-    let (a, b) = (node(&url, &args), node(&url, &args));
-    wait_ready(&a);
-    wait_ready(&b);
-    let mut subs = [a.subscribe("topic=w", &[]), b.subscribe("topic=w", &[])];
+    let (a, b, mut subs) = two_nodes(&url, &args, "w");
     let resp = a.post("topic=w", "one", &[]);
     assert_eq!(resp.status, 200, "{}; log {:?}", resp.text(), a.log);
     let one = json_id(&resp.text());

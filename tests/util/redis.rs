@@ -27,7 +27,12 @@ fn redis_binary() -> String {
 /// Whether `redis-server` can be run. Without it a test returns early with a note on stderr,
 /// unless `SSELOOP_REQUIRE_TOOLS=1` (CI sets it), which turns the absence into a failure.
 pub fn redis_available() -> bool {
-    let found = Command::new(redis_binary())
+    runs(&redis_binary(), "redis-server", "the Redis backplane tests")
+}
+
+/// Whether `binary --version` runs; if not, the note (or the failure) of [`super::skipped`].
+fn runs(binary: &str, package: &str, group: &str) -> bool {
+    let found = Command::new(binary)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -35,11 +40,7 @@ pub fn redis_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        super::skipped(
-            "redis-server",
-            "the Redis backplane tests",
-            "apt-get install redis-server",
-        );
+        super::skipped(package, group, &format!("apt-get install {package}"));
     }
     found
 }
@@ -344,21 +345,11 @@ fn sentinel_binary() -> String {
 
 /// Whether `redis-sentinel` can be run (see [`redis_available`]).
 pub fn sentinel_available() -> bool {
-    let found = Command::new(sentinel_binary())
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        super::skipped(
-            "redis-sentinel",
-            "the Sentinel failover tests",
-            "apt-get install redis-sentinel",
-        );
-    }
-    found
+    runs(
+        &sentinel_binary(),
+        "redis-sentinel",
+        "the Sentinel failover tests",
+    )
 }
 
 impl Sentinel {
