@@ -294,7 +294,8 @@ impl LoopState {
     pub fn render_metrics(&self) -> String {
         let mut text = self.metrics.render(&self.gauges());
         if let Some(bp) = &self.backplane {
-            self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
+            self.metrics
+                .render_backplane(&mut text, bp.up(), &bp.stats, bp.master());
         }
         crate::metrics::render_limits(&mut text, &self.limits);
         if self.tls.is_some() {

@@ -314,9 +314,16 @@ impl Metrics {
         self.lag_sum += secs;
     }
 
-    /// Appends the backplane's families (only rendered when one is configured).
-    pub fn render_backplane(&self, o: &mut String, up: bool, stats: &BackplaneStats) {
-        let simple: [(&str, &str, &str, u64); 7] = [
+    /// Appends the backplane's families (only rendered when one is configured); `master` is
+    /// the Redis the node writes to (host:port, never a password).
+    pub fn render_backplane(
+        &self,
+        o: &mut String,
+        up: bool,
+        stats: &BackplaneStats,
+        master: Option<String>,
+    ) {
+        let simple: [(&str, &str, &str, u64); 8] = [
             (
                 "sseloop_backplane_up",
                 "gauge",
@@ -359,8 +366,33 @@ impl Metrics {
                 "Bytes of events read from the backplane (data, topics, type).",
                 stats.read_bytes,
             ),
+            (
+                "sseloop_backplane_failovers_total",
+                "counter",
+                "Times Sentinel named a new master (redis+sentinel:// backplanes).",
+                stats.failovers,
+            ),
         ];
         unlabelled(o, &simple);
+        if let Some(addr) = master {
+            family(
+                o,
+                "sseloop_backplane_master_info",
+                "gauge",
+                "The Redis this node's backplane writes to (1, labelled with its address).",
+            );
+            // A socket address: no quote or backslash to escape.
+            let _ = writeln!(o, "sseloop_backplane_master_info{{addr=\"{addr}\"}} 1");
+        }
+        histogram(
+            o,
+            "sseloop_backplane_replica_wait_seconds",
+            "Time from an append batch's WAIT to the replicas' answer (--backplane-min-replicas).",
+            &crate::backplane::WAIT_BUCKETS,
+            &stats.wait_buckets,
+            stats.wait_count,
+            stats.wait_sum,
+        );
         histogram(
             o,
             "sseloop_backplane_read_lag_seconds",

@@ -404,6 +404,39 @@ fn sse_stream_gets_reauth_then_ends_when_its_token_expires() {
 }
 
 #[test]
+fn a_slow_reader_still_gets_the_reauth_notice_after_what_was_queued_before_it() {
+    // 12 MB queued for a stream that does not read: more than the sockets' kernel buffers hold,
+    // so most of it, and the notice behind it, still waits in the server when the token expires.
+    let server = hs_server(&["--max-queue-bytes", "67108864"]);
+    let mut c = claims(&["t"], &[]);
+    let exp = now() + 5;
+    c["exp"] = json!(exp);
+    let token = hs(&c);
+    let mut stream = server.subscribe("topic=t", &[("Authorization", &bearer(&token))]);
+    let publisher = hs(&claims(&[], &["t"]));
+    let chunk = "x".repeat(1_000_000);
+    for _ in 0..12 {
+        server.publish_as(&publisher, "topic=t", &chunk);
+    }
+    assert!(now() < exp, "publishing took longer than the token lives");
+    // Past the expiry, then read it all.
+    std::thread::sleep(Duration::from_secs(exp + 2 - now()));
+    let mut got = 0;
+    let reauth = loop {
+        let ev = stream
+            .next_event_within(TIMEOUT)
+            .unwrap_or_else(|| panic!("the stream ended after {got} events, without the notice"));
+        if ev.event == "sseloop-reauth" {
+            break ev;
+        }
+        got += 1;
+    };
+    assert_eq!(got, 12, "events queued before the expiry");
+    assert_eq!(reauth.data, "{\"reason\":\"token_expired\"}");
+    assert!(stream.ended_within(TIMEOUT), "the stream did not end");
+}
+
+#[test]
 fn frame_stream_gets_goaway_token_expired() {
     let server = hs_server(&[]);
     let mut c = claims(&["t", "u/*"], &["t"]);

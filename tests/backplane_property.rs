@@ -3,7 +3,8 @@
 //! of streams opened on either node from random points of the history, every stream receives
 //! exactly the acknowledged events of its topics after its resume point, each once, in id order.
 //!
-//! Each case runs against a real `redis-server` and two real `sseloop` processes. Every stream
+//! Each case runs against a real `redis-server` and two real `sseloop` processes (and, for the
+//! replicated-acknowledgement variant, a replica with `--backplane-min-replicas 1`). Every stream
 //! resumes from a known id (or from before the first event), so what it must receive is exact
 //! even though a node may not yet have read what the other node acknowledged.
 
@@ -64,19 +65,18 @@ struct Stream {
     first: usize,
 }
 
-fn run(ops: &[Op], redis: &RedisServer) {
+fn run(ops: &[Op], redis: &RedisServer, extra: &[&str]) {
     let url = redis.url();
     // The first node takes input after every write of a round, so that publishes, Redis's
     // answers and its events also arrive in the middle of rounds; the second uses the default.
     let nodes: Vec<TestServer> = ["0", "250"]
         .iter()
         .map(|every| {
-            TestServer::start_with(
-                &["--backplane", url.as_str(), "--round-input-us", every],
-                |cmd| {
-                    cmd.env_remove("SSELOOP_BACKPLANE");
-                },
-            )
+            let mut args = vec!["--backplane", url.as_str(), "--round-input-us", every];
+            args.extend_from_slice(extra);
+            TestServer::start_with(&args, |cmd| {
+                cmd.env_remove("SSELOOP_BACKPLANE");
+            })
         })
         .collect();
     for n in &nodes {
@@ -191,7 +191,24 @@ proptest! {
     ) {
         if redis_available() {
             let redis = RedisServer::start(Persistence::None);
-            run(&ops, &redis);
+            run(&ops, &redis, &[]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, max_shrink_iters: 10, ..ProptestConfig::default() })]
+
+    /// The same with replicated acknowledgements: events are held until a replica has them
+    /// (commit marks, each node's own WAIT), and the invariant holds as without.
+    #[test]
+    fn with_a_replica_acknowledging_every_stream_still_gets_each_event_once_in_order(
+        ops in proptest::collection::vec(op(), 4..16)
+    ) {
+        if redis_available() {
+            let redis = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+            let _replica = redis.start_replica();
+            run(&ops, &redis, &["--backplane-min-replicas", "1"]);
         }
     }
 }

@@ -9,6 +9,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::link::{Expect, Phase};
 use super::redis::{integer, text};
+pub(super) use super::replicas::Replicating;
 use super::{
     AppendError, AppendRequest, Backplane, Completion, Origin, RemoteEvent, MAX_BATCH,
     MAX_BATCH_BYTES, TOPIC_TTL_SECS,
@@ -21,6 +22,13 @@ pub(super) struct Sent {
     pub(super) topics: Vec<String>,
     pub(super) event_type: Option<String>,
     pub(super) data: String,
+}
+
+impl Sent {
+    /// What it counts against `--publish-queue-bytes` while Redis has not answered for it.
+    pub(super) fn cost(&self) -> usize {
+        self.data.len() + self.topics.iter().map(|t| t.len() + 1).sum::<usize>() + 64
+    }
 }
 
 /// An append waiting for the iteration's batch.
@@ -39,7 +47,12 @@ impl Backplane {
         if !ready {
             return self.fail(req.origin);
         }
-        let cost = req.data.len() + req.topics.iter().map(|t| t.len() + 1).sum::<usize>() + 64;
+        let sent = Sent {
+            topics: req.topics,
+            event_type: req.event_type,
+            data: req.data,
+        };
+        let cost = sent.cost();
         let idle = self.inflight.is_empty() && self.staged.is_empty();
         if self.inflight_bytes + cost > self.cfg.max_inflight_bytes && !idle {
             log::debug!(
@@ -52,11 +65,7 @@ impl Backplane {
         self.staged.push(Staged {
             origin: req.origin,
             cost,
-            sent: Sent {
-                topics: req.topics,
-                event_type: req.event_type,
-                data: req.data,
-            },
+            sent,
             idempotency_key: req.idempotency_key,
         });
     }
@@ -66,11 +75,21 @@ impl Backplane {
         if self.staged.is_empty() {
             return;
         }
+        let gated = self.cfg.min_replicas > 0;
         let link = match &mut self.writer {
+            // With replicated acknowledgements one WAIT is in flight at a time: what is staged
+            // meanwhile goes out in one call after it (a WAIT may hold the link for the timeout;
+            // appends queued behind it would miss their deadlines).
+            Phase::Up(link)
+                if gated && link.expect.iter().any(|e| matches!(e, Expect::Wait(..))) =>
+            {
+                return;
+            }
             Phase::Up(link) if link.epoch.is_some() => link,
             // Not reached: `lose` refuses the staged appends when the writer goes down.
             _ => return self.fail_pending(),
         };
+        let mut events = 0;
         let epoch = link.epoch.clone().unwrap_or_default();
         let staged = std::mem::take(&mut self.staged);
         let fixed = [
@@ -132,10 +151,14 @@ impl Backplane {
             link.conn.command(&args);
             link.expect.push_back(Expect::Append(batch.len()));
             link.deadlines.push_back(now + self.cfg.timeout);
+            events += batch.len();
             self.stats.append_calls += 1;
             for s in batch {
                 self.inflight.push_back((s.origin, s.cost, s.sent));
             }
+        }
+        if gated {
+            super::replicas::send_wait(link, &self.cfg, events, now);
         }
     }
 
@@ -158,9 +181,54 @@ impl Backplane {
             let Some((origin, sent)) = self.pop_inflight() else {
                 return Err("append reply without an append".into());
             };
+            if self.cfg.min_replicas > 0 {
+                // Answered, and delivered, once the batch's WAIT says the replicas hold it.
+                let entry = match self.appended_seq(part) {
+                    Some((seq, new)) => {
+                        // Held until the WAIT answers: still counted as waiting for Redis.
+                        self.inflight_bytes += sent.cost();
+                        Replicating::Event {
+                            origin,
+                            sent,
+                            seq,
+                            new,
+                        }
+                    }
+                    None => {
+                        self.fail(origin);
+                        Replicating::Refused
+                    }
+                };
+                self.replicating.push_back(entry);
+                continue;
+            }
             self.on_appended(origin, sent, part)?;
         }
         Ok(())
+    }
+
+    /// An APPEND call of `n` events failed: each is refused (and, with replicated
+    /// acknowledgements, settles nothing when its WAIT answers).
+    pub(super) fn refuse_append(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some((origin, _)) = self.pop_inflight() {
+                self.fail(origin);
+            }
+            if self.cfg.min_replicas > 0 {
+                self.replicating.push_back(Replicating::Refused);
+            }
+        }
+    }
+
+    /// One event's `{status, seq}` in an APPEND reply: its seq, and whether it is new (not a
+    /// duplicate of an idempotency key seen before).
+    fn appended_seq(&self, part: &OwnedFrame) -> Option<(u64, bool)> {
+        let OwnedFrame::Array(p) = part else {
+            return None;
+        };
+        let status = text(p.first()?)?;
+        let seq = integer(p.get(1)?).and_then(|s| u64::try_from(s).ok())?;
+        matches!(status, "OK" | "DUP").then_some((seq, status == "OK"))
     }
 
     /// One event's result in an APPEND reply.
@@ -170,26 +238,30 @@ impl Backplane {
         sent: Sent,
         part: &OwnedFrame,
     ) -> Result<(), String> {
-        let (status, seq) = match part {
-            OwnedFrame::Array(p) if p.len() == 2 => (
-                text(&p[0]).unwrap_or(""),
-                integer(&p[1]).and_then(|s| u64::try_from(s).ok()),
-            ),
-            _ => {
-                self.fail(origin);
-                return Err("APPEND: unexpected result".into());
-            }
-        };
-        let (Some(seq), "OK" | "DUP") = (seq, status) else {
+        let Some((seq, new)) = self.appended_seq(part) else {
             self.fail(origin);
-            return Err(format!("APPEND: unexpected result {status:?}"));
+            return Err("APPEND: unexpected result".into());
         };
         let Phase::Up(link) = &mut self.writer else {
             self.fail(origin);
             return Ok(());
         };
         let epoch = link.epoch.clone().unwrap_or_default();
-        self.stats.appends += u64::from(status == "OK");
+        self.acknowledge(origin, sent, seq, new, &epoch);
+        Ok(())
+    }
+
+    /// Answers a publisher whose event Redis holds (and, with `--backplane-min-replicas`, its
+    /// replicas too); records the node's own event at once when every earlier seq was read.
+    pub(super) fn acknowledge(
+        &mut self,
+        origin: Origin,
+        sent: Sent,
+        seq: u64,
+        new: bool,
+        epoch: &str,
+    ) {
+        self.stats.appends += u64::from(new);
         self.issued = self.issued.max(seq);
         self.out.completions.push(Completion {
             origin,
@@ -197,10 +269,10 @@ impl Backplane {
         });
         // Every seq before this one has been read (seqs are consecutive in a dataset): record
         // it now; the reader skips it when it comes back.
-        if status == "OK"
+        if new
             && self.last_read != 0
             && seq == self.last_read + 1
-            && self.epoch.as_deref() == Some(epoch.as_str())
+            && self.epoch.as_deref() == Some(epoch)
         {
             self.take(RemoteEvent {
                 seq,
@@ -214,7 +286,6 @@ impl Backplane {
                 appended_ms: 0,
             });
         }
-        Ok(())
     }
 
     pub(super) fn fail(&mut self, origin: Origin) {
@@ -242,6 +313,12 @@ impl Backplane {
         }
         while let Some(req) = self.fetches.pop_front() {
             self.backfill_failed(req);
+        }
+        while let Some(r) = self.replicating.pop_front() {
+            if let Replicating::Event { origin, sent, .. } = r {
+                self.inflight_bytes -= sent.cost();
+                self.fail(origin);
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 //! The two links' state machines: a link is `Down` (waiting to reconnect, with jittered
 //! backoff) or `Up` (a non-blocking Redis connection with the replies it expects, in order, and
-//! their deadlines). Connecting pipelines the handshake (AUTH, SELECT, SCRIPT LOAD, HELLO); a
-//! reply is routed by what the link expects; an error or a missed deadline drops the link, which
-//! refuses what it carried and reconnects. HELLO carries the node's high-water mark: a Redis
+//! their deadlines). Connecting pipelines the handshake (AUTH, SELECT, ROLE with Sentinel,
+//! SCRIPT LOAD, HELLO); a reply is routed by what the link expects; an error or a missed deadline
+//! drops the link, which refuses what it carried and reconnects (asking the sentinels again). HELLO carries the node's high-water mark: a Redis
 //! behind it starts a new epoch (`scripts::HELLO`), which every node's reader turns into a reset
 //! notice before any newer event.
 
@@ -19,10 +19,19 @@ use super::{scripts, Backplane, Notice, FIRST_BACKOFF, MAX_BACKOFF, READER, WRIT
 pub(super) enum Expect {
     /// AUTH / SELECT / SCRIPT LOAD: anything but an error.
     Setup(&'static str),
+    /// Sentinel mode: the server must say it is the master.
+    Role,
     ScriptSha(ScriptKind),
     Hello,
     /// The oldest in-flight APPEND call, with its number of events.
     Append(usize),
+    /// The `WAIT` after an APPEND call (or a sweep): how many replicating entries it settles,
+    /// and when it was sent.
+    Wait(usize, Instant),
+    /// A sweep's counter (`scripts::SWEEP`).
+    Sweep,
+    /// A COMMIT call (its reply says nothing).
+    Commit,
     /// The oldest in-flight backfill.
     Fetch,
     Read,
@@ -33,6 +42,7 @@ pub(super) enum Expect {
 pub(super) enum ScriptKind {
     Append,
     Fetch,
+    Commit,
 }
 
 pub(super) enum Phase {
@@ -42,11 +52,14 @@ pub(super) enum Phase {
 
 pub(super) struct Link {
     pub(super) conn: RedisConn,
+    /// Where it is connected (with Sentinel: the master when it connected).
+    pub(super) addr: std::net::SocketAddr,
     pub(super) expect: VecDeque<Expect>,
     /// The oldest expected reply must arrive by then.
     pub(super) deadlines: VecDeque<Instant>,
     pub(super) append_sha: String,
     pub(super) fetch_sha: String,
+    pub(super) commit_sha: String,
     /// The dataset's epoch, once HELLO answered.
     pub(super) epoch: Option<String>,
     /// Reader: fetching the newest events for the cache (first contact only).
@@ -143,10 +156,12 @@ impl Backplane {
         };
         let mut link = Box::new(Link {
             conn,
+            addr: self.addr,
             expect: VecDeque::new(),
             deadlines: VecDeque::new(),
             append_sha: String::new(),
             fetch_sha: String::new(),
+            commit_sha: String::new(),
             epoch: None,
             warming: None,
             attempt,
@@ -167,6 +182,11 @@ impl Backplane {
             link.conn.command(&[b"SELECT", db.as_bytes()]);
             link.expect.push_back(Expect::Setup("SELECT"));
         }
+        if self.sentinel.is_some() {
+            // The address came from the sentinels a moment ago; a failover may have moved on.
+            link.conn.command(&[b"ROLE"]);
+            link.expect.push_back(Expect::Role);
+        }
         // HELLO runs once per connection (plain EVAL); the writer's scripts run per event.
         if writer {
             link.conn
@@ -175,20 +195,32 @@ impl Backplane {
             link.conn
                 .command(&[b"SCRIPT", b"LOAD", scripts::FETCH.as_bytes()]);
             link.expect.push_back(Expect::ScriptSha(ScriptKind::Fetch));
+            if self.cfg.min_replicas > 0 {
+                link.conn
+                    .command(&[b"SCRIPT", b"LOAD", scripts::COMMIT.as_bytes()]);
+                link.expect.push_back(Expect::ScriptSha(ScriptKind::Commit));
+            }
         }
         let candidate = crate::ids::run_id();
         // The node's high-water mark: Redis behind it lost what the cluster issued or read.
         let mark = floor.max(self.last_read).max(self.issued).to_string();
+        let gated = self.cfg.min_replicas > 0;
+        let fence = self.sentinel.is_some() && !gated;
+        let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
         link.conn.command(&[
             b"EVAL",
             scripts::HELLO.as_bytes(),
-            b"4",
+            b"6",
             self.keys.seq.as_bytes(),
             self.keys.epoch.as_bytes(),
             self.keys.log.as_bytes(),
             self.keys.since.as_bytes(),
+            self.keys.master.as_bytes(),
+            self.keys.committed.as_bytes(),
             candidate.as_bytes(),
             mark.as_bytes(),
+            flag(fence),
+            flag(gated),
         ]);
         link.expect.push_back(Expect::Hello);
         // One deadline covers the handshake: the last reply (HELLO) must come by then.
@@ -212,6 +244,7 @@ impl Backplane {
     /// Drops a link: its in-flight appends are refused, and it reconnects after a backoff.
     pub(super) fn lose(&mut self, writer: bool, why: &str, registry: &Registry, now: Instant) {
         let phase = pick(&mut self.writer, &mut self.reader, writer);
+        let mut on_master = true;
         let attempt = match std::mem::replace(
             phase,
             Phase::Down {
@@ -220,6 +253,7 @@ impl Backplane {
             },
         ) {
             Phase::Up(link) => {
+                on_master = link.addr == self.addr;
                 let was_ready = link.epoch.is_some();
                 let attempt = if was_ready { 0 } else { link.attempt + 1 };
                 link.conn.close(registry);
@@ -246,6 +280,12 @@ impl Backplane {
         *phase = Phase::Down { retry_at, attempt };
         if writer {
             self.fail_pending();
+            self.sweeping = false;
+        }
+        // Losing a link to the master may mean a failover: ask the sentinels again before
+        // reconnecting (a link left on a former master says nothing new).
+        if on_master {
+            self.forget_master();
         }
     }
 
@@ -264,11 +304,26 @@ impl Backplane {
         };
         if matches!(
             expect,
-            Expect::Hello | Expect::Append(_) | Expect::Fetch | Expect::Read | Expect::Warm
+            Expect::Hello
+                | Expect::Append(_)
+                | Expect::Fetch
+                | Expect::Read
+                | Expect::Warm
+                | Expect::Wait(..)
+                | Expect::Sweep
+                | Expect::Commit
         ) {
             link.deadlines.pop_front();
         }
         if let OwnedFrame::Error(e) = &frame {
+            if moved(e) {
+                // A master that became a replica, or one still loading: its writes and reads
+                // are no longer the cluster's. Drop the link; the sentinels say where to go.
+                if let Expect::Append(n) = expect {
+                    self.refuse_append(n);
+                }
+                return Err(first_word(e).to_string());
+            }
             return match expect {
                 Expect::Append(n) => {
                     // A script error (e.g. out of memory): refuse the call's events. Writes the
@@ -276,11 +331,7 @@ impl Backplane {
                     // back like any event: the timed-out-publish case that idempotency keys
                     // make safe to retry.
                     log::warn!("backplane append refused by Redis: {}", first_word(e));
-                    for _ in 0..n {
-                        if let Some((origin, _)) = self.pop_inflight() {
-                            self.fail(origin);
-                        }
-                    }
+                    self.refuse_append(n);
                     Ok(())
                 }
                 Expect::Fetch => {
@@ -295,19 +346,28 @@ impl Backplane {
             };
         }
         match expect {
-            Expect::Setup(_) => Ok(()),
+            Expect::Setup(_) | Expect::Commit => Ok(()),
+            Expect::Role => match &frame {
+                OwnedFrame::Array(parts) if parts.first().and_then(text) == Some("master") => {
+                    Ok(())
+                }
+                _ => Err("ROLE: not the master (a failover is under way)".into()),
+            },
             Expect::ScriptSha(kind) => {
                 let sha = text(&frame).ok_or("SCRIPT LOAD: no sha")?.to_string();
                 match kind {
                     ScriptKind::Append => link.append_sha = sha,
                     ScriptKind::Fetch => link.fetch_sha = sha,
+                    ScriptKind::Commit => link.commit_sha = sha,
                 }
                 Ok(())
             }
             Expect::Hello => self.on_hello(writer, &frame, now),
             Expect::Append(n) => self.on_append(n, &frame),
+            Expect::Wait(n, sent) => self.on_wait(n, sent, &frame, now),
+            Expect::Sweep => self.on_sweep(&frame, now),
             Expect::Fetch => self.on_fetch(&frame),
-            Expect::Read => self.on_read(&frame),
+            Expect::Read => self.on_read(&frame, now),
             Expect::Warm => self.on_warm(&frame, now),
         }
     }
@@ -328,6 +388,11 @@ impl Backplane {
             .and_then(integer)
             .and_then(|s| u64::try_from(s).ok());
         let since = since.unwrap_or(0);
+        let committed = parts
+            .get(3)
+            .and_then(integer)
+            .and_then(|s| u64::try_from(s).ok());
+        self.committed = self.committed.max(committed.unwrap_or(0));
         let phase = pick(&mut self.writer, &mut self.reader, writer);
         let Phase::Up(link) = phase else {
             return Ok(());
@@ -374,6 +439,10 @@ impl Backplane {
             }
             Some(_) => self.new_epoch(epoch, since),
         }
+        // Read on after what was delivered; what was held is read again (with a failover it may
+        // be gone, and its seqs given anew).
+        self.held.clear();
+        self.read_pos = (self.last_read, 0);
         Ok(())
     }
 
@@ -390,6 +459,8 @@ impl Backplane {
         self.epoch = Some(epoch.clone());
         self.since = since;
         self.last_read = since;
+        self.read_pos = (since, 0);
+        self.held.clear();
         let notice = Notice::Epoch {
             epoch,
             lost: true,
@@ -418,7 +489,7 @@ pub(super) const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 impl Backplane {
     /// A failure to (re)connect, named by its cause (refused, timeout, auth failed, …): at WARN
     /// once per [`FAILURE_LOG_EVERY`], at DEBUG for the retries in between.
-    fn log_failure(&mut self, what: &str, why: &str, now: Instant) {
+    pub(super) fn log_failure(&mut self, what: &str, why: &str, now: Instant) {
         // `why` never holds a password: Redis's errors are cut to their code word.
         let (cause, shown) = (failure_cause(why), why);
         if self.failure_log.note(now).is_some() {
@@ -443,6 +514,14 @@ fn failure_cause(why: &str) -> &'static str {
     } else {
         "error"
     }
+}
+
+/// An error that says this server is not (or no longer) a usable master.
+fn moved(e: &str) -> bool {
+    matches!(
+        first_word(e),
+        "READONLY" | "MASTERDOWN" | "LOADING" | "UNBLOCKED" | "NOREPLICAS"
+    )
 }
 
 pub(super) fn first_word(e: &str) -> &str {

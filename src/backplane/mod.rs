@@ -33,8 +33,10 @@ mod backfill;
 mod link;
 mod read;
 pub mod redis;
+mod replicas;
 pub mod scripts;
 mod seam;
+mod sentinel;
 mod warm;
 
 #[cfg(test)]
@@ -47,13 +49,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
 
-use self::append::{Sent, Staged};
+use self::append::{Replicating, Sent, Staged};
 use self::link::{pick, Expect, Phase};
 use self::scripts::Keys;
 pub use self::seam::{
     AppendError, AppendRequest, Backfill, BackplaneStats, Completion, FetchRequest, Notice, Origin,
-    Output, RemoteEvent, ReplySlot,
+    Output, RemoteEvent, ReplySlot, WAIT_BUCKETS,
 };
+pub use self::sentinel::SENTINEL;
 pub use crate::config::RedisUrl;
 
 /// Poll token of the writer link.
@@ -109,6 +112,11 @@ pub struct BackplaneConfig {
     pub max_inflight_bytes: usize,
     /// The TLS client configuration of a `rediss://` URL.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The sentinels' password (`--backplane-sentinel-password`).
+    pub sentinel_password: Option<String>,
+    /// Replicas that must hold an append before it is acknowledged and delivered
+    /// (`--backplane-min-replicas`; 0: Redis's reply is enough).
+    pub min_replicas: u32,
 }
 
 /// The backplane of one node.
@@ -131,6 +139,23 @@ pub struct Backplane {
     epoch: Option<String>,
     /// The last seq handed to the hub.
     last_read: u64,
+    /// The id (`<seq>-<n>`) of the last log entry the reader read: events, epoch boundaries and
+    /// commit marks (`<seq>-<n>` with n ≥ 1) alike.
+    read_pos: (u64, u64),
+    /// With `--backplane-min-replicas`: the highest seq known to be held by enough replicas;
+    /// events above it are read but held back (`held`) until it passes them.
+    committed: u64,
+    /// Events read above `committed`, in seq order, each with whether a gap precedes it.
+    /// At most [`MAX_UNRECORDED`] + one read's worth: the reader stops reading past that.
+    held: VecDeque<(RemoteEvent, bool)>,
+    /// Appends Redis answered, waiting for their batch's `WAIT`, oldest first.
+    replicating: VecDeque<Replicating>,
+    /// Since when the oldest held event has waited (or the last sweep was asked for).
+    held_since: Option<Instant>,
+    /// A sweep (a `WAIT` for events held too long) is in flight.
+    sweeping: bool,
+    /// Sentinel mode: where the master is.
+    sentinel: Option<sentinel::Discovery>,
     /// The highest seq Redis gave this node's appends (part of its high-water mark).
     issued: u64,
     /// The current epoch's events have seqs above this.
@@ -165,6 +190,11 @@ impl Backplane {
             .next()
             .ok_or_else(|| format!("backplane host {} has no address", cfg.url.host))?;
         let now = Instant::now();
+        let sentinel = cfg
+            .url
+            .sentinel
+            .as_ref()
+            .map(|s| sentinel::Discovery::new(s, cfg.sentinel_password.clone(), now));
         let rng = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0x2545_f491, |d| d.as_nanos() as u64)
@@ -189,6 +219,13 @@ impl Backplane {
             fetches: VecDeque::new(),
             epoch: None,
             last_read: 0,
+            read_pos: (0, 0),
+            committed: 0,
+            held: VecDeque::new(),
+            replicating: VecDeque::new(),
+            held_since: None,
+            sweeping: false,
+            sentinel,
             issued: 0,
             since: 0,
             started: false,
@@ -234,7 +271,7 @@ impl Backplane {
 
     /// The earliest moment something is due (a reconnect, a reply deadline).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
+        let mut next: Option<Instant> = self.sentinel.as_ref().and_then(|d| d.next_deadline());
         for phase in [&self.writer, &self.reader] {
             let due = match phase {
                 Phase::Down { retry_at, .. } => Some(*retry_at),
@@ -253,10 +290,11 @@ impl Backplane {
     /// Reconnects, expires deadlines, keeps the reader reading; called once per loop iteration.
     /// `unrecorded` is how many events the hub has not recorded yet (reader back-pressure).
     pub fn tick(&mut self, registry: &Registry, now: Instant, unrecorded: usize, floor: u64) {
+        let known = self.discover(registry, now);
         for writer in [true, false] {
             let phase = pick(&mut self.writer, &mut self.reader, writer);
             match phase {
-                Phase::Down { retry_at, attempt } if *retry_at <= now => {
+                Phase::Down { retry_at, attempt } if *retry_at <= now && known => {
                     let attempt = *attempt;
                     self.connect(writer, registry, now, attempt, floor);
                 }
@@ -264,6 +302,10 @@ impl Backplane {
                     let what = if writer { "append" } else { "read" };
                     let why = format!("no reply within the {what} deadline");
                     self.lose(writer, &why, registry, now);
+                }
+                // The sentinels named another master than the one this link is on.
+                Phase::Up(link) if known && link.addr != self.addr => {
+                    self.lose(writer, "the master moved", registry, now);
                 }
                 _ => {}
             }
@@ -280,9 +322,10 @@ impl Backplane {
             if link.epoch.is_some()
                 && link.warming.is_none()
                 && link.expect.is_empty()
-                && unrecorded < MAX_UNRECORDED
+                && unrecorded + self.held.len() < MAX_UNRECORDED
             {
-                let from = format!("{}-0", self.last_read);
+                let pos = self.read_pos.max((self.last_read, 0));
+                let from = format!("{}-{}", pos.0, pos.1);
                 let count = READ_COUNT.to_string();
                 let block = BLOCK_MS.to_string();
                 link.conn.command(&[
@@ -300,6 +343,7 @@ impl Backplane {
                     .push_back(now + Duration::from_millis(BLOCK_MS) + self.cfg.timeout);
             }
         }
+        self.sweep(now);
         self.flush_output(registry, now);
     }
 
@@ -339,6 +383,9 @@ impl Backplane {
             ) {
                 link.conn.close(registry);
             }
+        }
+        if let Some(d) = self.sentinel.as_mut() {
+            d.close(registry);
         }
         self.fail_pending();
     }

@@ -1,15 +1,17 @@
 //! Reading the shared log on the reader link: each `XREAD` reply's entries become
 //! [`RemoteEvent`]s in stream order (a hole in the seqs is a [`Notice::Gap`], an epoch boundary a
-//! [`Notice::Epoch`]), and the parsing of one stream entry, shared by reads, warm-up and
-//! backfills.
+//! [`Notice::Epoch`]; with `--backplane-min-replicas` they wait for a commit mark, see
+//! `replicas.rs`), and the parsing of one stream entry, shared by reads, warm-up and backfills.
 
 use redis_protocol::resp2::types::OwnedFrame;
+
+use std::time::Instant;
 
 use super::redis::{integer, text};
 use super::{Backplane, Notice, RemoteEvent};
 
 impl Backplane {
-    pub(super) fn on_read(&mut self, frame: &OwnedFrame) -> Result<(), String> {
+    pub(super) fn on_read(&mut self, frame: &OwnedFrame, now: Instant) -> Result<(), String> {
         let entries = match frame {
             OwnedFrame::Null => return Ok(()), // BLOCK timed out: nothing new
             OwnedFrame::Array(streams) => match streams.first() {
@@ -21,7 +23,13 @@ impl Backplane {
             },
             _ => return Err("XREAD: unexpected reply".into()),
         };
+        let gated = self.cfg.min_replicas > 0;
         for entry in entries {
+            let Some(id) = entry_id(entry) else {
+                log::warn!("backplane: skipping a stream entry without an id");
+                continue;
+            };
+            self.read_pos = self.read_pos.max(id);
             if let Some((seq, epoch)) = parse_boundary(entry) {
                 // A node found Redis behind what it had seen and started a new epoch: what
                 // follows belongs to it.
@@ -30,22 +38,38 @@ impl Backplane {
                 }
                 continue;
             }
+            if let Some(seq) = parse_commit(entry) {
+                self.committed = self.committed.max(seq);
+                continue;
+            }
             let Some(ev) = parse_entry(entry) else {
                 log::warn!("backplane: skipping a malformed stream entry");
                 continue;
             };
-            if ev.seq <= self.last_read {
+            let before = self.held.back().map_or(self.last_read, |(h, _)| h.seq);
+            let before = before.max(self.last_read);
+            if ev.seq <= before {
                 continue;
             }
-            if self.last_read != 0 && ev.seq != self.last_read + 1 {
+            let gap = before != 0 && ev.seq != before + 1;
+            if gap {
                 log::warn!(
                     "backplane: events {}..{} were trimmed from Redis before this node read them",
-                    self.last_read + 1,
+                    before + 1,
                     ev.seq - 1
                 );
+            }
+            if gated {
+                self.hold(ev, gap, now);
+                continue;
+            }
+            if gap {
                 self.out.notices.push((self.out.events.len(), Notice::Gap));
             }
             self.take(ev);
+        }
+        if gated {
+            self.release();
         }
         Ok(())
     }
@@ -61,12 +85,35 @@ impl Backplane {
     }
 }
 
-/// The seq of a stream entry (`<seq>-0`).
+/// The seq of an event's or boundary's stream entry (`<seq>-0`).
 pub(super) fn entry_seq(entry: &OwnedFrame) -> Option<u64> {
+    match entry_id(entry)? {
+        (seq, 0) => Some(seq),
+        _ => None,
+    }
+}
+
+/// The id of any log entry: `<seq>-0` for events and boundaries, `<seq>-<n>` for commit marks.
+pub(super) fn entry_id(entry: &OwnedFrame) -> Option<(u64, u64)> {
     let OwnedFrame::Array(parts) = entry else {
         return None;
     };
-    text(parts.first()?)?.strip_suffix("-0")?.parse().ok()
+    let (seq, n) = text(parts.first()?)?.split_once('-')?;
+    Some((seq.parse().ok()?, n.parse().ok()?))
+}
+
+/// A commit mark (field `c`, see `scripts::COMMIT`): the seq it commits.
+pub(super) fn parse_commit(entry: &OwnedFrame) -> Option<u64> {
+    let OwnedFrame::Array(parts) = entry else {
+        return None;
+    };
+    let OwnedFrame::Array(fields) = parts.get(1)? else {
+        return None;
+    };
+    match fields.as_slice() {
+        [k, v] if text(k)? == "c" => integer(v).and_then(|s| u64::try_from(s).ok()),
+        _ => None,
+    }
 }
 
 /// An epoch boundary (`<seq>-0`, field `x`: the new epoch; see `scripts::HELLO`): its seq and

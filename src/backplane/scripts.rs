@@ -20,6 +20,14 @@ pub struct Keys {
     /// Prefix of the per-topic streams (`<prefix>{hub}:t:<topic>`): each topic's newest
     /// `--history` events, for resumes older than a node's own cache.
     pub topic: String,
+    /// The run id of the Redis process that last said HELLO to a node (Sentinel with
+    /// `--backplane-min-replicas 0`: another process means a failover that may have lost
+    /// events).
+    pub master: String,
+    /// With `--backplane-min-replicas`: the highest seq that enough replicas hold.
+    pub committed: String,
+    /// Written by a sweep so that its `WAIT` covers every seq given before it.
+    pub sweep: String,
 }
 
 impl Keys {
@@ -32,13 +40,18 @@ impl Keys {
             log: format!("{prefix}{{hub}}:log"),
             idem: format!("{prefix}{{hub}}:idem:"),
             topic: format!("{prefix}{{hub}}:t:"),
+            master: format!("{prefix}{{hub}}:master"),
+            committed: format!("{prefix}{{hub}}:committed"),
+            sweep: format!("{prefix}{{hub}}:sweep"),
         }
     }
 }
 
-/// HELLO: KEYS seq, epoch, log, since; ARGV candidate epoch, the caller's high-water mark (the
-/// highest seq it has read, recorded or been given). Run on every (re)connection, before the link
-/// appends or reads anything. Returns `{epoch, counter, since}`.
+/// HELLO: KEYS seq, epoch, log, since, master, committed; ARGV candidate epoch, the caller's
+/// high-water mark (the highest seq it has read, recorded or had acknowledged), fence ('1':
+/// Sentinel with `--backplane-min-replicas 0`), gated ('1': `--backplane-min-replicas` ≥ 1).
+/// Run on every (re)connection, before the link appends or reads anything. Returns `{epoch,
+/// counter, since, committed}`.
 ///
 /// - A dataset with no epoch (new, or Redis came back empty) gets the candidate.
 /// - A counter behind the caller's mark means Redis's log ends before what the cluster issued or
@@ -46,17 +59,32 @@ impl Keys {
 ///   replica that was behind). Events after that point are lost for some nodes and ids after it
 ///   may have been given: the dataset starts a new epoch too, and an entry `<since>-0` with field
 ///   `x` (the new epoch) marks the boundary in the log for readers already past their HELLO.
+/// - Fenced: a Redis process other than the one the last HELLO met (its run id differs from the
+///   `master` key, which replicas copy) took over without replicated acknowledgements: what the
+///   old one acknowledged may be missing, and no node can tell how much, since nodes deliver as
+///   they read. The dataset starts a new epoch as well, before any append reaches the new master.
 ///
 /// A new epoch's counter starts at Redis's clock in microseconds, or higher if the caller's mark
 /// or the old counter is: seqs keep rising across epochs, and no old id is ever given again (the
 /// epoch differs as well). The clock covers ids a node that is not here issued: a counter that
 /// started at the clock stays below it while fewer than a million events a second were appended
 /// on average, far above what one Redis takes.
+///
+/// Gated: a dataset without a `committed` mark (new, or written without replicated
+/// acknowledgements) counts everything it holds as committed from now on.
 pub const HELLO: &str = r#"
 local e = redis.call('GET', KEYS[2])
 local cur = redis.call('GET', KEYS[1])
 local mark = tonumber(ARGV[2])
 local behind = e and cur and tonumber(cur) < mark
+if ARGV[3] == '1' then
+  local id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local was = redis.call('GET', KEYS[5])
+  if was ~= id then
+    redis.call('SET', KEYS[5], id)
+    if e and cur then behind = true end
+  end
+end
 if not e or not cur or behind then
   local t = redis.call('TIME')
   local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -71,7 +99,12 @@ if not e or not cur or behind then
     redis.call('XADD', KEYS[3], cur .. '-0', 'x', e)
   end
 end
-return {e, cur, redis.call('GET', KEYS[4]) or '0'}
+local c = redis.call('GET', KEYS[6])
+if not c then
+  c = cur
+  if ARGV[4] == '1' then redis.call('SET', KEYS[6], c) end
+end
+return {e, cur, redis.call('GET', KEYS[4]) or '0', c}
 "#;
 
 /// APPEND: a batch of events, in order. KEYS seq, epoch, log, then for each event its
@@ -163,4 +196,26 @@ for i = 1, #KEYS do
   out[i] = {complete, entries}
 end
 return out
+"#;
+
+/// COMMIT (`--backplane-min-replicas`): KEYS committed, log; ARGV seq, retention. Run after a
+/// `WAIT` confirmed that enough replicas hold every write up to seq's: raises the `committed`
+/// key and adds a mark `c` = seq to the log (id `<last seq>-<n>`, after the events it covers),
+/// which tells every node's reader that the events up to seq may be delivered.
+pub const COMMIT: &str = r#"
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > c then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'c', ARGV[1])
+end
+return 0
+"#;
+
+/// SWEEP: KEYS seq, sweep. A write (so that the `WAIT` after it covers every earlier one)
+/// that returns the counter: once replicated, every seq up to it may be committed. Sent when a
+/// reader has held events too long without a mark (the COMMIT after their `WAIT` was lost in a
+/// failover, or its node died between the two).
+pub const SWEEP: &str = r#"
+redis.call('INCR', KEYS[2])
+return redis.call('GET', KEYS[1]) or '0'
 "#;

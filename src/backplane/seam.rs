@@ -206,4 +206,29 @@ pub struct BackplaneStats {
     pub events_read: u64,
     /// Reply bytes of those events (data, topics, type).
     pub read_bytes: u64,
+    /// Times a `redis+sentinel://` backplane found the master at another address than before.
+    pub failovers: u64,
+    /// `WAIT` round trips (`--backplane-min-replicas`) at most each bound of [`WAIT_BUCKETS`]
+    /// (cumulative, as Prometheus counts them).
+    pub wait_buckets: [u64; WAIT_BUCKETS.len()],
+    /// How many `WAIT`s were timed.
+    pub wait_count: u64,
+    /// Their total time, in seconds.
+    pub wait_sum: f64,
+}
+
+/// Upper bounds (seconds) of the replica-wait histogram's buckets.
+pub const WAIT_BUCKETS: [f64; 10] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0,
+];
+
+impl BackplaneStats {
+    /// One `WAIT`'s round trip.
+    pub(super) fn observe_wait(&mut self, secs: f64) {
+        for (bucket, bound) in self.wait_buckets.iter_mut().zip(WAIT_BUCKETS) {
+            *bucket += u64::from(secs <= bound);
+        }
+        self.wait_count += 1;
+        self.wait_sum += secs;
+    }
 }

@@ -1,4 +1,6 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
 
 use redis_protocol::resp2::types::OwnedFrame;
 
@@ -46,6 +48,11 @@ fn stream_entries_parse_or_are_refused() {
 
 /// A backplane that never connects (nothing listens on port 1).
 fn backplane() -> Backplane {
+    backplane_with(0)
+}
+
+/// The same with `--backplane-min-replicas`.
+fn backplane_with(min_replicas: u32) -> Backplane {
     let cfg = BackplaneConfig {
         url: RedisUrl::parse("redis://127.0.0.1:1").expect("url"),
         prefix: "p:".into(),
@@ -57,6 +64,8 @@ fn backplane() -> Backplane {
         warm_bytes: 1,
         max_inflight_bytes: 1 << 20,
         tls: None,
+        sentinel_password: None,
+        min_replicas,
     };
     Backplane::new(cfg).expect("backplane")
 }
@@ -93,7 +102,7 @@ fn an_epoch_boundary_in_the_log_is_a_lost_notice_before_the_new_epochs_events() 
         boundary,
         entry("91-0", &[("t", "a"), ("d", "new")]),
     ]);
-    bp.on_read(&reply).expect("read");
+    bp.on_read(&reply, Instant::now()).expect("read");
     let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![6, 91], "no gap notice: the epoch starts at 90");
     let expected = Notice::Epoch {
@@ -105,6 +114,94 @@ fn an_epoch_boundary_in_the_log_is_a_lost_notice_before_the_new_epochs_events() 
     assert_eq!((bp.last_read, bp.since), (91, 90));
     // Read again (a repeated XREAD): nothing twice, no second notice.
     bp.out = Output::default();
-    bp.on_read(&reply).expect("read");
+    bp.on_read(&reply, Instant::now()).expect("read");
     assert!(bp.out.events.is_empty() && bp.out.notices.is_empty());
+}
+
+fn event(seq: u64) -> OwnedFrame {
+    entry(&format!("{seq}-0"), &[("t", "a"), ("d", "x")])
+}
+
+fn mark(after: u64, n: u64, seq: u64) -> OwnedFrame {
+    entry(&format!("{after}-{n}"), &[("c", &seq.to_string())])
+}
+
+#[test]
+fn without_replica_acknowledgements_commit_marks_are_skipped_silently() {
+    let mut bp = backplane();
+    bp.last_read = 5;
+    bp.read_pos = (5, 0);
+    let reply = xread_reply(vec![event(6), mark(6, 1, 6), event(7)]);
+    bp.on_read(&reply, Instant::now()).expect("read");
+    let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![6, 7]);
+    assert!(bp.out.notices.is_empty());
+    // The next XREAD starts after the last entry read, marks included.
+    assert_eq!(bp.read_pos, (7, 0));
+}
+
+#[test]
+fn with_replica_acknowledgements_events_wait_for_a_mark_and_gaps_keep_their_place() {
+    let mut bp = backplane_with(1);
+    bp.last_read = 5;
+    bp.committed = 5;
+    bp.read_pos = (5, 0);
+    let now = Instant::now();
+    bp.on_read(&xread_reply(vec![event(6), event(7)]), now)
+        .expect("read");
+    assert!(bp.out.events.is_empty(), "shown before any replica held it");
+    bp.on_read(&xread_reply(vec![mark(7, 1, 6), event(9)]), now)
+        .expect("read");
+    let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![6]);
+    assert_eq!(bp.read_pos, (9, 0));
+    bp.on_read(&xread_reply(vec![mark(9, 1, 9)]), now)
+        .expect("read");
+    let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![6, 7, 9]);
+    // The gap (8 was trimmed) is told where it is: before 9.
+    assert_eq!(bp.out.notices, vec![(2, Notice::Gap)]);
+    assert!(bp.held.is_empty() && bp.held_since.is_none());
+}
+
+proptest! {
+    /// However reads, marks in the log and this node's own WAIT confirmations interleave, the
+    /// reader hands over every event once, in seq order, and never one above what was committed.
+    #[test]
+    fn held_events_are_released_once_in_order_and_never_early(
+        steps in proptest::collection::vec((0u8..3, 1u64..6), 1..60),
+    ) {
+        let mut bp = backplane_with(1);
+        let now = Instant::now();
+        bp.last_read = 100;
+        bp.committed = 100;
+        bp.read_pos = (100, 0);
+        let (mut appended, mut marks, mut committed) = (100u64, 0u64, 100u64);
+        for (kind, n) in steps {
+            match kind {
+                // Redis appends n events; the reader reads them (with any pending mark).
+                0 => {
+                    let entries: Vec<OwnedFrame> = (1..=n).map(|i| event(appended + i)).collect();
+                    appended += n;
+                    bp.on_read(&xread_reply(entries), now).expect("read");
+                }
+                // Some node's COMMIT: a mark for what its WAIT confirmed (at most what Redis has).
+                1 => {
+                    committed = (committed + n).min(appended);
+                    marks += 1;
+                    let reply = xread_reply(vec![mark(appended, marks, committed)]);
+                    bp.on_read(&reply, now).expect("read");
+                }
+                // This node's own WAIT confirmed up to a seq: it commits without a mark.
+                _ => {
+                    committed = (committed + n).min(appended);
+                    bp.committed = bp.committed.max(committed);
+                    bp.release();
+                }
+            }
+            let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
+            let expected: Vec<u64> = (101..=committed.min(appended)).collect();
+            prop_assert_eq!(&seqs, &expected);
+        }
+    }
 }

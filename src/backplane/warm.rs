@@ -16,7 +16,7 @@ use std::time::Instant;
 use redis_protocol::resp2::types::OwnedFrame;
 
 use super::link::{Expect, Link, Phase};
-use super::read::{entry_seq, parse_entry};
+use super::read::{entry_id, parse_entry};
 use super::{Backplane, Notice, RemoteEvent, READ_COUNT};
 
 #[derive(Default)]
@@ -29,6 +29,8 @@ pub(super) struct Warm {
     scanned: usize,
     newest: u64,
     oldest: u64,
+    /// The id of the oldest entry of the last page (the next page starts below it).
+    below: (u64, u64),
     /// Per topic: events kept, and the newest seq left out because its history was full.
     topics: HashMap<Box<str>, (usize, u64)>,
 }
@@ -52,12 +54,26 @@ impl Backplane {
                 || w.scanned >= self.cfg.warm_events
                 || (history == 0 && w.scanned > 0)
         };
+        let gated = self.cfg.min_replicas > 0;
         for entry in entries {
-            let Some(seq) = entry_seq(entry).filter(|&s| s > self.since && !full(warm)) else {
+            let Some(id) = entry_id(entry) else {
+                continue;
+            };
+            warm.below = id;
+            if id.1 != 0 {
+                continue; // a commit mark: HELLO told where commits stand
+            }
+            let seq = id.0;
+            if seq <= self.since || full(warm) {
                 // Full, or at the start of the epoch (older entries belong to an older one).
                 more = false;
                 break;
-            };
+            }
+            if gated && seq > self.committed {
+                // Not yet held by enough replicas: the reader reads it, and holds it until
+                // it is.
+                continue;
+            }
             warm.scanned += 1;
             warm.newest = warm.newest.max(seq);
             warm.oldest = seq;
@@ -84,9 +100,9 @@ impl Backplane {
                 }
             }
         }
-        if more && !full(warm) && warm.oldest > 1 {
+        if more && !full(warm) && warm.below.0 > 1 {
             // Older entries may exist: fetch the next page, below the oldest so far.
-            let below = Some(warm.oldest);
+            let below = Some(warm.below);
             request_page(link, &self.keys.log, below, now + self.cfg.timeout);
             return Ok(());
         }
@@ -143,9 +159,15 @@ fn footprint(ev: &RemoteEvent) -> usize {
         + 2 * wire
 }
 
-/// Asks for the next page of the newest events: from the log's end, or below seq `below`.
-pub(super) fn request_page(link: &mut Link, log_key: &str, below: Option<u64>, deadline: Instant) {
-    let start = below.map_or_else(|| "+".to_owned(), |seq| format!("({seq}-0"));
+/// Asks for the next page of the newest events: from the log's end, or below the entry id
+/// `below`.
+pub(super) fn request_page(
+    link: &mut Link,
+    log_key: &str,
+    below: Option<(u64, u64)>,
+    deadline: Instant,
+) {
+    let start = below.map_or_else(|| "+".to_owned(), |(seq, n)| format!("({seq}-{n}"));
     let count = READ_COUNT.to_string();
     link.conn.command(&[
         b"XREVRANGE",

@@ -236,9 +236,11 @@ pub struct Config {
     pub tls_client_ca: Option<std::path::PathBuf>,
 
     /// Share one hub with other nodes through Redis Streams:
-    /// redis://[USER:PASSWORD@]HOST:PORT[/DB] (also read from SSELOOP_BACKPLANE; the password
-    /// is never logged). Ids then come from Redis and every node delivers every event. See
-    /// docs/SCALING.md.
+    /// redis://[USER:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or
+    /// redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB] to follow the
+    /// master that Sentinel names through failovers (the credentials are the data nodes'). Also
+    /// read from SSELOOP_BACKPLANE; the password is never logged. Ids then come from Redis and
+    /// every node delivers every event. See docs/SCALING.md.
     #[arg(long, value_name = "URL",
           value_parser = parse_backplane)]
     pub backplane: Option<RedisUrl>,
@@ -247,6 +249,23 @@ pub struct Config {
     /// (/etc/ssl/certs/ca-certificates.crt). The server's name is always verified.
     #[arg(long, value_name = "FILE")]
     pub backplane_ca: Option<std::path::PathBuf>,
+
+    /// Password of the sentinels of a redis+sentinel:// backplane (`requirepass` in their
+    /// configuration), kept apart from the data nodes' credentials in the URL.
+    #[arg(long, value_name = "PASSWORD")]
+    pub backplane_sentinel_password: Option<String>,
+
+    /// File whose first line is the sentinels' password: the recommended form.
+    #[arg(long, value_name = "FILE")]
+    pub backplane_sentinel_password_file: Option<std::path::PathBuf>,
+
+    /// Acknowledge a publish only once this many Redis replicas hold it (`WAIT`), and deliver
+    /// an event only once they do, so that a failover to a replica loses nothing acknowledged
+    /// and shows nothing it erases. 0: Redis's own reply is the acknowledgement. With no replica
+    /// left, publishes are refused until one returns. Every node must use the same value
+    /// (0..=16; docs/SCALING.md).
+    #[arg(long, default_value = "0", value_parser = number_in(ranges::BACKPLANE_MIN_REPLICAS))]
+    pub backplane_min_replicas: u64,
 
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, default_value = "sseloop:", value_name = "PREFIX")]
@@ -404,6 +423,15 @@ impl fmt::Debug for Config {
             .field("tls_client_ca", &self.tls_client_ca)
             .field("backplane", &self.backplane)
             .field("backplane_ca", &self.backplane_ca)
+            .field(
+                "backplane_sentinel_password",
+                &redact(&self.backplane_sentinel_password),
+            )
+            .field(
+                "backplane_sentinel_password_file",
+                &self.backplane_sentinel_password_file,
+            )
+            .field("backplane_min_replicas", &self.backplane_min_replicas)
             .field("backplane_prefix", &self.backplane_prefix)
             .field("backplane_timeout_ms", &self.backplane_timeout_ms)
             .field("backplane_retention", &self.backplane_retention)

@@ -143,6 +143,12 @@ pub const BACKPLANE_TIMEOUT_MS: OptionRange = OptionRange {
     min: 10,
     max: 60_000,
 };
+/// `--backplane-min-replicas`: replicas that must hold an append before it counts.
+pub const BACKPLANE_MIN_REPLICAS: OptionRange = OptionRange {
+    flag: "--backplane-min-replicas",
+    min: 0,
+    max: 16,
+};
 /// `--backplane-retention` (events kept in the Redis stream).
 pub const BACKPLANE_RETENTION: OptionRange = OptionRange {
     flag: "--backplane-retention",
@@ -195,7 +201,7 @@ pub const MAX_NEW_CONNECTIONS_RATE: OptionRange = OptionRange {
 };
 
 /// Every range, in `--help` order.
-pub const ALL: [OptionRange; 24] = [
+pub const ALL: [OptionRange; 25] = [
     HEARTBEAT_MS,
     RETRY_MS,
     HISTORY,
@@ -213,6 +219,7 @@ pub const ALL: [OptionRange; 24] = [
     MAX_FRAME,
     BACKPLANE_TIMEOUT_MS,
     BACKPLANE_RETENTION,
+    BACKPLANE_MIN_REPLICAS,
     IDEMPOTENCY_WINDOW_SECS,
     MAX_CONNECTIONS_PER_IP,
     IPV6_PREFIX,

@@ -1,5 +1,8 @@
-//! The `--backplane` URL: `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS. Parsing, and a display form
-//! without the password (the only form that reaches logs and pages).
+//! The `--backplane` URL: `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, `rediss://` for TLS, or
+//! `redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]` for a Redis service
+//! that Sentinel fails over (the addresses are the sentinels'; the credentials are the data
+//! nodes'). Parsing, and a display form without the password (the only form that reaches logs
+//! and pages).
 
 use std::fmt;
 
@@ -18,6 +21,18 @@ pub struct RedisUrl {
     pub db: u32,
     /// `rediss://`: TLS, the server's name verified against `host`.
     pub tls: bool,
+    /// `redis+sentinel://`: the sentinels to ask and the master's name; `host`/`port` are then
+    /// the first sentinel's.
+    pub sentinel: Option<Sentinels>,
+}
+
+/// Where the sentinels are and which master they watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sentinels {
+    /// Each sentinel's host and port, in the order given (asked in turn).
+    pub addrs: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master under (`sentinel monitor NAME ...`).
+    pub master: String,
 }
 
 impl fmt::Debug for RedisUrl {
@@ -29,17 +44,26 @@ impl fmt::Debug for RedisUrl {
 impl fmt::Display for RedisUrl {
     /// `redis://user:***@host:port/db`: the password is masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
+        f.write_str(match (&self.sentinel, self.tls) {
+            (Some(_), _) => "redis+sentinel://",
+            (None, true) => "rediss://",
+            (None, false) => "redis://",
+        })?;
         match (&self.user, &self.password) {
             (Some(u), Some(_)) => write!(f, "{u}:***@")?,
             (Some(u), None) => write!(f, "{u}@")?,
             (None, Some(_)) => f.write_str(":***@")?,
             (None, None) => {}
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)?;
-        } else {
-            write!(f, "{}:{}", self.host, self.port)?;
+        match &self.sentinel {
+            Some(s) => {
+                for (i, (host, port)) in s.addrs.iter().enumerate() {
+                    f.write_str(if i == 0 { "" } else { "," })?;
+                    write_host(f, host, *port)?;
+                }
+                write!(f, "/{}", s.master)?;
+            }
+            None => write_host(f, &self.host, self.port)?,
         }
         if self.db != 0 {
             write!(f, "/{}", self.db)?;
@@ -48,15 +72,33 @@ impl fmt::Display for RedisUrl {
     }
 }
 
+fn write_host(f: &mut fmt::Formatter<'_>, host: &str, port: u16) -> fmt::Result {
+    if host.contains(':') {
+        write!(f, "[{host}]:{port}")
+    } else {
+        write!(f, "{host}:{port}")
+    }
+}
+
 impl RedisUrl {
     /// Parses a backplane URL; the error says what is wrong without repeating the password.
     pub fn parse(s: &str) -> Result<RedisUrl, String> {
-        let (rest, tls) = match (s.strip_prefix("redis://"), s.strip_prefix("rediss://")) {
-            (Some(rest), _) => (rest, false),
-            (None, Some(rest)) => (rest, true),
-            (None, None) => {
-                return Err("the backplane URL must start with redis:// or rediss://".into())
-            }
+        let (rest, tls, sentinel) = if let Some(rest) = s.strip_prefix("redis://") {
+            (rest, false, false)
+        } else if let Some(rest) = s.strip_prefix("rediss://") {
+            (rest, true, false)
+        } else if let Some(rest) = s.strip_prefix("redis+sentinel://") {
+            (rest, false, true)
+        } else if s.starts_with("rediss+sentinel://") {
+            return Err(
+                "TLS with Sentinel (rediss+sentinel://) is not supported: use \
+                        redis+sentinel:// on a private network, or rediss:// to one Redis"
+                    .into(),
+            );
+        } else {
+            return Err(
+                "the backplane URL must start with redis://, rediss:// or redis+sentinel://".into(),
+            );
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -78,25 +120,27 @@ impl RedisUrl {
                 (user, password)
             }
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let end = v6.find(']').ok_or("unclosed [ in the backplane host")?;
-            let port = v6[end + 1..]
-                .strip_prefix(':')
-                .ok_or("the backplane URL needs HOST:PORT")?;
-            (&v6[..end], port)
+        let (path, sentinel) = if sentinel {
+            let (master, db) = path.split_once('/').unwrap_or((path, ""));
+            if master.is_empty() {
+                return Err(
+                    "redis+sentinel:// needs the master's name: redis+sentinel://HOST:PORT/NAME"
+                        .into(),
+                );
+            }
+            let addrs = hostport
+                .split(',')
+                .map(host_port)
+                .collect::<Result<Vec<_>, _>>()?;
+            let master = master.to_string();
+            (db, Some(Sentinels { addrs, master }))
         } else {
-            hostport
-                .rsplit_once(':')
-                .ok_or("the backplane URL needs HOST:PORT")?
+            (path, None)
         };
-        if host.is_empty() {
-            return Err("the backplane URL has an empty host".into());
-        }
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or("the backplane port must be 1..=65535")?;
+        let (host, port) = match &sentinel {
+            Some(s) => s.addrs[0].clone(),
+            None => host_port(hostport)?,
+        };
         let db = if path.is_empty() {
             0
         } else {
@@ -104,14 +148,39 @@ impl RedisUrl {
                 .map_err(|_| "the backplane database must be a number (redis://HOST:PORT/DB)")?
         };
         Ok(RedisUrl {
-            host: host.to_string(),
+            host,
             port,
             user,
             password,
             db,
             tls,
+            sentinel,
         })
     }
+}
+
+/// `HOST:PORT` or `[V6]:PORT`.
+fn host_port(hostport: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let end = v6.find(']').ok_or("unclosed [ in the backplane host")?;
+        let port = v6[end + 1..]
+            .strip_prefix(':')
+            .ok_or("the backplane URL needs HOST:PORT")?;
+        (&v6[..end], port)
+    } else {
+        hostport
+            .rsplit_once(':')
+            .ok_or("the backplane URL needs HOST:PORT")?
+    };
+    if host.is_empty() {
+        return Err("the backplane URL has an empty host".into());
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or("the backplane port must be 1..=65535")?;
+    Ok((host.to_string(), port))
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -157,6 +226,20 @@ mod tests {
         assert!(u.tls);
         assert_eq!(u.to_string(), "rediss://:***@redis.example:6380");
         assert!(!RedisUrl::parse("redis://x:1").unwrap().tls);
+        let u = RedisUrl::parse("redis+sentinel://:pw@10.0.0.1:26379,[::1]:26380/main/2").unwrap();
+        let s = u.sentinel.as_ref().unwrap();
+        assert_eq!(s.master, "main");
+        assert_eq!(
+            s.addrs,
+            [("10.0.0.1".to_string(), 26379), ("::1".to_string(), 26380)]
+        );
+        assert_eq!((u.db, u.password.as_deref()), (2, Some("pw")));
+        assert_eq!(
+            u.to_string(),
+            "redis+sentinel://:***@10.0.0.1:26379,[::1]:26380/main/2"
+        );
+        let u = RedisUrl::parse("redis+sentinel://s:26379/m").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("s", 26379, 0));
     }
 
     #[test]
@@ -170,6 +253,11 @@ mod tests {
             "redis://x:1/db",
             "redis://u:%zz@x:1",
             "rediss:/x:1",
+            "redis+sentinel://s:26379",
+            "redis+sentinel://s:26379/",
+            "redis+sentinel://s:26379,t/m",
+            "redis+sentinel://s:26379/m/x",
+            "rediss+sentinel://s:26379/m",
         ] {
             let err = RedisUrl::parse(bad).unwrap_err();
             assert!(!err.contains("zz"), "{bad}: {err}");

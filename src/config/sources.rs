@@ -32,11 +32,12 @@ const META: [&str; 6] = [
 ];
 
 /// Options whose value is a secret: `--print-config` shows `<redacted>`.
-pub const SECRETS: [&str; 4] = [
+pub const SECRETS: [&str; 5] = [
     "publish-token",
     "subscribe-token",
     "jwt-secret",
     "admin-token",
+    "backplane-sentinel-password",
 ];
 
 /// Where an option's effective value came from.
@@ -255,6 +256,10 @@ impl Sources {
             ("subscribe-token", config.subscribe_token.is_some()),
             ("jwt-secret", config.jwt_secret.is_some()),
             ("admin-token", config.admin_token.is_some()),
+            (
+                "backplane-sentinel-password",
+                config.backplane_sentinel_password.is_some(),
+            ),
         ] {
             if set {
                 values.insert(key.to_string(), Some(String::new()));
@@ -274,7 +279,7 @@ fn resolve_secret_files(
     config: &mut Config,
     origins: &mut BTreeMap<String, Origin>,
 ) -> Result<(), LoadError> {
-    let pairs: [(&str, Option<PathBuf>, &mut Option<String>); 4] = [
+    let pairs: [(&str, Option<PathBuf>, &mut Option<String>); 5] = [
         (
             "publish-token",
             config.publish_token_file.clone(),
@@ -294,6 +299,11 @@ fn resolve_secret_files(
             "admin-token",
             config.admin_token_file.clone(),
             &mut config.admin_token,
+        ),
+        (
+            "backplane-sentinel-password",
+            config.backplane_sentinel_password_file.clone(),
+            &mut config.backplane_sentinel_password,
         ),
     ];
     for (key, file, slot) in pairs {

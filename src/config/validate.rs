@@ -94,7 +94,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Every numeric option with its range (the table [`Config::validate`] checks).
-    pub fn numeric_options(&self) -> [(OptionRange, u64); 24] {
+    pub fn numeric_options(&self) -> [(OptionRange, u64); 25] {
         use ranges::*;
         let n = |v: usize| v as u64;
         [
@@ -116,6 +116,7 @@ impl Config {
             (MAX_FRAME, n(self.max_frame)),
             (BACKPLANE_TIMEOUT_MS, self.backplane_timeout_ms),
             (BACKPLANE_RETENTION, self.backplane_retention),
+            (BACKPLANE_MIN_REPLICAS, self.backplane_min_replicas),
             (IDEMPOTENCY_WINDOW_SECS, self.idempotency_window_secs),
             (MAX_CONNECTIONS_PER_IP, n(self.max_connections_per_ip)),
             (IPV6_PREFIX, self.ipv6_prefix),
@@ -172,6 +173,20 @@ impl Config {
             return Err(ConfigError::Backplane(
                 "--backplane-retention must be at least --history: Redis must hold what a node \
                  may be asked to replay",
+            ));
+        }
+        let sentinel = self
+            .backplane
+            .as_ref()
+            .is_some_and(|b| b.sentinel.is_some());
+        if self.backplane_sentinel_password.is_some() && !sentinel {
+            return Err(ConfigError::Backplane(
+                "--backplane-sentinel-password needs a redis+sentinel:// --backplane",
+            ));
+        }
+        if self.backplane_min_replicas > 0 && self.backplane.is_none() {
+            return Err(ConfigError::Backplane(
+                "--backplane-min-replicas needs --backplane",
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {

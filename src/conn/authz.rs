@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use super::state::{Life, LifeEvent};
+use super::state::Life;
 use super::{Connection, Flow, Stage};
 use crate::auth::{self, AuthFailure, Grants, Pattern, SubscriptionError, TokenSources};
 use crate::frame::{self, ErrorCode, TopicList};
@@ -221,12 +221,9 @@ impl Connection {
         // The notice is the stream's last word: events recorded so far go before it, none after.
         self.freeze_streams(sh);
         self.push_private(key, &bytes, u64::MAX, sh);
-        let flow = self.transition(LifeEvent::Drain, sh);
-        if flow == Flow::Keep {
-            self.mark_dirty(key, sh);
-            self.sync_deadline(key, sh);
-        }
-        flow
+        // As a shutdown or an API disconnect: the notice gets `--grace-ms` to reach a slow
+        // reader before the connection is cut.
+        self.drain_gracefully(key, sh)
     }
 
     /// Authorizes a PUBLISH or SUBSCRIBE frame for `wanted` against the handshake's token.

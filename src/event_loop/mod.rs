@@ -213,6 +213,8 @@ impl Server {
                     warm_events: config.backplane_retention.min(1 << 20) as usize,
                     warm_bytes: config.history_bytes,
                     tls: backplane_tls.clone(),
+                    sentinel_password: config.backplane_sentinel_password.clone(),
+                    min_replicas: config.backplane_min_replicas as u32,
                 })
                 .map_err(|e| StartError::Io(io::Error::other(e)))?;
                 seq.use_backplane(bp.timeout());
@@ -409,6 +411,15 @@ impl Server {
                     }
                 }
                 SIGNALS => self.on_signals(),
+                backplane::SENTINEL => {
+                    if let Some(bp) = self.sh.backplane.as_mut() {
+                        bp.on_sentinel_ready(
+                            self.poll.registry(),
+                            self.sh.now,
+                            &mut self.sh.scratch,
+                        );
+                    }
+                }
                 token @ (backplane::WRITER | backplane::READER) => {
                     if let Some(bp) = self.sh.backplane.as_mut() {
                         bp.on_ready(

@@ -27,7 +27,12 @@ fn redis_binary() -> String {
 /// Whether `redis-server` can be run. Without it a test returns early with a note on stderr,
 /// unless `SSELOOP_REQUIRE_TOOLS=1` (CI sets it), which turns the absence into a failure.
 pub fn redis_available() -> bool {
-    let found = Command::new(redis_binary())
+    runs(&redis_binary(), "redis-server", "the Redis backplane tests")
+}
+
+/// Whether `binary --version` runs; if not, the note (or the failure) of [`super::skipped`].
+fn runs(binary: &str, package: &str, group: &str) -> bool {
+    let found = Command::new(binary)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -35,11 +40,7 @@ pub fn redis_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        super::skipped(
-            "redis-server",
-            "the Redis backplane tests",
-            "apt-get install redis-server",
-        );
+        super::skipped(package, group, &format!("apt-get install {package}"));
     }
     found
 }
@@ -60,11 +61,29 @@ pub struct RedisServer {
     pub dir: PathBuf,
     pub persistence: Persistence,
     pub password: Option<String>,
+    /// More `redis-server` arguments (e.g. `--replicaof 127.0.0.1 PORT`).
+    pub extra: Vec<String>,
     child: Option<Child>,
     paused: bool,
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A new directory under the temporary directory, named after `kind`, this process and a counter.
+fn unique_dir(kind: &str) -> PathBuf {
+    let unique = format!(
+        "sseloop-{kind}-{}-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let dir = std::env::temp_dir().join(unique);
+    std::fs::create_dir_all(&dir).expect("create a test directory");
+    dir
+}
 
 /// A loopback port nobody listens on right now (bind port 0, read it, release it).
 pub fn free_port() -> u16 {
@@ -91,22 +110,13 @@ impl RedisServer {
     /// known before Redis runs (for a node started while its Redis is down); [`Self::launch`]
     /// starts it.
     pub fn prepare(persistence: Persistence, password: Option<&str>) -> RedisServer {
-        let unique = format!(
-            "sseloop-redis-{}-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        );
-        let dir = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&dir).expect("create the Redis directory");
+        let dir = unique_dir("redis");
         RedisServer {
             port: free_port(),
             dir,
             persistence,
             password: password.map(str::to_string),
+            extra: Vec::new(),
             child: None,
             paused: false,
         }
@@ -170,6 +180,7 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.arg("--requirepass").arg(pw);
         }
+        cmd.args(&self.extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -272,6 +283,150 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+}
+
+impl RedisServer {
+    /// Starts a replica of this server (no persistence) and waits until a write here is
+    /// acknowledged by `WAIT` (its first sync done). Start the master with
+    /// `--repl-diskless-sync-delay 0` in `extra` to skip Redis's 5 s wait for more replicas.
+    pub fn start_replica(&self) -> RedisServer {
+        let mut r = RedisServer::prepare(Persistence::None, None);
+        r.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            self.port.to_string(),
+        ];
+        r.launch();
+        let synced = wait(TIMEOUT, || {
+            let Ok(mut c) = RespConn::open(self.addr(), TIMEOUT) else {
+                return false;
+            };
+            let _ = c.command(&["SET", "replica-probe", "1"]);
+            matches!(c.command(&["WAIT", "1", "100"]), Ok(Reply::Int(n)) if n >= 1)
+        });
+        assert!(synced, "the replica never acknowledged a write");
+        r
+    }
+
+    /// Starts a server with more arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let mut r = RedisServer::prepare(Persistence::None, None);
+        r.extra = extra.iter().map(|a| a.to_string()).collect();
+        r.launch();
+        r
+    }
+}
+
+fn wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A `redis-sentinel` child process watching one master under the name `m` (quorum 2, down
+/// after 1 s, failover timeout 3 s), with its own port and directory (Sentinel rewrites its
+/// configuration file); killed by its PID on drop.
+pub struct Sentinel {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// The sentinel binary: `SSELOOP_REDIS_SENTINEL` if set, else `redis-sentinel` from `PATH`.
+fn sentinel_binary() -> String {
+    std::env::var("SSELOOP_REDIS_SENTINEL").unwrap_or_else(|_| "redis-sentinel".to_string())
+}
+
+/// Whether `redis-sentinel` can be run (see [`redis_available`]).
+pub fn sentinel_available() -> bool {
+    runs(
+        &sentinel_binary(),
+        "redis-sentinel",
+        "the Sentinel failover tests",
+    )
+}
+
+impl Sentinel {
+    /// Starts a sentinel monitoring `master` and waits until it answers `PING`.
+    pub fn start(master: &RedisServer, password: Option<&str>) -> Sentinel {
+        let dir = unique_dir("sentinel");
+        let port = free_port();
+        let conf = dir.join("sentinel.conf");
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+             sentinel monitor m 127.0.0.1 {} 2\n\
+             sentinel down-after-milliseconds m 1000\n\
+             sentinel failover-timeout m 3000\n\
+             sentinel parallel-syncs m 2\n",
+            dir.display(),
+            dir.join("sentinel.log").display(),
+            master.port
+        );
+        if let Some(pw) = password {
+            text.push_str(&format!("requirepass {pw}\n"));
+        }
+        std::fs::write(&conf, text).expect("write sentinel.conf");
+        let child = Command::new(sentinel_binary())
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel");
+        let sentinel = Sentinel {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while RespConn::open(addr, Duration::from_millis(200)).is_err() {
+            assert!(start.elapsed() < TIMEOUT, "redis-sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sentinel
+    }
+
+    /// Sends one command (after `AUTH` when `password` is given).
+    pub fn command(&self, password: Option<&str>, args: &[&str]) -> Reply {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut conn = RespConn::open(addr, TIMEOUT).expect("connect to the sentinel");
+        if let Some(pw) = password {
+            conn.command(&["AUTH", pw]).expect("AUTH");
+        }
+        conn.command(args).expect("sentinel command")
+    }
+
+    /// The master's port as this sentinel names it now.
+    pub fn master_port(&self, password: Option<&str>) -> Option<u16> {
+        match self.command(password, &["SENTINEL", "get-master-addr-by-name", "m"]) {
+            Reply::Array(Some(parts)) => match parts.get(1) {
+                Some(Reply::Bulk(Some(p))) => String::from_utf8_lossy(p).parse().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Its log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,0 +1,233 @@
+//! Sentinel: where the master of a `redis+sentinel://` backplane is. Before either link connects
+//! (and again after any link is lost), the node asks the sentinels in turn, on one short-lived
+//! non-blocking connection in its own loop, `SENTINEL get-master-addr-by-name NAME` (after `AUTH`
+//! with `--backplane-sentinel-password`, never the data nodes' credentials). The links then
+//! connect there and check `ROLE` before anything else; a link that meets a replica (`READONLY`,
+//! `ROLE` not master) is dropped and the sentinels are asked again. The first sentinel to answer
+//! is asked first next time. A round where none answers waits a jittered backoff.
+//!
+//! Following a failover therefore takes: the links notice the loss (an error, a closed socket, a
+//! missed deadline), then as long as the sentinels take to promote a replica, then one backoff.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use mio::{Registry, Token};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::redis::{integer, text, RedisConn};
+use super::Backplane;
+use crate::config::redis_url::Sentinels;
+
+/// Poll token of the connection to a sentinel.
+pub const SENTINEL: Token = Token(usize::MAX - 7);
+
+/// The sentinels of one backplane, and what they said.
+pub(super) struct Discovery {
+    sentinels: Vec<(String, u16)>,
+    master_name: String,
+    password: Option<String>,
+    /// The sentinel asked next.
+    next: usize,
+    /// Sentinels asked in this round without an answer.
+    failed: usize,
+    /// The question in flight: the connection, the sentinel's index, the replies still
+    /// expected (AUTH's, then the address), and the deadline.
+    asking: Option<(RedisConn, usize, usize, Instant)>,
+    /// When the next round may start.
+    retry_at: Instant,
+    attempt: u32,
+    /// The master's address as the sentinels last gave it; `None`: ask.
+    pub(super) master: Option<SocketAddr>,
+    /// The address given before, to count failovers.
+    previous: Option<SocketAddr>,
+}
+
+impl Discovery {
+    pub(super) fn new(s: &Sentinels, password: Option<String>, now: Instant) -> Discovery {
+        Discovery {
+            sentinels: s.addrs.clone(),
+            master_name: s.master.clone(),
+            password,
+            next: 0,
+            failed: 0,
+            asking: None,
+            retry_at: now,
+            attempt: 0,
+            master: None,
+            previous: None,
+        }
+    }
+
+    /// Drops a question in flight (shutdown).
+    pub(super) fn close(&mut self, registry: &Registry) {
+        if let Some((conn, ..)) = self.asking.take() {
+            conn.close(registry);
+        }
+        self.retry_at = Instant::now() + std::time::Duration::from_secs(3600);
+    }
+
+    /// The earliest moment discovery has something to do.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        match (&self.asking, self.master) {
+            (Some((.., deadline)), _) => Some(*deadline),
+            (None, None) => Some(self.retry_at),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+impl Backplane {
+    /// Forgets the master's address (a link was lost): the next connection asks again.
+    pub(super) fn forget_master(&mut self) {
+        if let Some(d) = self.sentinel.as_mut() {
+            d.master = None;
+        }
+    }
+
+    /// Discovery's turn in [`Backplane::tick`]: starts a question when the master is unknown,
+    /// gives up on one past its deadline. True when the master's address is known.
+    pub(super) fn discover(&mut self, registry: &Registry, now: Instant) -> bool {
+        let timeout = self.cfg.timeout;
+        let Some(d) = self.sentinel.as_mut() else {
+            return true;
+        };
+        if d.master.is_some() {
+            return true;
+        }
+        if let Some((_, i, _, deadline)) = &d.asking {
+            if *deadline <= now {
+                let i = *i;
+                self.sentinel_failed(registry, i, "no answer in time", now);
+            }
+            return false;
+        }
+        if d.retry_at > now {
+            return false;
+        }
+        let i = d.next % d.sentinels.len();
+        let (host, port) = &d.sentinels[i];
+        // A name resolves once per question; an address (the usual form) costs nothing.
+        let addr = (host.as_str(), *port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next());
+        let conn = addr
+            .ok_or_else(|| "cannot resolve".to_string())
+            .and_then(|a| {
+                RedisConn::connect(a, registry, SENTINEL, None).map_err(|e| e.to_string())
+            });
+        match conn {
+            Ok(mut conn) => {
+                let mut expected = 1;
+                if let Some(pw) = &d.password {
+                    conn.command(&[b"AUTH", pw.as_bytes()]);
+                    expected += 1;
+                }
+                conn.command(&[
+                    b"SENTINEL",
+                    b"get-master-addr-by-name",
+                    d.master_name.as_bytes(),
+                ]);
+                d.asking = Some((conn, i, expected, now + timeout));
+            }
+            Err(why) => self.sentinel_failed(registry, i, &why, now),
+        }
+        false
+    }
+
+    /// Readiness on the connection to a sentinel.
+    pub fn on_sentinel_ready(&mut self, registry: &Registry, now: Instant, scratch: &mut [u8]) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        let Some((conn, i, expected, _)) = d.asking.as_mut() else {
+            return;
+        };
+        let i = *i;
+        let mut frames = Vec::new();
+        let io = conn
+            .check_connected()
+            .and_then(|ok| if ok { conn.flush() } else { Ok(()) })
+            .and_then(|()| conn.read(&mut frames, scratch));
+        for frame in frames {
+            *expected -= 1;
+            if let OwnedFrame::Error(e) = &frame {
+                let why = format!("sentinel error {}", super::link::first_word(e));
+                return self.sentinel_failed(registry, i, &why, now);
+            }
+            if *expected > 0 {
+                continue; // AUTH's OK
+            }
+            let addr = match &frame {
+                OwnedFrame::Array(parts) if parts.len() == 2 => {
+                    let host = text(&parts[0]).unwrap_or("");
+                    let port = integer(&parts[1]).and_then(|p| u16::try_from(p).ok());
+                    port.and_then(|p| (host, p).to_socket_addrs().ok())
+                        .and_then(|mut a| a.next())
+                }
+                _ => None,
+            };
+            let Some(addr) = addr else {
+                let why = format!("does not know a master named {:?}", d.master_name);
+                return self.sentinel_failed(registry, i, &why, now);
+            };
+            if let Some((conn, ..)) = d.asking.take() {
+                conn.close(registry);
+            }
+            if d.previous.is_some_and(|p| p != addr) {
+                self.stats.failovers += 1;
+                log::warn!(
+                    "backplane {}: Sentinel names a new master {addr} (was {})",
+                    self.cfg.url,
+                    d.previous.map_or_else(String::new, |p| p.to_string())
+                );
+            } else if d.previous.is_none() {
+                log::info!("backplane {}: Sentinel names master {addr}", self.cfg.url);
+            }
+            d.previous = Some(addr);
+            d.master = Some(addr);
+            d.next = i;
+            d.failed = 0;
+            d.attempt = 0;
+            self.addr = addr;
+            return;
+        }
+        if let Err(e) = io {
+            self.sentinel_failed(registry, i, &e.to_string(), now);
+        }
+    }
+
+    /// Sentinel `i` did not answer: ask the next one, or wait a backoff once every one failed.
+    fn sentinel_failed(&mut self, registry: &Registry, i: usize, why: &str, now: Instant) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        if let Some((conn, ..)) = d.asking.take() {
+            conn.close(registry);
+        }
+        let (host, port) = &d.sentinels[i];
+        log::debug!("backplane: sentinel {host}:{port}: {why}");
+        d.next = i + 1;
+        d.failed += 1;
+        if d.failed >= d.sentinels.len() {
+            d.failed = 0;
+            d.attempt += 1;
+            let attempt = d.attempt;
+            let summary = format!("no sentinel named the master (last: {why})");
+            let wait = self.backoff(attempt);
+            if let Some(d) = self.sentinel.as_mut() {
+                d.retry_at = now + wait;
+            }
+            self.log_failure("sentinel", &summary, now);
+        }
+    }
+
+    /// The master's address, for the info gauge (`None` before the first connection).
+    pub fn master(&self) -> Option<String> {
+        match &self.sentinel {
+            Some(d) => d.previous.map(|a| a.to_string()),
+            None => Some(self.addr.to_string()),
+        }
+    }
+}
