@@ -24,8 +24,9 @@ notice, notice id]); lost under a reset; duplicated (one key twice on a subscrib
 in between; a repeat across a reset is counted apart); out of order (ids not rising, or the
 epoch changing without a reset); resets by reason; publish latency (first try to acknowledgement)
 outside failover windows; per fault, the time to the first acknowledgement of a publish tried
-after it and the longest gap between acknowledgements in the 30 s after it. A fault's window runs
-from the fault to the end of that gap plus 2 s; a publish overlapping a window is "inside".
+after it, the longest gap between acknowledgements in the 30 s after it, and the reset notices
+received until the next fault. A fault's window runs from the fault to the end of that gap plus
+2 s; a publish overlapping a window is "inside".
 Exit status: 0 clean, 1 an acknowledged event lost without a reset, a duplicate, a reordering,
 or a process that did not come back; 2 setup error. Not run by CI. Every process it starts gets
 its own session (Ctrl-C does not reach it) and is stopped by PID on exit, Ctrl-C included.
@@ -227,7 +228,7 @@ class Sub:
         self.idx, self.home = idx, home
         self.seen = {}  # key -> resets so far when first delivered
         self.first_seq = self.last_seq = self.last_epoch = self.last_id = None
-        self.resets, self.reset_ranges = {}, []
+        self.resets, self.reset_ranges, self.reset_times = {}, [], []
         self.delivered = self.dups = self.dups_after_reset = self.out_of_order = self.connects = 0
         self.samples = []  # a few problems, for the report
 
@@ -258,6 +259,7 @@ def subscriber(sub, nodes):
                     with LOCK:
                         sub.resets[reason] = sub.resets.get(reason, 0) + 1
                         sub.reset_ranges.append((sub.last_seq or 0, seq if seq is not None else float("inf")))
+                        sub.reset_times.append(now())
                     sub.last_id, sub.last_epoch = ev_id, epoch
                     sub.last_seq = seq if seq is not None else sub.last_seq
                     continue
@@ -395,6 +397,8 @@ def report(args, subs, pubs, fault_log, nodes):
             if b - a > gap:
                 gap, end = b - a, b
         f["longest_ack_gap_s"] = round(gap, 3)
+        until = fault_log[i + 1]["t"] if i + 1 < len(fault_log) else float("inf")
+        f["resets_after"] = sum(1 for s in subs for t in s.reset_times if f["t"] <= t < until)
         windows.append((f["t"], end + 2))
     outside, inside = [], []
     for a in acks:
@@ -464,7 +468,7 @@ def print_report(r):
               f"max {p['max']} ms")
     for f in r["faults"]:
         print(f"  t={f['t']:7.1f}s {f['detail']}: first ack after {f['first_ack_after_s']} s, "
-              f"longest ack gap {f['longest_ack_gap_s']} s")
+              f"longest ack gap {f['longest_ack_gap_s']} s, resets {f['resets_after']}")
     for idx, lines in r["node_metrics"].items():
         for line in lines:
             print(f"  node {idx}: {line}")
@@ -520,6 +524,7 @@ def main():
 
 
 def run(args, tmp):
+    global T0
     log(f"starting Redis ({args.mode}) in {tmp}")
     redises = Redises(args, tmp)
     url = redises.start()
@@ -533,6 +538,7 @@ def run(args, tmp):
             wait_for(f"node {n.idx} /readyz", lambda n=n: http_get(n.port, "/readyz")[0] == 200, 30) for n in nodes):
         return 2
     log("nodes ready on ports " + " ".join(str(n.port) for n in nodes))
+    T0 = time.monotonic()  # times in the report count from the start of the load
     run_id = os.urandom(4).hex()
     subs = [Sub(i, i % 3) for i in range(3 * args.subs_per_node)]
     pubs = [Pub(i, i % 3) for i in range(3 * args.pubs_per_node)]
