@@ -76,6 +76,7 @@ impl Backplane {
 
     pub(super) fn take(&mut self, ev: RemoteEvent) {
         self.last_read = ev.seq;
+        self.last_event = Some(super::verify::Fingerprint::of(&ev));
         self.stats.events_read += 1;
         self.stats.read_bytes += (ev.data.len()
             + ev.topics.iter().map(|t| t.len() + 1).sum::<usize>()

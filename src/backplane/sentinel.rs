@@ -6,8 +6,10 @@
 //! `ROLE` not master) is dropped and the sentinels are asked again. The first sentinel to answer
 //! is asked first next time. A round where none answers waits a jittered backoff.
 //!
-//! Following a failover therefore takes: the links notice the loss (an error, a closed socket, a
-//! missed deadline), then as long as the sentinels take to promote a replica, then one backoff.
+//! The node also stays subscribed to `+switch-master` on the sentinel that answered last (a
+//! second connection, reopened on the next answer if it drops): when the sentinels promote a
+//! replica, the node moves its links at once, without waiting for a backoff to run out, and a
+//! master that is alive but no longer the master (a partition, a manual failover) is left too.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
@@ -19,8 +21,10 @@ use super::redis::{integer, text, RedisConn};
 use super::Backplane;
 use crate::config::redis_url::Sentinels;
 
-/// Poll token of the connection to a sentinel.
+/// Poll token of the connection that asks a sentinel.
 pub const SENTINEL: Token = Token(usize::MAX - 7);
+/// Poll token of the connection subscribed to a sentinel's `+switch-master`.
+pub const SENTINEL_WATCH: Token = Token(usize::MAX - 8);
 
 /// The sentinels of one backplane, and what they said.
 pub(super) struct Discovery {
@@ -41,6 +45,8 @@ pub(super) struct Discovery {
     pub(super) master: Option<SocketAddr>,
     /// The address given before, to count failovers.
     previous: Option<SocketAddr>,
+    /// The `+switch-master` subscription, and its sentinel's index.
+    watch: Option<(RedisConn, usize)>,
 }
 
 impl Discovery {
@@ -56,15 +62,44 @@ impl Discovery {
             attempt: 0,
             master: None,
             previous: None,
+            watch: None,
         }
     }
 
-    /// Drops a question in flight (shutdown).
+    /// Drops a question in flight and the subscription (shutdown).
     pub(super) fn close(&mut self, registry: &Registry) {
         if let Some((conn, ..)) = self.asking.take() {
             conn.close(registry);
         }
+        if let Some((conn, _)) = self.watch.take() {
+            conn.close(registry);
+        }
         self.retry_at = Instant::now() + std::time::Duration::from_secs(3600);
+    }
+
+    /// Connects to sentinel `i` (a name resolves here; an address costs nothing) and sends
+    /// `AUTH` when there is a password; returns the connection and how many replies precede
+    /// the next command's (0 or 1).
+    fn open(
+        &self,
+        i: usize,
+        registry: &Registry,
+        token: Token,
+    ) -> Result<(RedisConn, usize), String> {
+        let (host, port) = &self.sentinels[i];
+        let addr = (host.as_str(), *port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("cannot resolve {host}"))?;
+        let mut conn =
+            RedisConn::connect(addr, registry, token, None).map_err(|e| e.to_string())?;
+        let mut auth = 0;
+        if let Some(pw) = &self.password {
+            conn.command(&[b"AUTH", pw.as_bytes()]);
+            auth = 1;
+        }
+        Ok((conn, auth))
     }
 
     /// The earliest moment discovery has something to do.
@@ -106,30 +141,14 @@ impl Backplane {
             return false;
         }
         let i = d.next % d.sentinels.len();
-        let (host, port) = &d.sentinels[i];
-        // A name resolves once per question; an address (the usual form) costs nothing.
-        let addr = (host.as_str(), *port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next());
-        let conn = addr
-            .ok_or_else(|| "cannot resolve".to_string())
-            .and_then(|a| {
-                RedisConn::connect(a, registry, SENTINEL, None).map_err(|e| e.to_string())
-            });
-        match conn {
-            Ok(mut conn) => {
-                let mut expected = 1;
-                if let Some(pw) = &d.password {
-                    conn.command(&[b"AUTH", pw.as_bytes()]);
-                    expected += 1;
-                }
+        match d.open(i, registry, SENTINEL) {
+            Ok((mut conn, auth)) => {
                 conn.command(&[
                     b"SENTINEL",
                     b"get-master-addr-by-name",
                     d.master_name.as_bytes(),
                 ]);
-                d.asking = Some((conn, i, expected, now + timeout));
+                d.asking = Some((conn, i, auth + 1, now + timeout));
             }
             Err(why) => self.sentinel_failed(registry, i, &why, now),
         }
@@ -175,22 +194,19 @@ impl Backplane {
             if let Some((conn, ..)) = d.asking.take() {
                 conn.close(registry);
             }
-            if d.previous.is_some_and(|p| p != addr) {
-                self.stats.failovers += 1;
-                log::warn!(
-                    "backplane {}: Sentinel names a new master {addr} (was {})",
-                    self.cfg.url,
-                    d.previous.map_or_else(String::new, |p| p.to_string())
-                );
-            } else if d.previous.is_none() {
-                log::info!("backplane {}: Sentinel names master {addr}", self.cfg.url);
-            }
-            d.previous = Some(addr);
-            d.master = Some(addr);
             d.next = i;
             d.failed = 0;
             d.attempt = 0;
-            self.addr = addr;
+            if d.watch.is_none() {
+                match d.open(i, registry, SENTINEL_WATCH) {
+                    Ok((mut conn, _)) => {
+                        conn.command(&[b"SUBSCRIBE", b"+switch-master"]);
+                        d.watch = Some((conn, i));
+                    }
+                    Err(why) => log::debug!("backplane: cannot watch sentinel {i}: {why}"),
+                }
+            }
+            self.master_is(addr);
             return;
         }
         if let Err(e) = io {
@@ -220,6 +236,75 @@ impl Backplane {
                 d.retry_at = now + wait;
             }
             self.log_failure("sentinel", &summary, now);
+        }
+    }
+
+    /// The sentinels named `addr` as the master.
+    fn master_is(&mut self, addr: SocketAddr) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        match d.previous {
+            Some(p) if p != addr => {
+                self.stats.failovers += 1;
+                log::warn!(
+                    "backplane {}: Sentinel names a new master {addr} (was {p})",
+                    self.cfg.url
+                );
+            }
+            None => log::info!("backplane {}: Sentinel names master {addr}", self.cfg.url),
+            Some(_) => {}
+        }
+        d.previous = Some(addr);
+        d.master = Some(addr);
+        self.addr = addr;
+    }
+
+    /// Readiness on the `+switch-master` subscription: a message for this master's name moves
+    /// the links (`tick` drops those on another address). A subscription that fails is closed;
+    /// the next answer from a sentinel opens another.
+    pub fn on_sentinel_watch(&mut self, registry: &Registry, scratch: &mut [u8]) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        let Some((conn, _)) = d.watch.as_mut() else {
+            return;
+        };
+        let mut frames = Vec::new();
+        let io = conn
+            .check_connected()
+            .and_then(|ok| if ok { conn.flush() } else { Ok(()) })
+            .and_then(|()| conn.read(&mut frames, scratch));
+        let mut moved = None;
+        let mut failed = io.err().map(|e| e.to_string());
+        for frame in &frames {
+            match frame {
+                OwnedFrame::Error(e) => failed = Some(super::link::first_word(e).to_string()),
+                OwnedFrame::Array(parts) if parts.first().and_then(text) == Some("message") => {
+                    // "<name> <old ip> <old port> <new ip> <new port>"
+                    let payload = parts.get(2).and_then(text).unwrap_or("");
+                    let words: Vec<&str> = payload.split(' ').collect();
+                    if let [name, _, _, ip, port] = words[..] {
+                        if name == d.master_name {
+                            moved = port
+                                .parse::<u16>()
+                                .ok()
+                                .and_then(|p| (ip, p).to_socket_addrs().ok())
+                                .and_then(|mut a| a.next());
+                        }
+                    }
+                }
+                _ => {} // AUTH's OK, the subscription's confirmation
+            }
+        }
+        if let Some(why) = failed {
+            log::debug!("backplane: the +switch-master subscription ended: {why}");
+            if let Some((conn, _)) = d.watch.take() {
+                conn.close(registry);
+            }
+        }
+        if let Some(addr) = moved {
+            self.master_is(addr);
         }
     }
 

@@ -420,6 +420,11 @@ impl Server {
                         );
                     }
                 }
+                backplane::SENTINEL_WATCH => {
+                    if let Some(bp) = self.sh.backplane.as_mut() {
+                        bp.on_sentinel_watch(self.poll.registry(), &mut self.sh.scratch);
+                    }
+                }
                 token @ (backplane::WRITER | backplane::READER) => {
                     if let Some(bp) = self.sh.backplane.as_mut() {
                         bp.on_ready(
