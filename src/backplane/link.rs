@@ -451,7 +451,7 @@ impl Backplane {
         }
         // Read on after what was delivered; what was held is read again (with a failover it may
         // be gone, and its seqs given anew).
-        self.held.clear();
+        self.drop_held();
         self.read_pos = (self.last_read, 0);
         Ok(())
     }
@@ -470,7 +470,7 @@ impl Backplane {
         self.since = since;
         self.last_read = since;
         self.read_pos = (since, 0);
-        self.held.clear();
+        self.drop_held();
         let notice = Notice::Epoch {
             epoch,
             lost: true,
