@@ -135,6 +135,98 @@ fn epoch_seq(id: &str) -> (String, u64) {
     split_id(id)
 }
 
+/// A steady publish load through two nodes, each event retried with its own key until
+/// acknowledged (so a retry never makes a second event): what was acknowledged, and when.
+struct Load {
+    acked: Arc<Mutex<Vec<(Instant, String, String)>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(addrs: [SocketAddr; 2], topic: &'static str) -> Load {
+        let acked: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let data = format!("e{i}");
+                    let key = format!("k{i}");
+                    let id = publish_until_acked(addrs[i % 2], topic, &data, &key, TIMEOUT * 6)
+                        .unwrap_or_else(|| panic!("{data} never acknowledged"));
+                    acked.lock().unwrap().push((Instant::now(), id, data));
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Load {
+            acked,
+            stop,
+            thread,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the load; everything acknowledged.
+    fn stop(self) -> Vec<(Instant, String, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the load thread");
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+/// Asserts that each stream got every acknowledged event once, in one order, the same on every
+/// stream, with no reset and nothing else up to the event `last` (data "last").
+#[track_caller]
+fn assert_all_once_no_reset(
+    subs: &mut [SseClient],
+    acked: &[(Instant, String, String)],
+    last: &str,
+) {
+    let mut sequences = Vec::new();
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let got = read_through(sub, "last");
+        assert!(!sub.raw_text().contains(RESET), "subscriber {i}: reset");
+        let pairs: Vec<(String, String)> =
+            got.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
+        for w in pairs.windows(2) {
+            let (e0, s0) = epoch_seq(&w[0].0);
+            let (e1, s1) = epoch_seq(&w[1].0);
+            assert!(
+                e0 == e1 && s0 < s1,
+                "subscriber {i}: {} then {}",
+                w[0].0,
+                w[1].0
+            );
+        }
+        for (_, id, data) in acked {
+            let n = pairs
+                .iter()
+                .filter(|(pid, d)| pid == id && d == data)
+                .count();
+            assert_eq!(
+                n, 1,
+                "subscriber {i}: acknowledged {id} {data} seen {n} times"
+            );
+        }
+        assert_eq!(pairs.last().map(|p| p.0.as_str()), Some(last));
+        // Anything else was never acknowledged: none, since every publish was retried.
+        assert_eq!(pairs.len(), acked.len() + 1, "subscriber {i}: stray events");
+        sequences.push(pairs);
+    }
+    assert!(
+        sequences.windows(2).all(|w| w[0] == w[1]),
+        "the nodes' orders differ"
+    );
+}
+
 /// Reads events until one whose data is `last`.
 fn read_through(client: &mut SseClient, last: &str) -> Vec<SseEvent> {
     let mut got = Vec::new();
@@ -171,40 +263,23 @@ fn with_one_replica_acknowledging_a_killed_master_loses_nothing_and_resets_nothi
     let (a, b, mut subs) = two_nodes(&url, &args, "f");
 
     // A steady load through both nodes: each event retried with its key until acknowledged.
-    let acked: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        let addrs = [a.addr, b.addr];
-        std::thread::spawn(move || {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let data = format!("e{i}");
-                let key = format!("k{i}");
-                let via = addrs[i % 2];
-                let id = publish_until_acked(via, "f", &data, &key, Duration::from_secs(60))
-                    .unwrap_or_else(|| panic!("{data} never acknowledged"));
-                acked.lock().unwrap().push((Instant::now(), id, data));
-                i += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let load = Load::start([a.addr, b.addr], "f");
     assert!(
-        wait_until(TIMEOUT, || acked.lock().unwrap().len() >= 50),
+        wait_until(TIMEOUT, || load.count() >= 50),
         "no steady load before the kill"
     );
     let old_port = master.port;
     master.stop();
     let killed = Instant::now();
-    let acked_before = acked.lock().unwrap().len();
+    let acked_before = load.count();
     assert!(
         wait_until(Duration::from_secs(60), || {
-            acked.lock().unwrap().iter().any(|(t, ..)| *t > killed)
+            load.acked.lock().unwrap().iter().any(|(t, ..)| *t > killed)
         }),
         "publishing never resumed after the master was killed"
     );
-    let resumed = acked
+    let resumed = load
+        .acked
         .lock()
         .unwrap()
         .iter()
@@ -219,45 +294,12 @@ fn with_one_replica_acknowledging_a_killed_master_loses_nothing_and_resets_nothi
         "Sentinel did not promote a replica: {new_port:?}"
     );
     // Some load on the new master too, then the end marker.
-    let settled = acked.lock().unwrap().len() + 50;
-    assert!(wait_until(TIMEOUT, || acked.lock().unwrap().len() >= settled));
-    stop.store(true, Ordering::Relaxed);
-    load.join().expect("the load thread");
+    let settled = load.count() + 50;
+    assert!(wait_until(TIMEOUT, || load.count() >= settled));
+    let acked = load.stop();
     let last = publish_until_acked(a.addr, "f", "last", "k-last", TIMEOUT).expect("last");
-    let acked = acked.lock().unwrap().clone();
 
-    let mut sequences = Vec::new();
-    for (i, sub) in subs.iter_mut().enumerate() {
-        let got = read_through(sub, "last");
-        assert!(!sub.raw_text().contains(RESET), "subscriber {i}: reset");
-        let pairs: Vec<(String, String)> =
-            got.iter().map(|e| (e.id.clone(), e.data.clone())).collect();
-        for w in pairs.windows(2) {
-            let (e0, s0) = epoch_seq(&w[0].0);
-            let (e1, s1) = epoch_seq(&w[1].0);
-            assert!(
-                e0 == e1 && s0 < s1,
-                "subscriber {i}: {} then {}",
-                w[0].0,
-                w[1].0
-            );
-        }
-        for (_, id, data) in &acked {
-            let n = pairs
-                .iter()
-                .filter(|(pid, d)| pid == id && d == data)
-                .count();
-            assert_eq!(
-                n, 1,
-                "subscriber {i}: acknowledged {id} {data} seen {n} times"
-            );
-        }
-        assert_eq!(pairs.last().map(|p| p.0.as_str()), Some(last.as_str()));
-        // Anything else was never acknowledged: none, since every publish was retried.
-        assert_eq!(pairs.len(), acked.len() + 1, "subscriber {i}: stray events");
-        sequences.push(pairs);
-    }
-    assert_eq!(sequences[0], sequences[1], "the nodes' orders differ");
+    assert_all_once_no_reset(&mut subs, &acked, &last);
     for n in [&a, &b] {
         assert!(n.metric("sseloop_backplane_failovers_total") >= 1.0);
         let text = request(
@@ -414,7 +456,7 @@ fn with_min_replicas_a_publish_waits_for_the_replica_and_is_shown_only_once_it_h
 }
 
 #[test]
-fn a_manual_failover_with_the_old_master_alive_moves_every_node_without_a_reset() {
+fn a_manual_failover_under_load_with_the_old_master_alive_loses_nothing_and_resets_nothing() {
     if !tools() {
         return;
     }
@@ -425,26 +467,15 @@ fn a_manual_failover_with_the_old_master_alive_moves_every_node_without_a_reset(
     let url = sentinel_url(&watchers);
     let args = ["--backplane-min-replicas", "1", "--heartbeat-ms", "500"];
     let (a, b, mut subs) = two_nodes(&url, &args, "m");
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        let data = format!("before-{i}");
-        acked.push((a.publish("topic=m", &data), data));
-    }
-    // The old master stays up: it becomes a replica of the promoted one. Only the sentinels'
-    // +switch-master (or its READONLY answers) can tell the nodes.
+    let load = Load::start([a.addr, b.addr], "m");
+    assert!(wait_until(TIMEOUT, || load.count() >= 30), "no load");
+    // The old master stays up and would take writes until the switch is announced: the nodes
+    // must stop writing to it when the failover starts (+selected-slave), not when it ends.
     let reply = watchers[0].command(None, &["SENTINEL", "FAILOVER", "m"]);
     assert!(
         matches!(reply, Reply::Status(_)),
         "SENTINEL FAILOVER: {reply:?}"
     );
-    assert!(
-        wait_until(Duration::from_secs(30), || watchers[0]
-            .master_port(None)
-            .is_some_and(|p| p == r1.port || p == r2.port)),
-        "no replica was promoted"
-    );
-    // Until the sentinels announce the switch, the old master still takes writes (Sentinel's
-    // own window, docs/SCALING.md): publish once both nodes have moved.
     for n in [&a, &b] {
         assert!(
             wait_until(Duration::from_secs(30), || n
@@ -455,22 +486,16 @@ fn a_manual_failover_with_the_old_master_alive_moves_every_node_without_a_reset(
             n.log
         );
     }
-    for i in 0..20 {
-        let data = format!("after-{i}");
-        let via = if i % 2 == 0 { a.addr } else { b.addr };
-        let id = publish_until_acked(via, "m", &data, &data, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("{data} never acknowledged"));
-        acked.push((id, data));
-    }
-    let (_, last) = acked[acked.len() - 1].clone();
-    for (i, sub) in subs.iter_mut().enumerate() {
-        let got: Vec<(String, String)> = read_through(sub, &last)
-            .into_iter()
-            .map(|e| (e.id, e.data))
-            .collect();
-        assert!(!sub.raw_text().contains(RESET), "subscriber {i}: reset");
-        assert_eq!(got, acked, "subscriber {i}");
-    }
+    let new_port = watchers[0].master_port(None);
+    assert!(new_port.is_some_and(|p| p == r1.port || p == r2.port));
+    let settled = load.count() + 30;
+    assert!(
+        wait_until(TIMEOUT, || load.count() >= settled),
+        "no load after"
+    );
+    let acked = load.stop();
+    let last = publish_until_acked(a.addr, "m", "last", "k-last", TIMEOUT).expect("last");
+    assert_all_once_no_reset(&mut subs, &acked, &last);
     drop(master);
 }
 

@@ -39,6 +39,7 @@ mod seam;
 mod sentinel;
 mod verify;
 mod warm;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -57,7 +58,8 @@ pub use self::seam::{
     AppendError, AppendRequest, Backfill, BackplaneStats, Completion, FetchRequest, Notice, Origin,
     Output, RemoteEvent, ReplySlot, WAIT_BUCKETS,
 };
-pub use self::sentinel::{SENTINEL, SENTINEL_WATCH};
+pub use self::sentinel::SENTINEL;
+pub use self::watch::{is_watch, MAX_SENTINELS};
 pub use crate::config::RedisUrl;
 
 /// Poll token of the writer link.

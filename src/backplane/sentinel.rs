@@ -6,13 +6,10 @@
 //! `ROLE` not master) is dropped and the sentinels are asked again. The first sentinel to answer
 //! is asked first next time. A round where none answers waits a jittered backoff.
 //!
-//! The node also stays subscribed to `+switch-master` on the sentinel that answered last (a
-//! second connection, reopened on the next answer if it drops): when the sentinels promote a
-//! replica, the node moves its links at once, without waiting for a backoff to run out, and a
-//! master that is alive but no longer the master (a partition, a manual failover) is left too.
+//! The node also listens to every sentinel's failover announcements (`watch.rs`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
@@ -23,13 +20,14 @@ use crate::config::redis_url::Sentinels;
 
 /// Poll token of the connection that asks a sentinel.
 pub const SENTINEL: Token = Token(usize::MAX - 7);
-/// Poll token of the connection subscribed to a sentinel's `+switch-master`.
-pub const SENTINEL_WATCH: Token = Token(usize::MAX - 8);
+
+/// While a failover is under way, how soon the sentinels are asked again.
+const FENCED_RETRY: Duration = Duration::from_millis(100);
 
 /// The sentinels of one backplane, and what they said.
 pub(super) struct Discovery {
     sentinels: Vec<(String, u16)>,
-    master_name: String,
+    pub(super) master_name: String,
     password: Option<String>,
     /// The sentinel asked next.
     next: usize,
@@ -44,9 +42,12 @@ pub(super) struct Discovery {
     /// The master's address as the sentinels last gave it; `None`: ask.
     pub(super) master: Option<SocketAddr>,
     /// The address given before, to count failovers.
-    previous: Option<SocketAddr>,
-    /// The `+switch-master` subscription, and its sentinel's index.
-    watch: Option<(RedisConn, usize)>,
+    pub(super) previous: Option<SocketAddr>,
+    /// Each sentinel's announcements (`watch.rs`), once connected.
+    pub(super) watches: Vec<Option<RedisConn>>,
+    /// A failover is under way away from this address: until then (or until the sentinels
+    /// name another master), an answer naming it means "not yet".
+    pub(super) fence: Option<(SocketAddr, Instant)>,
 }
 
 impl Discovery {
@@ -62,7 +63,8 @@ impl Discovery {
             attempt: 0,
             master: None,
             previous: None,
-            watch: None,
+            watches: s.addrs.iter().map(|_| None).collect(),
+            fence: None,
         }
     }
 
@@ -71,16 +73,16 @@ impl Discovery {
         if let Some((conn, ..)) = self.asking.take() {
             conn.close(registry);
         }
-        if let Some((conn, _)) = self.watch.take() {
+        for conn in self.watches.iter_mut().filter_map(Option::take) {
             conn.close(registry);
         }
-        self.retry_at = Instant::now() + std::time::Duration::from_secs(3600);
+        self.retry_at = Instant::now() + Duration::from_secs(3600);
     }
 
     /// Connects to sentinel `i` (a name resolves here; an address costs nothing) and sends
     /// `AUTH` when there is a password; returns the connection and how many replies precede
     /// the next command's (0 or 1).
-    fn open(
+    pub(super) fn open(
         &self,
         i: usize,
         registry: &Registry,
@@ -194,18 +196,20 @@ impl Backplane {
             if let Some((conn, ..)) = d.asking.take() {
                 conn.close(registry);
             }
+            if d.fence
+                .is_some_and(|(old, until)| old == addr && now < until)
+            {
+                // A failover away from this master is under way: ask again (another sentinel
+                // first: the one leading the failover names the promoted replica first).
+                d.next = i + 1;
+                d.retry_at = now + FENCED_RETRY;
+                return;
+            }
+            d.fence = None;
             d.next = i;
             d.failed = 0;
             d.attempt = 0;
-            if d.watch.is_none() {
-                match d.open(i, registry, SENTINEL_WATCH) {
-                    Ok((mut conn, _)) => {
-                        conn.command(&[b"SUBSCRIBE", b"+switch-master"]);
-                        d.watch = Some((conn, i));
-                    }
-                    Err(why) => log::debug!("backplane: cannot watch sentinel {i}: {why}"),
-                }
-            }
+            self.open_watches(registry);
             self.master_is(addr);
             return;
         }
@@ -240,7 +244,7 @@ impl Backplane {
     }
 
     /// The sentinels named `addr` as the master.
-    fn master_is(&mut self, addr: SocketAddr) {
+    pub(super) fn master_is(&mut self, addr: SocketAddr) {
         let Some(d) = self.sentinel.as_mut() else {
             return;
         };
@@ -258,54 +262,6 @@ impl Backplane {
         d.previous = Some(addr);
         d.master = Some(addr);
         self.addr = addr;
-    }
-
-    /// Readiness on the `+switch-master` subscription: a message for this master's name moves
-    /// the links (`tick` drops those on another address). A subscription that fails is closed;
-    /// the next answer from a sentinel opens another.
-    pub fn on_sentinel_watch(&mut self, registry: &Registry, scratch: &mut [u8]) {
-        let Some(d) = self.sentinel.as_mut() else {
-            return;
-        };
-        let Some((conn, _)) = d.watch.as_mut() else {
-            return;
-        };
-        let mut frames = Vec::new();
-        let io = conn
-            .check_connected()
-            .and_then(|ok| if ok { conn.flush() } else { Ok(()) })
-            .and_then(|()| conn.read(&mut frames, scratch));
-        let mut moved = None;
-        let mut failed = io.err().map(|e| e.to_string());
-        for frame in &frames {
-            match frame {
-                OwnedFrame::Error(e) => failed = Some(super::link::first_word(e).to_string()),
-                OwnedFrame::Array(parts) if parts.first().and_then(text) == Some("message") => {
-                    // "<name> <old ip> <old port> <new ip> <new port>"
-                    let payload = parts.get(2).and_then(text).unwrap_or("");
-                    let words: Vec<&str> = payload.split(' ').collect();
-                    if let [name, _, _, ip, port] = words[..] {
-                        if name == d.master_name {
-                            moved = port
-                                .parse::<u16>()
-                                .ok()
-                                .and_then(|p| (ip, p).to_socket_addrs().ok())
-                                .and_then(|mut a| a.next());
-                        }
-                    }
-                }
-                _ => {} // AUTH's OK, the subscription's confirmation
-            }
-        }
-        if let Some(why) = failed {
-            log::debug!("backplane: the +switch-master subscription ended: {why}");
-            if let Some((conn, _)) = d.watch.take() {
-                conn.close(registry);
-            }
-        }
-        if let Some(addr) = moved {
-            self.master_is(addr);
-        }
     }
 
     /// The master's address, for the info gauge (`None` before the first connection).

@@ -420,9 +420,14 @@ impl Server {
                         );
                     }
                 }
-                backplane::SENTINEL_WATCH => {
+                token if backplane::is_watch(token) => {
                     if let Some(bp) = self.sh.backplane.as_mut() {
-                        bp.on_sentinel_watch(self.poll.registry(), &mut self.sh.scratch);
+                        bp.on_sentinel_watch(
+                            token,
+                            self.poll.registry(),
+                            self.sh.now,
+                            &mut self.sh.scratch,
+                        );
                     }
                 }
                 token @ (backplane::WRITER | backplane::READER) => {
