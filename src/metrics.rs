@@ -323,7 +323,7 @@ impl Metrics {
         stats: &BackplaneStats,
         master: Option<String>,
     ) {
-        let simple: [(&str, &str, &str, u64); 8] = [
+        let simple: [(&str, &str, &str, u64); 9] = [
             (
                 "sseloop_backplane_up",
                 "gauge",
@@ -371,6 +371,12 @@ impl Metrics {
                 "counter",
                 "Times Sentinel named a new master (redis+sentinel:// backplanes).",
                 stats.failovers,
+            ),
+            (
+                "sseloop_backplane_held_bytes",
+                "gauge",
+                "Bytes of events read but held until enough replicas have them (--backplane-min-replicas).",
+                stats.held_bytes,
             ),
         ];
         unlabelled(o, &simple);

@@ -298,7 +298,12 @@ impl Backplane {
 
     /// Appends sent (or staged) that Redis has not answered yet.
     pub fn appends_unanswered(&self) -> bool {
-        !self.inflight.is_empty() || !self.staged.is_empty()
+        !self.inflight.is_empty()
+            || !self.staged.is_empty()
+            || self
+                .replicating
+                .iter()
+                .any(|r| matches!(r, Replicating::Event { .. }))
     }
 
     /// Refuses everything the writer carries that Redis has not answered: appends sent or

@@ -32,6 +32,8 @@ pub(super) enum Expect {
     Sweep,
     /// A COMMIT call (its reply says nothing).
     Commit,
+    /// The entry at the last seq delivered, after a reconnection (`verify.rs`).
+    Verify,
     /// The oldest in-flight backfill.
     Fetch,
     Read,
@@ -207,6 +209,7 @@ impl Backplane {
         let gated = self.cfg.min_replicas > 0;
         let fence = self.sentinel.is_some() && !gated;
         let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
+        let force = std::mem::take(&mut self.force_epoch);
         link.conn.command(&[
             b"EVAL",
             scripts::HELLO.as_bytes(),
@@ -221,6 +224,7 @@ impl Backplane {
             mark.as_bytes(),
             flag(fence),
             flag(gated),
+            flag(force),
         ]);
         link.expect.push_back(Expect::Hello);
         // One deadline covers the handshake: the last reply (HELLO) must come by then.
@@ -312,6 +316,7 @@ impl Backplane {
                 | Expect::Wait(..)
                 | Expect::Sweep
                 | Expect::Commit
+                | Expect::Verify
         ) {
             link.deadlines.pop_front();
         }
@@ -366,6 +371,7 @@ impl Backplane {
             Expect::Append(n) => self.on_append(n, &frame),
             Expect::Wait(n, sent) => self.on_wait(n, sent, &frame, now),
             Expect::Sweep => self.on_sweep(&frame, now),
+            Expect::Verify => self.on_verify(&frame),
             Expect::Fetch => self.on_fetch(&frame),
             Expect::Read => self.on_read(&frame, now),
             Expect::Warm => self.on_warm(&frame, now),
@@ -436,12 +442,16 @@ impl Backplane {
                     self.cfg.url,
                     self.last_read
                 );
+                if self.last_event.is_some_and(|e| e.seq == self.last_read) {
+                    let deadline = now + self.cfg.timeout;
+                    super::verify::send_verify(link, &self.keys.log, self.last_read, deadline);
+                }
             }
             Some(_) => self.new_epoch(epoch, since),
         }
         // Read on after what was delivered; what was held is read again (with a failover it may
         // be gone, and its seqs given anew).
-        self.held.clear();
+        self.drop_held();
         self.read_pos = (self.last_read, 0);
         Ok(())
     }
@@ -460,7 +470,7 @@ impl Backplane {
         self.since = since;
         self.last_read = since;
         self.read_pos = (since, 0);
-        self.held.clear();
+        self.drop_held();
         let notice = Notice::Epoch {
             epoch,
             lost: true,

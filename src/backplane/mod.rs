@@ -37,7 +37,9 @@ mod replicas;
 pub mod scripts;
 mod seam;
 mod sentinel;
+mod verify;
 mod warm;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -57,6 +59,7 @@ pub use self::seam::{
     Output, RemoteEvent, ReplySlot, WAIT_BUCKETS,
 };
 pub use self::sentinel::SENTINEL;
+pub use self::watch::{is_watch, MAX_SENTINELS};
 pub use crate::config::RedisUrl;
 
 /// Poll token of the writer link.
@@ -156,6 +159,12 @@ pub struct Backplane {
     sweeping: bool,
     /// Sentinel mode: where the master is.
     sentinel: Option<sentinel::Discovery>,
+    /// The last event handed to the hub, to check after a reconnection that Redis still holds
+    /// it (`verify.rs`).
+    last_event: Option<verify::Fingerprint>,
+    /// The next HELLO starts a new epoch: Redis's log went on differently from what this node
+    /// delivered.
+    force_epoch: bool,
     /// The highest seq Redis gave this node's appends (part of its high-water mark).
     issued: u64,
     /// The current epoch's events have seqs above this.
@@ -226,6 +235,8 @@ impl Backplane {
             held_since: None,
             sweeping: false,
             sentinel,
+            last_event: None,
+            force_epoch: false,
             issued: 0,
             since: 0,
             started: false,

@@ -76,13 +76,18 @@ impl Backplane {
 
     pub(super) fn take(&mut self, ev: RemoteEvent) {
         self.last_read = ev.seq;
+        self.last_event = Some(super::verify::Fingerprint::of(&ev));
         self.stats.events_read += 1;
-        self.stats.read_bytes += (ev.data.len()
-            + ev.topics.iter().map(|t| t.len() + 1).sum::<usize>()
-            + ev.event_type.as_ref().map_or(0, |t| t.len()))
-            as u64;
+        self.stats.read_bytes += size(&ev) as u64;
         self.out.events.push(ev);
     }
+}
+
+/// An event's bytes as read (data, topics, type).
+pub(super) fn size(ev: &RemoteEvent) -> usize {
+    ev.data.len()
+        + ev.topics.iter().map(|t| t.len() + 1).sum::<usize>()
+        + ev.event_type.as_ref().map_or(0, |t| t.len())
 }
 
 /// The seq of an event's or boundary's stream entry (`<seq>-0`).

@@ -157,6 +157,7 @@ impl Backplane {
             let Some((ev, gap)) = self.held.pop_front() else {
                 break;
             };
+            self.stats.held_bytes -= super::read::size(&ev) as u64;
             if ev.seq <= self.last_read {
                 continue; // this node's own event, recorded when its WAIT answered
             }
@@ -170,11 +171,19 @@ impl Backplane {
         }
     }
 
+    /// Forgets the held events (the reader reads them again, or they belong to a lost epoch).
+    pub(super) fn drop_held(&mut self) {
+        self.held.clear();
+        self.held_since = None;
+        self.stats.held_bytes = 0;
+    }
+
     /// Keeps an event read above the commit mark until a mark passes it.
     pub(super) fn hold(&mut self, ev: super::RemoteEvent, gap: bool, now: Instant) {
         if self.held.is_empty() {
             self.held_since = Some(now);
         }
+        self.stats.held_bytes += super::read::size(&ev) as u64;
         self.held.push_back((ev, gap));
     }
 

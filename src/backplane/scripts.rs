@@ -49,7 +49,8 @@ impl Keys {
 
 /// HELLO: KEYS seq, epoch, log, since, master, committed; ARGV candidate epoch, the caller's
 /// high-water mark (the highest seq it has read, recorded or had acknowledged), fence ('1':
-/// Sentinel with `--backplane-min-replicas 0`), gated ('1': `--backplane-min-replicas` ≥ 1).
+/// Sentinel with `--backplane-min-replicas 0`), gated ('1': `--backplane-min-replicas` ≥ 1),
+/// force ('1': the caller found another event at a seq it delivered, `verify.rs`).
 /// Run on every (re)connection, before the link appends or reads anything. Returns `{epoch,
 /// counter, since, committed}`.
 ///
@@ -76,7 +77,7 @@ pub const HELLO: &str = r#"
 local e = redis.call('GET', KEYS[2])
 local cur = redis.call('GET', KEYS[1])
 local mark = tonumber(ARGV[2])
-local behind = e and cur and tonumber(cur) < mark
+local behind = e and cur and (tonumber(cur) < mark or ARGV[5] == '1')
 if ARGV[3] == '1' then
   local id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local was = redis.call('GET', KEYS[5])

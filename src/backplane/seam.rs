@@ -208,6 +208,9 @@ pub struct BackplaneStats {
     pub read_bytes: u64,
     /// Times a `redis+sentinel://` backplane found the master at another address than before.
     pub failovers: u64,
+    /// Bytes of events read but held until enough replicas have them (a gauge; at most 8,448
+    /// events: the reader stops reading past [`MAX_UNRECORDED`](super::MAX_UNRECORDED)).
+    pub held_bytes: u64,
     /// `WAIT` round trips (`--backplane-min-replicas`) at most each bound of [`WAIT_BUCKETS`]
     /// (cumulative, as Prometheus counts them).
     pub wait_buckets: [u64; WAIT_BUCKETS.len()],

@@ -6,11 +6,10 @@
 //! `ROLE` not master) is dropped and the sentinels are asked again. The first sentinel to answer
 //! is asked first next time. A round where none answers waits a jittered backoff.
 //!
-//! Following a failover therefore takes: the links notice the loss (an error, a closed socket, a
-//! missed deadline), then as long as the sentinels take to promote a replica, then one backoff.
+//! The node also listens to every sentinel's failover announcements (`watch.rs`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 use redis_protocol::resp2::types::OwnedFrame;
@@ -19,13 +18,16 @@ use super::redis::{integer, text, RedisConn};
 use super::Backplane;
 use crate::config::redis_url::Sentinels;
 
-/// Poll token of the connection to a sentinel.
+/// Poll token of the connection that asks a sentinel.
 pub const SENTINEL: Token = Token(usize::MAX - 7);
+
+/// While a failover is under way, how soon the sentinels are asked again.
+const FENCED_RETRY: Duration = Duration::from_millis(100);
 
 /// The sentinels of one backplane, and what they said.
 pub(super) struct Discovery {
     sentinels: Vec<(String, u16)>,
-    master_name: String,
+    pub(super) master_name: String,
     password: Option<String>,
     /// The sentinel asked next.
     next: usize,
@@ -40,7 +42,12 @@ pub(super) struct Discovery {
     /// The master's address as the sentinels last gave it; `None`: ask.
     pub(super) master: Option<SocketAddr>,
     /// The address given before, to count failovers.
-    previous: Option<SocketAddr>,
+    pub(super) previous: Option<SocketAddr>,
+    /// Each sentinel's announcements (`watch.rs`), once connected.
+    pub(super) watches: Vec<Option<RedisConn>>,
+    /// A failover is under way away from this address: until then (or until the sentinels
+    /// name another master), an answer naming it means "not yet".
+    pub(super) fence: Option<(SocketAddr, Instant)>,
 }
 
 impl Discovery {
@@ -56,15 +63,45 @@ impl Discovery {
             attempt: 0,
             master: None,
             previous: None,
+            watches: s.addrs.iter().map(|_| None).collect(),
+            fence: None,
         }
     }
 
-    /// Drops a question in flight (shutdown).
+    /// Drops a question in flight and the subscription (shutdown).
     pub(super) fn close(&mut self, registry: &Registry) {
         if let Some((conn, ..)) = self.asking.take() {
             conn.close(registry);
         }
-        self.retry_at = Instant::now() + std::time::Duration::from_secs(3600);
+        for conn in self.watches.iter_mut().filter_map(Option::take) {
+            conn.close(registry);
+        }
+        self.retry_at = Instant::now() + Duration::from_secs(3600);
+    }
+
+    /// Connects to sentinel `i` (a name resolves here; an address costs nothing) and sends
+    /// `AUTH` when there is a password; returns the connection and how many replies precede
+    /// the next command's (0 or 1).
+    pub(super) fn open(
+        &self,
+        i: usize,
+        registry: &Registry,
+        token: Token,
+    ) -> Result<(RedisConn, usize), String> {
+        let (host, port) = &self.sentinels[i];
+        let addr = (host.as_str(), *port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("cannot resolve {host}"))?;
+        let mut conn =
+            RedisConn::connect(addr, registry, token, None).map_err(|e| e.to_string())?;
+        let mut auth = 0;
+        if let Some(pw) = &self.password {
+            conn.command(&[b"AUTH", pw.as_bytes()]);
+            auth = 1;
+        }
+        Ok((conn, auth))
     }
 
     /// The earliest moment discovery has something to do.
@@ -106,30 +143,14 @@ impl Backplane {
             return false;
         }
         let i = d.next % d.sentinels.len();
-        let (host, port) = &d.sentinels[i];
-        // A name resolves once per question; an address (the usual form) costs nothing.
-        let addr = (host.as_str(), *port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next());
-        let conn = addr
-            .ok_or_else(|| "cannot resolve".to_string())
-            .and_then(|a| {
-                RedisConn::connect(a, registry, SENTINEL, None).map_err(|e| e.to_string())
-            });
-        match conn {
-            Ok(mut conn) => {
-                let mut expected = 1;
-                if let Some(pw) = &d.password {
-                    conn.command(&[b"AUTH", pw.as_bytes()]);
-                    expected += 1;
-                }
+        match d.open(i, registry, SENTINEL) {
+            Ok((mut conn, auth)) => {
                 conn.command(&[
                     b"SENTINEL",
                     b"get-master-addr-by-name",
                     d.master_name.as_bytes(),
                 ]);
-                d.asking = Some((conn, i, expected, now + timeout));
+                d.asking = Some((conn, i, auth + 1, now + timeout));
             }
             Err(why) => self.sentinel_failed(registry, i, &why, now),
         }
@@ -175,22 +196,21 @@ impl Backplane {
             if let Some((conn, ..)) = d.asking.take() {
                 conn.close(registry);
             }
-            if d.previous.is_some_and(|p| p != addr) {
-                self.stats.failovers += 1;
-                log::warn!(
-                    "backplane {}: Sentinel names a new master {addr} (was {})",
-                    self.cfg.url,
-                    d.previous.map_or_else(String::new, |p| p.to_string())
-                );
-            } else if d.previous.is_none() {
-                log::info!("backplane {}: Sentinel names master {addr}", self.cfg.url);
+            if d.fence
+                .is_some_and(|(old, until)| old == addr && now < until)
+            {
+                // A failover away from this master is under way: ask again (another sentinel
+                // first: the one leading the failover names the promoted replica first).
+                d.next = i + 1;
+                d.retry_at = now + FENCED_RETRY;
+                return;
             }
-            d.previous = Some(addr);
-            d.master = Some(addr);
+            d.fence = None;
             d.next = i;
             d.failed = 0;
             d.attempt = 0;
-            self.addr = addr;
+            self.open_watches(registry);
+            self.master_is(addr);
             return;
         }
         if let Err(e) = io {
@@ -221,6 +241,27 @@ impl Backplane {
             }
             self.log_failure("sentinel", &summary, now);
         }
+    }
+
+    /// The sentinels named `addr` as the master.
+    pub(super) fn master_is(&mut self, addr: SocketAddr) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        match d.previous {
+            Some(p) if p != addr => {
+                self.stats.failovers += 1;
+                log::warn!(
+                    "backplane {}: Sentinel names a new master {addr} (was {p})",
+                    self.cfg.url
+                );
+            }
+            None => log::info!("backplane {}: Sentinel names master {addr}", self.cfg.url),
+            Some(_) => {}
+        }
+        d.previous = Some(addr);
+        d.master = Some(addr);
+        self.addr = addr;
     }
 
     /// The master's address, for the info gauge (`None` before the first connection).

@@ -150,6 +150,11 @@ fn with_replica_acknowledgements_events_wait_for_a_mark_and_gaps_keep_their_plac
     bp.on_read(&xread_reply(vec![event(6), event(7)]), now)
         .expect("read");
     assert!(bp.out.events.is_empty(), "shown before any replica held it");
+    assert_eq!(
+        bp.stats.held_bytes,
+        2 * 3,
+        "two events of data \"x\" and topic \"a\""
+    );
     bp.on_read(&xread_reply(vec![mark(7, 1, 6), event(9)]), now)
         .expect("read");
     let seqs: Vec<u64> = bp.out.events.iter().map(|e| e.seq).collect();
@@ -162,6 +167,7 @@ fn with_replica_acknowledgements_events_wait_for_a_mark_and_gaps_keep_their_plac
     // The gap (8 was trimmed) is told where it is: before 9.
     assert_eq!(bp.out.notices, vec![(2, Notice::Gap)]);
     assert!(bp.held.is_empty() && bp.held_since.is_none());
+    assert_eq!(bp.stats.held_bytes, 0);
 }
 
 proptest! {

@@ -26,6 +26,9 @@ pub struct RedisUrl {
     pub sentinel: Option<Sentinels>,
 }
 
+/// Most sentinels a `redis+sentinel://` URL names (the node listens to each).
+pub const MAX_SENTINELS: usize = 16;
+
 /// Where the sentinels are and which master they watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sentinels {
@@ -132,6 +135,9 @@ impl RedisUrl {
                 .split(',')
                 .map(host_port)
                 .collect::<Result<Vec<_>, _>>()?;
+            if addrs.len() > MAX_SENTINELS {
+                return Err(format!("at most {MAX_SENTINELS} sentinels"));
+            }
             let master = master.to_string();
             (db, Some(Sentinels { addrs, master }))
         } else {

@@ -420,6 +420,16 @@ impl Server {
                         );
                     }
                 }
+                token if backplane::is_watch(token) => {
+                    if let Some(bp) = self.sh.backplane.as_mut() {
+                        bp.on_sentinel_watch(
+                            token,
+                            self.poll.registry(),
+                            self.sh.now,
+                            &mut self.sh.scratch,
+                        );
+                    }
+                }
                 token @ (backplane::WRITER | backplane::READER) => {
                     if let Some(bp) = self.sh.backplane.as_mut() {
                         bp.on_ready(

@@ -1,0 +1,218 @@
+//! Listening to the sentinels' failover announcements (`redis+sentinel://`): one subscribed
+//! connection per sentinel, opened once a sentinel has named the master (and reopened at the
+//! next answer if one drops). Every sentinel, because the one leading a failover is the only one
+//! to announce its first steps, and the others announce the switch when they learn of it.
+//!
+//! - `+selected-slave` (the leader chose a replica; it promotes it about one Sentinel tick
+//!   later): the node stops appending to the old master at once (its writer is dropped) and
+//!   takes no answer naming the old master for [`FENCE`], so that no write lands on a master
+//!   about to be replaced: a manual failover (`SENTINEL FAILOVER`), where the old master stays
+//!   up and keeps taking writes until the switch is announced, then loses nothing.
+//! - `+promoted-slave`, `+switch-master`: the new master; the links move there.
+//! - the failover's end by timeout or an abort: the fence is lifted.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::{Registry, Token};
+use redis_protocol::resp2::types::OwnedFrame;
+
+use super::redis::text;
+use super::Backplane;
+
+pub use crate::config::redis_url::MAX_SENTINELS;
+/// The poll token of sentinel 0's subscription; sentinel `i`'s is this minus `i`.
+const WATCH_BASE: usize = usize::MAX - 8;
+/// How long an old master is refused after a failover away from it started, at most.
+const FENCE: Duration = Duration::from_secs(10);
+
+/// The announcements listened to.
+const CHANNELS: [&[u8]; 7] = [
+    b"+selected-slave",
+    b"+promoted-slave",
+    b"+switch-master",
+    b"+failover-end-for-timeout",
+    b"-failover-abort-not-elected",
+    b"-failover-abort-no-good-slave",
+    b"-failover-abort-slave-timeout",
+];
+
+/// Whether `token` is one of the subscriptions'.
+pub fn is_watch(token: Token) -> bool {
+    token.0 <= WATCH_BASE && token.0 > WATCH_BASE - MAX_SENTINELS
+}
+
+/// What an announcement means for this node.
+#[derive(Debug, PartialEq, Eq)]
+enum Announcement {
+    /// A failover away from the current master started.
+    Starting,
+    /// The sentinels name this address as the master.
+    Master(SocketAddr),
+    /// The failover ended without a new master.
+    Ended,
+}
+
+/// Reads one announcement on `channel` about the master named `name` (others are `None`).
+/// Payloads: `<type> <name> <ip> <port> @ <master> <ip> <port>` for an instance (`master <name>
+/// <ip> <port>` for the master itself), `<master> <old ip> <old port> <new ip> <new port>` for
+/// `+switch-master`.
+fn parse(channel: &str, payload: &str, name: &str) -> Option<Announcement> {
+    let words: Vec<&str> = payload.split(' ').collect();
+    let addr = |ip: &str, port: &str| {
+        let port: u16 = port.parse().ok()?;
+        (ip, port).to_socket_addrs().ok()?.next()
+    };
+    if channel == "+switch-master" {
+        return match words[..] {
+            [m, _, _, ip, port] if m == name => addr(ip, port).map(Announcement::Master),
+            _ => None,
+        };
+    }
+    let master = match words.iter().position(|w| *w == "@") {
+        Some(at) => *words.get(at + 1)?,
+        None if words.first() == Some(&"master") => *words.get(1)?,
+        None => return None,
+    };
+    if master != name {
+        return None;
+    }
+    match channel {
+        "+selected-slave" => Some(Announcement::Starting),
+        "+promoted-slave" => addr(words.get(2)?, words.get(3)?).map(Announcement::Master),
+        _ => Some(Announcement::Ended),
+    }
+}
+
+impl Backplane {
+    /// Subscribes to each sentinel not listened to yet.
+    pub(super) fn open_watches(&mut self, registry: &Registry) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        for i in 0..d.watches.len() {
+            if d.watches[i].is_some() {
+                continue;
+            }
+            match d.open(i, registry, Token(WATCH_BASE - i)) {
+                Ok((mut conn, _)) => {
+                    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+                    args.extend(CHANNELS);
+                    conn.command(&args);
+                    d.watches[i] = Some(conn);
+                }
+                Err(why) => log::debug!("backplane: cannot listen to sentinel {i}: {why}"),
+            }
+        }
+    }
+
+    /// Readiness on sentinel subscription `token`. One that fails is closed (the next answer
+    /// from a sentinel reopens it).
+    pub fn on_sentinel_watch(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        now: Instant,
+        scratch: &mut [u8],
+    ) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        let i = WATCH_BASE - token.0;
+        let Some(Some(conn)) = d.watches.get_mut(i) else {
+            return;
+        };
+        let mut frames = Vec::new();
+        let io = conn
+            .check_connected()
+            .and_then(|ok| if ok { conn.flush() } else { Ok(()) })
+            .and_then(|()| conn.read(&mut frames, scratch));
+        let mut heard = Vec::new();
+        let mut failed = io.err().map(|e| e.to_string());
+        for frame in &frames {
+            match frame {
+                OwnedFrame::Error(e) => failed = Some(super::link::first_word(e).to_string()),
+                OwnedFrame::Array(parts) if parts.first().and_then(text) == Some("message") => {
+                    let channel = parts.get(1).and_then(text).unwrap_or("");
+                    let payload = parts.get(2).and_then(text).unwrap_or("");
+                    heard.extend(parse(channel, payload, &d.master_name));
+                }
+                _ => {} // AUTH's OK, the subscriptions' confirmations
+            }
+        }
+        if let Some(why) = failed {
+            log::debug!("backplane: sentinel {i}'s announcements ended: {why}");
+            if let Some(conn) = d.watches[i].take() {
+                conn.close(registry);
+            }
+        }
+        for a in heard {
+            self.announced(a, registry, now);
+        }
+    }
+
+    fn announced(&mut self, a: Announcement, registry: &Registry, now: Instant) {
+        let Some(d) = self.sentinel.as_mut() else {
+            return;
+        };
+        match a {
+            Announcement::Starting => {
+                let Some(old) = d.previous.filter(|_| d.fence.is_none()) else {
+                    return;
+                };
+                d.fence = Some((old, now + FENCE));
+                d.master = None;
+                log::warn!(
+                    "backplane {}: Sentinel is failing over from {old}: appends stop until it \
+                     names the new master",
+                    self.cfg.url
+                );
+                self.lose(true, "a failover is starting", registry, now);
+            }
+            Announcement::Master(addr) => {
+                d.fence = None;
+                self.master_is(addr);
+            }
+            Announcement::Ended => d.fence = None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_announcements_of_its_master_only() {
+        let a = |s: &str| s.parse::<SocketAddr>().ok();
+        let sel = "slave 127.0.0.1:7002 127.0.0.1 7002 @ m 127.0.0.1 7001";
+        assert_eq!(
+            parse("+selected-slave", sel, "m"),
+            Some(Announcement::Starting)
+        );
+        assert_eq!(parse("+selected-slave", sel, "other"), None);
+        assert_eq!(
+            parse("+promoted-slave", sel, "m"),
+            a("127.0.0.1:7002").map(Announcement::Master)
+        );
+        assert_eq!(
+            parse("+switch-master", "m 127.0.0.1 7001 127.0.0.1 7003", "m"),
+            a("127.0.0.1:7003").map(Announcement::Master)
+        );
+        assert_eq!(
+            parse("+switch-master", "x 127.0.0.1 7001 127.0.0.1 7003", "m"),
+            None
+        );
+        assert_eq!(
+            parse(
+                "-failover-abort-no-good-slave",
+                "master m 127.0.0.1 7001",
+                "m"
+            ),
+            Some(Announcement::Ended)
+        );
+        assert_eq!(parse("+promoted-slave", "garbage", "m"), None);
+        assert!(is_watch(Token(WATCH_BASE)) && is_watch(Token(WATCH_BASE - 15)));
+        assert!(!is_watch(Token(WATCH_BASE - 16)) && !is_watch(Token(WATCH_BASE + 1)));
+    }
+}
