@@ -494,6 +494,12 @@ fn a_manual_failover_under_load_with_the_old_master_alive_loses_nothing_and_rese
         "no load after"
     );
     let acked = load.stop();
+    let gap = acked
+        .windows(2)
+        .map(|w| w[1].0.duration_since(w[0].0))
+        .max()
+        .unwrap_or_default();
+    eprintln!("SENTINEL FAILOVER: longest pause between acknowledgements {gap:?}");
     let last = publish_until_acked(a.addr, "m", "last", "k-last", TIMEOUT).expect("last");
     assert_all_once_no_reset(&mut subs, &acked, &last);
     drop(master);

@@ -292,10 +292,13 @@ impl RedisServer {
     /// `--repl-diskless-sync-delay 0` in `extra` to skip Redis's 5 s wait for more replicas.
     pub fn start_replica(&self) -> RedisServer {
         let mut r = RedisServer::prepare(Persistence::None, None);
+        // Promoted by a failover, it syncs the other replicas at once too.
         r.extra = vec![
             "--replicaof".into(),
             "127.0.0.1".into(),
             self.port.to_string(),
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
         ];
         r.launch();
         let synced = wait(TIMEOUT, || {
