@@ -1,11 +1,12 @@
 //! The event loop: one thread, one `mio::Poll` for every subscriber and publisher socket.
 //!
-//! Phases: connect (subscribers at most `--connect-concurrency` handshakes at a time, plus the
-//! publishers), then either hold (idle mode) or publish until the measured events are sent and
-//! every one of them has reached every subscriber, then optionally settle (`--settle-secs`: every
-//! connection open and idle, then one more server RSS sample). The loop owns all stop decisions:
-//! completion, the hard timeout, a stall, or a fatal publisher error. Server and tool CPU are
-//! sampled at the edges of the measurement window.
+//! Phases: connect (subscribers at most `--connect-concurrency` handshakes at a time, then the
+//! publishers, so that none sits idle past the server's header timeout), then either hold (idle
+//! mode) or publish until the measured events are sent and every one of them has reached every
+//! subscriber, then optionally settle (`--settle-secs`: every connection open and idle, then one
+//! more server RSS sample). The loop owns all stop decisions: completion, the hard timeout, a
+//! stall, or a fatal publisher error. Server and tool CPU are sampled at the edges of the
+//! measurement window.
 
 use std::io::{IsTerminal, Write as _};
 use std::net::Ipv4Addr;
@@ -196,9 +197,6 @@ impl<'p> Driver<'p> {
         let deadline = start + self.plan.timeout;
         let mut events = Events::with_capacity(EVENTS);
         let mut phase = Phase::Connecting;
-        if !self.plan.idle {
-            self.open_publishers()?;
-        }
         let progress_on = std::io::stderr().is_terminal();
         let mut next_progress = start + PROGRESS_EVERY;
         let mut last_mark = self.progress_mark();
@@ -216,14 +214,19 @@ impl<'p> Driver<'p> {
             match phase {
                 Phase::Connecting => {
                     self.open_subscribers();
+                    let subs_done =
+                        self.next_connect == self.plan.subscribers && self.handshaking == 0;
+                    if subs_done && self.connect_failed > 0 {
+                        break Outcome::ConnectFailed;
+                    }
+                    // Publishers connect once every subscriber streams: a server cuts a
+                    // connection that sends no request within its header timeout (sseloop:
+                    // 10 s), and 10,000 TLS subscribers take longer than that to connect.
+                    if subs_done && !self.plan.idle && self.pubs.is_empty() {
+                        self.open_publishers()?;
+                    }
                     let pubs_ready = self.pubs.iter().all(Publisher::is_connected);
-                    if self.next_connect == self.plan.subscribers
-                        && self.handshaking == 0
-                        && pubs_ready
-                    {
-                        if self.connect_failed > 0 {
-                            break Outcome::ConnectFailed;
-                        }
+                    if subs_done && pubs_ready {
                         self.connected_at = Some(now);
                         if self.plan.idle {
                             let hold = self.plan.duration.unwrap_or_default();
