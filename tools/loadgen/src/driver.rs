@@ -101,11 +101,11 @@ pub fn run(plan: &Plan) -> Result<Report> {
 impl<'p> Driver<'p> {
     fn new(plan: &'p Plan) -> Result<Self> {
         let ticks = sys::clock_ticks();
-        let server = match plan.server_pid {
-            Some(pid) => Some(
-                sys::sample(Pid::Other(pid), ticks).context(format!("sample server pid {pid}"))?,
-            ),
-            None => None,
+        let server = match plan.server_pids.as_slice() {
+            [] => None,
+            pids => {
+                Some(sys::sample_all(pids, ticks).context(format!("sample server pids {pids:?}"))?)
+            }
         };
         let tool = sys::sample(Pid::This, ticks).context("sample /proc/self")?;
         let (machine, cores) = sys::machine_busy(ticks).context("read /proc/stat")?;
@@ -162,10 +162,9 @@ impl<'p> Driver<'p> {
 
     fn sample(&self) -> Samples {
         // A server that exited mid-run leaves its last figures out rather than failing the run.
-        let server = self
-            .plan
-            .server_pid
-            .and_then(|pid| sys::sample(Pid::Other(pid), self.ticks).ok());
+        let server = (!self.plan.server_pids.is_empty())
+            .then(|| sys::sample_all(&self.plan.server_pids, self.ticks).ok())
+            .flatten();
         let tool = sys::sample(Pid::This, self.ticks).unwrap_or_default();
         let machine = sys::machine_busy(self.ticks).map_or(0.0, |(busy, _)| busy);
         Samples {
@@ -607,8 +606,8 @@ impl<'p> Driver<'p> {
                 0.0
             },
         });
-        let server = match (plan.server_pid, self.before.server) {
-            (Some(pid), Some(before)) => {
+        let server = match (plan.server_pids.first(), self.before.server) {
+            (Some(&pid), Some(before)) => {
                 let connected = self.connected.server.unwrap_or(before);
                 let last = end.server.unwrap_or(connected);
                 let at_measure = self.measure_from.server.unwrap_or(before);
@@ -621,6 +620,7 @@ impl<'p> Driver<'p> {
                 };
                 Some(report::Server {
                     pid,
+                    pids: plan.server_pids.clone(),
                     cpu_secs: cpu,
                     deliveries_per_cpu_sec: (!plan.idle && cpu > 0.0)
                         .then(|| t.measured as f64 / cpu),
@@ -671,25 +671,7 @@ impl<'p> Driver<'p> {
             outcome,
             ok: clean && outcome == Outcome::Complete,
             error: self.first_error.clone(),
-            setup: report::Setup {
-                mode: if plan.idle { "idle" } else { "publish" },
-                transport: plan.transport.to_string(),
-                subscribers: plan.subscribers,
-                topics: plan.topic_names.len(),
-                publishers: if plan.idle { 0 } else { plan.publishers },
-                spread_publishers: plan.spread_publishers,
-                size: plan.size,
-                rate: match plan.rate {
-                    Rate::PerSec(r) => Some(r),
-                    Rate::Max => None,
-                },
-                window: plan.window,
-                events: plan.events,
-                warmup_secs: plan.warmup.as_secs_f64(),
-                source_addrs: plan.source_addrs,
-                subscribe_pattern: plan.pattern.as_ref().map(|p| plan.sub_url.target(p)),
-                settle_secs: plan.settle.as_secs_f64(),
-            },
+            setup: report::Setup::of(plan, if plan.idle { "idle" } else { "publish" }),
             connect: report::Connect {
                 connected: connected_subs,
                 failed: self.connect_failed,
@@ -710,6 +692,7 @@ impl<'p> Driver<'p> {
                 },
                 rss_kib: end.tool.rss_kib,
             },
+            churn: None,
             machine: report::Machine {
                 cores: self.cores,
                 other_cpu_secs: other,
