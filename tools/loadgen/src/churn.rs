@@ -9,7 +9,6 @@
 //! (`--no-tls-resumption`: none, every handshake full); one cache shared by every slot would
 //! hold rustls's 8 tickets per server for 32 clients starting at once.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,13 +190,7 @@ fn open(
     n: usize,
     client: Option<&Arc<ClientConfig>>,
 ) -> std::io::Result<Subscriber> {
-    let (subscription, topic) = plan.subscription(n);
-    let source = (plan.source_addrs > 1)
-        .then(|| Ipv4Addr::new(127, 0, 0, 1 + (n % usize::from(plan.source_addrs)) as u8));
-    let mut request = Vec::with_capacity(256);
-    let target = plan.sub_url.target(subscription);
-    plan.transport
-        .subscribe_request(&mut request, &plan.sub_url.authority, &target);
+    let (topic, source, request) = plan.subscriber_start(n);
     // TCP_NODELAY, as browsers set it: the request right after the client's Finished must not
     // wait for the server's delayed ACK.
     let mut stream = conn::connect(plan.sub_url.addr, source, true)?;

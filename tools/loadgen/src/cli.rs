@@ -1,5 +1,6 @@
 //! Command line: options, their defaults, and the checks that turn them into a [`Plan`].
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -257,6 +258,19 @@ impl Plan {
             Some(p) => (p, 0),
             None => (&self.topic_names[topic], topic as u32),
         }
+    }
+
+    /// Subscriber `n`'s topic index, source address (`--source-addrs` round-robin, `None`: the
+    /// kernel's choice) and subscribe request.
+    pub fn subscriber_start(&self, n: usize) -> (u32, Option<Ipv4Addr>, Vec<u8>) {
+        let (subscription, topic) = self.subscription(n);
+        let source = (self.source_addrs > 1)
+            .then(|| Ipv4Addr::new(127, 0, 0, 1 + (n % usize::from(self.source_addrs)) as u8));
+        let mut request = Vec::with_capacity(256);
+        let target = self.sub_url.target(subscription);
+        self.transport
+            .subscribe_request(&mut request, &self.sub_url.authority, &target);
+        (topic, source, request)
     }
 
     /// A fresh tracker for one subscriber.

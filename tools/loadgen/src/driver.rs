@@ -9,7 +9,6 @@
 //! measurement window.
 
 use std::io::{IsTerminal, Write as _};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -375,13 +374,7 @@ impl<'p> Driver<'p> {
         while self.next_connect < plan.subscribers && self.handshaking < plan.connect_concurrency {
             let i = self.next_connect;
             self.next_connect += 1;
-            let (subscription, topic) = plan.subscription(i);
-            let source = (plan.source_addrs > 1)
-                .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(plan.source_addrs)) as u8));
-            let mut request = Vec::with_capacity(256);
-            let target = plan.sub_url.target(subscription);
-            plan.transport
-                .subscribe_request(&mut request, &plan.sub_url.authority, &target);
+            let (topic, source, request) = plan.subscriber_start(i);
             let opened = conn::connect(plan.sub_url.addr, source, false).and_then(|mut s| {
                 let tls = plan.sub_url.session()?;
                 self.poll.registry().register(
