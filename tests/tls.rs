@@ -606,6 +606,55 @@ fn rotation_by_sighup_serves_the_new_certificate_and_keeps_open_streams() {
     );
 }
 
+/// One TLS 1.3 connection of `config` (its session cache kept across calls): a request answered
+/// (the session tickets come before the response), then closed. Whether it resumed a session.
+fn resumed_request(config: &Arc<ClientConfig>, addr: SocketAddr) -> bool {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(config.clone(), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut s = StreamOwned::new(conn, sock);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[test]
+fn sessions_resume_by_ticket_and_across_a_reload() {
+    if !openssl_available() {
+        return;
+    }
+    let certs = Certs::new();
+    let server = certs.start(&[]);
+    let config = certs.client_config(&[b"http/1.1"], false);
+    assert!(
+        !resumed_request(&config, server.addr),
+        "the first handshake is a full one"
+    );
+    assert!(resumed_request(&config, server.addr), "the second resumes");
+    // The ticket keys outlive a reload (a certificate rotation): returning clients still
+    // resume instead of all paying a full handshake at once.
+    server.signal(libc::SIGHUP);
+    assert!(wait_log(&server, "configuration reloaded", 1));
+    assert!(
+        resumed_request(&config, server.addr),
+        "resumes after a reload"
+    );
+    // Key exchange: X25519, the group browsers offer first, also for our own clients.
+    let conn = certs.connect(server.addr, &[b"http/1.1"], false).unwrap();
+    assert_eq!(
+        conn.conn.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(rustls::NamedGroup::X25519)
+    );
+}
+
 #[test]
 fn plaintext_to_the_tls_port_gets_400_tls_required() {
     if !openssl_available() {

@@ -24,8 +24,14 @@
 #               net/http, tools/peers/gosse, GOMAXPROCS=1), probe (sseloop-probe, tools/probe:
 #               the bare coalescing writer, the ceiling the others are divided by), axum (axum +
 #               tokio current_thread, a broadcast channel per topic, tools/peers/axum; its crates
-#               are downloaded and built on first use). Default "sseloop sseloop-frames probe",
-#               or every target with PEERS=1.
+#               are downloaded and built on first use), sseloop+nginx-tls (TLS scenarios only:
+#               nginx, one master and one worker pinned to SERVER_CPU next to plaintext sseloop,
+#               terminates TLS with the run's certificate and proxies to it; config
+#               tools/peers/nginx-tls/nginx.conf, filled in at run time; the CPU and RSS figures
+#               are nginx master + worker + sseloop together; NGINX_WORKERS overrides the one
+#               worker, which becomes two on the same core where one cannot hold two descriptors
+#               per subscriber under the hard descriptor limit: tls-trickle-10k at 20,000). Default "sseloop sseloop-frames
+#               probe", or every target with PEERS=1.
 #               Any sseloop target with "-bp" appended (sseloop-bp, sseloop-frames-bp,
 #               sseloop-frames-pub-bp) is the same node with the Redis Streams backplane
 #               (--backplane): each run starts its own redis-server (REDIS_SERVER) on a free
@@ -44,7 +50,8 @@
 #               TARGETS="sseloop-bp sseloop-bp@b" SCENARIOS=trickle-10k (tools/README.md)
 #   SSELOOP_ARGS  extra options for the sseloop targets (e.g. "--ui" for the A/B in CONSOLE.md)
 #   PEERS       1: also measure the peers; installs what is missing (apt-get: nginx,
-#               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer.
+#               libnginx-mod-nchan, golang-go) and builds gosse and the axum peer. nginx is also
+#               installed when TARGETS names sseloop+nginx-tls.
 #   SCENARIOS   "fanout-1k fanout-10k idle-10k latency-100"; also fanout-100, fanout-3k,
 #               latency-1k, latency-3k, latency-10k (the scaling series: SCENARIOS=scaling),
 #               trickle-1k, trickle-10k (SCENARIOS=trickle): real publishers trickle, so
@@ -63,7 +70,16 @@
 #               trickle-10k tls-trickle-10k"): the trickle scenarios over TLS: the sseloop targets
 #               listen with --tls-cert/--tls-key (a test CA and certificate made with openssl in
 #               the results directory, ECDSA P-256), the tool's subscribers and publishers are
-#               TLS clients (https:// URLs, --tls-ca); other targets are skipped.
+#               TLS clients (https:// URLs, --tls-ca); other targets are skipped, and
+#               sseloop+nginx-tls runs only these TLS scenarios.
+#               tls-handshake-full, tls-handshake-resumed (SCENARIOS word tls-handshake: both):
+#               the handshake rate, sseloop-load --churn: HS_CONCURRENCY (32) clients, each
+#               connecting, handshaking, sending GET /events, reading the response head and
+#               closing, then again; the figure is new subscribers per server CPU-second (the
+#               reports' deliveries) over HS_SECS (5) measured seconds after 1 s of warm-up.
+#               -full: the clients keep no session cache (every handshake full: ECDHE and the
+#               certificate's signature); -resumed: each client resumes its previous session
+#               (TLS 1.3 ticket: ECDHE, no signature). bench_ratios.py prints resumed over full.
 #               burst-rss-10k: fanout-10k (the burst) followed by --settle-secs SETTLE_SECS (3)
 #               of idle, still connected subscribers, then one more server RSS sample;
 #               bench_ratios.py prints (settled - connected) RSS per connection (issue 11 asks
@@ -120,6 +136,10 @@ case "$SCENARIOS" in
     pattern) SCENARIOS="trickle-10k pattern-10k" ;;
     tls) SCENARIOS="trickle-1k tls-trickle-1k trickle-10k tls-trickle-10k" ;;
 esac
+# tls-handshake is the pair: full handshakes (no client session cache) and resumed ones.
+SCENARIOS="$(echo " $SCENARIOS " | sed 's/ tls-handshake / tls-handshake-full tls-handshake-resumed /g; s/^ //; s/ $//')"
+HS_CONCURRENCY="${HS_CONCURRENCY:-32}"
+HS_SECS="${HS_SECS:-5}"
 PUB_SUBSCRIBERS="${PUB_SUBSCRIBERS:-1}"
 PUB_PUBLISHERS="${PUB_PUBLISHERS:-8}"
 PUB_WINDOW="${PUB_WINDOW:-1024}"
@@ -178,6 +198,16 @@ case " $TARGETS " in
         echo "== build gosse"
         (cd tools/peers/gosse && GOCACHE="${GOCACHE:-/tmp/gocache}" \
             go build -o "$GOSSE" .)
+        ;;
+esac
+case " $TARGETS " in
+    *" sseloop+nginx-tls "*)
+        if [ ! -x "$NGINX" ]; then
+            echo "== apt-get install nginx"
+            apt-get update -qq
+            # The package's postinst may start the system nginx; this script never uses it.
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx
+        fi
         ;;
 esac
 case " $TARGETS " in
@@ -242,7 +272,17 @@ fi
 BACKLOG=/proc/sys/net/core/netdev_max_backlog
 old_backlog=""
 target_pid=""
+# A TLS-terminating proxy in front of the target (sseloop+nginx-tls): its master's PID and every
+# PID whose CPU and RSS count with the target's (--server-pid, repeated).
+front_pid=""
+extra_pids=""
 stop_target() {
+    if [ -n "$front_pid" ]; then
+        kill -TERM "$front_pid" 2>/dev/null || true
+        wait "$front_pid" 2>/dev/null || true
+        front_pid=""
+    fi
+    extra_pids=""
     if [ -n "$target_pid" ]; then
         if kill -0 "$target_pid" 2>/dev/null; then
             kill -TERM "$target_pid" 2>/dev/null || true
@@ -357,6 +397,45 @@ start_target() {
             fi
             SUB_URL="$scheme://127.0.0.1:$port/events?topic={topic}"
             PUB_URL="$scheme://127.0.0.1:$port/publish?topic={topic}"
+            ;;
+        sseloop+nginx-tls)
+            # nginx (one master, one worker, pinned to the server's core) terminates TLS with
+            # the run's test certificate and proxies to plaintext sseloop on the same core.
+            local tls_run="$TLS_RUN"
+            TLS_RUN=0
+            start_target sseloop "$log" || { TLS_RUN="$tls_run"; return 1; }
+            TLS_RUN="$tls_run"
+            local upstream="${SUB_URL#http://}"
+            upstream="${upstream%%/*}"
+            port="$(free_port)"
+            local prefix="$RESULTS/nginx-tls-prefix"
+            mkdir -p "$prefix/logs" "$prefix/tmp"
+            # One worker, or two (on the same core) where one cannot hold the subscribers' two
+            # descriptors each under the descriptor limit (see the config's header).
+            local workers="${NGINX_WORKERS:-1}"
+            [ -z "${NGINX_WORKERS:-}" ] && [ "$NGINX_SUBSCRIBERS" -gt $((($(ulimit -Hn) - 100) / 2)) ] && workers=2
+            sed -e "s|@PORT@|$port|" -e "s|@UPSTREAM@|$upstream|" -e "s|@CERT@|$TLS_DIR/server.pem|" \
+                -e "s|@KEY@|$TLS_DIR/server.key|" -e "s|@WORKERS@|$workers|" \
+                -e "s|@NOFILE@|$(ulimit -Hn)|" tools/peers/nginx-tls/nginx.conf >"$prefix/nginx.conf"
+            "${pin_server[@]}" "$NGINX" -p "$prefix/" -c "$prefix/nginx.conf" -g 'daemon off;' \
+                2>"${log%.server.log}.nginx.log" &
+            front_pid=$!
+            local worker_pids=""
+            for _ in $(seq 200); do
+                worker_pids="$(pgrep -P "$front_pid" 2>/dev/null | tr '\n' ' ')"
+                [ "$(echo "$worker_pids" | wc -w)" = "$workers" ] &&
+                    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+                kill -0 "$front_pid" 2>/dev/null || break
+                sleep 0.05
+            done
+            if [ "$(echo "$worker_pids" | wc -w)" != "$workers" ] ||
+                [ "$(readlink "/proc/$front_pid/exe" 2>/dev/null)" != "$NGINX" ]; then
+                echo "bench: nginx did not start (see ${log%.server.log}.nginx.log)" >&2
+                port=""
+            fi
+            extra_pids="$front_pid $worker_pids"
+            SUB_URL="https://127.0.0.1:$port/events?topic={topic}"
+            PUB_URL="https://127.0.0.1:$port/publish?topic={topic}"
             ;;
         probe)
             "${pin_server[@]}" "$PROBE" --listen 127.0.0.1:0 2>"$log" &
@@ -575,6 +654,12 @@ scenario_args() {
         latency-100) echo "--subscribers 100 --events $LAT_EVENTS --size 64 --rate 200 --warmup-secs 1" ;;
         # --events is only a cap: the run ends after TRICKLE_SECS measured seconds.
         tls-trickle-1k | tls-trickle-10k) scenario_args "${1#tls-}" ;;
+        # New TLS subscribers, HS_CONCURRENCY at a time, each its own client: full handshakes
+        # (no session cache) or resumed ones (each client resumes its previous session).
+        tls-handshake-full) echo "$(scenario_args tls-handshake-resumed) --no-tls-resumption" ;;
+        tls-handshake-resumed)
+            echo "--churn --connect-concurrency $HS_CONCURRENCY --warmup-secs 1 --duration-secs $HS_SECS"
+            ;;
         trickle-1k | trickle-10k)
             local n=1000
             [ "$1" = trickle-10k ] && n=10000
@@ -611,6 +696,7 @@ for scenario in $SCENARIOS; do
             if [ "${scenario#tls-}" != "$scenario" ]; then
                 case "$target" in
                     sseloop | sseloop-frames | sseloop-frames-pub | sseloop@b | sseloop-frames@b) ;;
+                    sseloop+nginx-tls) ;;
                     *)
                         [ "$i" = 1 ] && echo "== $target $scenario: skipped (TLS: sseloop targets only)"
                         continue
@@ -619,6 +705,9 @@ for scenario in $SCENARIOS; do
                 make_tls_certs
                 TLS_RUN=1
                 tls_load_args="--tls-ca $TLS_DIR/ca.pem"
+            elif [ "$target" = sseloop+nginx-tls ]; then
+                [ "$i" = 1 ] && echo "== $target $scenario: skipped (TLS scenarios only)"
+                continue
             fi
             echo "== $target $scenario #$i"
             GOSSE_QUEUE="$(gosse_queue "$scenario")"
@@ -630,12 +719,18 @@ for scenario in $SCENARIOS; do
                 sseloop-frames) transport=frames ;;
                 sseloop-frames-pub) transport=frames pub_transport=frames ;;
             esac
+            NGINX_SUBSCRIBERS="$(echo "$args" | sed -n 's/.*--subscribers \([0-9]*\).*/\1/p')"
+            NGINX_SUBSCRIBERS="${NGINX_SUBSCRIBERS:-0}"
             if ! start_target "$target" "$RESULTS/$target-$scenario-$i.server.log"; then
                 stop_redis
                 failures=$((failures + 1))
                 continue
             fi
             out="$RESULTS/$target-$scenario-$i.json"
+            server_pid_args=""
+            for p in $extra_pids; do
+                server_pid_args="$server_pid_args --server-pid $p"
+            done
             perf_pid=""
             if [ "$PERF_STAT" = 1 ]; then
                 (sleep "$PERF_DELAY" && exec perf stat -x, -e "$PERF_EVENTS" -p "$target_pid" \
@@ -650,11 +745,11 @@ for scenario in $SCENARIOS; do
             if [ -n "$redis_pid" ]; then
                 redis_before="$(redis_sample)" || redis_before=""
             fi
-            # shellcheck disable=SC2086 # args and tls_load_args are lists of options
+            # shellcheck disable=SC2086 # args, tls_load_args and server_pid_args are lists of options
             if ! "${pin_tool[@]}" "$LOAD" $args $tls_load_args --timeout-secs "$TIMEOUT" --transport "$transport" \
                 --publish-transport "$pub_transport" \
                 --url-template "$SUB_URL" --publish-url "$PUB_URL" \
-                --server-pid "$target_pid" --label "$target $scenario" --json >"$out"; then
+                --server-pid "$target_pid" $server_pid_args --label "$target $scenario" --json >"$out"; then
                 echo "bench: $target $scenario #$i FAILED (see $out)" >&2
                 failures=$((failures + 1))
             fi

@@ -39,6 +39,10 @@ topics), its deliveries per CPU-second over the same target's `trickle-10k` (one
 the same run, as the ratio of the medians [min-max of the per-repeat ratios] (issue 12 asks for
 >= 0.9); under each target of a run with --settle-secs (`burst-rss-10k`), the server's RSS after
 the settle time minus its RSS once connected, per connection (issue 11 asks for <= 1 KiB).
+TLS (issue 24): `tls-trickle-*` over the plaintext `trickle-*` of the same target (>= 0.6 asked),
+a ratio column to `sseloop+nginx-tls` (nginx terminating TLS in front of sseloop, both counted;
+sseloop alone >= 2x asked), and for the handshake-rate scenarios (`tls-handshake-*`, where a
+delivery is one new subscriber) the share of resumed handshakes and resumed over full.
 Stdlib only.
 """
 
@@ -48,10 +52,15 @@ import sys
 from pathlib import Path
 
 # Targets a ratio column is made for, when present in the run.
-REFERENCES = ["probe", "nchan", "gosse", "axum"]
+REFERENCES = ["probe", "nchan", "gosse", "axum", "sseloop+nginx-tls"]
 
 # Scenario -> the scenario its deliveries per CPU-second are divided by, target for target.
-BASELINES = {"pattern-10k": "trickle-10k"}
+BASELINES = {
+    "pattern-10k": "trickle-10k",
+    "tls-trickle-1k": "trickle-1k",
+    "tls-trickle-10k": "trickle-10k",
+    "tls-handshake-resumed": "tls-handshake-full",
+}
 
 
 def pick(doc, *path):
@@ -143,6 +152,14 @@ def events_per_sec(doc):
     return max(events - errors, 0) / elapsed
 
 
+def resumed_share(doc):
+    """The share of resumed TLS handshakes of a handshake-rate (--churn) run, else None."""
+    completed, resumed = pick(doc, "churn", "completed"), pick(doc, "churn", "resumed")
+    if not completed or resumed is None:
+        return None
+    return resumed / completed
+
+
 def load(run_dir):
     groups = {}
     for path in sorted(Path(run_dir).glob("*-[0-9]*.json")):
@@ -178,6 +195,7 @@ def summarize(groups):
                 "rss_settled_per_conn_bytes": spread(
                     [pick(r, "server", "rss_settled_over_connected_per_conn_bytes") for r in runs]
                 ),
+                "resumed_share": spread([resumed_share(r) for r in runs]),
             }
             redis = [r["_redis"] for r in runs if r.get("_redis")]
             if redis:
@@ -284,6 +302,8 @@ def table(summary):
     for scenario, rows in summary.items():
         refs = [r for r in REFERENCES if r in rows]
         lines.append(f"{scenario}: median [min-max] over the repeats")
+        if scenario.startswith("tls-handshake"):
+            lines.append("  (a delivery is one new TLS subscriber: connect, handshake, GET, response head, close)")
         head = f"  {'target':<20} {'deliveries/CPU-s':<24} {'deliveries/s':<24} {'p99 ms':<8} {'ok':<6} {'busy':<5}"
         head += "".join(f" {'x' + r + ' [paired min-max]':<26}" for r in refs)
         lines.append(head)
@@ -362,6 +382,8 @@ def table(summary):
                 if bl["per_cpu_sec_paired"]:
                     part += " [%.2f-%.2f]" % (bl["per_cpu_sec_paired"]["min"], bl["per_cpu_sec_paired"]["max"])
                 lines.append(f"    deliveries/CPU-s vs {target} {bl['scenario']}: {part}")
+            if row.get("resumed_share"):
+                lines.append("    resumed handshakes: %s" % fig(row["resumed_share"], lambda v: "%.0f%%" % (100 * v)))
             settled = row.get("rss_settled_per_conn_bytes")
             if settled:
                 lines.append(

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -74,12 +74,24 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-/// The provider every configuration uses (see the module doc).
+/// Key exchange groups, most preferred first: X25519, as browsers, curl and OpenSSL order them.
+/// rustls 0.23.48's ring provider puts P-384 first, which costs ring several times the CPU of
+/// X25519 on both ends; a server follows the client's order, so this matters for our own
+/// clients (the backplane's `rediss://`, the load tool) and for the server's TLS 1.2 choice.
+const KX_GROUPS: [&dyn rustls::crypto::SupportedKxGroup; 3] = [
+    rustls::crypto::ring::kx_group::X25519,
+    rustls::crypto::ring::kx_group::SECP256R1,
+    rustls::crypto::ring::kx_group::SECP384R1,
+];
+
+/// The provider every configuration uses (see the module doc), with [`KX_GROUPS`].
 pub fn provider() -> Arc<CryptoProvider> {
     // Deprecated only as a nudge towards post-quantum key exchange, which ring lacks; the
     // provider that has it (aws-lc-rs) does not build here without cmake.
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = KX_GROUPS.to_vec();
+    Arc::new(provider)
 }
 
 /// A loaded server configuration and the warnings found while loading it (an expired or not yet
@@ -99,6 +111,27 @@ pub fn from_config(config: &crate::config::Config) -> Result<Option<Loaded>, Tls
         }
         _ => Ok(None),
     }
+}
+
+/// TLS 1.2 sessions remembered by id, for clients that take no tickets: each entry holds a
+/// session's secrets and parameters (a few hundred bytes), so at most about 1 MiB. The oldest
+/// entry is forgotten first; its client then makes a full handshake.
+pub const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// The process's session-ticket keys, shared by every configuration so that a reload
+/// (certificate rotation) keeps tickets valid. Tickets are stateless (the server keeps nothing
+/// per client: memory stays two keys however many clients resume); rustls's ring ticketer
+/// encrypts them with ChaCha20-Poly1305 and rotates its key every 6 hours, the previous key
+/// still accepted, so a ticket lives at most 12 hours.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, String> {
+    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> =
+        std::sync::OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let t =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("session ticket keys: {e}"))?;
+    Ok(TICKETER.get_or_init(|| t).clone())
 }
 
 /// Builds the server configuration from `--tls-cert`, `--tls-key` and `--tls-client-ca`.
@@ -161,6 +194,8 @@ pub fn load_server(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer = ticketer().map_err(|e| TlsError::Invalid(cert.to_path_buf(), e))?;
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(Loaded {
         config: Arc::new(config),
         warnings,
@@ -310,6 +345,13 @@ mod tests {
         let err = load_server(&f, &f, None).err().unwrap();
         assert_eq!(err, TlsError::Empty(f.clone(), "certificate"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn x25519_is_the_preferred_key_exchange() {
+        let names: Vec<_> = provider().kx_groups.iter().map(|g| g.name()).collect();
+        use rustls::NamedGroup::{secp256r1, secp384r1, X25519};
+        assert_eq!(names, [X25519, secp256r1, secp384r1]);
     }
 
     #[test]

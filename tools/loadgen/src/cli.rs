@@ -1,5 +1,6 @@
 //! Command line: options, their defaults, and the checks that turn them into a [`Plan`].
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -112,9 +113,10 @@ pub struct Args {
     #[arg(long)]
     pub spread_publishers: bool,
 
-    /// Server process to sample for CPU seconds and RSS (/proc/PID).
+    /// Server process to sample for CPU seconds and RSS (/proc/PID); repeatable: the figures
+    /// are then the sum over the processes (a TLS-terminating proxy and the server behind it).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -170,6 +172,19 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = PublishTransport::Http)]
     pub publish_transport: PublishTransport,
 
+    /// Handshake-rate mode instead of a publish run: --connect-concurrency subscribers at a
+    /// time each connect, handshake, send the subscribe request, read the response head and
+    /// close, and a new one takes its place; after --warmup-secs, subscribers completed in
+    /// --duration-secs (5) are counted, per second and per server CPU-second. --subscribers is
+    /// unused; nothing is published.
+    #[arg(long)]
+    pub churn: bool,
+
+    /// With https:// URLs, no TLS session resumption: the client keeps no session cache (no
+    /// tickets, no session ids), so every handshake is a full one.
+    #[arg(long)]
+    pub no_tls_resumption: bool,
+
     /// PEM CA certificates trusted for https:// URLs (the server's name is verified); without
     /// it, the system's CAs.
     #[arg(long, value_name = "FILE")]
@@ -205,8 +220,8 @@ pub struct Plan {
     pub publishers: usize,
     /// Each topic goes over every publisher connection, round-robin.
     pub spread_publishers: bool,
-    /// Server to sample.
-    pub server_pid: Option<u32>,
+    /// Server processes to sample (their figures are summed).
+    pub server_pids: Vec<u32>,
     /// Warm-up.
     pub warmup: Duration,
     /// Measured publishing time limit (publish mode) or hold time (idle mode).
@@ -229,6 +244,10 @@ pub struct Plan {
     pub publish_transport: PublishTransport,
     /// Report label.
     pub label: Option<String>,
+    /// Handshake-rate mode.
+    pub churn: bool,
+    /// TLS clients keep a session cache and offer resumption.
+    pub tls_resumption: bool,
 }
 
 impl Plan {
@@ -239,6 +258,19 @@ impl Plan {
             Some(p) => (p, 0),
             None => (&self.topic_names[topic], topic as u32),
         }
+    }
+
+    /// Subscriber `n`'s topic index, source address (`--source-addrs` round-robin, `None`: the
+    /// kernel's choice) and subscribe request.
+    pub fn subscriber_start(&self, n: usize) -> (u32, Option<Ipv4Addr>, Vec<u8>) {
+        let (subscription, topic) = self.subscription(n);
+        let source = (self.source_addrs > 1)
+            .then(|| Ipv4Addr::new(127, 0, 0, 1 + (n % usize::from(self.source_addrs)) as u8));
+        let mut request = Vec::with_capacity(256);
+        let target = self.sub_url.target(subscription);
+        self.transport
+            .subscribe_request(&mut request, &self.sub_url.authority, &target);
+        (topic, source, request)
     }
 
     /// A fresh tracker for one subscriber.
@@ -288,7 +320,12 @@ impl Args {
             return bad("--topics, --window and --connect-concurrency must be at least 1".into());
         }
         let publishers = self.publishers.unwrap_or(self.topics.min(4)).max(1);
-        let needed = (self.subscribers + publishers) as u64 + FD_RESERVE;
+        let open_at_once = if self.churn {
+            self.connect_concurrency
+        } else {
+            self.subscribers + publishers
+        };
+        let needed = open_at_once as u64 + FD_RESERVE;
         if needed > nofile {
             return bad(format!(
                 "{} subscribers + {publishers} publishers need about {needed} descriptors; the \
@@ -299,8 +336,13 @@ impl Args {
         let mut sub_url = UrlTemplate::parse(&self.url_template)?;
         let mut pub_url = UrlTemplate::parse(&self.publish_url)?;
         if sub_url.https || pub_url.https {
-            let config = sseloop::tls::load_client(self.tls_ca.as_deref())
+            let mut config = sseloop::tls::load_client(self.tls_ca.as_deref())
                 .map_err(|e| Error::msg(format!("--tls-ca: {e}")))?;
+            if self.no_tls_resumption {
+                let mut c = (*config).clone();
+                c.resumption = rustls::client::Resumption::disabled();
+                config = std::sync::Arc::new(c);
+            }
             for url in [&mut sub_url, &mut pub_url] {
                 if url.https {
                     url.tls = Some(config.clone());
@@ -329,7 +371,8 @@ impl Args {
                 return bad("--source-addrs > 1 needs a 127.x.x.x subscriber URL".into())
             }
             Some(k) => k,
-            None if loopback_v4 && self.subscribers > 1000 => 16,
+            // Churn closes connections by the thousand: TIME_WAIT ports spread over 16 sources.
+            None if loopback_v4 && (self.subscribers > 1000 || self.churn) => 16,
             None => 1,
         };
         let duration = match (self.idle, self.duration_secs) {
@@ -353,7 +396,7 @@ impl Args {
                 .then(|| format!("{}*", self.topic_prefix)),
             publishers,
             spread_publishers: self.spread_publishers,
-            server_pid: self.server_pid,
+            server_pids: self.server_pid.clone(),
             warmup: Duration::from_secs_f64(self.warmup_secs),
             duration,
             timeout: Duration::from_secs_f64(self.timeout_secs),
@@ -365,6 +408,8 @@ impl Args {
             transport: self.transport,
             publish_transport: self.publish_transport,
             label: self.label.clone(),
+            churn: self.churn,
+            tls_resumption: !self.no_tls_resumption,
         })
     }
 }

@@ -184,6 +184,11 @@ impl Subscriber {
         }
     }
 
+    /// With TLS, whether the handshake resumed a session (`None` in plaintext or before it ends).
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.tls.as_ref().and_then(|t| t.resumed())
+    }
+
     /// Handshake finished or not yet started: still counts as "connecting".
     pub fn is_handshaking(&self) -> bool {
         matches!(

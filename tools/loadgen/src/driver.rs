@@ -1,14 +1,14 @@
 //! The event loop: one thread, one `mio::Poll` for every subscriber and publisher socket.
 //!
-//! Phases: connect (subscribers at most `--connect-concurrency` handshakes at a time, plus the
-//! publishers), then either hold (idle mode) or publish until the measured events are sent and
-//! every one of them has reached every subscriber, then optionally settle (`--settle-secs`: every
-//! connection open and idle, then one more server RSS sample). The loop owns all stop decisions:
-//! completion, the hard timeout, a stall, or a fatal publisher error. Server and tool CPU are
-//! sampled at the edges of the measurement window.
+//! Phases: connect (subscribers at most `--connect-concurrency` handshakes at a time, then the
+//! publishers, so that none sits idle past the server's header timeout), then either hold (idle
+//! mode) or publish until the measured events are sent and every one of them has reached every
+//! subscriber, then optionally settle (`--settle-secs`: every connection open and idle, then one
+//! more server RSS sample). The loop owns all stop decisions: completion, the hard timeout, a
+//! stall, or a fatal publisher error. Server and tool CPU are sampled at the edges of the
+//! measurement window.
 
 use std::io::{IsTerminal, Write as _};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -100,11 +100,11 @@ pub fn run(plan: &Plan) -> Result<Report> {
 impl<'p> Driver<'p> {
     fn new(plan: &'p Plan) -> Result<Self> {
         let ticks = sys::clock_ticks();
-        let server = match plan.server_pid {
-            Some(pid) => Some(
-                sys::sample(Pid::Other(pid), ticks).context(format!("sample server pid {pid}"))?,
-            ),
-            None => None,
+        let server = match plan.server_pids.as_slice() {
+            [] => None,
+            pids => {
+                Some(sys::sample_all(pids, ticks).context(format!("sample server pids {pids:?}"))?)
+            }
         };
         let tool = sys::sample(Pid::This, ticks).context("sample /proc/self")?;
         let (machine, cores) = sys::machine_busy(ticks).context("read /proc/stat")?;
@@ -161,10 +161,9 @@ impl<'p> Driver<'p> {
 
     fn sample(&self) -> Samples {
         // A server that exited mid-run leaves its last figures out rather than failing the run.
-        let server = self
-            .plan
-            .server_pid
-            .and_then(|pid| sys::sample(Pid::Other(pid), self.ticks).ok());
+        let server = (!self.plan.server_pids.is_empty())
+            .then(|| sys::sample_all(&self.plan.server_pids, self.ticks).ok())
+            .flatten();
         let tool = sys::sample(Pid::This, self.ticks).unwrap_or_default();
         let machine = sys::machine_busy(self.ticks).map_or(0.0, |(busy, _)| busy);
         Samples {
@@ -196,9 +195,6 @@ impl<'p> Driver<'p> {
         let deadline = start + self.plan.timeout;
         let mut events = Events::with_capacity(EVENTS);
         let mut phase = Phase::Connecting;
-        if !self.plan.idle {
-            self.open_publishers()?;
-        }
         let progress_on = std::io::stderr().is_terminal();
         let mut next_progress = start + PROGRESS_EVERY;
         let mut last_mark = self.progress_mark();
@@ -216,14 +212,19 @@ impl<'p> Driver<'p> {
             match phase {
                 Phase::Connecting => {
                     self.open_subscribers();
+                    let subs_done =
+                        self.next_connect == self.plan.subscribers && self.handshaking == 0;
+                    if subs_done && self.connect_failed > 0 {
+                        break Outcome::ConnectFailed;
+                    }
+                    // Publishers connect once every subscriber streams: a server cuts a
+                    // connection that sends no request within its header timeout (sseloop:
+                    // 10 s), and 10,000 TLS subscribers take longer than that to connect.
+                    if subs_done && !self.plan.idle && self.pubs.is_empty() {
+                        self.open_publishers()?;
+                    }
                     let pubs_ready = self.pubs.iter().all(Publisher::is_connected);
-                    if self.next_connect == self.plan.subscribers
-                        && self.handshaking == 0
-                        && pubs_ready
-                    {
-                        if self.connect_failed > 0 {
-                            break Outcome::ConnectFailed;
-                        }
+                    if subs_done && pubs_ready {
                         self.connected_at = Some(now);
                         if self.plan.idle {
                             let hold = self.plan.duration.unwrap_or_default();
@@ -373,13 +374,7 @@ impl<'p> Driver<'p> {
         while self.next_connect < plan.subscribers && self.handshaking < plan.connect_concurrency {
             let i = self.next_connect;
             self.next_connect += 1;
-            let (subscription, topic) = plan.subscription(i);
-            let source = (plan.source_addrs > 1)
-                .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(plan.source_addrs)) as u8));
-            let mut request = Vec::with_capacity(256);
-            let target = plan.sub_url.target(subscription);
-            plan.transport
-                .subscribe_request(&mut request, &plan.sub_url.authority, &target);
+            let (topic, source, request) = plan.subscriber_start(i);
             let opened = conn::connect(plan.sub_url.addr, source, false).and_then(|mut s| {
                 let tls = plan.sub_url.session()?;
                 self.poll.registry().register(
@@ -604,8 +599,8 @@ impl<'p> Driver<'p> {
                 0.0
             },
         });
-        let server = match (plan.server_pid, self.before.server) {
-            (Some(pid), Some(before)) => {
+        let server = match (plan.server_pids.first(), self.before.server) {
+            (Some(&pid), Some(before)) => {
                 let connected = self.connected.server.unwrap_or(before);
                 let last = end.server.unwrap_or(connected);
                 let at_measure = self.measure_from.server.unwrap_or(before);
@@ -618,6 +613,7 @@ impl<'p> Driver<'p> {
                 };
                 Some(report::Server {
                     pid,
+                    pids: plan.server_pids.clone(),
                     cpu_secs: cpu,
                     deliveries_per_cpu_sec: (!plan.idle && cpu > 0.0)
                         .then(|| t.measured as f64 / cpu),
@@ -668,25 +664,7 @@ impl<'p> Driver<'p> {
             outcome,
             ok: clean && outcome == Outcome::Complete,
             error: self.first_error.clone(),
-            setup: report::Setup {
-                mode: if plan.idle { "idle" } else { "publish" },
-                transport: plan.transport.to_string(),
-                subscribers: plan.subscribers,
-                topics: plan.topic_names.len(),
-                publishers: if plan.idle { 0 } else { plan.publishers },
-                spread_publishers: plan.spread_publishers,
-                size: plan.size,
-                rate: match plan.rate {
-                    Rate::PerSec(r) => Some(r),
-                    Rate::Max => None,
-                },
-                window: plan.window,
-                events: plan.events,
-                warmup_secs: plan.warmup.as_secs_f64(),
-                source_addrs: plan.source_addrs,
-                subscribe_pattern: plan.pattern.as_ref().map(|p| plan.sub_url.target(p)),
-                settle_secs: plan.settle.as_secs_f64(),
-            },
+            setup: report::Setup::of(plan, if plan.idle { "idle" } else { "publish" }),
             connect: report::Connect {
                 connected: connected_subs,
                 failed: self.connect_failed,
@@ -707,6 +685,7 @@ impl<'p> Driver<'p> {
                 },
                 rss_kib: end.tool.rss_kib,
             },
+            churn: None,
             machine: report::Machine {
                 cores: self.cores,
                 other_cpu_secs: other,

@@ -4,6 +4,7 @@
 //! Module map:
 //! - [`cli`]: options and their checks, giving a [`cli::Plan`].
 //! - [`driver`]: the single-threaded mio loop, phases, stop decisions, the report's raw figures.
+//! - [`churn`]: the handshake-rate mode (`--churn`): new subscribers, one after another.
 //! - [`conn`]: subscriber and publisher connections; the socket edge.
 //! - [`transport`]: the seam for subscriber protocols (SSE now, sseloop frames later).
 //! - [`sse`], [`http`], [`payload`]: pure parsers and encoders (unit-tested at every split).
@@ -12,6 +13,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod churn;
 mod cli;
 mod conn;
 mod driver;
@@ -83,7 +85,11 @@ fn real_main(args: &Args) -> Result<bool> {
             queue_bound / 1024
         );
     }
-    let report = driver::run(&plan)?;
+    let report = if plan.churn {
+        churn::run(&plan)?
+    } else {
+        driver::run(&plan)?
+    };
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| error::Error::msg(format!("encode report: {e}")))?;

@@ -87,7 +87,7 @@ pub struct Publish {
 
 /// Delivery accounting; `lost`, `duplicated`, `reordered`, `wrong_topic` and `disconnected`
 /// must all be zero.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Delivery {
     /// First deliveries of measured events.
     pub deliveries: u64,
@@ -154,8 +154,10 @@ impl Latency {
 /// The server process, from /proc.
 #[derive(Debug, Serialize)]
 pub struct Server {
-    /// PID sampled.
+    /// The first PID sampled.
     pub pid: u32,
+    /// Every PID sampled (`--server-pid` repeated): the figures are their sum.
+    pub pids: Vec<u32>,
     /// CPU seconds (user + system) during the measurement window (idle: the hold).
     pub cpu_secs: f64,
     /// Measured deliveries per server CPU second.
@@ -197,6 +199,50 @@ pub struct Machine {
     pub other_cores_busy: f64,
 }
 
+/// The handshake-rate mode's figures (`--churn`).
+#[derive(Debug, Serialize)]
+pub struct Churn {
+    /// Subscribers that completed connect, handshake, request and response head in the
+    /// measured window.
+    pub completed: u64,
+    /// Of those, TLS handshakes that resumed a session.
+    pub resumed: u64,
+    /// Connections that failed or were closed before their response head, over the whole run.
+    pub failed: u64,
+    /// Completed per second of the window.
+    pub per_sec: f64,
+    /// Completed per server CPU-second.
+    pub per_server_cpu_sec: Option<f64>,
+    /// The client offered session resumption (its session cache was on).
+    pub tls_resumption: bool,
+}
+
+impl Setup {
+    /// The options of `plan`, run in `mode` (`publish`, `idle`, `churn`).
+    pub fn of(plan: &crate::cli::Plan, mode: &'static str) -> Setup {
+        let publishing = mode == "publish";
+        Setup {
+            mode,
+            transport: plan.transport.to_string(),
+            subscribers: plan.subscribers,
+            topics: plan.topic_names.len(),
+            publishers: if publishing { plan.publishers } else { 0 },
+            spread_publishers: plan.spread_publishers,
+            size: plan.size,
+            rate: match plan.rate {
+                crate::cli::Rate::PerSec(r) => Some(r),
+                crate::cli::Rate::Max => None,
+            },
+            window: plan.window,
+            events: plan.events,
+            warmup_secs: plan.warmup.as_secs_f64(),
+            source_addrs: plan.source_addrs,
+            subscribe_pattern: plan.pattern.as_ref().map(|p| plan.sub_url.target(p)),
+            settle_secs: plan.settle.as_secs_f64(),
+        }
+    }
+}
+
 /// Everything a run reports.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -224,6 +270,9 @@ pub struct Report {
     pub tool: Tool,
     /// Other load on the machine.
     pub machine: Machine,
+    /// The handshake-rate mode's figures (absent in the other modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Churn>,
 }
 
 fn si(v: f64) -> String {
@@ -318,10 +367,27 @@ impl Report {
                 ),
             );
         }
+        if let Some(c) = &self.churn {
+            row(
+                "new subscribers",
+                format!(
+                    "{} = {}/s, {} resumed ({}), {} failed",
+                    c.completed,
+                    si(c.per_sec),
+                    c.resumed,
+                    if c.tls_resumption {
+                        "resumption on"
+                    } else {
+                        "resumption off"
+                    },
+                    c.failed
+                ),
+            );
+        }
         if let Some(sv) = &self.server {
             row(
                 "server cpu",
-                format!("{:.3} s (pid {})", sv.cpu_secs, sv.pid),
+                format!("{:.3} s (pids {:?})", sv.cpu_secs, sv.pids),
             );
             if let Some(d) = sv.deliveries_per_cpu_sec {
                 row("deliveries / server cpu-s", si(d));

@@ -95,6 +95,17 @@ pub fn sample(pid: Pid, ticks: u64) -> io::Result<ProcSample> {
     })
 }
 
+/// The sum of [`sample`] over several processes (a proxy and the server behind it count as one).
+pub fn sample_all(pids: &[u32], ticks: u64) -> io::Result<ProcSample> {
+    let mut sum = ProcSample::default();
+    for &pid in pids {
+        let s = sample(Pid::Other(pid), ticks)?;
+        sum.cpu_secs += s.cpu_secs;
+        sum.rss_kib += s.rss_kib;
+    }
+    Ok(sum)
+}
+
 /// CPU seconds all processes on the machine have used since boot (every core, idle and iowait
 /// excluded), and the number of cores. Used to tell how busy *other* processes kept the machine
 /// during a run, which distorts wall-clock figures on a shared host.

@@ -25,6 +25,13 @@ impl Session {
             .map_err(io::Error::other)
     }
 
+    /// Whether the handshake resumed an earlier session (`None` while it is in progress).
+    pub fn resumed(&self) -> Option<bool> {
+        self.0
+            .handshake_kind()
+            .map(|k| k == rustls::HandshakeKind::Resumed)
+    }
+
     /// Takes `buf` (encrypted once the handshake is done) and writes what it can.
     pub fn write(&mut self, stream: &mut TcpStream, buf: &[u8]) -> Io {
         let taken = match self.0.writer().write(buf) {
