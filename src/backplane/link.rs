@@ -27,6 +27,8 @@ pub(super) enum Expect {
     Fetch,
     Read,
     Warm,
+    /// A presence call (`presence.rs`): 0 a write, else the query's id.
+    Presence(u64),
 }
 
 #[derive(Clone, Copy)]
@@ -264,7 +266,12 @@ impl Backplane {
         };
         if matches!(
             expect,
-            Expect::Hello | Expect::Append(_) | Expect::Fetch | Expect::Read | Expect::Warm
+            Expect::Hello
+                | Expect::Append(_)
+                | Expect::Fetch
+                | Expect::Read
+                | Expect::Warm
+                | Expect::Presence(_)
         ) {
             link.deadlines.pop_front();
         }
@@ -290,6 +297,10 @@ impl Backplane {
                     }
                     Ok(())
                 }
+                Expect::Presence(id) => {
+                    self.on_presence_error(id, e);
+                    Ok(())
+                }
                 Expect::Setup(step) => Err(format!("{step}: {}", first_word(e))),
                 _ => Err(first_word(e).to_string()),
             };
@@ -309,6 +320,7 @@ impl Backplane {
             Expect::Fetch => self.on_fetch(&frame),
             Expect::Read => self.on_read(&frame),
             Expect::Warm => self.on_warm(&frame, now),
+            Expect::Presence(id) => self.on_presence(id, &frame),
         }
     }
 

@@ -19,6 +19,7 @@
 
 mod accept;
 mod admin;
+mod presence;
 mod pump;
 pub mod reload;
 mod round;
@@ -230,6 +231,10 @@ impl Server {
         let mut sh = LoopState::new(config, hub, max_connections);
         sh.auth = auth;
         sh.backplane = backplane;
+        if let Some(bp) = sh.backplane.as_mut() {
+            bp.presence_start(&sh.node);
+            sh.hub.track_presence();
+        }
         sh.tls = tls;
         Ok(Server {
             poll,
@@ -333,6 +338,9 @@ impl Server {
                 return Some(Duration::ZERO);
             }
             if let Some(at) = bp.next_deadline() {
+                consider(at.saturating_duration_since(now));
+            }
+            if let Some(at) = bp.presence_due() {
                 consider(at.saturating_duration_since(now));
             }
         }
@@ -452,9 +460,10 @@ impl Server {
             self.sh.hub.record_backlog(slice);
         }
         self.fan_out(false);
-        if !self.sh.api_jobs.is_empty() {
+        if !self.sh.api_jobs.is_empty() || !self.sh.api_waits.is_empty() {
             self.serve_api_jobs();
         }
+        self.presence_turn();
         if !self.sh.presence_notes.is_empty() {
             self.deliver_presence();
         }
