@@ -1,6 +1,7 @@
 //! The server API (`/api/v1/`, docs/API.md) against a real server over real sockets: listing and
 //! paging connections, closing one, revoking and banning a subject, bans expiring, history
-//! matching a resume, and who may call what.
+//! matching a resume, and who may call what; with a backplane, revocations and presence across
+//! two nodes.
 
 #[path = "util/redis.rs"]
 mod redis;
@@ -646,4 +647,160 @@ fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
         !topics.to_string().contains("sseloop:revoke"),
         "the control topic never reaches the hub: {topics}"
     );
+}
+
+/// Streams of a test on the nodes of a backplane, and the presence they must add up to.
+struct Crowd<'a> {
+    nodes: [&'a TestServer; 2],
+    streams: Vec<(usize, &'static str, SseClient)>,
+}
+
+impl Crowd<'_> {
+    fn join(&mut self, node: usize, sub: &'static str) {
+        let auth = format!("Bearer {}", user(sub));
+        let stream = self.nodes[node].subscribe("topic=room", &[("Authorization", &auth)]);
+        self.streams.push((node, sub, stream));
+    }
+
+    /// The first stream of `sub` on `node` leaves.
+    fn leave(&mut self, node: usize, sub: &str) {
+        let i = self
+            .streams
+            .iter()
+            .position(|(n, s, _)| *n == node && *s == sub)
+            .unwrap();
+        drop(self.streams.remove(i));
+    }
+
+    /// The truth: streams on `room` and their distinct subjects.
+    fn truth(&self, dead: Option<usize>) -> Value {
+        let alive = self.streams.iter().filter(|(n, _, _)| Some(*n) != dead);
+        let mut subs: Vec<&str> = alive.clone().map(|(_, s, _)| *s).collect();
+        subs.sort_unstable();
+        subs.dedup();
+        json!({"subscribers": alive.count(), "subjects": subs})
+    }
+
+    /// Every live node's answer converges on the truth, then equals it exactly.
+    fn converge(&self, token: &str, dead: Option<usize>) {
+        let want = self.truth(dead);
+        for (i, node) in self.nodes.iter().enumerate() {
+            if Some(i) == dead {
+                continue;
+            }
+            let seen = || {
+                let doc = presence_of(node, token, "room");
+                json!({"subscribers": doc["subscribers"], "subjects": doc["subjects"]})
+            };
+            wait_until(TIMEOUT, || seen() == want);
+            assert_eq!(seen(), want, "node {i}");
+        }
+    }
+}
+
+fn presence_of(node: &TestServer, token: &str, topic: &str) -> Value {
+    let resp = call(
+        node,
+        "GET",
+        &format!("/api/v1/presence?topic={topic}"),
+        Some(token),
+        "",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    json_of(&resp)
+}
+
+#[test]
+fn presence_is_exact_across_two_nodes_while_streams_come_and_go() {
+    if !redis::redis_available() {
+        return;
+    }
+    let redis = redis::RedisServer::start(redis::Persistence::None);
+    let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    let watcher = jwt(&json!({"sub": "mod", "exp": now() + 600,
+        "sseloop": {"subscribe": ["room"], "presence": ["room"]}}));
+    let mut crowd = Crowd {
+        nodes: [&a, &b],
+        streams: Vec::new(),
+    };
+    crowd.converge(&watcher, None);
+    for (node, sub) in [
+        (0, "alice"),
+        (1, "bob"),
+        (1, "alice"),
+        (0, "carol"),
+        (1, "dave"),
+    ] {
+        crowd.join(node, sub);
+        crowd.converge(&watcher, None);
+    }
+    // A burst on both nodes at once, then leaves: still exact once it settles.
+    for sub in ["erin", "frank", "alice", "bob"] {
+        crowd.join(0, sub);
+        crowd.join(1, sub);
+    }
+    crowd.converge(&watcher, None);
+    for (node, sub) in [
+        (1, "bob"),
+        (0, "alice"),
+        (1, "dave"),
+        (0, "erin"),
+        (1, "erin"),
+    ] {
+        crowd.leave(node, sub);
+        crowd.converge(&watcher, None);
+    }
+    // The count is cluster-wide for a subscriber without the presence grant; subjects are not.
+    let plain = user("zed");
+    let counted = presence_of(&b, &plain, "room");
+    assert_eq!(counted["subscribers"], crowd.streams.len());
+    assert_eq!(counted["subjects"], Value::Null);
+    let other =
+        jwt(&json!({"sub": "x", "exp": now() + 600, "sseloop": {"subscribe": ["elsewhere"]}}));
+    let refused = call(&a, "GET", "/api/v1/presence?topic=room", Some(&other), "");
+    assert_eq!(refused.status, 403);
+    // Redis loses every part (FLUSHALL): each node finds its part gone at its next refresh
+    // and writes it again whole.
+    redis.command(&["FLUSHALL"]);
+    crowd.converge(&watcher, None);
+    // Every stream leaves: nothing is left, in Redis either.
+    while let Some((node, sub, _)) = crowd.streams.first().map(|(n, s, _)| (*n, *s, ())) {
+        crowd.leave(node, sub);
+    }
+    crowd.converge(&watcher, None);
+}
+
+#[test]
+fn a_node_killed_with_sigkill_leaves_no_presence_after_its_ttl() {
+    if !redis::redis_available() {
+        return;
+    }
+    let redis = redis::RedisServer::start(redis::Persistence::None);
+    let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let mut crowd = Crowd {
+        nodes: [&a, &b],
+        streams: Vec::new(),
+    };
+    for (node, sub) in [(0, "alice"), (1, "bob"), (1, "carol"), (1, "alice")] {
+        crowd.join(node, sub);
+    }
+    crowd.converge(&admin, None);
+    // B dies without a word: its part stays until its TTL (10 s) passes, then A counts its own.
+    b.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        presence_of(&a, &admin, "room")["subscribers"],
+        4,
+        "B's part outlives B until its TTL"
+    );
+    crowd.converge(&admin, Some(1));
+    assert!(killed.elapsed() < Duration::from_secs(14));
+    assert_eq!(
+        presence_of(&a, &admin, "room")["subjects"],
+        json!(["alice"])
+    );
+    drop(crowd);
+    drop(b);
 }
