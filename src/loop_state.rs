@@ -298,6 +298,8 @@ impl LoopState {
         let mut text = self.metrics.render(&self.gauges());
         if let Some(bp) = &self.backplane {
             self.metrics.render_backplane(&mut text, bp.up(), &bp.stats);
+            let pending = self.hub.presence_changes() + bp.presence_pending();
+            crate::metrics::render_presence(&mut text, bp.presence.writes, pending);
         }
         crate::metrics::render_limits(&mut text, &self.limits);
         if self.tls.is_some() {

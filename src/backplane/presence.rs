@@ -195,17 +195,19 @@ impl Backplane {
         self.presence.ready.push((topic, part.encode()));
     }
 
-    /// The earliest moment the loop has presence work: a period's changes, a TTL refresh.
-    pub fn presence_due(&self) -> Option<Instant> {
+    /// The earliest moment the loop has presence work: now while a rewrite or a gathering is
+    /// under way, else the end of the period when the hub noted `changes`, or the TTL refresh.
+    pub fn presence_due(&self, changes: bool, now: Instant) -> Option<Instant> {
         let p = &self.presence;
         if p.node.is_empty() || !self.writable() {
             return None;
         }
-        let refresh = p.last_write.map(|t| t + REFRESH_EVERY);
-        match (refresh, p.next_take) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if p.rescan.is_some() || p.walk.is_some() || !p.queue.is_empty() {
+            return Some(now);
         }
+        let refresh = p.last_write.map_or(now, |t| t + REFRESH_EVERY);
+        let take = p.next_take.unwrap_or(now).max(now);
+        Some(if changes { refresh.min(take) } else { refresh })
     }
 
     /// Sends the ready parts (a call per [`MAX_TOPICS_PER_CALL`] topics), or a TTL refresh when
@@ -304,9 +306,11 @@ impl Backplane {
         self.presence.waiting.remove(&id);
     }
 
-    /// Parts computed and not yet sent (a gauge, with the hub's noted topics).
-    pub fn presence_ready(&self) -> usize {
-        self.presence.ready.len()
+    /// Topics taken from the hub whose part is not sent yet (a gauge, with the hub's noted
+    /// topics).
+    pub fn presence_pending(&self) -> usize {
+        let p = &self.presence;
+        p.queue.len() + usize::from(p.walk.is_some()) + p.ready.len()
     }
 
     /// Redis answered a presence call (`id` 0: a write).

@@ -340,7 +340,7 @@ impl Server {
             if let Some(at) = bp.next_deadline() {
                 consider(at.saturating_duration_since(now));
             }
-            if let Some(at) = bp.presence_due() {
+            if let Some(at) = bp.presence_due(self.sh.hub.presence_changes() > 0, now) {
                 consider(at.saturating_duration_since(now));
             }
         }
