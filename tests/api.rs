@@ -804,3 +804,72 @@ fn a_node_killed_with_sigkill_leaves_no_presence_after_its_ttl() {
     drop(crowd);
     drop(b);
 }
+
+#[test]
+fn presence_with_redis_silent_or_gone_is_503_backplane_unavailable() {
+    if !redis::redis_available() {
+        return;
+    }
+    let mut redis = redis::RedisServer::start(redis::Persistence::None);
+    let node = jwt_node(&redis);
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let _alice = node.subscribe(
+        "topic=room",
+        &[("Authorization", &format!("Bearer {}", user("alice")))],
+    );
+    assert_eq!(presence_of(&node, &admin, "room")["subscribers"], 1);
+    // Redis answers nothing: the call waits at most the backplane timeout, then 503.
+    redis.pause();
+    let asked = Instant::now();
+    let resp = std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            call(
+                &node,
+                "GET",
+                "/api/v1/presence?topic=room",
+                Some(&admin),
+                "",
+            )
+        });
+        // The loop is not held meanwhile.
+        std::thread::sleep(Duration::from_millis(200));
+        let probe = Instant::now();
+        let health = request(
+            node.addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(health.status, 200);
+        assert!(probe.elapsed() < Duration::from_millis(500));
+        waiting.join().unwrap()
+    });
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(json_of(&resp)["error"], "backplane unavailable");
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    // Presence works again once Redis does.
+    redis.resume();
+    assert!(wait_until(TIMEOUT, || {
+        call(
+            &node,
+            "GET",
+            "/api/v1/presence?topic=room",
+            Some(&admin),
+            "",
+        )
+        .status
+            == 200
+    }));
+    // Redis gone: 503 at once.
+    redis.stop();
+    assert!(wait_until(TIMEOUT, || {
+        call(
+            &node,
+            "GET",
+            "/api/v1/presence?topic=room",
+            Some(&admin),
+            "",
+        )
+        .status
+            == 503
+    }));
+    assert!(node.metric("sseloop_presence_writes_total") >= 1.0);
+}
