@@ -301,6 +301,11 @@ impl Backplane {
         waiting.remove(&id).map(|(a, _)| a.unwrap_or(Err(())))
     }
 
+    /// An answer came that its caller has not taken yet (the loop must not sleep).
+    pub fn presence_answered(&self) -> bool {
+        self.presence.waiting.values().any(|(a, _)| a.is_some())
+    }
+
     /// Drops query `id` (its caller gave up); a late answer is then ignored.
     pub fn presence_forget(&mut self, id: u64) {
         self.presence.waiting.remove(&id);

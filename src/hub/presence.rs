@@ -15,7 +15,10 @@ impl Hub {
 
     /// Notes that `id`'s readers changed (one lookup; the name is copied once per period).
     pub(super) fn note_presence(&mut self, id: ChannelId) {
-        let (Some(set), Some(ch)) = (&mut self.presence_changed, self.channels.get(id.0)) else {
+        let Some(set) = &mut self.presence_changed else {
+            return;
+        };
+        let Some(ch) = self.channels.get(id.0) else {
             return;
         };
         if ch.prefix.is_none() && !set.contains(&ch.name) {
