@@ -61,3 +61,49 @@ impl Hub {
             .map_or(0, |c| c.reader_count())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::hub::Hub;
+
+    fn sorted(hub: &mut Hub) -> Vec<String> {
+        let mut v: Vec<String> = hub
+            .take_presence_changes()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn subscribes_and_unsubscribes_note_their_topics_not_patterns_and_only_when_asked() {
+        let mut hub = Hub::new("t", 4);
+        let quiet = hub.subscribe("a", 1).unwrap();
+        assert_eq!(
+            hub.presence_changes(),
+            0,
+            "nothing is noted unless tracking is on"
+        );
+        hub.track_presence();
+        let b = hub.subscribe("b", 2).unwrap();
+        let b2 = hub.subscribe("b", 3).unwrap();
+        let p = hub.subscribe("news/*", 2).unwrap();
+        assert_eq!(hub.presence_changes(), 1);
+        assert_eq!(sorted(&mut hub), ["b"]);
+        hub.unsubscribe(b);
+        hub.unsubscribe(quiet);
+        hub.unsubscribe(p);
+        assert_eq!(sorted(&mut hub), ["a", "b"]);
+        assert_eq!((hub.topic_readers("b"), hub.topic_readers("a")), (1, 0));
+        // A rewrite notes every topic with readers, a slice at a time.
+        let _c = hub.subscribe("c", 4).unwrap();
+        hub.take_presence_changes();
+        let mut from = Some(0);
+        while let Some(k) = from {
+            from = hub.note_all_presence(k, 1);
+        }
+        assert_eq!(sorted(&mut hub), ["b", "c"]);
+        hub.unsubscribe(b2);
+    }
+}
