@@ -577,13 +577,21 @@ fn jwt_node(redis: &redis::RedisServer) -> TestServer {
     node
 }
 
-#[test]
-fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
+/// Redis and two JWT nodes on it; `None` (the test is skipped) without redis-server.
+fn two_nodes() -> Option<(redis::RedisServer, TestServer, TestServer)> {
     if !redis::redis_available() {
-        return;
+        return None;
     }
     let redis = redis::RedisServer::start(redis::Persistence::None);
     let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    Some((redis, a, b))
+}
+
+#[test]
+fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
+    let Some((_redis, a, b)) = two_nodes() else {
+        return;
+    };
     let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
     let auth_alice = format!("Bearer {}", user("alice"));
     let auth_bob = format!("Bearer {}", user("bob"));
@@ -672,6 +680,18 @@ impl Crowd<'_> {
         drop(self.streams.remove(i));
     }
 
+    /// Streams join (or leave) one by one, and every node is exact after each.
+    fn one_by_one(&mut self, steps: &[(usize, &'static str)], join: bool, token: &str) {
+        for &(node, sub) in steps {
+            if join {
+                self.join(node, sub);
+            } else {
+                self.leave(node, sub);
+            }
+            self.converge(token, None);
+        }
+    }
+
     /// The truth: streams on `room` and their distinct subjects.
     fn truth(&self, dead: Option<usize>) -> Value {
         let alive = self.streams.iter().filter(|(n, _, _)| Some(*n) != dead);
@@ -712,11 +732,9 @@ fn presence_of(node: &TestServer, token: &str, topic: &str) -> Value {
 
 #[test]
 fn presence_is_exact_across_two_nodes_while_streams_come_and_go() {
-    if !redis::redis_available() {
+    let Some((redis, a, b)) = two_nodes() else {
         return;
-    }
-    let redis = redis::RedisServer::start(redis::Persistence::None);
-    let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    };
     let watcher = jwt(&json!({"sub": "mod", "exp": now() + 600,
         "sseloop": {"subscribe": ["room"], "presence": ["room"]}}));
     let mut crowd = Crowd {
@@ -724,32 +742,28 @@ fn presence_is_exact_across_two_nodes_while_streams_come_and_go() {
         streams: Vec::new(),
     };
     crowd.converge(&watcher, None);
-    for (node, sub) in [
+    let joins = [
         (0, "alice"),
         (1, "bob"),
         (1, "alice"),
         (0, "carol"),
         (1, "dave"),
-    ] {
-        crowd.join(node, sub);
-        crowd.converge(&watcher, None);
-    }
+    ];
+    crowd.one_by_one(&joins, true, &watcher);
     // A burst on both nodes at once, then leaves: still exact once it settles.
     for sub in ["erin", "frank", "alice", "bob"] {
         crowd.join(0, sub);
         crowd.join(1, sub);
     }
     crowd.converge(&watcher, None);
-    for (node, sub) in [
+    let leaves = [
         (1, "bob"),
         (0, "alice"),
         (1, "dave"),
         (0, "erin"),
         (1, "erin"),
-    ] {
-        crowd.leave(node, sub);
-        crowd.converge(&watcher, None);
-    }
+    ];
+    crowd.one_by_one(&leaves, false, &watcher);
     // The count is cluster-wide for a subscriber without the presence grant; subjects are not.
     let plain = user("zed");
     let counted = presence_of(&b, &plain, "room");
@@ -772,11 +786,9 @@ fn presence_is_exact_across_two_nodes_while_streams_come_and_go() {
 
 #[test]
 fn a_node_killed_with_sigkill_leaves_no_presence_after_its_ttl() {
-    if !redis::redis_available() {
+    let Some((_redis, a, b)) = two_nodes() else {
         return;
-    }
-    let redis = redis::RedisServer::start(redis::Persistence::None);
-    let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    };
     let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
     let mut crowd = Crowd {
         nodes: [&a, &b],
@@ -845,31 +857,20 @@ fn presence_with_redis_silent_or_gone_is_503_backplane_unavailable() {
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert_eq!(json_of(&resp)["error"], "backplane unavailable");
     assert!(asked.elapsed() < Duration::from_secs(5));
-    // Presence works again once Redis does.
+    // Presence works again once Redis does; with Redis gone, 503 again.
+    let status = || {
+        call(
+            &node,
+            "GET",
+            "/api/v1/presence?topic=room",
+            Some(&admin),
+            "",
+        )
+        .status
+    };
     redis.resume();
-    assert!(wait_until(TIMEOUT, || {
-        call(
-            &node,
-            "GET",
-            "/api/v1/presence?topic=room",
-            Some(&admin),
-            "",
-        )
-        .status
-            == 200
-    }));
-    // Redis gone: 503 at once.
+    assert!(wait_until(TIMEOUT, || status() == 200));
     redis.stop();
-    assert!(wait_until(TIMEOUT, || {
-        call(
-            &node,
-            "GET",
-            "/api/v1/presence?topic=room",
-            Some(&admin),
-            "",
-        )
-        .status
-            == 503
-    }));
+    assert!(wait_until(TIMEOUT, || status() == 503));
     assert!(node.metric("sseloop_presence_writes_total") >= 1.0);
 }
