@@ -874,3 +874,37 @@ fn presence_with_redis_silent_or_gone_is_503_backplane_unavailable() {
     assert!(wait_until(TIMEOUT, || status() == 503));
     assert!(node.metric("sseloop_presence_writes_total") >= 1.0);
 }
+
+#[test]
+fn the_hosts_synchronous_presence_call_waits_for_redis() {
+    let Some((redis, a, _b)) = two_nodes() else {
+        return;
+    };
+    let _alice = a.subscribe(
+        "topic=room",
+        &[("Authorization", &format!("Bearer {}", user("alice")))],
+    );
+    // An embedded server on the same Redis, driven by this thread: `sseloop_api`'s form.
+    let url = sseloop::backplane::RedisUrl::parse(&redis.url()).unwrap();
+    let config = sseloop::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backplane: Some(url),
+        ..sseloop::Config::default()
+    };
+    let mut host = sseloop::Server::bind(config).unwrap();
+    let ask = |host: &mut sseloop::Server| {
+        host.poll_once(Some(Duration::from_millis(10))).unwrap();
+        host.api_request("GET", "/api/v1/presence?topic=room", b"")
+    };
+    assert!(wait_until(TIMEOUT, || ask(&mut host).0 == 200));
+    assert!(wait_until(TIMEOUT, || {
+        let (_, body) = ask(&mut host);
+        serde_json::from_str::<Value>(&body).unwrap()["subjects"] == json!(["alice"])
+    }));
+    let (status, body) = ask(&mut host);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["subscribers"],
+        1
+    );
+}

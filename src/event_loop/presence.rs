@@ -185,6 +185,9 @@ impl Server {
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if let Some(bp) = self.sh.backplane.as_mut() {
+            // The query is still in the link's buffer: the loop flushes at the end of an
+            // iteration, and this call runs outside one.
+            bp.flush_output(self.poll.registry(), Instant::now());
             let wait = left.min(Duration::from_millis(100));
             bp.await_writer(self.poll.registry(), wait, &mut self.sh.scratch);
         }
