@@ -94,6 +94,8 @@ pub struct LoopState {
     pub presence_notes: Vec<PresenceNote>,
     /// Server API calls that walk the connections, served by the loop (`event_loop/admin.rs`).
     pub api_jobs: std::collections::VecDeque<ApiJob>,
+    /// Server API calls waiting for Redis's answer (presence with a backplane).
+    pub api_waits: Vec<ApiJob>,
     /// The per-client limits (inert unless configured).
     pub limits: Limits,
     /// The TLS configuration new connections take (`--tls-cert`); a reload replaces it, open
@@ -144,6 +146,7 @@ impl LoopState {
             node,
             bans: crate::api::Bans::default(),
             api_jobs: std::collections::VecDeque::new(),
+            api_waits: Vec::new(),
             presence_watch: std::collections::HashMap::new(),
             presence_notes: Vec::new(),
             samples: std::collections::VecDeque::new(),
@@ -296,6 +299,8 @@ impl LoopState {
         if let Some(bp) = &self.backplane {
             self.metrics
                 .render_backplane(&mut text, bp.up(), &bp.stats, bp.master());
+            let pending = self.hub.presence_changes() + bp.presence_pending();
+            crate::metrics::render_presence(&mut text, bp.presence.writes, pending);
         }
         crate::metrics::render_limits(&mut text, &self.limits);
         if self.tls.is_some() {
@@ -350,6 +355,10 @@ pub struct ApiJob {
     /// Distinct subjects seen so far (presence), and whether the caller may see them.
     pub subjects: std::collections::BTreeSet<String>,
     pub show_subjects: bool,
+    /// Presence with a backplane: the query sent to Redis and when its answer is due.
+    pub asked: Option<(u64, Instant)>,
+    /// Only Redis's answer is missing (the loop sets the call aside until it comes).
+    pub waiting: bool,
 }
 
 impl ApiJob {
@@ -372,6 +381,8 @@ impl ApiJob {
             closed: 0,
             subjects: Default::default(),
             show_subjects,
+            asked: None,
+            waiting: false,
         }
     }
 }

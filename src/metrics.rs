@@ -662,6 +662,28 @@ impl Metrics {
     }
 }
 
+/// With a backplane: presence writes, and the topics whose part is still to be written (bounded
+/// by the number of topics).
+pub fn render_presence(o: &mut String, writes: u64, pending: usize) {
+    unlabelled(
+        o,
+        &[
+            (
+                "sseloop_presence_writes_total",
+                "counter",
+                "Presence write calls sent to Redis (this node's part of the topics whose streams changed, or its TTL refresh).",
+                writes,
+            ),
+            (
+                "sseloop_presence_pending_topics",
+                "gauge",
+                "Topics whose presence part this node has yet to write to Redis.",
+                pending as u64,
+            ),
+        ],
+    );
+}
+
 /// The per-client limits' families: refusals by limit (`sseloop_limited_total{limit}`) and the
 /// entries of their tables (`sseloop_limit_table_entries{table}`), always rendered (zeros when
 /// the limits are off).

@@ -1,6 +1,7 @@
 //! The server API (`/api/v1/`, docs/API.md) against a real server over real sockets: listing and
 //! paging connections, closing one, revoking and banning a subject, bans expiring, history
-//! matching a resume, and who may call what.
+//! matching a resume, and who may call what; with a backplane, revocations and presence across
+//! two nodes.
 
 #[path = "util/redis.rs"]
 mod redis;
@@ -576,13 +577,21 @@ fn jwt_node(redis: &redis::RedisServer) -> TestServer {
     node
 }
 
-#[test]
-fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
+/// Redis and two JWT nodes on it; `None` (the test is skipped) without redis-server.
+fn two_nodes() -> Option<(redis::RedisServer, TestServer, TestServer)> {
     if !redis::redis_available() {
-        return;
+        return None;
     }
     let redis = redis::RedisServer::start(redis::Persistence::None);
     let (a, b) = (jwt_node(&redis), jwt_node(&redis));
+    Some((redis, a, b))
+}
+
+#[test]
+fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
+    let Some((_redis, a, b)) = two_nodes() else {
+        return;
+    };
     let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
     let auth_alice = format!("Bearer {}", user("alice"));
     let auth_bob = format!("Bearer {}", user("bob"));
@@ -645,5 +654,257 @@ fn a_revocation_on_one_node_closes_streams_and_bans_on_every_node() {
     assert!(
         !topics.to_string().contains("sseloop:revoke"),
         "the control topic never reaches the hub: {topics}"
+    );
+}
+
+/// Streams of a test on the nodes of a backplane, and the presence they must add up to.
+struct Crowd<'a> {
+    nodes: [&'a TestServer; 2],
+    streams: Vec<(usize, &'static str, SseClient)>,
+}
+
+impl Crowd<'_> {
+    fn join(&mut self, node: usize, sub: &'static str) {
+        let auth = format!("Bearer {}", user(sub));
+        let stream = self.nodes[node].subscribe("topic=room", &[("Authorization", &auth)]);
+        self.streams.push((node, sub, stream));
+    }
+
+    /// The first stream of `sub` on `node` leaves.
+    fn leave(&mut self, node: usize, sub: &str) {
+        let i = self
+            .streams
+            .iter()
+            .position(|(n, s, _)| *n == node && *s == sub)
+            .unwrap();
+        drop(self.streams.remove(i));
+    }
+
+    /// Streams join (or leave) one by one, and every node is exact after each.
+    fn one_by_one(&mut self, steps: &[(usize, &'static str)], join: bool, token: &str) {
+        for &(node, sub) in steps {
+            if join {
+                self.join(node, sub);
+            } else {
+                self.leave(node, sub);
+            }
+            self.converge(token, None);
+        }
+    }
+
+    /// The truth: streams on `room` and their distinct subjects.
+    fn truth(&self, dead: Option<usize>) -> Value {
+        let alive = self.streams.iter().filter(|(n, _, _)| Some(*n) != dead);
+        let mut subs: Vec<&str> = alive.clone().map(|(_, s, _)| *s).collect();
+        subs.sort_unstable();
+        subs.dedup();
+        json!({"subscribers": alive.count(), "subjects": subs})
+    }
+
+    /// Every live node's answer converges on the truth, then equals it exactly.
+    fn converge(&self, token: &str, dead: Option<usize>) {
+        let want = self.truth(dead);
+        for (i, node) in self.nodes.iter().enumerate() {
+            if Some(i) == dead {
+                continue;
+            }
+            let seen = || {
+                let doc = presence_of(node, token, "room");
+                json!({"subscribers": doc["subscribers"], "subjects": doc["subjects"]})
+            };
+            wait_until(TIMEOUT, || seen() == want);
+            assert_eq!(seen(), want, "node {i}");
+        }
+    }
+}
+
+fn presence_of(node: &TestServer, token: &str, topic: &str) -> Value {
+    let resp = call(
+        node,
+        "GET",
+        &format!("/api/v1/presence?topic={topic}"),
+        Some(token),
+        "",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    json_of(&resp)
+}
+
+#[test]
+fn presence_is_exact_across_two_nodes_while_streams_come_and_go() {
+    let Some((redis, a, b)) = two_nodes() else {
+        return;
+    };
+    let watcher = jwt(&json!({"sub": "mod", "exp": now() + 600,
+        "sseloop": {"subscribe": ["room"], "presence": ["room"]}}));
+    let mut crowd = Crowd {
+        nodes: [&a, &b],
+        streams: Vec::new(),
+    };
+    crowd.converge(&watcher, None);
+    let joins = [
+        (0, "alice"),
+        (1, "bob"),
+        (1, "alice"),
+        (0, "carol"),
+        (1, "dave"),
+    ];
+    crowd.one_by_one(&joins, true, &watcher);
+    // A burst on both nodes at once, then leaves: still exact once it settles.
+    for sub in ["erin", "frank", "alice", "bob"] {
+        crowd.join(0, sub);
+        crowd.join(1, sub);
+    }
+    crowd.converge(&watcher, None);
+    let leaves = [
+        (1, "bob"),
+        (0, "alice"),
+        (1, "dave"),
+        (0, "erin"),
+        (1, "erin"),
+    ];
+    crowd.one_by_one(&leaves, false, &watcher);
+    // The count is cluster-wide for a subscriber without the presence grant; subjects are not.
+    let plain = user("zed");
+    let counted = presence_of(&b, &plain, "room");
+    assert_eq!(counted["subscribers"], crowd.streams.len());
+    assert_eq!(counted["subjects"], Value::Null);
+    let other =
+        jwt(&json!({"sub": "x", "exp": now() + 600, "sseloop": {"subscribe": ["elsewhere"]}}));
+    let refused = call(&a, "GET", "/api/v1/presence?topic=room", Some(&other), "");
+    assert_eq!(refused.status, 403);
+    // Redis loses every part (FLUSHALL): each node finds its part gone at its next refresh
+    // and writes it again whole.
+    redis.command(&["FLUSHALL"]);
+    crowd.converge(&watcher, None);
+    // Every stream leaves: nothing is left, in Redis either.
+    while let Some((node, sub, _)) = crowd.streams.first().map(|(n, s, _)| (*n, *s, ())) {
+        crowd.leave(node, sub);
+    }
+    crowd.converge(&watcher, None);
+}
+
+#[test]
+fn a_node_killed_with_sigkill_leaves_no_presence_after_its_ttl() {
+    let Some((_redis, a, b)) = two_nodes() else {
+        return;
+    };
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let mut crowd = Crowd {
+        nodes: [&a, &b],
+        streams: Vec::new(),
+    };
+    for (node, sub) in [(0, "alice"), (1, "bob"), (1, "carol"), (1, "alice")] {
+        crowd.join(node, sub);
+    }
+    crowd.converge(&admin, None);
+    // B dies without a word: its part stays until its TTL (10 s) passes, then A counts its own.
+    b.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        presence_of(&a, &admin, "room")["subscribers"],
+        4,
+        "B's part outlives B until its TTL"
+    );
+    crowd.converge(&admin, Some(1));
+    assert!(killed.elapsed() < Duration::from_secs(14));
+    assert_eq!(
+        presence_of(&a, &admin, "room")["subjects"],
+        json!(["alice"])
+    );
+    drop(crowd);
+    drop(b);
+}
+
+#[test]
+fn presence_with_redis_silent_or_gone_is_503_backplane_unavailable() {
+    if !redis::redis_available() {
+        return;
+    }
+    let mut redis = redis::RedisServer::start(redis::Persistence::None);
+    let node = jwt_node(&redis);
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let _alice = node.subscribe(
+        "topic=room",
+        &[("Authorization", &format!("Bearer {}", user("alice")))],
+    );
+    assert_eq!(presence_of(&node, &admin, "room")["subscribers"], 1);
+    // Redis answers nothing: the call waits at most the backplane timeout, then 503.
+    redis.pause();
+    let asked = Instant::now();
+    let resp = std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            call(
+                &node,
+                "GET",
+                "/api/v1/presence?topic=room",
+                Some(&admin),
+                "",
+            )
+        });
+        // The loop is not held meanwhile.
+        std::thread::sleep(Duration::from_millis(200));
+        let probe = Instant::now();
+        let health = request(
+            node.addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(health.status, 200);
+        assert!(probe.elapsed() < Duration::from_millis(500));
+        waiting.join().unwrap()
+    });
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(json_of(&resp)["error"], "backplane unavailable");
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    // Presence works again once Redis does; with Redis gone, 503 again.
+    let status = || {
+        call(
+            &node,
+            "GET",
+            "/api/v1/presence?topic=room",
+            Some(&admin),
+            "",
+        )
+        .status
+    };
+    redis.resume();
+    assert!(wait_until(TIMEOUT, || status() == 200));
+    redis.stop();
+    assert!(wait_until(TIMEOUT, || status() == 503));
+    assert!(node.metric("sseloop_presence_writes_total") >= 1.0);
+}
+
+#[test]
+fn the_hosts_synchronous_presence_call_waits_for_redis() {
+    let Some((redis, a, _b)) = two_nodes() else {
+        return;
+    };
+    let _alice = a.subscribe(
+        "topic=room",
+        &[("Authorization", &format!("Bearer {}", user("alice")))],
+    );
+    // An embedded server on the same Redis, driven by this thread: `sseloop_api`'s form.
+    let url = sseloop::backplane::RedisUrl::parse(&redis.url()).unwrap();
+    let config = sseloop::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backplane: Some(url),
+        ..sseloop::Config::default()
+    };
+    let mut host = sseloop::Server::bind(config).unwrap();
+    let ask = |host: &mut sseloop::Server| {
+        host.poll_once(Some(Duration::from_millis(10))).unwrap();
+        host.api_request("GET", "/api/v1/presence?topic=room", b"")
+    };
+    assert!(wait_until(TIMEOUT, || ask(&mut host).0 == 200));
+    assert!(wait_until(TIMEOUT, || {
+        let (_, body) = ask(&mut host);
+        serde_json::from_str::<Value>(&body).unwrap()["subjects"] == json!(["alice"])
+    }));
+    let (status, body) = ask(&mut host);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["subscribers"],
+        1
     );
 }

@@ -470,12 +470,14 @@ pub fn render_history(events: &[HistoryEvent<'_>], reset: Option<&str>, more: bo
 }
 
 /// `{"topic":…,"subscribers":N,"subjects":[…]|null,"next_cursor":"…"|null}`: `subjects` is
-/// `null` when the caller may not see them (no presence grant).
+/// `null` when the caller may not see them (no presence grant); `"subjects_cut":true` is added
+/// when a node of a backplane had more subjects on the topic than it keeps in Redis.
 pub fn render_presence(
     topic: &str,
-    subscribers: usize,
+    subscribers: u64,
     subjects: Option<&[&str]>,
     next_cursor: Option<&str>,
+    cut: bool,
 ) -> String {
     let mut o = String::from("{\"topic\":");
     push_json_str(&mut o, topic);
@@ -486,6 +488,9 @@ pub fn render_presence(
     }
     o.push_str(",\"next_cursor\":");
     push_opt_str(&mut o, next_cursor);
+    if cut {
+        o.push_str(",\"subjects_cut\":true");
+    }
     o.push_str("}\n");
     o
 }

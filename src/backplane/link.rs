@@ -38,6 +38,8 @@ pub(super) enum Expect {
     Fetch,
     Read,
     Warm,
+    /// A presence call (`presence.rs`): 0 a write, else the query's id.
+    Presence(u64),
 }
 
 #[derive(Clone, Copy)]
@@ -317,6 +319,7 @@ impl Backplane {
                 | Expect::Sweep
                 | Expect::Commit
                 | Expect::Verify
+                | Expect::Presence(_)
         ) {
             link.deadlines.pop_front();
         }
@@ -344,6 +347,10 @@ impl Backplane {
                     if let Some(req) = self.fetches.pop_front() {
                         self.backfill_failed(req);
                     }
+                    Ok(())
+                }
+                Expect::Presence(id) => {
+                    self.on_presence_error(id, e);
                     Ok(())
                 }
                 Expect::Setup(step) => Err(format!("{step}: {}", first_word(e))),
@@ -375,6 +382,7 @@ impl Backplane {
             Expect::Fetch => self.on_fetch(&frame),
             Expect::Read => self.on_read(&frame, now),
             Expect::Warm => self.on_warm(&frame, now),
+            Expect::Presence(id) => self.on_presence(id, &frame),
         }
     }
 

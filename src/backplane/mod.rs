@@ -31,6 +31,7 @@
 mod append;
 mod backfill;
 mod link;
+pub mod presence;
 mod read;
 pub mod redis;
 mod replicas;
@@ -182,6 +183,8 @@ pub struct Backplane {
     /// Counters.
     pub stats: BackplaneStats,
     frames: Vec<OwnedFrame>,
+    /// This node's presence part in Redis, and presence queries (`presence.rs`).
+    pub presence: presence::Presence,
 }
 
 impl Backplane {
@@ -245,6 +248,7 @@ impl Backplane {
             out: Output::default(),
             stats: BackplaneStats::default(),
             frames: Vec::new(),
+            presence: presence::Presence::default(),
         })
     }
 

@@ -2,8 +2,9 @@
 //! connections listing, closing one connection by id, and revoking streams by subject or topic.
 //! Each iteration visits at most [`WALK_SLICE`] slab slots over all calls, so no call holds the
 //! loop for a time proportional to all connections: a revocation that is not done goes on at the
-//! next iteration, and a listing page ends early with the cursor to go on from. Also the delivery
-//! of join/leave notices to the streams that watch a topic's presence.
+//! next iteration, and a listing page ends early with the cursor to go on from. Presence is
+//! served in `presence.rs`. Also the delivery of join/leave notices to the streams that watch a
+//! topic's presence.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,11 +58,17 @@ impl Server {
                 self.sh.metrics.count_admin(op, status);
                 return (status, body);
             }
+            if job.waiting {
+                self.await_presence(&job);
+            }
         }
     }
 
     /// Advances the queued API calls within this iteration's slice, answering those done.
     pub(super) fn serve_api_jobs(&mut self) {
+        if !self.sh.api_waits.is_empty() {
+            self.serve_api_waits();
+        }
         let mut budget = WALK_SLICE;
         while budget > 0 {
             let Some(mut job) = self.sh.api_jobs.pop_front() else {
@@ -69,6 +76,8 @@ impl Server {
             };
             match self.advance(&mut job, &mut budget) {
                 Some((status, body)) => self.answer(&job, status, &body),
+                // Waiting for Redis: aside, so that the loop neither spins nor holds the others.
+                None if job.waiting => self.sh.api_waits.push(job),
                 None => {
                     self.sh.api_jobs.push_front(job);
                     return;
@@ -207,50 +216,7 @@ impl Server {
                 let cluster = self.sh.backplane.is_some();
                 Some((200, api::render_closed(job.closed, ban_secs, cluster)))
             }
-            ApiCall::Presence {
-                topic,
-                limit,
-                after,
-            } => {
-                let Some(channel) = self.sh.hub.channel_id(topic) else {
-                    let subjects = job.show_subjects.then_some(&[][..]);
-                    return Some((200, api::render_presence(topic, 0, subjects, None)));
-                };
-                let readers: Vec<usize> = self
-                    .sh
-                    .hub
-                    .readers(channel)
-                    .skip(job.next_key)
-                    .take(*budget)
-                    .collect();
-                *budget -= readers.len();
-                job.next_key += readers.len();
-                if job.show_subjects {
-                    for key in readers {
-                        if let Some(sub) = self.conns.get(key).and_then(|c| c.api_subject()) {
-                            if !job.subjects.contains(sub) {
-                                job.subjects.insert(sub.to_owned());
-                            }
-                        }
-                    }
-                }
-                let total = self.sh.hub.channel(channel).map_or(0, |c| c.reader_count());
-                if job.next_key < total {
-                    return None;
-                }
-                let from = after.as_deref();
-                let mut page: Vec<&str> = job
-                    .subjects
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|s| from.is_none_or(|f| *s > f))
-                    .take(*limit + 1)
-                    .collect();
-                let next = (page.len() > *limit).then(|| page[*limit - 1]);
-                page.truncate(*limit);
-                let subjects = job.show_subjects.then_some(&page[..]);
-                Some((200, api::render_presence(topic, total, subjects, next)))
-            }
+            ApiCall::Presence { .. } => self.advance_presence(job, budget),
             // Answered by the connection itself (`conn/api.rs`).
             ApiCall::Bans | ApiCall::Topics { .. } | ApiCall::History { .. } => {
                 Some((500, "{\"error\":\"internal\",\"status\":500}\n".to_owned()))
@@ -258,7 +224,7 @@ impl Server {
         }
     }
 
-    fn answer(&mut self, job: &ApiJob, status: u16, body: &str) {
+    pub(super) fn answer(&mut self, job: &ApiJob, status: u16, body: &str) {
         self.sh.metrics.count_admin(job.call.op(), status);
         if let Some(conn) = self.conns.get_mut(job.key) {
             if conn.id() == job.conn {

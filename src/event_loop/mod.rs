@@ -19,6 +19,7 @@
 
 mod accept;
 mod admin;
+mod presence;
 mod pump;
 pub mod reload;
 mod round;
@@ -232,6 +233,10 @@ impl Server {
         let mut sh = LoopState::new(config, hub, max_connections);
         sh.auth = auth;
         sh.backplane = backplane;
+        if let Some(bp) = sh.backplane.as_mut() {
+            bp.presence_start(&sh.node);
+            sh.hub.track_presence();
+        }
         sh.tls = tls;
         Ok(Server {
             poll,
@@ -331,10 +336,13 @@ impl Server {
         let mut wait = self.sh.timers.next_timeout(now);
         let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
         if let Some(bp) = &self.sh.backplane {
-            if bp.has_work() {
+            if bp.has_work() || bp.presence_answered() {
                 return Some(Duration::ZERO);
             }
             if let Some(at) = bp.next_deadline() {
+                consider(at.saturating_duration_since(now));
+            }
+            if let Some(at) = bp.presence_due(self.sh.hub.presence_changes() > 0, now) {
                 consider(at.saturating_duration_since(now));
             }
         }
@@ -473,9 +481,10 @@ impl Server {
             self.sh.hub.record_backlog(slice);
         }
         self.fan_out(false);
-        if !self.sh.api_jobs.is_empty() {
+        if !self.sh.api_jobs.is_empty() || !self.sh.api_waits.is_empty() {
             self.serve_api_jobs();
         }
+        self.presence_turn();
         if !self.sh.presence_notes.is_empty() {
             self.deliver_presence();
         }

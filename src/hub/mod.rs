@@ -30,6 +30,7 @@
 
 mod channel;
 mod history;
+mod presence;
 mod record;
 mod registry;
 mod resume;
@@ -210,6 +211,8 @@ pub struct Hub {
     /// may have had events up to it, so a resume from before it is told it may have missed some
     /// (never silence).
     removed_through: u64,
+    /// Topics whose readers changed (`presence.rs`); `None` unless a backplane asked.
+    presence_changed: Option<std::collections::HashSet<Box<str>>>,
 }
 
 impl Hub {
@@ -247,6 +250,7 @@ impl Hub {
             recorded: 0,
             clock_secs: 0,
             removed_through: 0,
+            presence_changed: None,
         }
     }
 

@@ -88,6 +88,7 @@ impl Hub {
         let channel = self.channel_or_insert(name)?;
         let handle = self.channels[channel.0].add_reader(conn);
         self.subscriptions += 1;
+        self.note_presence(channel);
         Ok(Subscription {
             channel,
             handle,
@@ -118,6 +119,7 @@ impl Hub {
                 .retain(|s| !(s.channel == sub.channel && s.handle == sub.handle));
         }
         ch.trim();
+        self.note_presence(sub.channel);
         self.remove_if_vacant(sub.channel);
     }
 
