@@ -524,6 +524,22 @@ fn presence_counts_subjects_and_notices_follow_streams() {
         presence(&watcher, "")["subjects"],
         json!(["alice", "dave", "mod"])
     );
+    // A stream the API closes leaves too (its subscriptions are stopped before its release).
+    let admin = jwt(&json!({"sub": "root", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let closed = call(
+        &server,
+        "POST",
+        "/api/v1/disconnect",
+        Some(&admin),
+        r#"{"sub":"dave","reason":"test"}"#,
+    );
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    let ev = watch.next_event();
+    assert_eq!(ev.event, "sseloop-leave");
+    assert_eq!(
+        serde_json::from_str::<Value>(&ev.data).unwrap()["sub"],
+        "dave"
+    );
     // An unknown topic has nobody.
     let none = json_of(&call(
         &server,

@@ -111,7 +111,9 @@ pub struct Connection {
     /// Bytes the socket has accepted from us (the server API's listing, a stream's access line).
     written: u64,
     /// Registered in `LoopState::presence_watch` for its topics (`presence=1`).
-    watching_presence: bool,
+    watching_presence: Vec<String>,
+    /// Its leave notices went out when its drain began.
+    presence_left: bool,
     /// Last time bytes were read (body deadline).
     last_read: Instant,
     /// Last time output was queued on a stream (heartbeat).
@@ -181,7 +183,8 @@ impl Connection {
             auth: None,
             backfill: None,
             written: 0,
-            watching_presence: false,
+            watching_presence: Vec::new(),
+            presence_left: false,
             access: None,
             limit: None,
             tls: None,
@@ -572,7 +575,7 @@ impl Connection {
         if let Some(timer) = self.heartbeat.take() {
             sh.timers.cancel(timer);
         }
-        if self.watching_presence || !sh.presence_watch.is_empty() {
+        if !self.watching_presence.is_empty() || !sh.presence_watch.is_empty() {
             self.presence_closed(key, sh);
         }
         self.release_auth(sh);

@@ -14,23 +14,26 @@ impl Connection {
             self.presence_notes(true, sh);
         }
         if watch {
-            self.watching_presence = true;
-            for topic in self.topic_names(sh) {
-                sh.presence_watch.entry(topic.into()).or_default().push(key);
+            // Kept, so that the release removes exactly these entries whatever happened to the
+            // subscriptions meanwhile (a drain stops them before the release).
+            let topics = self.topic_names(sh);
+            for topic in &topics {
+                sh.presence_watch
+                    .entry(topic.as_str().into())
+                    .or_default()
+                    .push(key);
             }
+            self.watching_presence = topics;
         }
     }
 
     /// The stream is being released: stop watching, and tell the watchers it left.
     pub(super) fn presence_closed(&mut self, key: usize, sh: &mut LoopState) {
-        if self.watching_presence {
-            self.watching_presence = false;
-            for topic in self.topic_names(sh) {
-                if let Some(list) = sh.presence_watch.get_mut(topic.as_str()) {
-                    list.retain(|&k| k != key);
-                    if list.is_empty() {
-                        sh.presence_watch.remove(topic.as_str());
-                    }
+        for topic in std::mem::take(&mut self.watching_presence) {
+            if let Some(list) = sh.presence_watch.get_mut(topic.as_str()) {
+                list.retain(|&k| k != key);
+                if list.is_empty() {
+                    sh.presence_watch.remove(topic.as_str());
                 }
             }
         }
@@ -39,7 +42,20 @@ impl Connection {
         }
     }
 
+    /// The stream starts its last words (an API disconnect, a token expiry, a shutdown): it
+    /// leaves now, while its subscriptions still name its topics (a drained subscription ends
+    /// before the release).
+    pub(super) fn presence_leaving(&mut self, sh: &mut LoopState) {
+        if !sh.presence_watch.is_empty() {
+            self.presence_notes(false, sh);
+        }
+        self.presence_left = true;
+    }
+
     fn presence_notes(&self, join: bool, sh: &mut LoopState) {
+        if !join && self.presence_left {
+            return; // told when its drain began
+        }
         let Some(sub) = self.subject() else {
             return;
         };

@@ -529,6 +529,7 @@ impl Connection {
     /// Stops every cursor at the current end of its log: what is recorded goes out, nothing
     /// later does (the stream is ending).
     pub(super) fn freeze_streams(&mut self, sh: &mut LoopState) {
+        self.presence_leaving(sh);
         for sub in self.out.subs.iter_mut() {
             sh.hub.stop_at_end(sub);
         }
