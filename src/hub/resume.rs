@@ -21,7 +21,13 @@ impl Hub {
                     digits.parse::<u64>().ok()
                 }
             });
-        let head = self.backlog.back().map_or(self.last_seq, |e| e.seq);
+        // A backplane node that has recorded nothing yet knows where its dataset's seqs start
+        // (the epoch's start, warm-up's floor): ids just past it are this run's, not foreign.
+        let head = self
+            .backlog
+            .back()
+            .map_or(self.last_seq, |e| e.seq)
+            .max(self.removed_through);
         match seq {
             Some(seq) if seq <= head => Resume::After(seq),
             Some(seq) if self.ahead_ok && seq - head <= AHEAD_MAX => Resume::After(seq),

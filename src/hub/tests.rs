@@ -397,3 +397,18 @@ fn a_resume_from_below_the_raised_floor_is_told_it_may_have_missed_events() {
     let start = hub.start_stream(&mut subs, Resume::After(1));
     assert_eq!(start.reset, Some(ResetReason::Expired));
 }
+
+#[test]
+fn ids_just_past_the_floor_of_a_node_that_recorded_nothing_are_this_runs() {
+    // A backplane node fresh on a dataset whose seqs start near 1e15: its warm-up raised the
+    // floor, it has recorded nothing yet, and a client brings the id of an event it has not read.
+    let mut hub = Hub::new("local", 8);
+    hub.set_epoch("e");
+    hub.raise_floor(1_796_000_000_000_000, &[]);
+    assert_eq!(
+        hub.parse_resume("e-1796000000000003"),
+        Resume::After(1_796_000_000_000_003)
+    );
+    assert_eq!(hub.parse_resume("e-0"), Resume::After(0));
+    assert_eq!(hub.parse_resume("other-5"), Resume::Foreign);
+}
