@@ -227,6 +227,21 @@ fn assert_all_once_no_reset(
     );
 }
 
+/// Reads events until one of type `event` (included).
+fn read_through_event(client: &mut SseClient, event: &str) -> Vec<SseEvent> {
+    let mut got = Vec::new();
+    loop {
+        let ev = client
+            .next_event_within(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("no {event:?} event; so far {got:?}"));
+        let done = ev.event == event;
+        got.push(ev);
+        if done {
+            return got;
+        }
+    }
+}
+
 /// Reads events until one whose data is `last`.
 fn read_through(client: &mut SseClient, last: &str) -> Vec<SseEvent> {
     let mut got = Vec::new();
@@ -535,19 +550,22 @@ fn a_node_that_finds_another_event_at_its_last_seq_resets_every_stream() {
         c.publish("topic=d", &format!("other-{i}"));
     }
     a.signal(libc::SIGCONT);
-    let after = publish_until_acked(a.addr, "d", "after", "after", Duration::from_secs(30))
-        .expect("A publishes again");
-    // A's stream: the lost events it had, then the reset, then only the new epoch's events.
-    let got = read_through(&mut sa, "after");
-    let reset = got
-        .iter()
-        .position(|e| e.event == RESET)
-        .unwrap_or_else(|| panic!("A's stream was not reset: {got:?}"));
+    // A's stream: the reset comes before anything of C's (under ids that named A's events).
+    let got = read_through_event(&mut sa, RESET);
     assert!(
-        got[..reset].iter().all(|e| !e.data.starts_with("other-")),
+        got.iter().all(|e| !e.data.starts_with("other-")),
         "A delivered C's events under ids that named its own: {got:?}"
     );
-    assert_eq!(got.last().map(|e| e.id.as_str()), Some(after.as_str()));
+    // Then only the new epoch's events. (A publish A's writer made before its reader found
+    // the difference belongs to the old epoch: C delivers it, A's streams were reset.)
+    let after = publish_until_acked(a.addr, "d", "after", "after", Duration::from_secs(30))
+        .expect("A publishes again");
+    let got = read_through(&mut sa, "after");
+    assert_eq!(
+        got.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [after.as_str()],
+        "A's stream after the reset: {got:?}"
+    );
     assert_ne!(split_id(&after).0, split_id(&seen[0].id).0, "no new epoch");
     // C's stream is told too, before A's new event.
     let got = read_through(&mut sc, "after");
