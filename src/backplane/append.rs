@@ -80,9 +80,7 @@ impl Backplane {
             // With replicated acknowledgements one WAIT is in flight at a time: what is staged
             // meanwhile goes out in one call after it (a WAIT may hold the link for the timeout;
             // appends queued behind it would miss their deadlines).
-            Phase::Up(link)
-                if gated && link.expect.iter().any(|e| matches!(e, Expect::Wait(..))) =>
-            {
+            Phase::Up(link) if gated && link.waits_for_replicas() => {
                 return;
             }
             Phase::Up(link) if link.epoch.is_some() => link,

@@ -71,6 +71,13 @@ pub(super) struct Link {
     pub(super) attempt: u32,
 }
 
+impl Link {
+    /// A `WAIT` is in flight (replicated acknowledgements: one at a time).
+    pub(super) fn waits_for_replicas(&self) -> bool {
+        self.expect.iter().any(|e| matches!(e, Expect::Wait(..)))
+    }
+}
+
 impl Backplane {
     /// Waits at most `timeout` for the writer's replies and handles what came (answers and the
     /// node's own events land in [`Backplane::completions`] and [`Backplane::events`]). False
@@ -106,11 +113,7 @@ impl Backplane {
                 return;
             };
             let mut frames = std::mem::take(&mut self.frames);
-            let r = link
-                .conn
-                .check_connected()
-                .and_then(|ok| if ok { link.conn.flush() } else { Ok(()) })
-                .and_then(|()| link.conn.read(&mut frames, scratch));
+            let r = link.conn.on_ready(&mut frames, scratch);
             self.frames = frames;
             r
         };

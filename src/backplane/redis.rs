@@ -121,6 +121,15 @@ impl RedisConn {
         self.wpos < self.wbuf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
+    /// A readiness event's work: finish a pending connect, send what is queued, decode what
+    /// arrived into `frames` (replies decoded before an error are kept).
+    pub fn on_ready(&mut self, frames: &mut Vec<OwnedFrame>, scratch: &mut [u8]) -> io::Result<()> {
+        if self.check_connected()? {
+            self.flush()?;
+        }
+        self.read(frames, scratch)
+    }
+
     /// Checks a pending connect; `Ok(true)` once established.
     pub fn check_connected(&mut self) -> io::Result<bool> {
         if self.established {

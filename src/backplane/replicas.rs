@@ -198,8 +198,7 @@ impl Backplane {
         let Phase::Up(link) = &mut self.writer else {
             return;
         };
-        let waiting = link.expect.iter().any(|e| matches!(e, Expect::Wait(..)));
-        if link.epoch.is_none() || waiting {
+        if link.epoch.is_none() || link.waits_for_replicas() {
             return;
         }
         link.conn.command(&[

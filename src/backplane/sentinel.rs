@@ -21,6 +21,12 @@ use crate::config::redis_url::Sentinels;
 /// Poll token of the connection that asks a sentinel.
 pub const SENTINEL: Token = Token(usize::MAX - 7);
 
+/// An address the sentinels gave (or named in the URL): an IP costs nothing; a name is looked
+/// up here, blocking (see the module's doc).
+pub(super) fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
 /// While a failover is under way, how soon the sentinels are asked again.
 const FENCED_RETRY: Duration = Duration::from_millis(100);
 
@@ -89,11 +95,7 @@ impl Discovery {
         token: Token,
     ) -> Result<(RedisConn, usize), String> {
         let (host, port) = &self.sentinels[i];
-        let addr = (host.as_str(), *port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("cannot resolve {host}"))?;
+        let addr = resolve(host, *port).ok_or_else(|| format!("cannot resolve {host}"))?;
         let mut conn =
             RedisConn::connect(addr, registry, token, None).map_err(|e| e.to_string())?;
         let mut auth = 0;
@@ -167,10 +169,7 @@ impl Backplane {
         };
         let i = *i;
         let mut frames = Vec::new();
-        let io = conn
-            .check_connected()
-            .and_then(|ok| if ok { conn.flush() } else { Ok(()) })
-            .and_then(|()| conn.read(&mut frames, scratch));
+        let io = conn.on_ready(&mut frames, scratch);
         for frame in frames {
             *expected -= 1;
             if let OwnedFrame::Error(e) = &frame {
@@ -184,8 +183,7 @@ impl Backplane {
                 OwnedFrame::Array(parts) if parts.len() == 2 => {
                     let host = text(&parts[0]).unwrap_or("");
                     let port = integer(&parts[1]).and_then(|p| u16::try_from(p).ok());
-                    port.and_then(|p| (host, p).to_socket_addrs().ok())
-                        .and_then(|mut a| a.next())
+                    port.and_then(|p| resolve(host, p))
                 }
                 _ => None,
             };

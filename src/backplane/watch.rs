@@ -11,7 +11,7 @@
 //! - `+promoted-slave`, `+switch-master`: the new master; the links move there.
 //! - the failover's end by timeout or an abort: the fence is lifted.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
@@ -59,10 +59,7 @@ enum Announcement {
 /// `+switch-master`.
 fn parse(channel: &str, payload: &str, name: &str) -> Option<Announcement> {
     let words: Vec<&str> = payload.split(' ').collect();
-    let addr = |ip: &str, port: &str| {
-        let port: u16 = port.parse().ok()?;
-        (ip, port).to_socket_addrs().ok()?.next()
-    };
+    let addr = |ip: &str, port: &str| super::sentinel::resolve(ip, port.parse().ok()?);
     if channel == "+switch-master" {
         return match words[..] {
             [m, _, _, ip, port] if m == name => addr(ip, port).map(Announcement::Master),
@@ -123,10 +120,7 @@ impl Backplane {
             return;
         };
         let mut frames = Vec::new();
-        let io = conn
-            .check_connected()
-            .and_then(|ok| if ok { conn.flush() } else { Ok(()) })
-            .and_then(|()| conn.read(&mut frames, scratch));
+        let io = conn.on_ready(&mut frames, scratch);
         let mut heard = Vec::new();
         let mut failed = io.err().map(|e| e.to_string());
         for frame in &frames {
