@@ -248,7 +248,9 @@ int sseloop_stop(const sseloop_t *loop);
  * body (body_len bytes: a disconnect's JSON; NULL when 0). The JSON answer is copied into out
  * (out_len bytes, NUL-terminated, truncated to fit; NULL to ask for the length) and *status gets
  * the HTTP status the same request would get. Returns the answer's full length (like snprintf).
- * A revocation walks every connection before returning. Loop-side (SSELOOP_EBUSY from a hook). */
+ * A revocation walks every connection before returning; with a backplane, presence and history
+ * older than the cache wait for Redis (at most --backplane-timeout-ms). Loop-side (SSELOOP_EBUSY
+ * from a hook). */
 int sseloop_api(const sseloop_t *loop, const char *method, const char *target, const char *body,
                 size_t body_len, char *out, size_t out_len, int *status);
 

@@ -355,8 +355,12 @@ pub struct ApiJob {
     /// Distinct subjects seen so far (presence), and whether the caller may see them.
     pub subjects: std::collections::BTreeSet<String>,
     pub show_subjects: bool,
-    /// Presence with a backplane: the query sent to Redis and when its answer is due.
+    /// Presence or history with a backplane: the query sent to Redis and when its answer is
+    /// due.
     pub asked: Option<(u64, Instant)>,
+    /// History with a backplane: Redis was asked for the events in `(.0, .1]`; the node's cache
+    /// holds those after `.1`.
+    pub range: (u64, u64),
     /// Only Redis's answer is missing (the loop sets the call aside until it comes).
     pub waiting: bool,
 }
@@ -382,6 +386,7 @@ impl ApiJob {
             subjects: Default::default(),
             show_subjects,
             asked: None,
+            range: (0, 0),
             waiting: false,
         }
     }

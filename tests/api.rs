@@ -567,20 +567,23 @@ fn presence_counts_subjects_and_notices_follow_streams() {
 
 /// A node of a backplane on `redis` with JWT authorization, waited for on `/readyz`.
 fn jwt_node(redis: &redis::RedisServer) -> TestServer {
+    jwt_node_with(redis, &[])
+}
+
+fn jwt_node_with(redis: &redis::RedisServer, extra: &[&str]) -> TestServer {
     let url = redis.url();
-    let node = TestServer::start_with(
-        &[
-            "--backplane",
-            &url,
-            "--jwt-secret",
-            SECRET,
-            "--jwt-leeway",
-            "0",
-        ],
-        |cmd| {
-            cmd.env_remove("SSELOOP_BACKPLANE");
-        },
-    );
+    let mut args = vec![
+        "--backplane",
+        &url,
+        "--jwt-secret",
+        SECRET,
+        "--jwt-leeway",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let node = TestServer::start_with(&args, |cmd| {
+        cmd.env_remove("SSELOOP_BACKPLANE");
+    });
     let ready = || {
         request(
             node.addr,
@@ -923,4 +926,121 @@ fn the_hosts_synchronous_presence_call_waits_for_redis() {
         serde_json::from_str::<Value>(&body).unwrap()["subscribers"],
         1
     );
+}
+
+/// Events of a history answer as (id, topics, data).
+fn history_of(
+    node: &TestServer,
+    token: &str,
+    query: &str,
+) -> (Vec<(String, Value, String)>, Value) {
+    let resp = call(
+        node,
+        "GET",
+        &format!("/api/v1/history?{query}"),
+        Some(token),
+        "",
+    );
+    assert_eq!(resp.status, 200, "{query}: {}", resp.text());
+    let doc = json_of(&resp);
+    let events = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let data = e["data"].as_str().unwrap().to_owned();
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["topics"].clone(),
+                data,
+            )
+        })
+        .collect();
+    (events, doc)
+}
+
+#[test]
+fn history_older_than_a_nodes_cache_comes_from_redis_as_a_resume_gets_it() {
+    if !redis::redis_available() {
+        return;
+    }
+    let mut redis = redis::RedisServer::start(redis::Persistence::None);
+    let a = jwt_node_with(&redis, &["--history", "4"]);
+    let b = jwt_node_with(&redis, &["--history", "4"]);
+    let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
+    let auth = format!("Bearer {}", user("alice"));
+    let topics = ["news/a", "news/b", "news/a", "other"];
+    let mut sent: Vec<(String, &str, String)> = Vec::new();
+    for i in 0..14 {
+        let topic = topics[i % topics.len()];
+        let data = format!("event {i}");
+        if i == 3 {
+            // A revocation goes through the shared log too: no topic's history, not even `*`'s.
+            let resp = call(
+                &a,
+                "POST",
+                "/api/v1/disconnect",
+                Some(&admin),
+                r#"{"sub":"nobody"}"#,
+            );
+            assert_eq!(resp.status, 200, "{}", resp.text());
+        }
+        let resp = a.post(
+            &format!("topic={topic}"),
+            &data,
+            &[("Authorization", &auth)],
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        sent.push((json_id(&resp.text()), topic, data));
+    }
+    let (last, last_topic, _) = sent.last().unwrap().clone();
+    assert!(wait_until(TIMEOUT, || {
+        let query = format!("topic={last_topic}");
+        history_of(&b, &admin, &query).0.last().map(|e| &e.0) == Some(&last)
+    }));
+    let from = sent[1].0.clone();
+    for name in ["news/a", "news/*", "*"] {
+        let matches = |t: &str| match name.strip_suffix('*') {
+            Some(prefix) => t.starts_with(prefix),
+            None => t == name,
+        };
+        let want: Vec<&(String, &str, String)> =
+            sent[2..].iter().filter(|e| matches(e.1)).collect();
+        // What a stream resuming from the same id on node B gets (from Redis, then its cache).
+        let mut resumed = b.subscribe(
+            &format!("topic={name}"),
+            &[("Authorization", &auth), ("Last-Event-ID", &from)],
+        );
+        let replayed = resumed.events(want.len());
+        let (events, doc) = history_of(&b, &admin, &format!("topic={name}&after={from}"));
+        assert_eq!(doc["reset"], Value::Null, "{name}: {doc}");
+        assert_eq!(doc["more"], false, "{name}");
+        assert_eq!(events.len(), want.len(), "{name}: {doc}");
+        for ((api, sse), w) in events.iter().zip(&replayed).zip(&want) {
+            assert_eq!((&api.0, &api.2), (&sse.id, &sse.data), "{name}");
+            assert_eq!((&api.0, &api.2), (&w.0, &w.2), "{name}");
+            assert_eq!(api.1, json!([w.1]), "{name}");
+        }
+        // Nothing else came on the stream (the revocation above all).
+        assert!(resumed
+            .next_event_within(Duration::from_millis(200))
+            .is_none());
+        // A page that ends among the events Redis sent.
+        let (page, doc) = history_of(&b, &admin, &format!("topic={name}&after={from}&limit=2"));
+        assert_eq!(doc["more"], true, "{name}");
+        assert_eq!(page, events[..2].to_vec(), "{name}");
+    }
+    assert!(b.metric("sseloop_admin_requests_total{op=\"history\",code=\"200\"}") >= 7.0);
+    // Without Redis, such a call cannot be answered (what the cache holds still can).
+    redis.stop();
+    let resp = call(
+        &b,
+        "GET",
+        &format!("/api/v1/history?topic=news/a&after={from}"),
+        Some(&admin),
+        "",
+    );
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(json_of(&resp)["error"], "backplane unavailable");
+    assert_eq!(history_of(&b, &admin, "topic=news/a").0.len(), 4);
 }

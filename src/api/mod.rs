@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 pub use bans::Bans;
 
 use crate::http::request::query_pairs;
-use crate::http::{HttpError, Method};
+use crate::http::{response, HttpError, Method};
 use crate::json::push_json_str;
 
 /// Most entries one page holds (`limit=`), so a page never holds the loop for long.
@@ -96,6 +96,17 @@ impl ApiCall {
             ApiCall::Presence { .. } => "presence",
         }
     }
+}
+
+/// A call that needed Redis (presence or history with a backplane) whose answer did not come.
+const UNAVAILABLE: HttpError = HttpError {
+    reason: "backplane unavailable",
+    ..HttpError::NOT_READY
+};
+
+/// The status and body of [`UNAVAILABLE`].
+pub fn unavailable() -> (u16, String) {
+    (UNAVAILABLE.status, response::error_body(&UNAVAILABLE))
 }
 
 const BAD_LIMIT: HttpError = HttpError {

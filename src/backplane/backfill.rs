@@ -1,8 +1,10 @@
 //! Backfills: a stream resuming from before this node's cache asks Redis (the FETCH script on the
 //! writer link) for the events it missed, per topic stream, or from the shared log filtered by
 //! pattern; the answer, or `None` when Redis no longer holds them all, goes to
-//! [`Output::backfills`](super::Output::backfills).
+//! [`Output::backfills`](super::Output::backfills). The server API's history call asks the same
+//! way ([`Backplane::history_query`]) and polls for its answer.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use redis_protocol::resp2::types::OwnedFrame;
@@ -11,8 +13,76 @@ use super::link::{Expect, Phase};
 use super::read::parse_entry;
 use super::redis::integer;
 use super::{Backfill, Backplane, FetchRequest, RemoteEvent, FETCH_LOG_MAX};
+use crate::http::request::valid_topic;
+
+/// What Redis answered a history query: the events, `Ok(None)` when it no longer holds them
+/// all, `Err` when it did not answer (the writer is down or was lost).
+pub type HistoryAnswer = Result<Option<Vec<RemoteEvent>>, ()>;
+
+/// The server API's history queries in flight and their answers not yet taken (each taken once,
+/// or dropped by its caller at its deadline: at most one per waiting API call).
+#[derive(Default)]
+pub struct HistoryQueries {
+    next_id: u64,
+    waiting: HashMap<u64, Option<HistoryAnswer>>,
+}
 
 impl Backplane {
+    /// Asks Redis for the events of `names` in `(after, upto]` for `GET /api/v1/history` (the
+    /// node's cache holds everything after `upto`); poll [`Backplane::history_answer`] with the
+    /// id returned.
+    pub fn history_query(&mut self, names: &[String], after: u64, upto: u64, now: Instant) -> u64 {
+        let q = &mut self.history;
+        q.next_id += 1;
+        let id = q.next_id;
+        q.waiting.insert(id, None);
+        let mut req = FetchRequest::new(usize::MAX, u64::MAX, names, after, upto);
+        req.query = Some(id);
+        self.fetch(req, now);
+        id
+    }
+
+    /// The answer to history query `id` once it came (given once; `Some(Err)` for an unknown
+    /// id).
+    pub fn history_answer(&mut self, id: u64) -> Option<HistoryAnswer> {
+        match self.history.waiting.get(&id) {
+            Some(None) => None,
+            _ => Some(
+                self.history
+                    .waiting
+                    .remove(&id)
+                    .flatten()
+                    .unwrap_or(Err(())),
+            ),
+        }
+    }
+
+    /// Drops query `id` (its caller gave up); a late answer is then ignored.
+    pub fn history_forget(&mut self, id: u64) {
+        self.history.waiting.remove(&id);
+    }
+
+    /// A history answer came that its caller has not taken yet (the loop must not sleep).
+    pub fn history_answered(&self) -> bool {
+        self.history.waiting.values().any(Option::is_some)
+    }
+
+    /// Hands a fetch's answer to its stream, or to the history query that asked.
+    fn answer_fetch(&mut self, req: FetchRequest, answer: HistoryAnswer) {
+        match req.query {
+            Some(id) => {
+                if let Some(slot) = self.history.waiting.get_mut(&id) {
+                    *slot = Some(answer);
+                }
+            }
+            None => self.out.backfills.push(Backfill {
+                key: req.key,
+                conn: req.conn,
+                events: answer.ok().flatten(),
+            }),
+        }
+    }
+
     /// Asks Redis for the events a resumed stream missed (answered in [`Backplane::backfills`]).
     pub fn fetch(&mut self, req: FetchRequest, now: Instant) {
         let Phase::Up(link) = &mut self.writer else {
@@ -56,11 +126,7 @@ impl Backplane {
     }
 
     pub(super) fn backfill_failed(&mut self, req: FetchRequest) {
-        self.out.backfills.push(Backfill {
-            key: req.key,
-            conn: req.conn,
-            events: None,
-        });
+        self.answer_fetch(req, Err(()));
     }
 
     pub(super) fn on_fetch(&mut self, frame: &OwnedFrame) -> Result<(), String> {
@@ -87,11 +153,12 @@ impl Backplane {
                 let Some(ev) = parse_entry(entry) else {
                     continue;
                 };
+                // A name outside the topic alphabet is the nodes' own message (a revocation),
+                // which even `*` does not match.
                 if from_log
-                    && !ev
-                        .topics
-                        .iter()
-                        .any(|t| req.prefixes.iter().any(|p| t.starts_with(p.as_str())))
+                    && !ev.topics.iter().any(|t| {
+                        valid_topic(t) && req.prefixes.iter().any(|p| t.starts_with(p.as_str()))
+                    })
                 {
                     continue;
                 }
@@ -100,11 +167,7 @@ impl Backplane {
         }
         events.sort_unstable_by_key(|e| e.seq);
         events.dedup_by_key(|e| e.seq);
-        self.out.backfills.push(Backfill {
-            key: req.key,
-            conn: req.conn,
-            events: complete.then_some(events),
-        });
+        self.answer_fetch(req, Ok(complete.then_some(events)));
         Ok(())
     }
 }

@@ -139,6 +139,8 @@ pub struct Backplane {
     inflight_bytes: usize,
     /// Backfills sent on the writer, oldest first.
     fetches: VecDeque<FetchRequest>,
+    /// The server API's history queries (`backfill.rs`).
+    history: backfill::HistoryQueries,
     /// The epoch streams were told about.
     epoch: Option<String>,
     /// The last seq handed to the hub.
@@ -229,6 +231,7 @@ impl Backplane {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             fetches: VecDeque::new(),
+            history: backfill::HistoryQueries::default(),
             epoch: None,
             last_read: 0,
             read_pos: (0, 0),

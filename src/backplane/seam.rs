@@ -47,6 +47,31 @@ pub struct FetchRequest {
     pub after: u64,
     /// The node's cache holds everything after this seq.
     pub upto: u64,
+    /// The server API's history query this answers (`GET /api/v1/history`), or `None` for a
+    /// stream's backfill.
+    pub query: Option<u64>,
+}
+
+impl FetchRequest {
+    /// The request for `names` (topics, and patterns ending in `*`, read from the log).
+    pub fn new(key: usize, conn: u64, names: &[String], after: u64, upto: u64) -> FetchRequest {
+        let (mut topics, mut prefixes) = (Vec::new(), Vec::new());
+        for t in names {
+            match t.strip_suffix('*') {
+                Some(prefix) => prefixes.push(prefix.to_string()),
+                None => topics.push(t.clone()),
+            }
+        }
+        FetchRequest {
+            key,
+            conn,
+            topics,
+            prefixes,
+            after,
+            upto,
+            query: None,
+        }
+    }
 }
 
 /// The answer to a [`FetchRequest`].

@@ -230,7 +230,11 @@ pub fn answer_here(call: &ApiCall, sh: &mut LoopState) -> Option<String> {
             topic,
             after,
             limit,
-        } => history(topic, after.as_deref(), *limit, sh),
+        } => match history_plan(topic, after.as_deref(), sh) {
+            HistoryPlan::Here { after, reset } => history(topic, after, reset, *limit, sh),
+            // Older than this node's cache: the loop asks Redis (`history_step`).
+            HistoryPlan::Redis { .. } => return None,
+        },
         ApiCall::Connections { .. }
         | ApiCall::CloseConnection { .. }
         | ApiCall::Disconnect(_)
@@ -329,28 +333,134 @@ fn presence_check(head: &RequestHead, topic: &str, sh: &LoopState) -> bool {
         .is_ok_and(|g| crate::auth::pattern::any_matches(&g.presence, topic))
 }
 
-/// `GET /api/v1/history`: what a resume from `after` would replay, as JSON, with the same reset
-/// a resume would get.
-fn history(topic: &str, after: Option<&str>, limit: usize, sh: &LoopState) -> String {
-    let (after_seq, mut reset) = match after.map(|a| sh.hub.parse_resume(a)) {
-        None => (0, None),
-        Some(Resume::After(seq)) => (seq, None),
-        Some(Resume::Foreign) => (0, Some("unknown")),
+/// Where `GET /api/v1/history` finds the events a resume from `after` would replay.
+enum HistoryPlan {
+    /// In this node's history: those after seq `after`, with the resume's reset.
+    Here {
+        after: u64,
+        reset: Option<&'static str>,
+    },
+    /// With the backplane, partly older than this node's cache: Redis holds those in
+    /// `(after, upto]`, the cache those after `upto`.
+    Redis { after: u64, upto: u64 },
+}
+
+fn history_plan(topic: &str, after: Option<&str>, sh: &LoopState) -> HistoryPlan {
+    let after_seq = match after.map(|a| sh.hub.parse_resume(a)) {
+        None => 0,
+        Some(Resume::After(seq)) => seq,
+        Some(Resume::Foreign) => {
+            return HistoryPlan::Here {
+                after: 0,
+                reset: Some("unknown"),
+            }
+        }
     };
-    let (events, expired) = sh.hub.replay(&[topic], after_seq);
-    if expired && after.is_some() && reset.is_none() {
-        reset = Some("expired");
+    let upto = sh.hub.cache_floor_of(&[topic]).unwrap_or(0);
+    if after.is_none() || upto <= after_seq {
+        // Nothing evicted after the id (without one: every retained event, no reset).
+        return HistoryPlan::Here {
+            after: after_seq,
+            reset: None,
+        };
     }
-    let more = events.len() > limit;
-    let shown: Vec<HistoryEvent<'_>> = events
-        .iter()
-        .take(limit)
-        .map(|e| HistoryEvent {
-            id: &e.id,
-            event: e.event_type.as_deref(),
-            data: &e.data,
-            topics: &e.topics,
-        })
+    if sh.backplane.is_some() {
+        return HistoryPlan::Redis {
+            after: after_seq,
+            upto,
+        };
+    }
+    HistoryPlan::Here {
+        after: after_seq,
+        reset: Some("expired"),
+    }
+}
+
+/// A history call the loop serves because Redis holds part of it (`event_loop/admin.rs`): asks
+/// Redis on the first visit, then waits (`job.waiting`) until the answer or its deadline.
+/// Events Redis sends come first, then this node's retained ones after them.
+pub fn history_step(job: &mut ApiJob, sh: &mut LoopState) -> Option<(u16, String)> {
+    let ApiCall::History {
+        topic,
+        after,
+        limit,
+    } = &job.call
+    else {
+        return Some(api::unavailable());
+    };
+    let now = sh.now;
+    let (id, deadline) = match job.asked {
+        Some(asked) => asked,
+        None => match (history_plan(topic, after.as_deref(), sh), &mut sh.backplane) {
+            (HistoryPlan::Here { after, reset }, _) => {
+                return Some((200, history(topic, after, reset, *limit, sh)))
+            }
+            (HistoryPlan::Redis { after, upto }, Some(bp)) => {
+                let names = [topic.clone()];
+                let id = bp.history_query(&names, after, upto, now);
+                job.range = (after, upto);
+                job.asked = Some((id, now + bp.timeout()));
+                (id, now + bp.timeout())
+            }
+            (HistoryPlan::Redis { .. }, None) => return Some(api::unavailable()),
+        },
+    };
+    let Some(bp) = sh.backplane.as_mut() else {
+        return Some(api::unavailable());
+    };
+    let answer = match bp.history_answer(id) {
+        None if now < deadline => {
+            job.waiting = true;
+            return None;
+        }
+        None => {
+            bp.history_forget(id);
+            return Some(api::unavailable());
+        }
+        Some(Err(())) => return Some(api::unavailable()),
+        Some(Ok(answer)) => answer,
+    };
+    job.waiting = false;
+    let (after, upto) = job.range;
+    let Some(remote) = answer else {
+        // Redis no longer holds them all either: what this node retains, as a resume gets it.
+        return Some((200, history(topic, after, Some("expired"), *limit, sh)));
+    };
+    let (cached, expired) = sh.hub.replay(&[topic.as_str()], upto);
+    let ids: Vec<String> = remote.iter().map(|e| sh.hub.id_for(e.seq)).collect();
+    let from_redis = remote.iter().zip(&ids).map(|(e, id)| HistoryEvent {
+        id,
+        event: e.event_type.as_deref(),
+        data: &e.data,
+        topics: &e.topics,
+    });
+    let shown: Vec<HistoryEvent<'_>> = from_redis
+        .chain(cached.iter().map(history_event))
+        .take(*limit + 1)
         .collect();
+    let more = shown.len() > *limit;
+    // The cache may have evicted past `upto` while Redis answered.
+    let reset = expired.then_some("expired");
+    Some((
+        200,
+        api::render_history(&shown[..shown.len().min(*limit)], reset, more),
+    ))
+}
+
+/// `GET /api/v1/history` from this node's history: what a resume from seq `after` would
+/// replay, as JSON, with the resume's reset.
+fn history(topic: &str, after: u64, reset: Option<&str>, limit: usize, sh: &LoopState) -> String {
+    let (events, _) = sh.hub.replay(&[topic], after);
+    let more = events.len() > limit;
+    let shown: Vec<HistoryEvent<'_>> = events.iter().take(limit).map(history_event).collect();
     api::render_history(&shown, reset, more)
+}
+
+fn history_event(e: &crate::buf::SharedEvent) -> HistoryEvent<'_> {
+    HistoryEvent {
+        id: &e.id,
+        event: e.event_type.as_deref(),
+        data: &e.data,
+        topics: &e.topics,
+    }
 }

@@ -318,21 +318,7 @@ impl Connection {
         wait: BackfillWait,
         sh: &mut LoopState,
     ) {
-        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
-        for t in &wait.topics {
-            match t.strip_suffix('*') {
-                Some(prefix) => prefixes.push(prefix.to_string()),
-                None => exact.push(t.clone()),
-            }
-        }
-        let request = FetchRequest {
-            key,
-            conn: self.id,
-            topics: exact,
-            prefixes,
-            after,
-            upto,
-        };
+        let request = FetchRequest::new(key, self.id, &wait.topics, after, upto);
         self.backfill = Some(Box::new(wait));
         if let Some(bp) = sh.backplane.as_mut() {
             bp.fetch(request, sh.now);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Server;
 use crate::api::{self, ApiCall};
-use crate::conn::api::{answer_here, apply_ban, propagate};
+use crate::conn::api::{answer_here, apply_ban, history_step, propagate};
 use crate::conn::state::Life;
 use crate::http::{response, HttpError, Method};
 use crate::loop_state::ApiJob;
@@ -59,7 +59,7 @@ impl Server {
                 return (status, body);
             }
             if job.waiting {
-                self.await_presence(&job);
+                self.await_redis(&job);
             }
         }
     }
@@ -82,6 +82,18 @@ impl Server {
                     self.sh.api_jobs.push_front(job);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Serves the calls waiting for Redis's answer (presence and history with a backplane):
+    /// those answered (or past their deadline) are done, the others wait on.
+    pub(super) fn serve_api_waits(&mut self) {
+        let mut budget = WALK_SLICE;
+        for mut job in std::mem::take(&mut self.sh.api_waits) {
+            match self.advance(&mut job, &mut budget) {
+                Some((status, body)) => self.answer(&job, status, &body),
+                None => self.sh.api_waits.push(job),
             }
         }
     }
@@ -217,8 +229,10 @@ impl Server {
                 Some((200, api::render_closed(job.closed, ban_secs, cluster)))
             }
             ApiCall::Presence { .. } => self.advance_presence(job, budget),
+            // Here only when Redis holds part of it.
+            ApiCall::History { .. } => history_step(job, &mut self.sh),
             // Answered by the connection itself (`conn/api.rs`).
-            ApiCall::Bans | ApiCall::Topics { .. } | ApiCall::History { .. } => {
+            ApiCall::Bans | ApiCall::Topics { .. } => {
                 Some((500, "{\"error\":\"internal\",\"status\":500}\n".to_owned()))
             }
         }

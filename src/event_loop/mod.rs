@@ -336,7 +336,7 @@ impl Server {
         let mut wait = self.sh.timers.next_timeout(now);
         let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
         if let Some(bp) = &self.sh.backplane {
-            if bp.has_work() || bp.presence_answered() {
+            if bp.has_work() || bp.presence_answered() || bp.history_answered() {
                 return Some(Duration::ZERO);
             }
             if let Some(at) = bp.next_deadline() {

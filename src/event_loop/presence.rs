@@ -10,17 +10,10 @@ use super::admin::WALK_SLICE;
 use super::Server;
 use crate::api::{self, ApiCall};
 use crate::backplane::presence::{merge, Walk};
-use crate::http::{response, HttpError};
 use crate::loop_state::ApiJob;
 
 /// Channel slots noted per iteration while the whole part is rewritten.
 const RESCAN_SLICE: usize = 4096;
-
-/// A presence call with a backplane whose answer from Redis did not come.
-const UNAVAILABLE: HttpError = HttpError {
-    reason: "backplane unavailable",
-    ..HttpError::NOT_READY
-};
 
 impl Server {
     /// Presence's turn in an iteration, with a backplane: note every topic again after Redis
@@ -93,14 +86,14 @@ impl Server {
             after,
         } = &job.call
         else {
-            return Some(unavailable());
+            return Some(api::unavailable());
         };
         let now = self.sh.now;
         if job.asked.is_none() {
             if let Some(bp) = self.sh.backplane.as_mut() {
                 match bp.presence_query(topic, now) {
                     Some(id) => job.asked = Some((id, now + bp.timeout())),
-                    None => return Some(unavailable()),
+                    None => return Some(api::unavailable()),
                 }
             }
         }
@@ -138,7 +131,7 @@ impl Server {
                 }
                 None | Some(Err(())) => {
                     bp.presence_forget(id);
-                    return Some(unavailable());
+                    return Some(api::unavailable());
                 }
                 Some(Ok(parts)) => {
                     let (theirs, was_cut) = merge(parts, &mut job.subjects);
@@ -165,21 +158,9 @@ impl Server {
         ))
     }
 
-    /// Serves the calls waiting for Redis's answer (presence with a backplane): those answered
-    /// (or past their deadline) are done, the others wait on.
-    pub(super) fn serve_api_waits(&mut self) {
-        let mut budget = WALK_SLICE;
-        for mut job in std::mem::take(&mut self.sh.api_waits) {
-            match self.advance_presence(&mut job, &mut budget) {
-                Some((status, body)) => self.answer(&job, status, &body),
-                None => self.sh.api_waits.push(job),
-            }
-        }
-    }
-
     /// The host's synchronous call waits for Redis's answer on the writer link (at most the
     /// query's deadline).
-    pub(super) fn await_presence(&mut self, job: &ApiJob) {
+    pub(super) fn await_redis(&mut self, job: &ApiJob) {
         let Some((_, deadline)) = job.asked else {
             return;
         };
@@ -193,8 +174,4 @@ impl Server {
         }
         self.sh.now = Instant::now();
     }
-}
-
-fn unavailable() -> (u16, String) {
-    (UNAVAILABLE.status, response::error_body(&UNAVAILABLE))
 }

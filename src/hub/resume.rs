@@ -134,7 +134,25 @@ impl Hub {
     /// The seq after which the logs of `subs` hold every event (what history evicted is at or
     /// below it; for a pattern, in the topics it matches).
     pub fn cache_floor(&self, subs: &[Subscription]) -> u64 {
-        let floor = |c: &Channel| match c.prefix.as_deref() {
+        subs.iter()
+            .filter_map(|s| self.channels.get(s.channel.0))
+            .map(|c| self.channel_floor(c))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// [`Hub::cache_floor`] for topics or patterns by name, with no subscription (the server
+    /// API's history); `None` when none of them has a channel here.
+    pub fn cache_floor_of(&self, names: &[&str]) -> Option<u64> {
+        names
+            .iter()
+            .filter_map(|n| self.by_name.get(*n))
+            .map(|id| self.channel_floor(&self.channels[id.0]))
+            .max()
+    }
+
+    fn channel_floor(&self, c: &Channel) -> u64 {
+        match c.prefix.as_deref() {
             None => c.evicted_through,
             Some(prefix) => self
                 .channels
@@ -142,12 +160,7 @@ impl Hub {
                 .filter(|(_, t)| t.prefix.is_none() && t.name.starts_with(prefix))
                 .map(|(_, t)| t.evicted_through)
                 .fold(c.evicted_through, u64::max),
-        };
-        subs.iter()
-            .filter_map(|s| self.channels.get(s.channel.0))
-            .map(floor)
-            .max()
-            .unwrap_or(0)
+        }
     }
 
     /// Retained events of `names` (topics or patterns) after `after`, merged in id order without
