@@ -2071,3 +2071,31 @@ fn a_node_started_late_holds_what_a_node_that_ran_throughout_holds() {
         "the late node's RSS {late_rss} is far above {long_rss}"
     );
 }
+
+// ----- mixed settings ----------------------------------------------------------------------------
+
+#[test]
+fn a_writer_that_meets_another_min_replicas_setting_warns() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(Persistence::None);
+    let mentions =
+        |s: &TestServer, what: &str| s.log.lock().unwrap().iter().any(|l| l.contains(what));
+    let a = node(&redis, &[]);
+    wait_ready(&a);
+    let b = node(&redis, &["--backplane-min-replicas", "1"]);
+    assert!(
+        wait_until(TIMEOUT, || mentions(
+            &b,
+            "runs with --backplane-min-replicas 0, this one with 1"
+        )),
+        "{:?}",
+        b.log.lock().unwrap()
+    );
+    // The same value as the node before it: nothing to say.
+    let c = node(&redis, &["--backplane-min-replicas", "1"]);
+    assert!(wait_until(TIMEOUT, || mentions(&c, "writer: connected")));
+    assert!(!mentions(&c, "use the same value"));
+    assert!(!mentions(&a, "use the same value"));
+}

@@ -40,6 +40,8 @@ pub(super) enum Expect {
     Warm,
     /// A presence call (`presence.rs`): 0 a write, else the query's id.
     Presence(u64),
+    /// The previous node's `--backplane-min-replicas` (`replicas.rs`).
+    Setting,
 }
 
 #[derive(Clone, Copy)]
@@ -207,6 +209,7 @@ impl Backplane {
                     .command(&[b"SCRIPT", b"LOAD", scripts::COMMIT.as_bytes()]);
                 link.expect.push_back(Expect::ScriptSha(ScriptKind::Commit));
             }
+            super::replicas::say_setting(&mut link, &self.keys, self.cfg.min_replicas);
         }
         let candidate = crate::ids::run_id();
         // The node's high-water mark: Redis behind it lost what the cluster issued or read.
@@ -386,6 +389,7 @@ impl Backplane {
             Expect::Read => self.on_read(&frame, now),
             Expect::Warm => self.on_warm(&frame, now),
             Expect::Presence(id) => self.on_presence(id, &frame),
+            Expect::Setting => self.on_setting(&frame),
         }
     }
 

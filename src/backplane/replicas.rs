@@ -55,7 +55,40 @@ pub(super) fn send_wait(link: &mut Link, cfg: &BackplaneConfig, n: usize, now: I
     link.deadlines.push_back(now + cfg.timeout * 2);
 }
 
+/// Tells Redis this node's `--backplane-min-replicas` (its writer, at every connection); the
+/// reply is the last other writer's ([`Backplane::on_setting`]).
+pub(super) fn say_setting(link: &mut Link, keys: &scripts::Keys, min_replicas: u32) {
+    let value = min_replicas.to_string();
+    link.conn.command(&[
+        b"EVAL",
+        scripts::SETTING.as_bytes(),
+        b"1",
+        keys.replicas.as_bytes(),
+        value.as_bytes(),
+    ]);
+    link.expect.push_back(Expect::Setting);
+}
+
 impl Backplane {
+    /// The `--backplane-min-replicas` of the writer that connected before this one: a different
+    /// value is a misconfiguration (docs/SCALING.md) that nothing else would show.
+    pub(super) fn on_setting(&mut self, frame: &OwnedFrame) -> Result<(), String> {
+        let theirs = super::redis::text(frame).and_then(|t| t.parse::<u32>().ok());
+        match theirs {
+            Some(n) if n != self.cfg.min_replicas => {
+                log::warn!(
+                    "backplane: another node of this deployment runs with --backplane-min-replicas \
+                     {n}, this one with {}: use the same value on every node (with different \
+                     values, events of the nodes without a WAIT are delivered before they are \
+                     replicated, and the others hold them until a sweep commits them)",
+                    self.cfg.min_replicas
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The reply to a `WAIT`: how many replicas hold the writes before it.
     pub(super) fn on_wait(
         &mut self,

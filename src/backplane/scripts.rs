@@ -28,6 +28,8 @@ pub struct Keys {
     pub committed: String,
     /// Written by a sweep so that its `WAIT` covers every seq given before it.
     pub sweep: String,
+    /// The `--backplane-min-replicas` of the node whose writer connected last (see [`SETTING`]).
+    pub replicas: String,
 }
 
 impl Keys {
@@ -43,6 +45,7 @@ impl Keys {
             master: format!("{prefix}{{hub}}:master"),
             committed: format!("{prefix}{{hub}}:committed"),
             sweep: format!("{prefix}{{hub}}:sweep"),
+            replicas: format!("{prefix}{{hub}}:min-replicas"),
         }
     }
 }
@@ -219,4 +222,13 @@ return 0
 pub const SWEEP: &str = r#"
 redis.call('INCR', KEYS[2])
 return redis.call('GET', KEYS[1]) or '0'
+"#;
+
+/// SETTING: KEYS key; ARGV value. Sets the key and returns its previous value (nil when none):
+/// a writer says its `--backplane-min-replicas` at every connection and hears the last other
+/// node's (`SET … GET` needs Redis 6.2; a script keeps the ACL to EVAL).
+pub const SETTING: &str = r#"
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+return old
 "#;
