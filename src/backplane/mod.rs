@@ -121,6 +121,8 @@ pub struct BackplaneConfig {
     /// Replicas that must hold an append before it is acknowledged and delivered
     /// (`--backplane-min-replicas`; 0: Redis's reply is enough).
     pub min_replicas: u32,
+    /// How long this node's presence part outlives its last write (`presence.rs`).
+    pub presence_ttl: Duration,
 }
 
 /// The backplane of one node.

@@ -1,7 +1,7 @@
 //! Presence across nodes (docs/API.md, "Presence"): each node keeps its *part* in Redis, one hash
 //! `<prefix>{hub}:presence:<node>` (field: topic; value: the node's stream count on it and their
 //! distinct subjects, at most [`MAX_SUBJECTS`] and [`MAX_PART_BYTES`], `cut` past that) with a
-//! TTL of [`PRESENCE_TTL`], and its id in the zset `<prefix>{hub}:nodes` scored by when that
+//! TTL of `--backplane-presence-ttl-secs` (10 s by default), and its id in the zset `<prefix>{hub}:nodes` scored by when that
 //! TTL ends. A node killed without a word leaves nothing once its TTL passes.
 //!
 //! The loop (`event_loop/presence.rs`) hands in the parts of the topics whose readers changed,
@@ -25,10 +25,6 @@ use super::redis::{integer, text};
 use super::Backplane;
 use crate::json::push_json_str;
 
-/// A node's part expires this long after its last write: a dead node's streams stop counting.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
-/// The TTL is refreshed this often when nothing changed.
-const REFRESH_EVERY: Duration = Duration::from_millis(3300);
 /// Changes are written at most once per period (churn on a topic costs one write per period).
 pub const PRESENCE_PERIOD: Duration = Duration::from_secs(1);
 /// Most subjects one node writes for one topic; past it the part says `cut`.
@@ -205,18 +201,22 @@ impl Backplane {
         if p.rescan.is_some() || p.walk.is_some() || !p.queue.is_empty() {
             return Some(now);
         }
-        let refresh = p.last_write.map_or(now, |t| t + REFRESH_EVERY);
+        let refresh = p.last_write.map_or(now, |t| t + self.refresh_every());
         let take = p.next_take.unwrap_or(now).max(now);
         Some(if changes { refresh.min(take) } else { refresh })
+    }
+
+    /// The TTL is refreshed this often when nothing changed: a third of it, so that one late
+    /// or lost refresh does not let the part expire.
+    fn refresh_every(&self) -> Duration {
+        self.cfg.presence_ttl / 3
     }
 
     /// Sends the ready parts (a call per [`MAX_TOPICS_PER_CALL`] topics), or a TTL refresh when
     /// nothing was written for a while.
     pub fn presence_flush(&mut self, now: Instant) {
-        let refresh = self
-            .presence
-            .last_write
-            .is_none_or(|t| now >= t + REFRESH_EVERY);
+        let every = self.refresh_every();
+        let refresh = self.presence.last_write.is_none_or(|t| now >= t + every);
         let p = &mut self.presence;
         let Phase::Up(link) = &mut self.writer else {
             return;
@@ -227,7 +227,7 @@ impl Backplane {
         if p.ready.is_empty() && !p.clear && !refresh {
             return;
         }
-        let ttl = PRESENCE_TTL.as_millis().to_string();
+        let ttl = self.cfg.presence_ttl.as_millis().to_string();
         loop {
             let n = p.ready.len().min(MAX_TOPICS_PER_CALL);
             let batch: Vec<(Box<str>, String)> = p.ready.drain(..n).collect();

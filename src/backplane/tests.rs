@@ -66,6 +66,7 @@ fn backplane_with(min_replicas: u32) -> Backplane {
         tls: None,
         sentinel_password: None,
         min_replicas,
+        presence_ttl: Duration::from_secs(10),
     };
     Backplane::new(cfg).expect("backplane")
 }

@@ -267,6 +267,12 @@ pub struct Config {
     #[arg(long, default_value = "0", value_parser = number_in(ranges::BACKPLANE_MIN_REPLICAS))]
     pub backplane_min_replicas: u64,
 
+    /// Presence across nodes: each node's part in Redis expires this many seconds after its
+    /// last write (refreshed every third of it), so a node that died without a word stops
+    /// counting within it; shorter costs more refresh writes (3..=3600; docs/API.md).
+    #[arg(long, default_value = "10", value_parser = number_in(ranges::BACKPLANE_PRESENCE_TTL_SECS))]
+    pub backplane_presence_ttl_secs: u64,
+
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, default_value = "sseloop:", value_name = "PREFIX")]
     pub backplane_prefix: String,
@@ -432,6 +438,10 @@ impl fmt::Debug for Config {
                 &self.backplane_sentinel_password_file,
             )
             .field("backplane_min_replicas", &self.backplane_min_replicas)
+            .field(
+                "backplane_presence_ttl_secs",
+                &self.backplane_presence_ttl_secs,
+            )
             .field("backplane_prefix", &self.backplane_prefix)
             .field("backplane_timeout_ms", &self.backplane_timeout_ms)
             .field("backplane_retention", &self.backplane_retention)

@@ -149,6 +149,12 @@ pub const BACKPLANE_MIN_REPLICAS: OptionRange = OptionRange {
     min: 0,
     max: 16,
 };
+/// `--backplane-presence-ttl-secs`: how long a node's presence part outlives its last write.
+pub const BACKPLANE_PRESENCE_TTL_SECS: OptionRange = OptionRange {
+    flag: "--backplane-presence-ttl-secs",
+    min: 3,
+    max: 3600,
+};
 /// `--backplane-retention` (events kept in the Redis stream).
 pub const BACKPLANE_RETENTION: OptionRange = OptionRange {
     flag: "--backplane-retention",
@@ -201,7 +207,7 @@ pub const MAX_NEW_CONNECTIONS_RATE: OptionRange = OptionRange {
 };
 
 /// Every range, in `--help` order.
-pub const ALL: [OptionRange; 25] = [
+pub const ALL: [OptionRange; 26] = [
     HEARTBEAT_MS,
     RETRY_MS,
     HISTORY,
@@ -220,6 +226,7 @@ pub const ALL: [OptionRange; 25] = [
     BACKPLANE_TIMEOUT_MS,
     BACKPLANE_RETENTION,
     BACKPLANE_MIN_REPLICAS,
+    BACKPLANE_PRESENCE_TTL_SECS,
     IDEMPOTENCY_WINDOW_SECS,
     MAX_CONNECTIONS_PER_IP,
     IPV6_PREFIX,

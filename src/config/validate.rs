@@ -94,7 +94,7 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Every numeric option with its range (the table [`Config::validate`] checks).
-    pub fn numeric_options(&self) -> [(OptionRange, u64); 25] {
+    pub fn numeric_options(&self) -> [(OptionRange, u64); 26] {
         use ranges::*;
         let n = |v: usize| v as u64;
         [
@@ -117,6 +117,10 @@ impl Config {
             (BACKPLANE_TIMEOUT_MS, self.backplane_timeout_ms),
             (BACKPLANE_RETENTION, self.backplane_retention),
             (BACKPLANE_MIN_REPLICAS, self.backplane_min_replicas),
+            (
+                BACKPLANE_PRESENCE_TTL_SECS,
+                self.backplane_presence_ttl_secs,
+            ),
             (IDEMPOTENCY_WINDOW_SECS, self.idempotency_window_secs),
             (MAX_CONNECTIONS_PER_IP, n(self.max_connections_per_ip)),
             (IPV6_PREFIX, self.ipv6_prefix),

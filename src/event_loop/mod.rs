@@ -216,6 +216,7 @@ impl Server {
                     tls: backplane_tls.clone(),
                     sentinel_password: config.backplane_sentinel_password.clone(),
                     min_replicas: config.backplane_min_replicas as u32,
+                    presence_ttl: Duration::from_secs(config.backplane_presence_ttl_secs),
                 })
                 .map_err(|e| StartError::Io(io::Error::other(e)))?;
                 seq.use_backplane(bp.timeout());
