@@ -317,9 +317,19 @@ fn the_metrics_address_answers_probes_at_the_connection_limit_under_jwt() {
     );
     assert_eq!(publish.status, 404);
     // Internal requests are not access-logged; the main address's refusal is.
+    // (The log is read by another thread: wait for the line.)
+    let refused_logged = || {
+        access_lines(&server)
+            .iter()
+            .any(|l| l.contains("status=503"))
+    };
+    assert!(
+        wait_until(TIMEOUT, refused_logged),
+        "{:?}",
+        access_lines(&server)
+    );
     let lines = access_lines(&server);
     assert!(lines.iter().all(|l| !l.contains("/metrics")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("status=503")), "{lines:?}");
 
     // The main address still works: with room again, a publish reaches the open stream.
     drop(second);

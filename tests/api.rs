@@ -266,17 +266,8 @@ fn revoking_a_subject_closes_its_streams_and_a_ban_expires() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(json_of(&resp), json!({"closed": 50, "banned_secs": 2}));
     let banned_at = Instant::now();
-    for c in &mut alices {
-        let ev = c.next_event();
-        assert_eq!(ev.event, "sseloop-disconnect");
-        assert!(c.ended_within(TIMEOUT));
-    }
-    // Bob's streams are untouched.
-    server.post("topic=room", "for bob", &[("Authorization", &auth_bob)]);
-    for c in &mut bobs {
-        assert_eq!(c.next_event().data, "for bob");
-    }
-    // Alice is refused while banned, streams and publishes alike, and listed.
+    // Alice is refused while banned, streams and publishes alike, and listed (checked first:
+    // the ban lasts 2 s).
     let refused = SseClient::open(
         server.addr,
         "/events?topic=room",
@@ -288,6 +279,16 @@ fn revoking_a_subject_closes_its_streams_and_a_ban_expires() {
     assert!(publish.text().contains("subject banned"));
     let bans = json_of(&call(&server, "GET", "/api/v1/bans", Some(&admin), ""));
     assert_eq!(bans["bans"][0]["sub"], "alice");
+    for c in &mut alices {
+        let ev = c.next_event();
+        assert_eq!(ev.event, "sseloop-disconnect");
+        assert!(c.ended_within(TIMEOUT));
+    }
+    // Bob's streams are untouched.
+    server.post("topic=room", "for bob", &[("Authorization", &auth_bob)]);
+    for c in &mut bobs {
+        assert_eq!(c.next_event().data, "for bob");
+    }
     assert_eq!(
         server.metric("sseloop_disconnects_total{cause=\"ban\"}"),
         50.0
@@ -727,12 +728,16 @@ impl Crowd<'_> {
             if Some(i) == dead {
                 continue;
             }
+            // A 503 (Redis late on a busy machine) is a "not yet", not a failure.
             let seen = || {
-                let doc = presence_of(node, token, "room");
-                json!({"subscribers": doc["subscribers"], "subjects": doc["subjects"]})
+                let resp = call(node, "GET", "/api/v1/presence?topic=room", Some(token), "");
+                (resp.status == 200).then(|| {
+                    let doc = json_of(&resp);
+                    json!({"subscribers": doc["subscribers"], "subjects": doc["subjects"]})
+                })
             };
-            wait_until(TIMEOUT, || seen() == want);
-            assert_eq!(seen(), want, "node {i}");
+            let ok = wait_until(TIMEOUT, || seen().as_ref() == Some(&want));
+            assert!(ok, "node {i}: {:?}, want {want}", seen());
         }
     }
 }
@@ -846,7 +851,8 @@ fn presence_with_redis_silent_or_gone_is_503_backplane_unavailable() {
         return;
     }
     let mut redis = redis::RedisServer::start(redis::Persistence::None);
-    let node = jwt_node(&redis);
+    // The call waits up to 3 s: room to tell a free loop (the probe) from a held one.
+    let node = jwt_node_with(&redis, &["--backplane-timeout-ms", "3000"]);
     let admin = jwt(&json!({"sub": "ops", "exp": now() + 600, "sseloop": {"admin": true}}));
     let _alice = node.subscribe(
         "topic=room",
@@ -874,7 +880,7 @@ fn presence_with_redis_silent_or_gone_is_503_backplane_unavailable() {
             "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(health.status, 200);
-        assert!(probe.elapsed() < Duration::from_millis(500));
+        assert!(probe.elapsed() < Duration::from_millis(1500));
         waiting.join().unwrap()
     });
     assert_eq!(resp.status, 503, "{}", resp.text());

@@ -379,13 +379,14 @@ fn every_topic_of_a_publish_must_be_covered() {
 fn sse_stream_gets_reauth_then_ends_when_its_token_expires() {
     let server = hs_server(&[]);
     let mut c = claims(&["t"], &[]);
-    c["exp"] = json!(now() + 2);
+    // Whole seconds: the token lives 3 to 4 s, room for the steps before it expires.
+    c["exp"] = json!(now() + 4);
     let token = hs(&c);
     let mut stream = server.subscribe("topic=t", &[("Authorization", &bearer(&token))]);
     let id = server.publish_as(&hs(&claims(&[], &["t"])), "topic=t", "before");
     assert_eq!(stream.next_event().id, id);
     let reauth = stream
-        .next_event_within(Duration::from_secs(5))
+        .next_event_within(TIMEOUT)
         .expect("a reauth event before the close");
     assert_eq!(reauth.event, "sseloop-reauth");
     assert_eq!(reauth.data, "{\"reason\":\"token_expired\"}");
@@ -440,7 +441,8 @@ fn a_slow_reader_still_gets_the_reauth_notice_after_what_was_queued_before_it() 
 fn frame_stream_gets_goaway_token_expired() {
     let server = hs_server(&[]);
     let mut c = claims(&["t", "u/*"], &["t"]);
-    c["exp"] = json!(now() + 2);
+    // Whole seconds: the token lives 3 to 4 s, room for the round trips before it expires.
+    c["exp"] = json!(now() + 4);
     let token = hs(&c);
     let mut frames = FrameClient::connect(server.addr, &["t"], None, Some(&token)).unwrap();
 
@@ -464,7 +466,7 @@ fn frame_stream_gets_goaway_token_expired() {
         OwnedPayload::Pong { .. }
     ));
 
-    let goaway = frames.recv(Some(Duration::from_secs(5))).unwrap();
+    let goaway = frames.recv(Some(TIMEOUT)).unwrap();
     match goaway {
         OwnedPayload::GoAway { code, .. } => assert_eq!(code, ErrorCode::TOKEN_EXPIRED),
         other => panic!("expected GOAWAY, got {other:?}"),

@@ -1733,9 +1733,10 @@ fn a_publish_waiting_for_redis_when_the_node_shuts_down_is_still_answered() {
     wait_ready(&a);
     let mut stream = connect(a.addr);
     redis.pause();
+    let calls = a.metric(APPEND_CALLS);
     std::io::Write::write_all(&mut stream, raw_publish("bye", "last").as_bytes()).expect("send");
     // The node has read the publish and sent it to Redis, which cannot answer yet.
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(TIMEOUT, || a.metric(APPEND_CALLS) > calls));
     a.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     redis.resume();

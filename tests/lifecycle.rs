@@ -27,10 +27,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn slowloris_is_closed_by_the_header_deadline_while_others_are_served() {
     let server = TestServer::start(&["--header-timeout-ms", "500"]);
+    // Before the connects: the deadline cannot start earlier (a later reading could be late).
+    let started = Instant::now();
     let mut silent = connect(server.addr);
     let mut dribbler = connect(server.addr);
     let mut sub = server.subscribe("topic=live", &[]);
-    let started = Instant::now();
     let mut dribble_closed = false;
     let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
     for (i, byte) in head
@@ -219,14 +220,14 @@ fn idle_keep_alive_connection_is_closed() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(client.next().unwrap().status, 200);
-    // Still usable right away (keep-alive)...
+    // Still usable right away (keep-alive)... (the idle time cannot start before this request)
+    let started = Instant::now();
     client
         .stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(client.next().unwrap().status, 200);
     // ...and closed once idle past the timeout.
-    let started = Instant::now();
     assert!(client.closed_within(TIMEOUT));
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert!(server.metric("sseloop_closes_total{cause=\"idle_timeout\"}") >= 1.0);

@@ -180,6 +180,12 @@ fn publish_whose_body_is_still_arriving_at_sigterm_gets_503_not_200() {
         "no initial retry"
     );
     let mut publisher = ResponseReader::new(connect(server.addr));
+    // A first request answered: the connection is accepted and known to be in use.
+    publisher
+        .stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(publisher.next().expect("healthz").status, 200);
     publisher
         .stream
         .write_all(
@@ -188,6 +194,7 @@ fn publish_whose_body_is_still_arriving_at_sigterm_gets_503_not_200() {
         .unwrap();
     // The head and half the body are in: the request is in progress when the signal comes.
     std::thread::sleep(Duration::from_millis(300));
+    let _ = server.metrics(); // an iteration after the bytes above
     server.signal(SIGTERM);
     // The subscriber's farewell proves the shutdown has begun before the body completes.
     assert!(

@@ -680,12 +680,13 @@ fn a_stalled_handshake_is_cut_at_the_header_deadline() {
     }
     let certs = Certs::new();
     let server = certs.start(&["--header-timeout-ms", "300"]);
+    // Before the connect: the deadline cannot start earlier.
+    let start = Instant::now();
     let mut sock = TcpStream::connect(server.addr).unwrap();
     sock.set_read_timeout(Some(TIMEOUT)).unwrap();
     // The start of a ClientHello record, and then nothing.
     sock.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .unwrap();
-    let start = Instant::now();
     let mut b = [0u8; 16];
     let closed = matches!(sock.read(&mut b), Ok(0) | Err(_));
     assert!(closed);
