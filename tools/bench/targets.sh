@@ -1,5 +1,16 @@
 # Sourced by tools/bench.sh: starting and stopping the measured servers, and ports (its variables are bench.sh's).
 
+# Sets port from the "listening on 127.0.0.1:PORT" line of a server started on port 0 (empty
+# if it does not come within 10 s or the server exits).
+logged_port() {
+    for _ in $(seq 200); do
+        port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$1" 2>/dev/null)"
+        [ -n "$port" ] && return 0
+        kill -0 "$target_pid" 2>/dev/null || return 0
+        sleep 0.05
+    done
+}
+
 # --- targets: start one server, set target_pid, SUB_URL and PUB_URL ---------------------------
 # Peers (nginx+nchan, a Go server) plug in here: add a branch that starts the peer pinned with
 # "${pin_server[@]}", logging to "$2", waits until it accepts, and sets the same three variables.
@@ -45,12 +56,7 @@ start_target() {
             # shellcheck disable=SC2086 # SSELOOP_ARGS and tls_args are lists of options
             RUST_LOG=info "${pin_server[@]}" "$SSELOOP" --listen 127.0.0.1:0 ${SSELOOP_ARGS:-} $tls_args 2>"$log" &
             target_pid=$!
-            for _ in $(seq 200); do
-                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
-                [ -n "$port" ] && break
-                kill -0 "$target_pid" 2>/dev/null || break
-                sleep 0.05
-            done
+            logged_port "$log"
             if [ "$(readlink "/proc/$target_pid/exe" 2>/dev/null)" != "$(readlink -f "$SSELOOP")" ]; then
                 echo "bench: PID $target_pid is not the server; CPU/RSS figures would be wrong" >&2
             fi
@@ -99,12 +105,7 @@ start_target() {
         probe)
             "${pin_server[@]}" "$PROBE" --listen 127.0.0.1:0 2>"$log" &
             target_pid=$!
-            for _ in $(seq 200); do
-                port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null)"
-                [ -n "$port" ] && break
-                kill -0 "$target_pid" 2>/dev/null || break
-                sleep 0.05
-            done
+            logged_port "$log"
             SUB_URL="http://127.0.0.1:$port/events?topic={topic}"
             PUB_URL="http://127.0.0.1:$port/publish?topic={topic}"
             ;;
