@@ -195,8 +195,12 @@ fn a_reader_that_keeps_up_is_never_cut_whatever_the_event_size() {
     let mut client = server.subscribe("topic=big", &[]);
     let body = "b".repeat(1 << 20);
     let addr = server.addr;
+    let progress = Progress::new(1);
+    let publisher_progress = progress.clone();
     let publisher = std::thread::spawn(move || {
-        for _ in 0..12 {
+        for i in 0..12usize {
+            // One event ahead of the reader at most: it keeps up, whatever the scheduling.
+            publisher_progress.wait_all(i.saturating_sub(1));
             let resp = util::request(
                 addr,
                 &format!(
@@ -208,7 +212,13 @@ fn a_reader_that_keeps_up_is_never_cut_whatever_the_event_size() {
             assert_eq!(resp.status, 200);
         }
     });
-    let events = client.events(12);
+    let events: Vec<_> = (0..12)
+        .map(|_| {
+            let e = client.next_event();
+            progress.received(0);
+            e
+        })
+        .collect();
     publisher.join().expect("publisher");
     assert!(events.iter().all(|e| e.data.len() == 1 << 20));
     assert_eq!(

@@ -678,19 +678,29 @@ fn never_reading_frame_client_is_cut_at_the_queue_cap_while_a_healthy_one_gets_e
     .unwrap();
 
     let mut healthy = open(&server, &["load"]);
-    let reader = std::thread::spawn(move || {
-        (0..EVENTS)
-            .map(|_| match next(&mut healthy) {
-                OwnedPayload::Event { id, data, .. } => (id, data.len()),
-                other => panic!("healthy client got {other:?}"),
-            })
-            .collect::<Vec<_>>()
-    });
+    let progress = Progress::new(1);
+    let reader = {
+        let progress = progress.clone();
+        std::thread::spawn(move || {
+            (0..EVENTS)
+                .map(|_| match next(&mut healthy) {
+                    OwnedPayload::Event { id, data, .. } => {
+                        progress.received(0);
+                        (id, data.len())
+                    }
+                    other => panic!("healthy client got {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     assert!(wait_until(TIMEOUT, || server.metric(FRAMES_OPEN) == 2.0));
 
     let mut publisher = open(&server, &["publisher"]);
     let mut acks = Vec::with_capacity(EVENTS);
     for batch in 0..EVENTS / BATCH {
+        // The healthy reader is at most two batches (64 KiB, half the cap) behind, however
+        // its thread is scheduled.
+        progress.wait_all((batch * BATCH).saturating_sub(2 * BATCH));
         let mut bytes = Vec::new();
         for i in 0..BATCH {
             let corr = ((batch * BATCH + i) as u32).to_be_bytes();

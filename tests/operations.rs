@@ -733,6 +733,7 @@ fn a_flood_of_refused_tokens_logs_a_few_lines_and_a_suppressed_count_once_it_sto
     let secret = "ops-secret-of-at-least-32-bytes!!!";
     let server = TestServer::start(&["--jwt-secret", secret]);
     let token = "not.a-valid.TOKEN-SHOULD-NOT-BE-LOGGED";
+    let flood = Instant::now();
     for i in 0..1000 {
         let raw = if i % 2 == 0 {
             format!("GET /events?topic=t&access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -771,7 +772,15 @@ fn a_flood_of_refused_tokens_logs_a_few_lines_and_a_suppressed_count_once_it_sto
         lines.last().is_some_and(|l| l.contains("not logged")),
         "{lines:?}"
     );
-    assert!(lines.len() <= 25, "{} lines: {lines:?}", lines.len());
+    // At most 10 lines and one count per second the flood lasted (a slow machine's flood lasts
+    // longer), and the count's own line at the end.
+    let periods = flood.elapsed().as_secs() as usize + 2;
+    assert!(
+        lines.len() <= 11 * periods + 1,
+        "{} lines: {lines:?}",
+        lines.len()
+    );
+    assert!(lines.len() < 1000 / 4, "{} lines: {lines:?}", lines.len());
     let first = &lines[0];
     assert!(first.contains("INFO"), "{first}");
     assert!(first.contains("peer=127.0.0.1:"), "{first}");

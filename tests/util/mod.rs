@@ -689,3 +689,40 @@ pub fn skipped(tool: &str, group: &str, install: &str) {
         );
     }
 }
+
+/// Events each reader thread has received, so that a publisher can stay at most a few events
+/// ahead of the slowest: a test about readers that keep up must not depend on how the machine
+/// schedules its threads.
+#[derive(Clone)]
+pub struct Progress(std::sync::Arc<Vec<std::sync::atomic::AtomicUsize>>);
+
+impl Progress {
+    pub fn new(readers: usize) -> Progress {
+        Progress(std::sync::Arc::new(
+            (0..readers)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+        ))
+    }
+
+    /// Reader `n` received one more event.
+    pub fn received(&self, n: usize) {
+        self.0[n].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits until every reader has received at least `count` events.
+    pub fn wait_all(&self, count: usize) {
+        let start = Instant::now();
+        while self
+            .0
+            .iter()
+            .any(|p| p.load(std::sync::atomic::Ordering::Relaxed) < count)
+        {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "a reader stopped before {count} events"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
