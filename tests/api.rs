@@ -1016,13 +1016,14 @@ fn history_older_than_a_nodes_cache_comes_from_redis_as_a_resume_gets_it() {
         };
         let want: Vec<&(String, &str, String)> =
             sent[2..].iter().filter(|e| matches(e.1)).collect();
+        // Asked first, while nothing on B subscribes to the pattern (it has no channel there).
+        let (events, doc) = history_of(&b, &admin, &format!("topic={name}&after={from}"));
         // What a stream resuming from the same id on node B gets (from Redis, then its cache).
         let mut resumed = b.subscribe(
             &format!("topic={name}"),
             &[("Authorization", &auth), ("Last-Event-ID", &from)],
         );
         let replayed = resumed.events(want.len());
-        let (events, doc) = history_of(&b, &admin, &format!("topic={name}&after={from}"));
         assert_eq!(doc["reset"], Value::Null, "{name}: {doc}");
         assert_eq!(doc["more"], false, "{name}");
         assert_eq!(events.len(), want.len(), "{name}: {doc}");

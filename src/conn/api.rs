@@ -356,7 +356,7 @@ fn history_plan(topic: &str, after: Option<&str>, sh: &LoopState) -> HistoryPlan
             }
         }
     };
-    let upto = sh.hub.cache_floor_of(&[topic]).unwrap_or(0);
+    let upto = sh.hub.cache_floor_of(&[topic]);
     if after.is_none() || upto <= after_seq {
         // Nothing evicted after the id (without one: every retained event, no reset).
         return HistoryPlan::Here {

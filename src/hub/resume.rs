@@ -118,7 +118,30 @@ impl Hub {
             return ch.evicted_through > after;
         };
         // Its own mark: matching topics that were forgotten (and, at its creation, any).
-        let mut expired = ch.evicted_through > after;
+        self.matching_history(prefix, ch.evicted_through, after, out)
+    }
+
+    /// [`Hub::history_after`] for a name that may have no channel here (the server API's
+    /// history): answered as the channel a resume would make now, which starts with
+    /// `removed_through` as its mark.
+    fn history_of(&self, name: &str, after: u64, out: &mut Vec<SharedEvent>) -> bool {
+        match (self.by_name.get(name), name.strip_suffix('*')) {
+            (Some(&id), _) => self.history_after(&self.channels[id.0], after, out),
+            (None, Some(prefix)) => self.matching_history(prefix, self.removed_through, after, out),
+            (None, None) => self.removed_through > after,
+        }
+    }
+
+    /// The events after `after` of every topic starting with `prefix`, and whether one of them,
+    /// or the pattern's own mark `own`, evicted one after `after`.
+    fn matching_history(
+        &self,
+        prefix: &str,
+        own: u64,
+        after: u64,
+        out: &mut Vec<SharedEvent>,
+    ) -> bool {
+        let mut expired = own > after;
         for (_, topic) in self.channels.iter() {
             if topic.prefix.is_none() && topic.name.starts_with(prefix) {
                 expired |= topic.evicted_through > after;
@@ -142,24 +165,33 @@ impl Hub {
     }
 
     /// [`Hub::cache_floor`] for topics or patterns by name, with no subscription (the server
-    /// API's history); `None` when none of them has a channel here.
-    pub fn cache_floor_of(&self, names: &[&str]) -> Option<u64> {
+    /// API's history); a name without a channel here counts as the channel a resume would make
+    /// now (its mark starts at `removed_through`).
+    pub fn cache_floor_of(&self, names: &[&str]) -> u64 {
         names
             .iter()
-            .filter_map(|n| self.by_name.get(*n))
-            .map(|id| self.channel_floor(&self.channels[id.0]))
+            .map(|n| match self.by_name.get(*n) {
+                Some(id) => self.channel_floor(&self.channels[id.0]),
+                None => self.floor_for(n.strip_suffix('*'), self.removed_through),
+            })
             .max()
+            .unwrap_or(0)
     }
 
     fn channel_floor(&self, c: &Channel) -> u64 {
-        match c.prefix.as_deref() {
-            None => c.evicted_through,
+        self.floor_for(c.prefix.as_deref(), c.evicted_through)
+    }
+
+    /// A channel's floor from its own mark: a pattern's is also that of every topic it matches.
+    fn floor_for(&self, prefix: Option<&str>, own: u64) -> u64 {
+        match prefix {
+            None => own,
             Some(prefix) => self
                 .channels
                 .iter()
                 .filter(|(_, t)| t.prefix.is_none() && t.name.starts_with(prefix))
                 .map(|(_, t)| t.evicted_through)
-                .fold(c.evicted_through, u64::max),
+                .fold(own, u64::max),
         }
     }
 
@@ -170,9 +202,7 @@ impl Hub {
         let mut events: Vec<SharedEvent> = Vec::new();
         let mut expired = false;
         for name in names {
-            if let Some(&id) = self.by_name.get(*name) {
-                expired |= self.history_after(&self.channels[id.0], after, &mut events);
-            }
+            expired |= self.history_of(name, after, &mut events);
         }
         sort_unique(&mut events);
         (events, expired)

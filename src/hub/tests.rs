@@ -412,3 +412,36 @@ fn ids_just_past_the_floor_of_a_node_that_recorded_nothing_are_this_runs() {
     assert_eq!(hub.parse_resume("e-0"), Resume::After(0));
     assert_eq!(hub.parse_resume("other-5"), Resume::Foreign);
 }
+
+#[test]
+fn history_by_name_answers_as_a_resume_would_without_a_channel() {
+    // The server API asks by name: a pattern nobody subscribes to here has no channel, and a
+    // topic forgotten to make room has none any more.
+    let mut hub = hub(4, usize::MAX, 3);
+    for i in 0..4 {
+        hub.publish(&["news/a"], None, &i.to_string()).unwrap();
+        hub.publish(&["news/b"], None, &i.to_string()).unwrap();
+    }
+    let (events, expired) = hub.replay(&["news/*"], 1);
+    assert_eq!(
+        (seqs(&events), expired),
+        ((2..=8).collect::<Vec<_>>(), false)
+    );
+    assert_eq!(hub.cache_floor_of(&["news/*"]), 0);
+    // A third and a fourth topic under --max-topics 3 make room by forgetting news/a.
+    hub.publish(&["other"], None, "x").unwrap();
+    hub.publish(&["more"], None, "y").unwrap();
+    assert!(hub.channel_id("news/a").is_none());
+    let (events, expired) = hub.replay(&["news/a"], 1);
+    assert!(
+        events.is_empty() && expired,
+        "a resume on news/a would hear 'expired'"
+    );
+    assert!(hub.cache_floor_of(&["news/a"]) >= 7);
+    let (_, expired) = hub.replay(&["news/*"], 1);
+    assert!(expired);
+    // Nothing forgotten after the floor: nothing to report.
+    let floor = hub.cache_floor_of(&["news/a"]);
+    let (events, expired) = hub.replay(&["news/a"], floor);
+    assert!(events.is_empty() && !expired);
+}
