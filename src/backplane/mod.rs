@@ -60,7 +60,12 @@ pub use self::seam::{
     Output, RemoteEvent, ReplySlot, WAIT_BUCKETS,
 };
 pub use self::sentinel::SENTINEL;
-pub use self::watch::{is_watch, MAX_SENTINELS};
+pub use self::watch::MAX_SENTINELS;
+
+/// Whether `token` is one of the backplane's sockets (links, sentinel question, subscriptions).
+pub fn owns(token: Token) -> bool {
+    matches!(token, WRITER | READER | SENTINEL) || watch::is_watch(token)
+}
 pub use crate::config::RedisUrl;
 
 /// Poll token of the writer link.
@@ -384,9 +389,26 @@ impl Backplane {
         }
     }
 
-    /// Answers or events are waiting for the loop (it must not sleep).
+    /// Answers or events are waiting for the loop (it must not sleep), including answers to
+    /// the server API's presence and history queries not taken yet.
     pub fn has_work(&self) -> bool {
-        self.out.has_work()
+        self.out.has_work() || self.presence_answered() || self.history_answered()
+    }
+
+    /// Readiness on one of the backplane's sockets ([`owns`]): a link, the sentinel question,
+    /// or a sentinel subscription.
+    pub fn on_token(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        now: Instant,
+        scratch: &mut [u8],
+    ) {
+        match token {
+            SENTINEL => self.on_sentinel_ready(registry, now, scratch),
+            WRITER | READER => self.on_ready(token, registry, now, scratch),
+            _ => self.on_sentinel_watch(token, registry, now, scratch),
+        }
     }
 
     /// Closes both links (shutdown); pending appends are refused.

@@ -337,7 +337,7 @@ impl Server {
         let mut wait = self.sh.timers.next_timeout(now);
         let mut consider = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
         if let Some(bp) = &self.sh.backplane {
-            if bp.has_work() || bp.presence_answered() || bp.history_answered() {
+            if bp.has_work() {
                 return Some(Duration::ZERO);
             }
             if let Some(at) = bp.next_deadline() {
@@ -420,28 +420,9 @@ impl Server {
                     }
                 }
                 SIGNALS => self.on_signals(),
-                backplane::SENTINEL => {
+                token if backplane::owns(token) => {
                     if let Some(bp) = self.sh.backplane.as_mut() {
-                        bp.on_sentinel_ready(
-                            self.poll.registry(),
-                            self.sh.now,
-                            &mut self.sh.scratch,
-                        );
-                    }
-                }
-                token if backplane::is_watch(token) => {
-                    if let Some(bp) = self.sh.backplane.as_mut() {
-                        bp.on_sentinel_watch(
-                            token,
-                            self.poll.registry(),
-                            self.sh.now,
-                            &mut self.sh.scratch,
-                        );
-                    }
-                }
-                token @ (backplane::WRITER | backplane::READER) => {
-                    if let Some(bp) = self.sh.backplane.as_mut() {
-                        bp.on_ready(
+                        bp.on_token(
                             token,
                             self.poll.registry(),
                             self.sh.now,
