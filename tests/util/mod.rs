@@ -30,7 +30,9 @@ impl TestServer {
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sseloop"));
         cmd.arg("--listen").arg("127.0.0.1:0").args(args);
-        cmd.env("RUST_LOG", "info");
+        // SSELOOP_TEST_LOG raises the servers' log level when chasing a failure.
+        let level = std::env::var("SSELOOP_TEST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", level);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -148,6 +150,20 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failing test shows what its servers said: often the only clue in a CI log.
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let keep = if std::env::var_os("SSELOOP_TEST_LOG").is_some() {
+                log.len()
+            } else {
+                60
+            };
+            let tail = &log[log.len().saturating_sub(keep)..];
+            eprintln!("--- server {} (last {} log lines):", self.addr, tail.len());
+            for line in tail {
+                eprintln!("    {line}");
+            }
+        }
     }
 }
 

@@ -312,6 +312,38 @@ impl RedisServer {
         r
     }
 
+    /// Starts a replica of this replica (chained replication) and waits until a write on `top`,
+    /// the master above both, reaches it. Sentinel knows a master's direct replicas only, so
+    /// with the chain the failover has one candidate, the replica whose `WAIT` acknowledgements
+    /// count, and once promoted it has a replica of its own at once.
+    pub fn start_replica_below(&self, top: &RedisServer) -> RedisServer {
+        let mut r = RedisServer::prepare(Persistence::None, None);
+        r.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            self.port.to_string(),
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+        ];
+        r.launch();
+        let probe = format!("chain-probe-{}", r.port);
+        let synced = wait(TIMEOUT, || {
+            let Ok(mut c) = RespConn::open(top.addr(), TIMEOUT) else {
+                return false;
+            };
+            let _ = c.command(&["SET", &probe, "1"]);
+            let Ok(mut d) = RespConn::open(r.addr(), TIMEOUT) else {
+                return false;
+            };
+            matches!(d.command(&["GET", &probe]), Ok(Reply::Bulk(Some(v))) if v == b"1")
+        });
+        assert!(
+            synced,
+            "a write on the master never reached the chained replica"
+        );
+        r
+    }
+
     /// Starts a server with more arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut r = RedisServer::prepare(Persistence::None, None);
@@ -361,10 +393,13 @@ impl Sentinel {
         let dir = unique_dir("sentinel");
         let port = free_port();
         let conf = dir.join("sentinel.conf");
+        // down-after 3 s, not less: at 1 s, on a busy machine, the sentinels sometimes marked
+        // the master they had just promoted down about a second after the switch and failed over
+        // again, which leaves the newest master without a replica for many seconds.
         let mut text = format!(
             "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
              sentinel monitor m 127.0.0.1 {} 2\n\
-             sentinel down-after-milliseconds m 1000\n\
+             sentinel down-after-milliseconds m 3000\n\
              sentinel failover-timeout m 3000\n\
              sentinel parallel-syncs m 2\n",
             dir.display(),
@@ -429,6 +464,19 @@ impl Drop for Sentinel {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            // A failing test shows what the sentinels decided (+sdown, +odown, +switch-master).
+            let log = std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- sentinel :{} (last {} log lines):",
+                self.port,
+                lines.len().min(60)
+            );
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("    {line}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -437,6 +485,18 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         // SIGKILL also ends a stopped process.
         self.stop();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- redis :{} (last {} log lines):",
+                self.port,
+                lines.len().min(40)
+            );
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("    {line}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
