@@ -199,6 +199,18 @@ fn header_of(head: &str, name: &str) -> Option<String> {
     })
 }
 
+/// `read`, again when a signal interrupted it: a socket read with a timeout returns
+/// `Interrupted` whatever the handler's flags (signal(7)), seen in tests/ffi.rs on a busy
+/// machine while its C programs ran under valgrind. An interruption is not the end of a stream.
+pub fn read_some(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
 /// Connects with timeouts set.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
@@ -290,7 +302,7 @@ impl ResponseReader {
 
     fn fill(&mut self) -> std::io::Result<usize> {
         let mut chunk = [0u8; 16384];
-        let n = self.stream.read(&mut chunk)?;
+        let n = read_some(&mut self.stream, &mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -352,7 +364,7 @@ impl ResponseReader {
         let mut chunk = [0u8; 4096];
         let start = Instant::now();
         loop {
-            match self.stream.read(&mut chunk) {
+            match read_some(&mut self.stream, &mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
@@ -422,7 +434,7 @@ impl SseClient {
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut byte) {
+            match read_some(&mut stream, &mut byte) {
                 Ok(1) => buf.push(byte[0]),
                 _ => break,
             }
@@ -460,7 +472,7 @@ impl SseClient {
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .unwrap();
         let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
+        match read_some(&mut self.stream, &mut chunk) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.raw.extend_from_slice(&chunk[..n]);
@@ -593,7 +605,7 @@ impl SseClient {
             }
             self.stream.set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
+            match read_some(&mut self.stream, &mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => {
                     self.raw.extend_from_slice(&chunk[..n]);
