@@ -291,16 +291,7 @@ impl RedisServer {
     /// acknowledged by `WAIT` (its first sync done). Start the master with
     /// `--repl-diskless-sync-delay 0` in `extra` to skip Redis's 5 s wait for more replicas.
     pub fn start_replica(&self) -> RedisServer {
-        let mut r = RedisServer::prepare(Persistence::None, None);
-        // Promoted by a failover, it syncs the other replicas at once too.
-        r.extra = vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            self.port.to_string(),
-            "--repl-diskless-sync-delay".into(),
-            "0".into(),
-        ];
-        r.launch();
+        let r = self.launch_replica();
         let synced = wait(TIMEOUT, || {
             let Ok(mut c) = RespConn::open(self.addr(), TIMEOUT) else {
                 return false;
@@ -317,15 +308,7 @@ impl RedisServer {
     /// with the chain the failover has one candidate, the replica whose `WAIT` acknowledgements
     /// count, and once promoted it has a replica of its own at once.
     pub fn start_replica_below(&self, top: &RedisServer) -> RedisServer {
-        let mut r = RedisServer::prepare(Persistence::None, None);
-        r.extra = vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            self.port.to_string(),
-            "--repl-diskless-sync-delay".into(),
-            "0".into(),
-        ];
-        r.launch();
+        let r = self.launch_replica();
         let probe = format!("chain-probe-{}", r.port);
         let synced = wait(TIMEOUT, || {
             let Ok(mut c) = RespConn::open(top.addr(), TIMEOUT) else {
@@ -341,6 +324,21 @@ impl RedisServer {
             synced,
             "a write on the master never reached the chained replica"
         );
+        r
+    }
+
+    /// A replica of this server (no persistence), launched; its first sync not waited for.
+    fn launch_replica(&self) -> RedisServer {
+        let mut r = RedisServer::prepare(Persistence::None, None);
+        // Promoted by a failover, it syncs the other replicas at once too.
+        r.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            self.port.to_string(),
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+        ];
+        r.launch();
         r
     }
 
@@ -466,16 +464,7 @@ impl Drop for Sentinel {
         }
         if std::thread::panicking() {
             // A failing test shows what the sentinels decided (+sdown, +odown, +switch-master).
-            let log = std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- sentinel :{} (last {} log lines):",
-                self.port,
-                lines.len().min(60)
-            );
-            for line in &lines[lines.len().saturating_sub(60)..] {
-                eprintln!("    {line}");
-            }
+            print_tail(&format!("sentinel :{}", self.port), &self.log(), 60);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -486,18 +475,19 @@ impl Drop for RedisServer {
         // SIGKILL also ends a stopped process.
         self.stop();
         if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- redis :{} (last {} log lines):",
-                self.port,
-                lines.len().min(40)
-            );
-            for line in &lines[lines.len().saturating_sub(40)..] {
-                eprintln!("    {line}");
-            }
+            print_tail(&format!("redis :{}", self.port), &self.log(), 40);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Prints the last `n` lines of a log a failing test leaves behind.
+fn print_tail(what: &str, log: &str, n: usize) {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    eprintln!("--- {what} (last {} log lines):", tail.len());
+    for line in tail {
+        eprintln!("    {line}");
     }
 }
 
