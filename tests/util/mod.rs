@@ -200,8 +200,9 @@ fn header_of(head: &str, name: &str) -> Option<String> {
 }
 
 /// `read`, again when a signal interrupted it: a socket read with a timeout returns
-/// `Interrupted` whatever the handler's flags (signal(7)), seen in tests/ffi.rs on a busy
-/// machine while its C programs ran under valgrind. An interruption is not the end of a stream.
+/// `Interrupted` whatever the handler's flags (signal(7)). Seen in tests/ffi.rs on a busy
+/// machine, woken by SIGCHLD from the test's own children (valgrind, cc, make). An interruption
+/// is not the end of a stream.
 pub fn read_some(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         match stream.read(buf) {
