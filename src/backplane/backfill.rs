@@ -63,7 +63,7 @@ impl Backplane {
     }
 
     /// A history answer came that its caller has not taken yet (the loop must not sleep).
-    pub fn history_answered(&self) -> bool {
+    pub(super) fn history_answered(&self) -> bool {
         self.history.waiting.values().any(Option::is_some)
     }
 

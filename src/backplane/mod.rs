@@ -61,17 +61,17 @@ pub use self::seam::{
 };
 pub use self::sentinel::SENTINEL;
 pub use self::watch::MAX_SENTINELS;
-
-/// Whether `token` is one of the backplane's sockets (links, sentinel question, subscriptions).
-pub fn owns(token: Token) -> bool {
-    matches!(token, WRITER | READER | SENTINEL) || watch::is_watch(token)
-}
 pub use crate::config::RedisUrl;
 
 /// Poll token of the writer link.
 pub const WRITER: Token = Token(usize::MAX - 4);
 /// Poll token of the reader link.
 pub const READER: Token = Token(usize::MAX - 5);
+
+/// Whether `token` is one of the backplane's sockets (links, sentinel question, subscriptions).
+pub fn owns(token: Token) -> bool {
+    matches!(token, WRITER | READER | SENTINEL) || watch::is_watch(token)
+}
 
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(2000);

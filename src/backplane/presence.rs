@@ -302,7 +302,7 @@ impl Backplane {
     }
 
     /// An answer came that its caller has not taken yet (the loop must not sleep).
-    pub fn presence_answered(&self) -> bool {
+    pub(super) fn presence_answered(&self) -> bool {
         self.presence.waiting.values().any(|(a, _)| a.is_some())
     }
 

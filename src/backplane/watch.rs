@@ -38,7 +38,7 @@ const CHANNELS: [&[u8]; 7] = [
 ];
 
 /// Whether `token` is one of the subscriptions'.
-pub fn is_watch(token: Token) -> bool {
+pub(super) fn is_watch(token: Token) -> bool {
     token.0 <= WATCH_BASE && token.0 > WATCH_BASE - MAX_SENTINELS
 }
 

@@ -153,17 +153,23 @@ impl Drop for TestServer {
         if std::thread::panicking() {
             // A failing test shows what its servers said: often the only clue in a CI log.
             let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-            let keep = if std::env::var_os("SSELOOP_TEST_LOG").is_some() {
-                log.len()
-            } else {
-                60
-            };
-            let tail = &log[log.len().saturating_sub(keep)..];
-            eprintln!("--- server {} (last {} log lines):", self.addr, tail.len());
-            for line in tail {
-                eprintln!("    {line}");
-            }
+            print_tail(&format!("server {}", self.addr), &log, 60);
         }
+    }
+}
+
+/// Prints the last `n` lines of a log a failing test leaves behind (every line when
+/// SSELOOP_TEST_LOG is set: the failure is being chased).
+pub fn print_tail<S: AsRef<str>>(what: &str, lines: &[S], n: usize) {
+    let keep = if std::env::var_os("SSELOOP_TEST_LOG").is_some() {
+        lines.len()
+    } else {
+        n
+    };
+    let tail = &lines[lines.len().saturating_sub(keep)..];
+    eprintln!("--- {what} (last {} log lines):", tail.len());
+    for line in tail {
+        eprintln!("    {}", line.as_ref());
     }
 }
 

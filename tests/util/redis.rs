@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::TIMEOUT;
+use crate::util::{print_tail, TIMEOUT};
 
 /// The server binary: `SSELOOP_REDIS_SERVER` if set, else `redis-server` from `PATH`.
 fn redis_binary() -> String {
@@ -464,7 +464,11 @@ impl Drop for Sentinel {
         }
         if std::thread::panicking() {
             // A failing test shows what the sentinels decided (+sdown, +odown, +switch-master).
-            print_tail(&format!("sentinel :{}", self.port), &self.log(), 60);
+            print_tail(
+                &format!("sentinel :{}", self.port),
+                &self.log().lines().collect::<Vec<_>>(),
+                60,
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -475,19 +479,13 @@ impl Drop for RedisServer {
         // SIGKILL also ends a stopped process.
         self.stop();
         if std::thread::panicking() {
-            print_tail(&format!("redis :{}", self.port), &self.log(), 40);
+            print_tail(
+                &format!("redis :{}", self.port),
+                &self.log().lines().collect::<Vec<_>>(),
+                40,
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Prints the last `n` lines of a log a failing test leaves behind.
-fn print_tail(what: &str, log: &str, n: usize) {
-    let lines: Vec<&str> = log.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(n)..];
-    eprintln!("--- {what} (last {} log lines):", tail.len());
-    for line in tail {
-        eprintln!("    {line}");
     }
 }
 
