@@ -51,8 +51,8 @@ pub(super) struct Discovery {
     pub(super) previous: Option<SocketAddr>,
     /// Each sentinel's announcements (`watch.rs`), once connected.
     pub(super) watches: Vec<Option<RedisConn>>,
-    /// A failover is under way away from this address: until then (or until the sentinels
-    /// name another master), an answer naming it means "not yet".
+    /// A failover away from this address started or ended: until then, an answer naming it
+    /// is stale (`watch.rs`).
     pub(super) fence: Option<(SocketAddr, Instant)>,
 }
 
@@ -194,21 +194,18 @@ impl Backplane {
             if let Some((conn, ..)) = d.asking.take() {
                 conn.close(registry);
             }
-            if d.fence
-                .is_some_and(|(old, until)| old == addr && now < until)
-            {
+            if d.fenced(addr, now) {
                 // A failover away from this master is under way: ask again (another sentinel
                 // first: the one leading the failover names the promoted replica first).
                 d.next = i + 1;
                 d.retry_at = now + FENCED_RETRY;
                 return;
             }
-            d.fence = None;
             d.next = i;
             d.failed = 0;
             d.attempt = 0;
             self.open_watches(registry);
-            self.master_is(addr);
+            self.master_is(addr, now);
             return;
         }
         if let Err(e) = io {
@@ -242,11 +239,11 @@ impl Backplane {
     }
 
     /// The sentinels named `addr` as the master.
-    pub(super) fn master_is(&mut self, addr: SocketAddr) {
+    pub(super) fn master_is(&mut self, addr: SocketAddr, now: Instant) {
         let Some(d) = self.sentinel.as_mut() else {
             return;
         };
-        match d.previous {
+        match d.switched_to(addr, now) {
             Some(p) if p != addr => {
                 self.stats.failovers += 1;
                 log::warn!(
@@ -257,8 +254,6 @@ impl Backplane {
             None => log::info!("backplane {}: Sentinel names master {addr}", self.cfg.url),
             Some(_) => {}
         }
-        d.previous = Some(addr);
-        d.master = Some(addr);
         self.addr = addr;
     }
 

@@ -8,8 +8,10 @@
 //!   takes no answer naming the old master for [`FENCE`], so that no write lands on a master
 //!   about to be replaced: a manual failover (`SENTINEL FAILOVER`), where the old master stays
 //!   up and keeps taking writes until the switch is announced, then loses nothing.
-//! - `+promoted-slave`, `+switch-master`: the new master; the links move there.
-//! - the failover's end by timeout or an abort: the fence is lifted.
+//! - `+promoted-slave`, `+switch-master`: the new master; the links move there, and the old
+//!   master stays fenced for [`FENCE`] from then: a sentinel that has not heard of the switch
+//!   yet still names it, and a node that followed it back would write where nobody reads.
+//! - the failover's end by timeout or an abort, before any switch: the fence is lifted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -151,7 +153,8 @@ impl Backplane {
         };
         match a {
             Announcement::Starting => {
-                let Some(old) = d.previous.filter(|_| d.fence.is_none()) else {
+                // Once per failover (a fence on the current master means it was heard).
+                let Some(old) = d.previous.filter(|p| d.fence.is_none_or(|(f, _)| f != *p)) else {
                     return;
                 };
                 d.fence = Some((old, now + FENCE));
@@ -163,18 +166,70 @@ impl Backplane {
                 );
                 self.lose(true, "a failover is starting", registry, now);
             }
-            Announcement::Master(addr) => {
-                d.fence = None;
-                self.master_is(addr);
+            Announcement::Master(addr) => self.master_is(addr, now),
+            // An abandoned failover: the master stays (a late abort from a sentinel that lost
+            // the election, after the switch, lifts nothing).
+            Announcement::Ended => {
+                if d.fence.is_some_and(|(f, _)| Some(f) == d.previous) {
+                    d.fence = None;
+                }
             }
-            Announcement::Ended => d.fence = None,
         }
+    }
+}
+
+impl super::sentinel::Discovery {
+    /// An answer naming `addr` is stale: a failover away from it started or ended less than
+    /// [`FENCE`] ago (a sentinel that has not heard of the switch yet still names it).
+    pub(super) fn fenced(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.fence
+            .is_some_and(|(old, until)| old == addr && now < until)
+    }
+
+    /// The sentinels named `addr` as the master: the one it replaces stays fenced for
+    /// [`FENCE`] from now; an announcement of the fenced address itself lifts the fence.
+    /// Returns the master named before.
+    pub(super) fn switched_to(&mut self, addr: SocketAddr, now: Instant) -> Option<SocketAddr> {
+        if self.fence.is_some_and(|(old, _)| old == addr) {
+            self.fence = None;
+        }
+        if let Some(p) = self.previous.filter(|&p| p != addr) {
+            self.fence = Some((p, now + FENCE));
+        }
+        self.master = Some(addr);
+        self.previous.replace(addr)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replaced_master_stays_fenced_after_the_switch() {
+        let sentinels = crate::config::redis_url::Sentinels {
+            addrs: vec![("127.0.0.1".into(), 26379)],
+            master: "m".into(),
+        };
+        let now = Instant::now();
+        let mut d = super::super::sentinel::Discovery::new(&sentinels, None, now);
+        let a: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        assert_eq!(d.switched_to(a, now), None);
+        assert!(!d.fenced(a, now), "the first master named fences nothing");
+        assert_eq!(d.switched_to(b, now), Some(a));
+        // A sentinel that has not heard of the switch yet still names a: stale.
+        assert!(d.fenced(a, now) && !d.fenced(b, now));
+        // Every sentinel announces the switch: the later ones keep the fence.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(d.switched_to(b, later), Some(b));
+        assert!(d.fenced(a, later));
+        assert!(!d.fenced(a, now + FENCE), "for FENCE at most");
+        // A failover back to a, announced, is followed at once.
+        assert_eq!(d.switched_to(a, later), Some(b));
+        assert!(!d.fenced(a, later) && d.fenced(b, later));
+        assert_eq!(d.master, Some(a));
+    }
 
     #[test]
     fn reads_the_announcements_of_its_master_only() {
